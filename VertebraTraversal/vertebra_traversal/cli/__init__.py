@@ -1,0 +1,1 @@
+"""Command line of VertebraTraversal: ``vertebra-traversal <command> ...``."""

@@ -1,0 +1,148 @@
+"""Image input and output with validation (file layer).
+
+Every reader returns a SimpleITK image; arrays taken from it are in SimpleITK's numpy order
+``(z, y, x)`` = ``(k, j, i)``. Physical coordinates are LPS millimetres (ITK convention).
+
+Bad input raises :class:`InputError` whose message names the file and the problem; callers turn it
+into one line on stderr and a non-zero exit code.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import anatomy
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+#: Voxel spacings outside this range (mm) are refused as absurd.
+SPACING_RANGE_MM = (0.05, 20.0)
+
+
+class InputError(ValueError):
+    """Bad user input: the message names the file and the problem."""
+
+
+def _read_any(path: Path) -> sitk.Image:
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    try:
+        if path.is_dir():
+            reader = sitk.ImageSeriesReader()
+            series = reader.GetGDCMSeriesIDs(str(path))
+            if not series:
+                raise InputError(f"{path}: folder holds no DICOM series")
+            if len(series) > 1:
+                logger.warning("%s: %d DICOM series, reading the first (%s)", path, len(series), series[0])
+            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series[0]))
+            return reader.Execute()
+        return sitk.ReadImage(str(path))
+    except InputError:
+        raise
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
+        raise InputError(f"{path}: cannot read image ({first})") from None
+
+
+def _check_geometry(image: sitk.Image, path: Path) -> None:
+    if image.GetDimension() != 3:
+        raise InputError(f"{path}: expected a 3D image, got {image.GetDimension()}D")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{path}: expected a scalar image, got {image.GetNumberOfComponentsPerPixel()} components")
+    lo, hi = SPACING_RANGE_MM
+    spacing = image.GetSpacing()
+    if any(not (lo <= s <= hi) for s in spacing):
+        raise InputError(f"{path}: absurd voxel spacing {tuple(round(s, 4) for s in spacing)} mm "
+                         f"(expected {lo}..{hi} mm)")
+    if min(image.GetSize()) < 2:
+        raise InputError(f"{path}: image of size {image.GetSize()} is not a volume")
+
+
+def read_image(path: PathLike) -> sitk.Image:
+    """Read a 3D scalar image (any format SimpleITK reads, or a DICOM series folder) as float32.
+
+    Raises:
+        InputError: missing/unreadable file, not 3D, vector image, absurd spacing, NaN/inf voxels,
+            or a constant image.
+    """
+    path = Path(path)
+    image = _read_any(path)
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+    _check_geometry(image, path)
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    array = sitk.GetArrayViewFromImage(image)
+    if not np.all(np.isfinite(array)):
+        raise InputError(f"{path}: image holds NaN or infinite voxels")
+    if float(array.max()) == float(array.min()):
+        raise InputError(f"{path}: image is constant ({float(array.min())}) - nothing to segment")
+    return image
+
+
+def same_grid(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> bool:
+    """True when both images share size, spacing, origin and direction (within ``tol``)."""
+    return (
+        a.GetSize() == b.GetSize()
+        and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol)
+        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tol * 10)
+        and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol)
+    )
+
+
+def read_label_map(path: PathLike, reference: Optional[sitk.Image] = None,
+                   allowed_extra: Sequence[int] = tuple(anatomy.NON_VERTEBRA_LABELS)) -> sitk.Image:
+    """Read a vertebra label map (VerSe ids) as uint8, checking ids and, if given, the grid.
+
+    Labels in ``allowed_extra`` (sacrum 26, coccyx 27 by default) are set to 0.
+
+    Raises:
+        InputError: unreadable, not 3D, non-integer values, unknown ids, or another grid than ``reference``.
+    """
+    path = Path(path)
+    image = _read_any(path)
+    _check_geometry(image, path)
+    array = sitk.GetArrayFromImage(image)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
+            raise InputError(f"{path}: label map holds non-integer values")
+    ids = set(int(v) for v in np.unique(array)) - {0}
+    extra = ids & set(allowed_extra)
+    unknown = sorted(ids - set(anatomy.BY_LABEL) - extra)
+    if unknown:
+        raise InputError(f"{path}: unknown label ids {unknown} (VerSe ids expected: {sorted(anatomy.BY_LABEL)})")
+    if reference is not None and not same_grid(image, reference):
+        raise InputError(f"{path}: label map grid (size {image.GetSize()}, spacing "
+                         f"{tuple(round(s, 3) for s in image.GetSpacing())}) differs from its image "
+                         f"(size {reference.GetSize()}, spacing {tuple(round(s, 3) for s in reference.GetSpacing())})")
+    if extra:
+        array[np.isin(array, list(extra))] = 0
+    out = sitk.GetImageFromArray(array.astype(np.uint8))
+    out.CopyInformation(image)
+    return out
+
+
+def write_image_atomic(image: sitk.Image, path: PathLike, compress: bool = True) -> Path:
+    """Write ``image`` to ``path`` through a temporary file in the same folder, then rename.
+
+    The temporary name keeps the full extension so that SimpleITK picks the right writer.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".nii.gz"
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        sitk.WriteImage(image, tmp, compress)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
