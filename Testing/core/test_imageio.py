@@ -1,0 +1,76 @@
+"""Image reading refuses bad input with one message naming the file; writes are atomic."""
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from vertebra_traversal.imageio import InputError, read_image, read_label_map, same_grid, write_image_atomic
+
+
+def _image(array, spacing=(1.0, 1.0, 1.0)):
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    return image
+
+
+def _with_nan():
+    array = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
+    array[1, 1, 1] = np.inf
+    return array
+
+
+@pytest.fixture()
+def ramp():
+    return np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+
+
+def test_reads_back_what_was_written(tmp_path, ramp):
+    path = write_image_atomic(_image(ramp, (0.5, 0.7, 2.0)), tmp_path / "a.nii.gz")
+    image = read_image(path)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), ramp)
+    assert image.GetSpacing() == pytest.approx((0.5, 0.7, 2.0))
+    assert [p.name for p in tmp_path.iterdir()] == ["a.nii.gz"]  # no temporary file left
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d / "missing.nii.gz", "file not found"),
+    (lambda d: (d / "junk.nii.gz").write_bytes(b"not an image") and d / "junk.nii.gz", "cannot read image"),
+    (lambda d: write_image_atomic(sitk.GetImageFromArray(np.ones((4, 5), np.float32) * [1, 2, 3, 4, 5]), d / "flat.nii.gz"), "expected a 3D image"),
+    (lambda d: write_image_atomic(_image(np.zeros((3, 4, 5), np.float32)), d / "const.nii.gz"), "constant"),
+    (lambda d: write_image_atomic(_image(_with_nan()), d / "nan.mha"), "NaN"),  # NIfTI readers zero NaNs
+    (lambda d: write_image_atomic(_image(np.arange(60, dtype=np.float32).reshape(3, 4, 5), (1, 1, 500)), d / "far.nii.gz"), "absurd voxel spacing"),
+])
+def test_bad_images_give_one_clear_message_naming_the_file(tmp_path, make, message):
+    path = make(tmp_path)
+    with pytest.raises(InputError, match=message) as info:
+        read_image(path)
+    assert str(path) in str(info.value)
+
+
+def test_four_d_image_is_refused(tmp_path):
+    image = sitk.JoinSeries([_image(np.arange(60, dtype=np.float32).reshape(3, 4, 5))] * 2)
+    path = write_image_atomic(image, tmp_path / "4d.nii.gz")
+    with pytest.raises(InputError, match="expected a 3D image, got 4D"):
+        read_image(path)
+
+
+def test_label_map_checks_ids_and_grid(tmp_path, ramp):
+    reference = _image(ramp)
+    labels = np.zeros(ramp.shape, np.uint8)
+    labels[1, 1, 1], labels[2, 2, 2], labels[3, 3, 3] = 20, 26, 28
+    path = write_image_atomic(_image(labels), tmp_path / "l.nii.gz")
+    out = sitk.GetArrayFromImage(read_label_map(path, reference=reference))
+    assert sorted(np.unique(out)) == [0, 20, 28]  # sacrum (26) dropped
+    labels[0, 0, 0] = 99
+    bad = write_image_atomic(_image(labels), tmp_path / "bad.nii.gz")
+    with pytest.raises(InputError, match=r"unknown label ids \[99\]"):
+        read_label_map(bad)
+    other = write_image_atomic(_image(labels * 0, (2.0, 1.0, 1.0)), tmp_path / "other.nii.gz")
+    with pytest.raises(InputError, match="differs from its image"):
+        read_label_map(other, reference=reference)
+
+
+def test_same_grid_compares_geometry(ramp):
+    a, b = _image(ramp), _image(ramp)
+    assert same_grid(a, b)
+    b.SetOrigin((0.0, 0.0, 1.0))
+    assert not same_grid(a, b)
