@@ -1,0 +1,136 @@
+"""``vertebra-traversal segment INPUT... -o OUTDIR [--model ct|mr|PATH] [--device auto|cpu|cuda] [--events]``.
+
+With ``--events`` one JSON object per line goes to stdout (the contract read by the Slicer module,
+docs/ARCHITECTURE.md); messages go to stderr. SIGTERM / SIGINT stop the traversal between two steps,
+print a ``cancelled`` event and leave no partial output.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+from ..checkpoint import load_model
+from ..imageio import InputError, read_image
+from ..models import resolve_model
+from ..outputs import prepare_output_dir, write_outputs
+from ..pipeline import SegmentConfig, segment_image
+
+logger = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+EXIT_CANCELLED = 130
+
+
+class EventStream:
+    """Writes events as JSON lines to stdout (``--events``) or a terse progress line to stderr."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.tty = (not enabled) and sys.stderr.isatty()
+
+    def __call__(self, event: Dict[str, Any]) -> None:
+        if self.enabled:
+            sys.stdout.write(json.dumps(event) + "\n")
+            sys.stdout.flush()
+        elif event["event"] == "vertebra":
+            logger.info("found %s (completeness %.2f)", event["provisional_name"], event["completeness"])
+        elif event["event"] == "patch" and self.tty:
+            sys.stderr.write(f"\r  step {event['step']:4d}  patch at {event['center_lps_mm']} mm   ")
+            sys.stderr.flush()
+
+
+class CancelFlag:
+    """Set by SIGTERM/SIGINT; polled by the traversal between steps."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._set)
+
+    def _set(self, signum: int, frame: Any) -> None:
+        self.cancelled = True
+
+    def __call__(self) -> bool:
+        return self.cancelled
+
+
+def expand_inputs(inputs: List[str]) -> List[Path]:
+    """Files stay; a folder of image files becomes its files; any other folder is one DICOM series."""
+    paths: List[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if not path.exists():
+            raise InputError(f"{path}: file not found")
+        images = sorted(p for p in path.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES)) \
+            if path.is_dir() else []
+        paths.extend(images or [path])
+    return paths
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("segment", help="segment and label the vertebrae of images",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, DICOM folders")
+    parser.add_argument("-o", "--out", required=True, type=Path, help="output folder (new or empty)")
+    parser.add_argument("--model", default="ct", help="'ct' or 'mr' (bundled) or a checkpoint path (default: ct)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--batch-size", type=int, default=4, help="patches per network call")
+    parser.add_argument("--no-surface-refinement", action="store_true", help="CT: keep voxels below 200 HU")
+    parser.add_argument("--events", action="store_true", help="JSON lines on stdout (for the Slicer module)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    emit = EventStream(args.events)
+    cancel = CancelFlag()
+    cancel.install()
+    out_existed = args.out.exists()
+    try:
+        return _run(args, emit, cancel)
+    except Exception as exc:
+        if args.events:
+            emit({"event": "error", "message": str(exc) if isinstance(exc, InputError) else f"internal error: {exc!r}"})
+        raise
+    finally:
+        if not out_existed and args.out.is_dir() and not any(args.out.iterdir()):
+            args.out.rmdir()  # leave nothing behind when no case was written
+
+
+def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int:
+    started = time.perf_counter()
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size {args.batch_size}: must be at least 1")
+    inputs = expand_inputs(args.inputs)
+    model_path = resolve_model(args.model)
+    model = load_model(model_path, device=args.device)
+    out_dir = prepare_output_dir(args.out)
+    config = SegmentConfig(batch_size=args.batch_size, surface_refinement=not args.no_surface_refinement)
+    meta = model.metadata
+    model_info = {"path": str(model_path), "modality": meta.modality, "spacing_mm": list(meta.spacing_mm),
+                  "patch_size": list(meta.patch_size), "direction": meta.direction}
+    patch_mm = [float(p) * float(s) for p, s in zip(reversed(meta.patch_size), meta.spacing_mm)]
+    for number, path in enumerate(inputs, start=1):
+        emit({"event": "start", "input": str(path), "case": number, "cases": len(inputs),
+              "model": str(model_path), "modality": meta.modality, "device": str(model.device),
+              "patch_size_mm": patch_mm})
+        image = read_image(path)
+        result = segment_image(image, model, config, on_event=emit, should_cancel=cancel)
+        if result.cancelled or cancel():
+            emit({"event": "cancelled"})
+            logger.warning("cancelled; %s left without outputs", path)
+            return EXIT_CANCELLED
+        paths = write_outputs(result, path, out_dir, model_info)
+        emit({"event": "progress", "fraction": number / len(inputs), "message": f"{path.name} done"})
+        emit({"event": "result", "input": str(path), "outputs": paths.to_json(),
+              "vertebrae": [v.to_json() for v in result.vertebrae]})
+        logger.info("%s: %s", path.name, ", ".join(v.name + ("" if v.complete else "(inc)")
+                                                   for v in result.vertebrae) or "no vertebra found")
+    emit({"event": "done", "cases": len(inputs), "seconds": round(time.perf_counter() - started, 2)})
+    return 0
