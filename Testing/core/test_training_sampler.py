@@ -1,0 +1,166 @@
+"""Sampler rules of paper §3.6 on a small synthetic label map with known answers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vertebra_traversal import anatomy
+from vertebra_traversal.training import sampler as S
+
+L2, L3, L4, L5 = (anatomy.label_of(n) for n in ("L2", "L3", "L4", "L5"))
+
+
+def _spine() -> np.ndarray:
+    """(40, 12, 12): L5 at z 2..7, L4 at 12..17, L3 at 22..27, L2 at 32..37 (axis 0 = up), 6x6 in y/x."""
+    labels = np.zeros((40, 12, 12), np.uint8)
+    for z0, label in ((2, L5), (12, L4), (22, L3), (32, L2)):
+        labels[z0:z0 + 6, 3:9, 3:9] = label
+    return labels
+
+
+def test_traversal_order_up_is_caudal_first_and_t13_between_t12_and_l1():
+    t12, t13, l1 = anatomy.label_of("T12"), anatomy.label_of("T13"), anatomy.label_of("L1")
+    assert S.traversal_order([L3, L5, L2, L4], "up") == (L5, L4, L3, L2)
+    assert S.traversal_order([L3, L5, L2, L4], "down") == (L2, L3, L4, L5)
+    assert S.traversal_order([t12, l1, t13], "up") == (l1, t13, t12)
+    with pytest.raises(ValueError):
+        S.traversal_order([L3], "sideways")
+
+
+def test_memory_holds_every_vertebra_before_the_target():
+    scan = [L2, L3, L4, L5]
+    assert S.memory_before(L3, scan, "up") == {L5, L4}
+    assert S.memory_before(L5, scan, "up") == frozenset()
+    assert S.memory_before(L3, scan, "down") == {L2}
+
+
+def test_first_unsegmented_follows_traversal_order():
+    assert S.first_unsegmented({L2, L3, L4}, {L5, L4}, "up") == L3
+    assert S.first_unsegmented({L2, L3, L4}, set(), "down") == L2
+    assert S.first_unsegmented({L4, L5}, {L4, L5}, "up") == 0
+    assert S.first_unsegmented({0}, set(), "up") == 0
+
+
+def test_completeness_two_percent_rule():
+    assert S.completeness_target(1000, 980, True) == 1.0   # exactly 2 % outside
+    assert S.completeness_target(1000, 979, True) == 0.0   # 2.1 % outside
+    assert S.completeness_target(1000, 1000, False) == 0.0  # marked incomplete in the scan
+    assert S.completeness_target(1000, 990, True, tolerance=0.0) == 0.0
+
+
+def test_extract_patch_pads_outside_and_outside_the_z_window():
+    array = np.arange(5 * 4 * 4, dtype=np.float32).reshape(5, 4, 4)
+    patch = S.extract_patch(array, (0, 0, 0), 4, fill=-1.0)
+    assert patch.shape == (4, 4, 4)
+    assert np.all(patch[:2] == -1) and np.all(patch[:, :2] == -1) and np.all(patch[:, :, :2] == -1)
+    assert np.array_equal(patch[2:, 2:, 2:], array[:2, :2, :2])
+    windowed = S.extract_patch(array, (2, 2, 2), 4, fill=-1.0, z_window=(1, 3))
+    assert np.array_equal(windowed[1:3], array[1:3]) and np.all(windowed[0] == -1) and np.all(windowed[3] == -1)
+    assert np.all(S.extract_patch(array, (50, 0, 0), 4, fill=7.0) == 7.0)
+
+
+def test_scan_index_boxes_volumes_and_flags():
+    index = S.scan_index(_spine(), {L4: True, L3: False})
+    assert index.labels == (L2, L3, L4, L5)
+    assert index.boxes[L4] == ((12, 3, 3), (18, 9, 9))
+    assert index.volumes[L2] == 6 * 6 * 6
+    assert index.complete == {L2: False, L3: False, L4: True, L5: False}
+
+
+def test_foreground_patches_are_centred_in_a_vertebra_box_with_the_caudal_ones_in_memory():
+    index = S.scan_index(_spine(), {})
+    config = S.SamplingConfig(patch_size=8, foreground_fraction=1.0)
+    rng = np.random.default_rng(1)
+    seen = set()
+    for _ in range(200):
+        plan = S.plan_patch(index, rng, config)
+        owners = [l for l, (lo, hi) in index.boxes.items()
+                  if all(a <= c < b for a, c, b in zip(lo, plan.centre, hi))]
+        assert plan.foreground and len(owners) == 1
+        owner = owners[0]
+        seen.add(owner)
+        caudal = {l for l in index.labels if index.boxes[l][0][0] < index.boxes[owner][0][0]}
+        assert plan.memory_labels == caudal
+    assert seen == {L2, L3, L4, L5}
+
+
+def test_random_patches_use_a_prefix_of_the_traversal_as_memory():
+    index = S.scan_index(_spine(), {})
+    config = S.SamplingConfig(patch_size=8, foreground_fraction=0.0)
+    order = S.traversal_order(index.labels, "up")
+    rng = np.random.default_rng(2)
+    progress = set()
+    for _ in range(300):
+        plan = S.plan_patch(index, rng, config)
+        assert not plan.foreground
+        k = len(plan.memory_labels)
+        assert plan.memory_labels == set(order[:k])
+        progress.add(k)
+        assert all(0 <= c < n for c, n in zip(plan.centre, index.shape))
+    assert progress == set(range(len(order) + 1))
+
+
+def test_foreground_fraction_is_respected():
+    index = S.scan_index(_spine(), {})
+    rng = np.random.default_rng(3)
+    config = S.SamplingConfig(patch_size=8)
+    share = np.mean([S.plan_patch(index, rng, config).foreground for _ in range(4000)])
+    assert abs(share - 0.75) < 0.03
+
+
+def test_targets_pick_first_unsegmented_and_apply_the_completeness_rule():
+    labels = _spine()
+    index = S.scan_index(labels, {L4: True, L3: True, L5: True, L2: True})
+    config = S.SamplingConfig(patch_size=16)
+    # patch z 8..23, centred at z 16: all of L4 (z 12..17), L3 rows z 22, 23 only; L5 in memory.
+    plan = S.PatchPlan((16, 6, 6), frozenset({L5}), True, (0, 40))
+    patch = S.extract_patch(labels, plan.centre, 16, 0)
+    info = S.patch_targets(patch, plan, index, config)
+    assert info.label == L4 and info.complete == 1.0
+    assert info.label_value == anatomy.vertebra("L4").regression_value == 23.0
+    memory = S.memory_mask(patch, plan.memory_labels)
+    assert memory.sum() == 0  # L5 lies at z 2..7, outside the patch
+    # with L4 also in memory the target is L3, of which only 2 of 6 slices are visible: incomplete
+    info = S.patch_targets(patch, S.PatchPlan(plan.centre, frozenset({L5, L4}), True, (0, 40)), index, config)
+    assert info.label == L3 and info.complete == 0.0 and info.label_value == 22.0
+    # everything in memory: no target, label 0
+    done = S.PatchPlan(plan.centre, frozenset(index.labels), False, (0, 40))
+    assert S.patch_targets(patch, done, index, config) == S.TargetInfo(0, 0.0, 0.0)
+
+
+def test_completeness_target_counts_the_volume_cut_by_the_patch():
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels[5:15, 5:15, 5:15] = L4          # 1000 voxels
+    labels[5, 5:15, 5:7] = L3               # 20 voxels of L4's bottom slice become L3
+    index = S.scan_index(labels, {L4: True})
+    volume = index.volumes[L4]
+    assert volume == 980
+    config = S.SamplingConfig(patch_size=16)
+    plan = S.PatchPlan((14, 10, 10), frozenset(), True, (0, 20))  # patch z 6..21: cuts L4's z=5 slice
+    patch = S.extract_patch(labels, plan.centre, 16, 0)
+    cut = volume - int(np.count_nonzero(patch == L4))
+    assert cut == 80                        # 8.2 % outside -> incomplete
+    assert S.patch_targets(patch, plan, index, config).complete == 0.0
+    plan_in = S.PatchPlan((10, 10, 10), frozenset(), True, (0, 20))
+    patch_in = S.extract_patch(labels, plan_in.centre, 16, 0)
+    assert S.patch_targets(patch_in, plan_in, index, config) == S.TargetInfo(L4, 23.0, 1.0)
+    # a z crop through L4 makes it incomplete even when the patch holds it
+    cropped = S.PatchPlan(plan_in.centre, frozenset(), True, (8, 20))
+    patch_crop = S.extract_patch(labels, cropped.centre, 16, 0, z_window=cropped.z_window)
+    assert S.patch_targets(patch_crop, cropped, index, config).complete == 0.0
+
+
+def test_z_window_restricts_foreground_candidates():
+    index = S.scan_index(_spine(), {})
+    config = S.SamplingConfig(patch_size=8, foreground_fraction=1.0)
+    rng = np.random.default_rng(4)
+    for _ in range(100):
+        plan = S.plan_patch(index, rng, config, z_window=(20, 30))  # only L3 (z 22..27) is visible
+        assert 22 <= plan.centre[0] < 28 and plan.memory_labels == {L5, L4}
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        S.SamplingConfig(patch_size=8, foreground_fraction=1.5)
+    with pytest.raises(ValueError):
+        S.SamplingConfig(patch_size=8, direction="left")

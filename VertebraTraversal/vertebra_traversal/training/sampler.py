@@ -1,0 +1,236 @@
+"""Training patch sampling and target derivation (paper §3.6), as pure functions on arrays.
+
+All arrays are on the model grid (identity direction, isotropic spacing): numpy order ``(z, y, x)``
+with axis 0 running inferior -> superior. Voxel positions are integer indices ``(z, y, x)``.
+
+Rules (paper §3.6, §3.3, §3.5):
+
+* The instance memory is derived from the reference: the vertebrae *before* the target in traversal
+  order. Traversal order sorts vertebrae by anatomical rank (:mod:`vertebra_traversal.anatomy`):
+  ``"up"`` starts at the most caudal vertebra (L5 before L4 ...), ``"down"`` at the most cranial.
+* A fraction (75 %) of the patches is centred uniformly inside the bounding box of a random vertebra;
+  the memory then holds every vertebra before that one. The other patches are centred anywhere in
+  the scan with a random "progress": the memory holds the first ``k`` vertebrae in traversal order,
+  ``k`` uniform in ``0..n``, so the network also learns to answer "nothing left".
+* The target is the first not-yet-segmented vertebra (traversal order) present in the patch, or
+  none. Its regression value comes from the anatomy table (0 when there is no target, §3.4).
+* Completeness target (§3.5): 1 when the vertebra is marked complete in the scan and at most 2 % of
+  its volume lies outside the visible part of the patch; 0 otherwise and when there is no target.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, Iterable, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .. import anatomy
+
+Index3 = Tuple[int, int, int]
+#: Half-open voxel box ``((z0, y0, x0), (z1, y1, x1))``.
+Box = Tuple[Index3, Index3]
+
+DIRECTIONS = ("up", "down")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Patch sampling settings.
+
+    Attributes:
+        patch_size: edge length of the cubic patch in voxels (model grid).
+        foreground_fraction: share of patches centred inside a random vertebra's bounding box.
+        direction: traversal direction, ``"up"`` (caudal first) or ``"down"`` (cranial first).
+        completeness_tolerance: largest fraction of a vertebra's volume that may lie outside the
+            patch for it to count as complete (paper §3.6: 2 %).
+    """
+
+    patch_size: int
+    foreground_fraction: float = 0.75
+    direction: str = "up"
+    completeness_tolerance: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.patch_size < 4:
+            raise ValueError(f"patch_size must be at least 4 voxels, got {self.patch_size}")
+        if not 0.0 <= self.foreground_fraction <= 1.0:
+            raise ValueError(f"foreground_fraction must be in [0, 1], got {self.foreground_fraction}")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+
+
+@dataclass(frozen=True)
+class ScanIndex:
+    """What the sampler needs to know about one scan (model grid, voxel units).
+
+    Attributes:
+        shape: array shape ``(D, H, W)`` = ``(z, y, x)``.
+        boxes: per vertebra label, its tight half-open bounding box.
+        volumes: per vertebra label, its voxel count in the whole scan.
+        complete: per vertebra label, whether it is marked completely visible in the scan (sidecar).
+    """
+
+    shape: Index3
+    boxes: Mapping[int, Box]
+    volumes: Mapping[int, int]
+    complete: Mapping[int, bool]
+
+    @property
+    def labels(self) -> Tuple[int, ...]:
+        return tuple(sorted(self.boxes))
+
+
+@dataclass(frozen=True)
+class PatchPlan:
+    """Where to cut a patch and what the memory holds.
+
+    Attributes:
+        centre: patch centre voxel ``(z, y, x)``; the patch covers ``centre - size//2`` onwards.
+        memory_labels: vertebra labels already "segmented" (in the instance memory).
+        foreground: True when the centre was drawn inside a vertebra's bounding box.
+        z_window: visible half-open z range ``(z_lo, z_hi)`` of the (possibly cropped) scan.
+    """
+
+    centre: Index3
+    memory_labels: FrozenSet[int]
+    foreground: bool
+    z_window: Tuple[int, int]
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """Scalar targets of a patch: target label id (0 = none), regression value, completeness."""
+
+    label: int
+    label_value: float
+    complete: float
+
+
+def traversal_order(labels: Iterable[int], direction: str = "up") -> Tuple[int, ...]:
+    """Vertebra labels in the order the traversal visits them.
+
+    ``"up"`` sorts by decreasing anatomical rank (most caudal first), ``"down"`` by increasing rank.
+    Unknown ids raise ``KeyError`` (from :func:`anatomy.vertebra`).
+    """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    ranked = sorted(set(int(l) for l in labels), key=lambda l: anatomy.vertebra(l).rank)
+    return tuple(reversed(ranked)) if direction == "up" else tuple(ranked)
+
+
+def memory_before(label: int, scan_labels: Iterable[int], direction: str = "up") -> FrozenSet[int]:
+    """All labels of the scan that come before ``label`` in traversal order (its instance memory)."""
+    order = traversal_order(set(scan_labels) | {label}, direction)
+    return frozenset(order[: order.index(label)])
+
+
+def first_unsegmented(present: Iterable[int], memory: Iterable[int], direction: str = "up") -> int:
+    """The first label in traversal order among ``present`` that is not in ``memory``; 0 if none."""
+    remaining = set(int(l) for l in present) - set(int(l) for l in memory) - {0}
+    order = traversal_order(remaining, direction)
+    return order[0] if order else 0
+
+
+def completeness_target(total_voxels: int, visible_voxels: int, complete_in_scan: bool,
+                        tolerance: float = 0.02) -> float:
+    """1.0 when the vertebra is complete in the scan and at most ``tolerance`` of its volume
+    (``total_voxels``, whole scan) lies outside the patch (``visible_voxels`` inside); else 0.0."""
+    if total_voxels <= 0 or not complete_in_scan:
+        return 0.0
+    outside = (total_voxels - visible_voxels) / float(total_voxels)
+    return 1.0 if outside <= tolerance + 1e-12 else 0.0
+
+
+def patch_start(centre: Sequence[int], size: int) -> Index3:
+    """First voxel ``(z, y, x)`` of the cubic patch of edge ``size`` centred at ``centre``."""
+    return tuple(int(c) - size // 2 for c in centre)  # type: ignore[return-value]
+
+
+def extract_patch(array: np.ndarray, centre: Sequence[int], size: int, fill: float = 0,
+                  z_window: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """Cut a cube of edge ``size`` voxels around ``centre`` from a (D, H, W) array.
+
+    Voxels outside the array, or outside the visible ``z_window`` (half-open, axis 0), get ``fill``.
+    Returns a new array of shape ``(size, size, size)`` and the dtype of ``array``.
+    """
+    out = np.full((size, size, size), fill, dtype=array.dtype)
+    start = patch_start(centre, size)
+    limits = [(0, n) for n in array.shape]
+    if z_window is not None:
+        limits[0] = (max(0, z_window[0]), min(array.shape[0], z_window[1]))
+    src, dst = [], []
+    for axis in range(3):
+        lo = max(start[axis], limits[axis][0])
+        hi = min(start[axis] + size, limits[axis][1])
+        if hi <= lo:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - start[axis], hi - start[axis]))
+    out[tuple(dst)] = array[tuple(src)]
+    return out
+
+
+def scan_index(labels: np.ndarray, complete: Mapping[int, bool]) -> ScanIndex:
+    """Bounding boxes and voxel counts of every vertebra in a (D, H, W) label map."""
+    from scipy import ndimage
+
+    boxes: Dict[int, Box] = {}
+    volumes: Dict[int, int] = {}
+    counts = np.bincount(labels.ravel(), minlength=int(labels.max()) + 1)
+    for position, sl in enumerate(ndimage.find_objects(labels)):
+        label = position + 1
+        if sl is None or not anatomy.is_valid_label(label):
+            continue
+        boxes[label] = (tuple(s.start for s in sl), tuple(s.stop for s in sl))  # type: ignore[assignment]
+        volumes[label] = int(counts[label])
+    flags = {l: bool(complete.get(l, False)) for l in boxes}
+    return ScanIndex(tuple(int(n) for n in labels.shape), boxes, volumes, flags)  # type: ignore[arg-type]
+
+
+def visible_labels(index: ScanIndex, z_window: Tuple[int, int]) -> Tuple[int, ...]:
+    """Labels whose bounding box reaches into the visible z range."""
+    return tuple(l for l, (lo, hi) in sorted(index.boxes.items()) if lo[0] < z_window[1] and hi[0] > z_window[0])
+
+
+def _uniform_in(lo: Sequence[int], hi: Sequence[int], rng: np.random.Generator) -> Index3:
+    return tuple(int(rng.integers(a, max(a + 1, b))) for a, b in zip(lo, hi))  # type: ignore[return-value]
+
+
+def plan_patch(index: ScanIndex, rng: np.random.Generator, config: SamplingConfig,
+               z_window: Optional[Tuple[int, int]] = None) -> PatchPlan:
+    """Draw one patch position and its memory (paper §3.6); see the module docstring for the rules."""
+    window = z_window if z_window is not None else (0, index.shape[0])
+    candidates = visible_labels(index, window)
+    order = traversal_order(index.labels, config.direction)
+    if candidates and rng.random() < config.foreground_fraction:
+        label = candidates[int(rng.integers(len(candidates)))]
+        lo, hi = index.boxes[label]
+        lo = (max(lo[0], window[0]),) + tuple(lo[1:])
+        hi = (min(hi[0], window[1]),) + tuple(hi[1:])
+        centre = _uniform_in(lo, hi, rng)
+        return PatchPlan(centre, memory_before(label, index.labels, config.direction), True, window)
+    centre = _uniform_in((window[0], 0, 0), (window[1], index.shape[1], index.shape[2]), rng)
+    progress = int(rng.integers(len(order) + 1))
+    return PatchPlan(centre, frozenset(order[:progress]), False, window)
+
+
+def patch_targets(label_patch: np.ndarray, plan: PatchPlan, index: ScanIndex,
+                  config: SamplingConfig) -> TargetInfo:
+    """Scalar targets of a (size, size, size) label patch cut with ``plan`` (outside = 0)."""
+    present = np.unique(label_patch)
+    target = first_unsegmented((int(l) for l in present if anatomy.is_valid_label(int(l))),
+                               plan.memory_labels, config.direction)
+    if target == 0:
+        return TargetInfo(0, 0.0, 0.0)
+    visible = int(np.count_nonzero(label_patch == target))
+    complete = completeness_target(index.volumes.get(target, visible), visible,
+                                   index.complete.get(target, False), config.completeness_tolerance)
+    return TargetInfo(target, float(anatomy.vertebra(target).regression_value), complete)
+
+
+def memory_mask(label_patch: np.ndarray, memory_labels: Iterable[int]) -> np.ndarray:
+    """float32 mask, 1 where the label patch holds a vertebra of the memory."""
+    labels = sorted(memory_labels)
+    if not labels:
+        return np.zeros(label_patch.shape, np.float32)
+    return np.isin(label_patch, labels).astype(np.float32)
