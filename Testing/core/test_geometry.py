@@ -1,0 +1,170 @@
+"""Tests for vertebra_traversal.geometry: the model grid (paper §3.1) and its inverse."""
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from vertebra_traversal import geometry
+
+ORIENTATIONS = ["LPS", "RAS", "PIR", "ASL", "ILP", "RPI"]
+
+
+def _lps_image(array_zyx, spacing=(1.0, 1.0, 1.0), origin=(-10.0, 20.0, -30.0)):
+    image = sitk.GetImageFromArray(array_zyx)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    return image
+
+
+def _linear_field(shape_zyx, spacing, origin):
+    """Image whose value is x + 10 y + 100 z of each voxel centre (LPS mm)."""
+    k, j, i = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape_zyx], indexing="ij")
+    x, y, z = (origin[a] + idx * spacing[a] for a, idx in enumerate((i, j, k)))
+    return _lps_image((x + 10 * y + 100 * z).astype(np.float32), spacing, origin)
+
+
+@pytest.mark.parametrize("code", ORIENTATIONS)
+def test_model_grid_axes_run_superior_posterior_left(code):
+    origin = (-10.0, 20.0, -30.0)
+    image = sitk.DICOMOrient(_linear_field((5, 6, 7), (2.0, 2.0, 2.0), origin), code)
+    assert sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection()) == code
+    model = geometry.to_model_grid(image, (1.0, 1.0, 1.0))
+    assert model.GetDirection() == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    array = sitk.GetArrayFromImage(model)
+    assert array.shape == (9, 11, 13)  # (n - 1) * 2 + 1 voxels of 1 mm cover the same extent
+    np.testing.assert_allclose(model.GetOrigin(), origin, atol=1e-9)
+    k, j, i = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in array.shape], indexing="ij")
+    expected = (origin[0] + i) + 10 * (origin[1] + j) + 100 * (origin[2] + k)
+    np.testing.assert_allclose(array, expected, atol=1e-2)
+
+
+@pytest.mark.parametrize("code", ORIENTATIONS[1:])
+def test_same_content_in_any_storage_orientation_gives_same_model_array(code):
+    rng = np.random.default_rng(1)
+    base = _lps_image(rng.normal(size=(9, 10, 12)).astype(np.float32), spacing=(0.7, 1.3, 2.5))
+    reoriented = sitk.DICOMOrient(base, code)
+    expected = sitk.GetArrayFromImage(geometry.to_model_grid(base, (1.0, 1.0, 1.0)))
+    actual = geometry.to_model_grid(reoriented, (1.0, 1.0, 1.0))
+    np.testing.assert_allclose(sitk.GetArrayFromImage(actual), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("code", ["LPS", "RAS", "PIR", "ILP"])
+def test_label_round_trip_is_exact_for_equal_spacing(code):
+    rng = np.random.default_rng(2)
+    labels = _lps_image(rng.integers(0, 26, size=(8, 9, 10)).astype(np.uint8), spacing=(0.8, 1.0, 2.0))
+    reference = sitk.DICOMOrient(labels, code)
+    model = geometry.to_model_grid(reference, (0.8, 1.0, 2.0), interpolator="nearest")
+    assert model.GetPixelID() == sitk.sitkUInt8
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(model), sitk.GetArrayFromImage(labels))
+    back = geometry.from_model_grid(model, reference)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(reference))
+    assert back.GetSize() == reference.GetSize() and back.GetSpacing() == reference.GetSpacing()
+    assert back.GetOrigin() == reference.GetOrigin() and back.GetDirection() == reference.GetDirection()
+    assert back.GetPixelID() == sitk.sitkUInt8
+
+
+def test_from_model_grid_takes_reference_grid_exactly_and_zero_outside():
+    model = _lps_image(np.full((4, 4, 4), 7, dtype=np.uint8), origin=(0.0, 0.0, 0.0))
+    reference = _lps_image(np.zeros((3, 3, 10), dtype=np.float32), spacing=(0.5, 0.5, 0.5), origin=(1.0, 1.0, 1.0))
+    reference.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))  # RAS: x and y run the other way
+    back = geometry.from_model_grid(model, reference)
+    assert back.GetDirection() == reference.GetDirection() and back.GetOrigin() == reference.GetOrigin()
+    array = sitk.GetArrayFromImage(back)
+    # x = 1 - 0.5 i: inside the model's nearest-neighbour reach [-0.5, 3.5] mm for i <= 2, outside for i >= 4
+    assert np.all(array[:, :, :3] == 7) and np.all(array[:, :, 4:] == 0)
+
+
+def test_oblique_image_is_covered_and_outside_gets_image_minimum():
+    rng = np.random.default_rng(3)
+    image = _lps_image(rng.uniform(5.0, 10.0, size=(6, 12, 12)).astype(np.float32))
+    angle = np.deg2rad(30.0)
+    image.SetDirection((np.cos(angle), -np.sin(angle), 0, np.sin(angle), np.cos(angle), 0, 0, 0, 1))
+    model = geometry.to_model_grid(image, (1.0, 1.0, 1.0))
+    low, high = geometry.physical_bounds(image)
+    model_low = np.asarray(model.GetOrigin())
+    model_high = geometry.model_index_to_lps(model, np.asarray(model.GetSize()[::-1]) - 1.0)
+    assert np.all(model_low <= low + 1e-6) and np.all(model_high >= high - 1e-6)
+    assert np.all(model_high - high < 1.0 + 1e-6)  # no more than one extra voxel
+    array = sitk.GetArrayFromImage(model)
+    minimum = float(sitk.GetArrayViewFromImage(image).min())
+    assert array[0, 0, 0] == pytest.approx(minimum)  # the corner of the bounding box is outside the image
+    labels = geometry.to_model_grid(sitk.Cast(image > 0, sitk.sitkUInt8), (1.0, 1.0, 1.0), "nearest")
+    assert sitk.GetArrayViewFromImage(labels)[0, 0, 0] == 0
+
+
+def test_downsampling_is_anti_aliased():
+    stripes = np.tile(np.array([1.0, -1.0], dtype=np.float32), 20)  # period 1 mm at 0.5 mm spacing
+    image = _lps_image(np.broadcast_to(stripes, (6, 6, 40)).copy(), spacing=(0.5, 2.0, 2.0))
+    model = sitk.GetArrayFromImage(geometry.to_model_grid(image, (2.0, 2.0, 2.0)))
+    assert np.abs(model[:, :, 1:-1]).max() < 0.2  # without the filter every sample would be +-1
+    constant = _lps_image(np.full((6, 6, 40), 3.0, dtype=np.float32), spacing=(0.5, 2.0, 2.0))
+    np.testing.assert_allclose(sitk.GetArrayFromImage(geometry.to_model_grid(constant, (2.0, 2.0, 2.0))), 3.0,
+                               atol=1e-5)
+
+
+def test_probability_resampling_is_linear_float32():
+    ramp = np.broadcast_to(np.linspace(0.0, 1.0, 5, dtype=np.float32), (3, 3, 5)).copy()
+    model = _lps_image(ramp, spacing=(2.0, 2.0, 2.0), origin=(0.0, 0.0, 0.0))
+    reference = _lps_image(np.zeros((3, 3, 9), dtype=np.int16), spacing=(1.0, 2.0, 2.0), origin=(0.0, 0.0, 0.0))
+    prob = geometry.resample_probability_to_reference(model, reference)
+    assert prob.GetPixelID() == sitk.sitkFloat32
+    np.testing.assert_allclose(sitk.GetArrayFromImage(prob)[1, 1], np.linspace(0.0, 1.0, 9), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, minimum, offset, padded", [
+    ((3, 4, 5), (3, 4, 5), (0, 0, 0), (3, 4, 5)),
+    ((3, 4, 5), (6, 7, 2), (1, 1, 0), (6, 7, 5)),
+    ((2, 2, 2), (5, 2, 4), (1, 0, 1), (5, 2, 4)),
+])
+def test_pad_to_shape_and_back(shape, minimum, offset, padded):
+    array = np.arange(np.prod(shape), dtype=np.float32).reshape(shape) + 1
+    out, got_offset = geometry.pad_to_shape(array, minimum, value=-1.0)
+    assert out.shape == padded and got_offset == offset
+    assert np.count_nonzero(out == -1.0) == out.size - array.size
+    np.testing.assert_array_equal(geometry.crop_padding(out, got_offset, shape), array)
+
+
+def test_crop_padding_refuses_out_of_range():
+    with pytest.raises(ValueError, match="outside"):
+        geometry.crop_padding(np.zeros((3, 3, 3)), (1, 0, 0), (3, 3, 3))
+
+
+@pytest.mark.parametrize("direction", [None, (0, 0, -1, 1, 0, 0, 0, -1, 0)])
+def test_model_index_to_lps_matches_simpleitk(direction):
+    image = _lps_image(np.zeros((5, 6, 7), dtype=np.float32), spacing=(0.5, 1.5, 2.0))
+    if direction is not None:
+        image.SetDirection(direction)
+    rng = np.random.default_rng(4)
+    indices = rng.uniform(-2, 8, size=(10, 3))
+    points = geometry.model_index_to_lps(image, indices)
+    assert points.shape == (10, 3)
+    for index, point in zip(indices, points):
+        expected = image.TransformContinuousIndexToPhysicalPoint([float(v) for v in index[::-1]])
+        np.testing.assert_allclose(geometry.model_index_to_lps(image, index), expected, atol=1e-9)
+        np.testing.assert_allclose(point, expected, atol=1e-9)
+
+
+@pytest.mark.parametrize("code", ["LPS", "RAS", "PIR", "ILP"])
+def test_crop_z_keeps_slices_within_range(code):
+    base = _linear_field((10, 3, 4), (1.0, 1.0, 2.0), (0.0, 0.0, -10.0))  # z = -10, -8, ..., 8
+    image = sitk.DICOMOrient(base, code)
+    cropped = geometry.crop_z(image, -5.0, 3.0)
+    axis = geometry.superior_axis(image)
+    assert cropped.GetSize()[axis] == 4  # z = -4, -2, 0, 2
+    model = sitk.GetArrayFromImage(geometry.to_model_grid(cropped, (1.0, 1.0, 2.0)))
+    np.testing.assert_allclose(model, sitk.GetArrayFromImage(base)[3:7], atol=1e-3)
+
+
+def test_crop_z_refuses_empty_ranges():
+    image = _lps_image(np.zeros((4, 3, 3), dtype=np.float32), origin=(0.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="holds no slice"):
+        geometry.crop_z(image, 10.0, 20.0)
+    with pytest.raises(ValueError, match="z_min_mm < z_max_mm"):
+        geometry.crop_z(image, 2.0, 1.0)
+
+
+def test_bad_arguments_raise():
+    image = _lps_image(np.zeros((3, 3, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="interpolator"):
+        geometry.to_model_grid(image, (1, 1, 1), interpolator="cubic")
+    with pytest.raises(ValueError, match="positive"):
+        geometry.to_model_grid(image, (1, 0, 1))
