@@ -1,0 +1,138 @@
+"""Tests of CT surface refinement (paper §3.1) and the component helpers, on hand-built volumes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vertebra_traversal.postprocess import (keep_largest_component, largest_component_per_label,
+                                            refine_surface_ct, surface_voxels)
+
+CUBE = (slice(2, 7),) * 3  # a 5^3 cube in a 9^3 volume
+INNER = (slice(3, 6),) * 3  # its 3^3 interior
+CORE = (slice(4, 5),) * 3  # the single centre voxel
+
+
+def cube_labels(value: int = 1, dtype=np.uint8) -> np.ndarray:
+    labels = np.zeros((9, 9, 9), dtype=dtype)
+    labels[CUBE] = value
+    return labels
+
+
+def expected(region, value: int = 1) -> np.ndarray:
+    out = np.zeros((9, 9, 9), dtype=np.uint8)
+    out[region] = value
+    return out
+
+
+@pytest.mark.parametrize("iterations, region", [(1, INNER), (2, CORE)])
+def test_low_density_cube_is_peeled_one_layer_per_iteration(iterations, region):
+    hu = np.full((9, 9, 9), 100.0)
+    np.testing.assert_array_equal(refine_surface_ct(cube_labels(7), hu, 200.0, iterations), expected(region, 7))
+
+
+def test_three_passes_remove_the_whole_low_density_cube():
+    assert not refine_surface_ct(cube_labels(), np.full((9, 9, 9), 100.0), iterations=3).any()
+
+
+def test_dense_shell_keeps_its_low_density_core():
+    hu = np.full((9, 9, 9), 500.0)
+    hu[INNER] = 0.0
+    labels = cube_labels()
+    np.testing.assert_array_equal(refine_surface_ct(labels, hu, iterations=5), labels)
+
+
+def test_only_low_surface_voxels_go():
+    hu = np.full((9, 9, 9), 500.0)
+    hu[2, :, :] = 150.0  # the bottom face of the cube is soft
+    hu[4, 4, 4] = 150.0  # so is an interior voxel, which must stay
+    want = cube_labels()
+    want[2, :, :] = 0
+    np.testing.assert_array_equal(refine_surface_ct(cube_labels(), hu, 200.0, iterations=2), want)
+
+
+def test_threshold_is_strict_below():
+    hu = np.full((9, 9, 9), 200.0)
+    np.testing.assert_array_equal(refine_surface_ct(cube_labels(), hu, 200.0), cube_labels())
+
+
+def test_contact_with_another_instance_is_surface():
+    labels = np.zeros((10, 7, 7), dtype=np.int16)
+    labels[2:5, 1:6, 1:6] = 1
+    labels[5:8, 1:6, 1:6] = 2  # touching label 1 at the z = 4 / z = 5 planes
+    hu = np.full(labels.shape, 900.0)
+    hu[4:6, 2:5, 2:5] = 100.0  # soft only where the two meet, away from the side faces
+    want = labels.copy()
+    want[4:6, 2:5, 2:5] = 0
+    np.testing.assert_array_equal(refine_surface_ct(labels, hu), want)
+
+
+def test_the_image_border_is_not_a_surface():
+    labels = np.zeros((5, 5, 5), dtype=np.uint8)
+    labels[:, :, 0:3] = 4  # cut by the field of view on five sides
+    hu = np.zeros((5, 5, 5))
+    want = labels.copy()
+    want[:, :, 2] = 0  # only the face towards the background goes
+    np.testing.assert_array_equal(refine_surface_ct(labels, hu), want)
+    full = np.full((5, 5, 5), 4, dtype=np.uint8)
+    np.testing.assert_array_equal(refine_surface_ct(full, hu), full)
+
+
+def test_input_untouched_dtype_kept_and_zero_iterations_copy():
+    labels = cube_labels(3, np.int16)
+    before = labels.copy()
+    hu = np.zeros((9, 9, 9), dtype=np.int16)
+    out = refine_surface_ct(labels, hu)
+    np.testing.assert_array_equal(labels, before)
+    assert out.dtype == np.int16 and out.sum() == 3 * 27
+    same = refine_surface_ct(labels, hu, iterations=0)
+    np.testing.assert_array_equal(same, labels)
+    assert same is not labels
+
+
+@pytest.mark.parametrize("labels, hu, iterations", [
+    (np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 5)), 1),
+    (np.zeros((4, 4, 4), np.float32), np.zeros((4, 4, 4)), 1),
+    (np.zeros((4, 4), np.uint8), np.zeros((4, 4)), 1),
+    (np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 4)), -1),
+])
+def test_bad_arguments_are_refused(labels, hu, iterations):
+    with pytest.raises(ValueError):
+        refine_surface_ct(labels, hu, iterations=iterations)
+
+
+def test_surface_voxels_of_a_cube():
+    mask = cube_labels().astype(bool)
+    assert surface_voxels(mask).sum() == 5 ** 3 - 3 ** 3
+    assert not surface_voxels(mask)[INNER].any()
+
+
+def test_keep_largest_component():
+    mask = np.zeros((10, 10, 10), bool)
+    mask[0:2, 0:2, 0:2] = True  # 8 voxels
+    mask[5:8, 5:8, 5:8] = True  # 27 voxels
+    want = np.zeros_like(mask)
+    want[5:8, 5:8, 5:8] = True
+    np.testing.assert_array_equal(keep_largest_component(mask), want)
+    assert not keep_largest_component(np.zeros((3, 3, 3))).any()
+
+
+def test_connectivity_decides_whether_corner_contacts_join():
+    mask = np.zeros((6, 6, 6), bool)
+    mask[0:2, 0:2, 0:2] = True  # 8 voxels
+    mask[2:5, 2:5, 2:5] = True  # 27 voxels, touching the first at one corner only
+    assert keep_largest_component(mask, connectivity=1).sum() == 27
+    assert keep_largest_component(mask, connectivity=3).sum() == 35
+    with pytest.raises(ValueError):
+        keep_largest_component(mask, connectivity=4)
+
+
+def test_largest_component_per_label():
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[0:3, 0:3, 0:3] = 20
+    labels[8:10, 8:10, 8:10] = 20  # a stray piece of the same vertebra
+    labels[5:7, 0:2, 0:2] = 21
+    want = labels.copy()
+    want[8:10, 8:10, 8:10] = 0
+    np.testing.assert_array_equal(largest_component_per_label(labels), want)
+    with pytest.raises(ValueError):
+        largest_component_per_label(labels.astype(float))
