@@ -5,9 +5,10 @@ from typing import List
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from oracle import BoxSpine, OraclePredictor, box_spine, oracle_for
-from vertebra_traversal import anatomy
+from vertebra_traversal import anatomy, geometry
 from vertebra_traversal.predictor import PatchPrediction
 from vertebra_traversal.traversal import (Fragment, PatchEvent, TraversalConfig, VertebraEvent, axis_centers,
                                           crop_patch, extract_fragment, fragment_center, has_converged,
@@ -143,6 +144,23 @@ def test_max_steps_caps_evaluations():
     result = traverse(spine.labels.astype(np.float32), oracle, config(max_steps=5))
     assert result.steps == 5 and sum(oracle.batch_sizes) == 5 and result.stopped_by == "max_steps"
     assert not result.cancelled
+
+
+@pytest.mark.parametrize("orientation", ["LPS", "RAS", "PIR", "ILA"])
+@pytest.mark.parametrize("z_range, cut", [((0, 119), set()), ((7, 100), {24, 18})])
+def test_any_storage_orientation_and_field_of_view_via_the_model_grid(orientation, z_range, cut):
+    """The label map stored in another orientation, cropped along S, then put on the model grid
+    (geometry.to_model_grid, nearest) is traversed exactly; boxes cut by the crop are flagged."""
+    spine = column()
+    model_in = sitk.GetImageFromArray(spine.labels)  # identity direction: array axes (S, P, L)
+    stored = geometry.crop_z(sitk.DICOMOrient(model_in, orientation), *z_range)
+    grid = sitk.GetArrayFromImage(geometry.to_model_grid(stored, (1.0, 1.0, 1.0), "nearest"))
+    np.testing.assert_array_equal(grid, spine.labels[z_range[0]:z_range[1] + 1])  # precondition
+    oracle = OraclePredictor("up", spine.volumes, {v: v not in cut for v in IDS_BOTTOM_UP})
+    result = traverse(grid.astype(np.float32), oracle, config())
+    for k, vid in enumerate(IDS_BOTTOM_UP, start=1):
+        np.testing.assert_array_equal(result.instances == k, grid == vid)
+        assert result.vertebrae[k - 1].completeness == (0.0 if vid in cut else 1.0)
 
 
 # ---------------------------------------------------------------- fakes that read their position
