@@ -25,7 +25,8 @@ Decisions:
   are never reassigned; a fragment below ``v_min`` is never stored; a convergence run whose next
   position comes back (within ``delta_max``) to where an earlier vertebra converged ends there and
   stores nothing (leftovers of a stored vertebra do not become new ones); the sliding search
-  resumes beyond the current position and its cursor only moves forward, so nothing repeats.
+  resumes beyond the current position and its cursor only moves forward, so nothing repeats
+  (windows behind the current position, also lateral ones, count as covered).
 """
 from __future__ import annotations
 
@@ -42,7 +43,6 @@ logger = logging.getLogger(__name__)
 Index3 = Tuple[int, int, int]
 Region = Tuple[slice, slice, slice]
 DIRECTIONS = ("up", "down")
-PHASES = ("search", "converge")
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class TraversalConfig:
 
 @dataclass(frozen=True)
 class PatchEvent:
-    """A patch position was evaluated. ``center_zyx`` in model-grid voxels; ``phase`` in PHASES."""
+    """A patch position was evaluated. ``center_zyx`` in model-grid voxels; ``phase`` "search" or "converge"."""
 
     step: int
     center_zyx: Tuple[float, float, float]
