@@ -1,0 +1,150 @@
+"""Maximum-likelihood label refinement (paper §3.4) and the T13 / L6 / four-lumbar extension.
+
+Expected labels come from anatomy (names), and every expected score below is worked out by hand in
+the comment next to it from p(y | v) = max(0, 1 - |v - y|)."""
+import math
+
+import pytest
+
+from vertebra_traversal import anatomy
+from vertebra_traversal.labeling import LabelAssignment, LabelingConfig, provisional_label, refine_labels
+
+STANDARD_ONLY = LabelingConfig(allow_t13=False, allow_l6=False, allow_four_lumbar=False)
+
+
+def names(assignment: LabelAssignment) -> list:
+    return [anatomy.name_of(label) for label in assignment.labels]
+
+
+def span(first: str, last: str) -> list:
+    order = [v.name for v in anatomy.STANDARD]
+    return order[order.index(first):order.index(last) + 1]
+
+
+def test_paper_example_22_8_is_l4_with_80_percent():
+    result = refine_labels([22.8])
+    assert names(result) == ["L4"]
+    assert result.likelihoods[0] == pytest.approx(0.8)
+    assert result.confidences[0] == pytest.approx(0.8)  # only L4 (0.8) and L3 (0.2) have weight
+    assert result.chain == "standard" and result.score == pytest.approx(0.8)
+    # the same vertebra labelled L3 contributes 20 %: force it by a neighbour that must be L4
+    below = refine_labels([22.8, 23.0], STANDARD_ONLY)  # L3,L4: (0.2 + 1) / 2 = 0.6 > L4,L5: (0.8 + 0) / 2
+    assert names(below) == ["L3", "L4"] and below.likelihoods == pytest.approx((0.2, 1.0))
+
+
+def test_full_spine_of_24_is_c1_to_l5():
+    values = [i + (0.3 if i % 2 else -0.3) for i in range(1, 25)]
+    result = refine_labels(values)
+    assert names(result) == [v.name for v in anatomy.STANDARD]
+    assert result.chain == "standard"
+    assert result.score == pytest.approx(0.7)
+    assert min(result.confidences) > 0.99  # every other window is off by at least one
+
+
+def test_one_wrong_value_is_corrected_by_the_sequence():
+    # T3..T7, the third regressed as 13 (T6) instead of 12 (T5): T3..T7 scores (1+1+0+1+1)/5 = 0.8,
+    # T4..T8 scores (0+0+1+0+0)/5 = 0.2
+    result = refine_labels([10, 11, 13, 13, 14])
+    assert names(result) == span("T3", "T7")
+    assert result.likelihoods == pytest.approx((1, 1, 0, 1, 1))
+    assert result.score == pytest.approx(0.8)
+    assert len(set(result.labels)) == 5
+
+
+def test_t13_chosen_on_clear_evidence():
+    # T9..T12, then a vertebra at 19.5, then L1..L5: the T13 chain explains all ten (average 1.0,
+    # minus penalty 0.85); the best standard window T9..L5 scores (0+0+0+0+0.5+1*5)/10 = 0.55
+    values = [16, 17, 18, 19, 19.5, 20, 21, 22, 23, 24]
+    result = refine_labels(values)
+    assert result.chain == "t13"
+    assert names(result) == span("T9", "T12") + ["T13"] + span("L1", "L5")
+    assert result.score == pytest.approx(1.0)
+    assert refine_labels(values, LabelingConfig(allow_t13=False, allow_l6=False)).chain == "standard"
+
+
+def test_t13_not_chosen_on_weak_evidence():
+    # standard T11..L3: (1 + 1 + 0.6 + 0.5 + 0.5)/5 = 0.72; T13 chain T11, T12, T13, L1, L2:
+    # (1 + 1 + 0.9 + 0.5 + 0.5)/5 = 0.78, better by less than the penalty 0.15
+    values = [18, 19, 19.6, 20.5, 21.5]
+    result = refine_labels(values)
+    assert result.chain == "standard" and names(result) == span("T11", "L3")
+    assert result.score == pytest.approx(0.72)
+    without_prior = refine_labels(values, LabelingConfig(variant_penalty=0.0))
+    assert without_prior.chain == "t13" and without_prior.score == pytest.approx(0.78)
+
+
+def test_l6_chosen_on_clear_evidence_only():
+    # T12, L1..L5 and a vertebra regressed 25: the L6 chain scores 1.0 - 0.15; standard T11..L5 scores 0
+    result = refine_labels([19, 20, 21, 22, 23, 24, 25])
+    assert result.chain == "l6" and names(result) == ["T12"] + span("L1", "L5") + ["L6"]
+    # a normal lumbar spine: L6 (counted from the sacrum) can at best tie, and the penalty decides
+    normal = refine_labels([19, 20, 21, 22, 23, 24])
+    assert normal.chain == "standard" and names(normal) == span("T12", "L5")
+
+
+def test_four_lumbar_spine_with_rib_and_sacrum_anchors():
+    # T10..T12 (ribs) then four lumbar vertebrae, the lowest on the sacrum regressed like an L5.
+    # four-lumbar chain: (1+1+1 + 0.9*4)/7 = 0.943 - 0.15 = 0.793; the standard chain must break an anchor:
+    # T11..L5 (0+0+0 + 0.9*4)/7 = 0.514, or T10..L4 (1+1+1 + 0.1*4)/7 = 0.486
+    values = [17, 18, 19, 20.9, 21.9, 22.9, 23.9]
+    result = refine_labels(values)
+    assert result.chain == "four_lumbar"
+    assert names(result) == span("T10", "T12") + span("L1", "L4")
+    assert result.likelihoods == pytest.approx((1, 1, 1, 0.9, 0.9, 0.9, 0.9))
+    assert refine_labels(values, LabelingConfig(allow_four_lumbar=False)).labels[-1] == anatomy.label_of("L5")
+
+
+def test_four_lumbar_needs_the_rib_anchor_and_loses_to_a_normal_spine():
+    # without T12 in view the lumbar values are just L2..L5
+    assert names(refine_labels([20.9, 21.9, 22.9, 23.9])) == span("L2", "L5")
+    # a normal T10..L5 spine stays standard
+    normal = refine_labels([17, 18, 19, 20, 21, 22, 23, 24])
+    assert normal.chain == "standard" and names(normal) == span("T10", "L5")
+    assert min(normal.confidences) > 0.95
+
+
+def test_confidence_is_low_when_two_labellings_are_equally_likely():
+    # every value halfway between two labels: L1..L3 and L2..L4 both score 0.5
+    result = refine_labels([20.5, 21.5, 22.5])
+    assert result.score == pytest.approx(0.5)
+    assert all(0.3 < c < 0.7 for c in result.confidences)
+    assert result.likelihoods == pytest.approx((0.5, 0.5, 0.5))
+
+
+def test_empty_and_single_vertebra():
+    empty = refine_labels([])
+    assert empty.labels == () and empty.likelihoods == () and empty.confidences == ()
+    single = refine_labels([7.0])
+    assert names(single) == ["C7"] and single.likelihoods == (1.0,) and single.confidences[0] == pytest.approx(1.0)
+
+
+def test_values_far_outside_the_range_get_the_nearest_labels_with_zero_likelihood():
+    assert names(refine_labels([30.0, 31.0])) == ["L4", "L5"]
+    assert names(refine_labels([0.0, 0.0])) == ["C1", "C2"]
+    assert refine_labels([0.0, 0.0]).confidences == (0.0, 0.0)
+
+
+def test_more_vertebrae_than_any_chain_is_an_error():
+    refine_labels(list(range(1, 20)) + [19.5] + list(range(20, 25)))  # 25 fit the T13 chain
+    with pytest.raises(ValueError, match="26 vertebrae"):
+        refine_labels([float(i) for i in range(26)])
+    with pytest.raises(ValueError, match="25 vertebrae"):
+        refine_labels([float(i) for i in range(25)], STANDARD_ONLY)
+
+
+def test_invalid_values_and_config():
+    with pytest.raises(ValueError, match="finite"):
+        refine_labels([1.0, math.nan])
+    with pytest.raises(ValueError, match="number"):
+        refine_labels(["L1"])
+    with pytest.raises(ValueError, match="variant_penalty"):
+        LabelingConfig(variant_penalty=-0.1)
+
+
+def test_provisional_label_is_nearest_standard_and_clamped():
+    assert provisional_label(22.8) == anatomy.label_of("L4")
+    assert provisional_label(19.4) == anatomy.label_of("T12")  # never T13: standard labels only
+    assert provisional_label(-3.0) == anatomy.label_of("C1")
+    assert provisional_label(40.0) == anatomy.label_of("L5")
+    with pytest.raises(ValueError):
+        provisional_label(math.inf)

@@ -1,0 +1,242 @@
+"""Maximum-likelihood label refinement (paper §3.4), extended to T13, L6 and four lumbar vertebrae.
+
+Paper §3.4: each detected vertebra has a regressed label value ``v``; it is read as a probability over
+labels, ``p(y | v) = max(0, 1 - |v - y|)`` with ``y`` the label's regression value (anatomy.py), so
+22.8 is 80 % L4 and 20 % L3. Every sequence of labels without gaps or duplicates, in the detected
+cranio-caudal order, is scored by its *average* likelihood; the best sequence wins.
+
+Beyond the paper (its one labelling failure was a patient with four lumbar vertebrae), three variant
+chains compete with the standard chain C1..L5, each with a prior ``variant_penalty`` subtracted from its
+average likelihood so that it wins only on clear evidence:
+
+- ``t13``: C1..T12, T13, L1..L5 (T13 regression value 19.5). A window must hold T12, T13 *and* L1:
+  an extra thoracic vertebra is only evident as a "stall" between T12 and L1.
+- ``l6``: C1..L5, L6 (value 25). A window must hold L6.
+- ``four_lumbar``: C1..T12, L1..L4, then the sacrum. A window must hold T12 and L4.
+
+Decision for the lumbar vertebrae of ``l6`` and ``four_lumbar`` chains: the network identifies lumbar
+vertebrae by counting either down from the last rib (T12) or up from the sacrum, so the lowest lumbar
+vertebra of a four-lumbar spine sits on the sacrum and is regressed like an L5 (~24), while the one
+below the last rib is regressed like an L1 (~20). Each lumbar vertebra of these chains therefore has
+two expected values -- its own (counted from the ribs) and that of the standard vertebra at the same
+distance above the sacrum -- and ``p`` takes the better one. ``[.., 19, 20.9, 21.9, 22.9, 23.9]``: the
+standard chain must either break the T12 anchor or the sacrum anchor (average well below 1), the
+four-lumbar chain explains both (T12, L1..L4 with p = 0.9 each) and wins despite the penalty. When the
+values are just a standard spine, the variant can at best tie before the penalty, so standard wins.
+
+Confidence: ``likelihoods`` are the raw ``p(y | v)`` of the chosen labels; ``confidences`` are
+per-vertebra marginals over all candidate sequences: the share of the candidates' weight that agrees
+with the chosen label. A candidate of n vertebrae weighs ``s**n``, ``s`` its (penalised) average
+likelihood: for one vertebra this is the paper's reading (22.8 -> 80 % L4), and like a joint probability
+it separates long sequences sharply, yet unlike the plain product it survives one vertebra with p = 0.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
+
+from . import anatomy
+
+logger = logging.getLogger(__name__)
+
+CHAINS = ("standard", "t13", "l6", "four_lumbar")
+
+
+@dataclass(frozen=True)
+class LabelingConfig:
+    """Which anatomical variants may be chosen, and their prior.
+
+    Attributes:
+        allow_t13, allow_l6, allow_four_lumbar: consider the variant chains.
+        variant_penalty: subtracted from a variant sequence's average likelihood (0..1).
+    """
+
+    allow_t13: bool = True
+    allow_l6: bool = True
+    allow_four_lumbar: bool = True
+    variant_penalty: float = 0.15
+
+    def __post_init__(self) -> None:
+        for name in ("allow_t13", "allow_l6", "allow_four_lumbar"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"LabelingConfig.{name}: expected true/false, got {getattr(self, name)!r}")
+        penalty = self.variant_penalty
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not 0.0 <= penalty <= 1.0:
+            raise ValueError(f"LabelingConfig.variant_penalty: expected a number in [0, 1], got {penalty!r}")
+
+
+@dataclass(frozen=True)
+class LabelAssignment:
+    """The chosen labels of the detected vertebrae, in input (cranio-caudal) order.
+
+    Attributes:
+        labels: VerSe ids.
+        likelihoods: raw ``p(label | value)`` of each chosen label (0..1).
+        confidences: per-vertebra marginal share of the chosen label over all candidates (0..1).
+        chain: ``"standard"``, ``"t13"``, ``"l6"`` or ``"four_lumbar"``.
+        score: the chosen sequence's average likelihood (paper §3.4), before any variant penalty.
+    """
+
+    labels: Tuple[int, ...]
+    likelihoods: Tuple[float, ...]
+    confidences: Tuple[float, ...]
+    chain: str
+    score: float
+
+
+@dataclass(frozen=True)
+class _Member:
+    label: int
+    expected: Tuple[float, ...]  # regression values this vertebra may plausibly get
+
+
+@dataclass(frozen=True)
+class _Chain:
+    name: str
+    members: Tuple[_Member, ...]
+    required: Tuple[int, ...]  # member indices a window must contain
+    penalty: float
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    chain: _Chain
+    start: int
+    likelihoods: Tuple[float, ...]
+    distance: float  # sum of |v - nearest expected value|, tie-breaker
+
+    @property
+    def labels(self) -> Tuple[int, ...]:
+        return tuple(m.label for m in self.chain.members[self.start:self.start + len(self.likelihoods)])
+
+    @property
+    def score(self) -> float:
+        return sum(self.likelihoods) / len(self.likelihoods)
+
+    @property
+    def objective(self) -> float:
+        return self.score - self.chain.penalty
+
+
+def likelihood(value: float, expected: Sequence[float]) -> float:
+    """``max(0, 1 - |value - y|)`` for the nearest expected regression value ``y`` (paper §3.4)."""
+    return max(0.0, 1.0 - min(abs(value - y) for y in expected))
+
+
+def _own(name: str) -> _Member:
+    v = anatomy.vertebra(name)
+    return _Member(v.label, (v.regression_value,))
+
+
+def _lumbar_counted_both_ways(lumbar: Sequence[str]) -> List[_Member]:
+    """Lumbar members valued from the ribs (own value) and from the sacrum (L5's value minus the
+    number of lumbar vertebrae below)."""
+    l5 = anatomy.vertebra("L5").regression_value
+    out = []
+    for i, name in enumerate(lumbar):
+        v = anatomy.vertebra(name)
+        from_sacrum = l5 - (len(lumbar) - 1 - i)
+        out.append(_Member(v.label, tuple(sorted({v.regression_value, from_sacrum}))))
+    return out
+
+
+def _chains(config: LabelingConfig) -> List[_Chain]:
+    standard = [_own(v.name) for v in anatomy.STANDARD]
+    names = [v.name for v in anatomy.STANDARD]
+    t12 = names.index("T12")
+    chains = [_Chain("standard", tuple(standard), (), 0.0)]
+    penalty = float(config.variant_penalty)
+    if config.allow_t13:
+        members = standard[:t12 + 1] + [_own("T13")] + standard[t12 + 1:]
+        chains.append(_Chain("t13", tuple(members), (t12, t12 + 1, t12 + 2), penalty))
+    if config.allow_l6:
+        members = standard[:t12 + 1] + _lumbar_counted_both_ways(names[t12 + 1:] + ["L6"])
+        chains.append(_Chain("l6", tuple(members), (len(members) - 1,), penalty))
+    if config.allow_four_lumbar:
+        members = standard[:t12 + 1] + _lumbar_counted_both_ways(names[t12 + 1:-1])
+        chains.append(_Chain("four_lumbar", tuple(members), (t12, len(members) - 1), penalty))
+    return chains
+
+
+def _candidates(values: Sequence[float], chains: Sequence[_Chain]) -> List[_Candidate]:
+    """Every window of each chain that fits the values and holds the chain's required members."""
+    n = len(values)
+    out = []
+    for chain in chains:
+        for start in range(len(chain.members) - n + 1):
+            if any(not start <= r < start + n for r in chain.required):
+                continue
+            members = chain.members[start:start + n]
+            out.append(_Candidate(chain, start, tuple(likelihood(v, m.expected) for v, m in zip(values, members)),
+                                  sum(min(abs(v - y) for y in m.expected) for v, m in zip(values, members))))
+    return out
+
+
+def _confidences(best: _Candidate, candidates: Sequence[_Candidate]) -> Tuple[float, ...]:
+    n = len(best.likelihoods)
+    weights = [max(c.objective, 0.0) ** n for c in candidates]
+    total = sum(weights)
+    if total <= 0.0:
+        return tuple(0.0 for _ in best.likelihoods)
+    agree: Dict[int, float] = {}
+    chosen = best.labels
+    for c, w in zip(candidates, weights):
+        for i, label in enumerate(c.labels):
+            if label == chosen[i]:
+                agree[i] = agree.get(i, 0.0) + w
+    return tuple(agree.get(i, 0.0) / total for i in range(len(chosen)))
+
+
+def _check_values(values: Sequence[float]) -> List[float]:
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or (not isinstance(v, (int, float)) and not hasattr(v, "__float__")):
+            raise ValueError(f"label value {i}: expected a number, got {v!r}")
+        if not math.isfinite(float(v)):
+            raise ValueError(f"label value {i}: expected a finite number, got {v!r}")
+        out.append(float(v))
+    return out
+
+
+def refine_labels(values: Sequence[float], config: LabelingConfig = LabelingConfig()) -> LabelAssignment:
+    """Maximum-likelihood labels of the detected vertebrae (paper §3.4 plus T13/L6/four lumbar).
+
+    Args:
+        values: regressed label values (network output, 0 = none, 1..24 = C1..L5), one per detected
+            vertebra, in cranio-caudal order (top-most first).
+        config: which variant chains compete and their penalty.
+
+    Returns:
+        The best sequence; ties go to the standard chain, then to the smaller total distance.
+
+    Raises:
+        ValueError: a value is not a finite number, or more vertebrae than the longest allowed chain
+            (24 for the standard chain, 25 with T13 or L6 allowed) -- no labelling without duplicates exists.
+    """
+    vals = _check_values(values)
+    if not vals:
+        return LabelAssignment((), (), (), "standard", 0.0)
+    chains = _chains(config)
+    longest = max(len(c.members) for c in chains)
+    if len(vals) > longest:
+        raise ValueError(f"{len(vals)} vertebrae detected but the allowed chains hold at most {longest}; "
+                         f"no labelling without duplicates exists")
+    candidates = _candidates(vals, chains)
+    rank = {name: i for i, name in enumerate(CHAINS)}
+    best = min(candidates, key=lambda c: (-round(c.objective, 9), rank[c.chain.name], c.distance, c.start))
+    logger.debug("label refinement: %s chain from %s, score %.3f", best.chain.name,
+                 anatomy.name_of(best.labels[0]), best.score)
+    return LabelAssignment(labels=best.labels, likelihoods=best.likelihoods,
+                           confidences=_confidences(best, candidates), chain=best.chain.name, score=best.score)
+
+
+def provisional_label(value: float) -> int:
+    """Nearest standard label id (C1..L5) of one regressed value, clamped to C1..L5 (live events).
+
+    Raises:
+        ValueError: ``value`` is not finite.
+    """
+    v = _check_values([value])[0]
+    return min(anatomy.STANDARD, key=lambda row: (abs(row.regression_value - v), row.rank)).label
