@@ -16,10 +16,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import anatomy
-from .checkpoint import LoadedModel
+from .checkpoint import LoadedModel, ModelMetadata
 from .geometry import from_model_grid, model_index_to_lps, to_model_grid
 from .labeling import LabelingConfig, provisional_label, refine_labels
 from .normalization import NormalizationSpec, normalize, pad_value
+from .predictor import Predictor
 from .postprocess import refine_surface_ct
 from .torch_predictor import TorchPredictor
 from .traversal import PatchEvent, TraversalConfig, TraversalResult, VertebraEvent, traverse
@@ -86,8 +87,7 @@ class SegmentationResult:
     cancelled: bool
 
 
-def _traversal_config(model: LoadedModel, config: SegmentConfig) -> TraversalConfig:
-    meta = model.metadata
+def _traversal_config(meta: ModelMetadata, config: SegmentConfig) -> TraversalConfig:
     voxel_mm3 = float(np.prod(meta.spacing_mm))
     return TraversalConfig(
         patch_size=tuple(int(p) for p in meta.patch_size),
@@ -120,19 +120,17 @@ def _event_adapter(model_image: sitk.Image, patch_mm: List[float],
     return emit
 
 
-def run_traversal(image: sitk.Image, model: LoadedModel, config: SegmentConfig = SegmentConfig(),
-                  on_event: Optional[EventCallback] = None,
-                  should_cancel: Optional[Callable[[], bool]] = None) -> Tuple[sitk.Image, TraversalResult, int]:
-    """Resample, normalise and traverse. Returns (model-grid image, traversal result, network passes)."""
-    meta = model.metadata
+def run_traversal(image: sitk.Image, predictor: Predictor, meta: ModelMetadata,
+                  config: SegmentConfig = SegmentConfig(), on_event: Optional[EventCallback] = None,
+                  should_cancel: Optional[Callable[[], bool]] = None) -> Tuple[sitk.Image, TraversalResult]:
+    """Resample to the model grid, normalise and traverse. Returns (model-grid image, traversal result)."""
     model_image = to_model_grid(image, meta.spacing_mm, "linear")
     spec = NormalizationSpec.from_json(meta.normalization)
     array = normalize(sitk.GetArrayFromImage(model_image), spec)
-    predictor = TorchPredictor(model, batch_size=config.batch_size)
     patch_mm = [round(float(p) * float(s), 2) for p, s in zip(reversed(meta.patch_size), meta.spacing_mm)]
-    result = traverse(array, predictor, _traversal_config(model, config),
+    result = traverse(array, predictor, _traversal_config(meta, config),
                       on_event=_event_adapter(model_image, patch_mm, on_event), should_cancel=should_cancel)
-    return model_image, result, predictor.passes
+    return model_image, result
 
 
 def _label_model_grid(result: TraversalResult, labels_by_instance: Dict[int, int]) -> np.ndarray:
@@ -153,16 +151,33 @@ def segment_image(image: sitk.Image, model: LoadedModel, config: SegmentConfig =
         on_event: receives ``patch`` and ``vertebra`` events (docs/ARCHITECTURE.md), LPS mm.
         should_cancel: polled between traversal steps.
     """
+    predictor = TorchPredictor(model, batch_size=config.batch_size)
+    return segment_with_predictor(image, predictor, model.metadata, config, on_event, should_cancel)
+
+
+def _plausible(instances: Tuple[Any, ...], longest: int) -> List[Any]:
+    """Instances in cranio-caudal order (top first); beyond the longest label chain keep the largest."""
+    kept = list(instances)
+    if len(kept) > longest:
+        logger.warning("%d instances found, more than any spine has; keeping the %d largest", len(kept), longest)
+        kept = sorted(kept, key=lambda v: -v.voxels)[:longest]
+    return sorted(kept, key=lambda v: -v.center_zyx[0])
+
+
+def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelMetadata,
+                           config: SegmentConfig = SegmentConfig(), on_event: Optional[EventCallback] = None,
+                           should_cancel: Optional[Callable[[], bool]] = None) -> SegmentationResult:
+    """:func:`segment_image` with any :class:`~vertebra_traversal.predictor.Predictor` (e.g. an oracle)."""
     start = time.perf_counter()
-    model_image, result, passes = run_traversal(image, model, config, on_event, should_cancel)
-    # cranio-caudal order: the top-most vertebra (largest model-grid z) first
-    found = sorted(result.vertebrae, key=lambda v: -v.center_zyx[0])
+    model_image, result = run_traversal(image, predictor, meta, config, on_event, should_cancel)
+    passes = result.steps  # patches through the network (the paper's "network passes")
+    found = _plausible(result.vertebrae, len(anatomy.STANDARD) + 1)
     assignment = refine_labels([v.label_value for v in found], config.labeling) if found else None
     labels_by_instance = {v.index: assignment.labels[i] for i, v in enumerate(found)} if found else {}
     label_model = sitk.GetImageFromArray(_label_model_grid(result, labels_by_instance))
     label_model.CopyInformation(model_image)
     labels = from_model_grid(label_model, image)
-    if model.metadata.modality.upper() == "CT" and config.surface_refinement and found:
+    if meta.modality.upper() == "CT" and config.surface_refinement and found:
         refined = refine_surface_ct(sitk.GetArrayFromImage(labels), sitk.GetArrayViewFromImage(image),
                                     threshold_hu=config.surface_threshold_hu)
         out = sitk.GetImageFromArray(refined.astype(np.uint8))

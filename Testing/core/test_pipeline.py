@@ -1,0 +1,85 @@
+"""The engine end to end on the model grid and back, driven by the exact oracle (paper §3.1-§3.4)."""
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from oracle import box_spine, oracle_for
+from vertebra_traversal import anatomy
+from vertebra_traversal.checkpoint import ModelMetadata
+from vertebra_traversal.pipeline import SegmentConfig, segment_with_predictor
+
+SPACING = 4.0
+IDS_BOTTOM_UP = [anatomy.label_of(n) for n in ("L3", "L2", "L1", "T12", "T11", "T10")]
+
+
+def _meta(direction="up", modality="MR"):
+    return ModelMetadata(modality=modality, target="vertebra", spacing_mm=(SPACING,) * 3, patch_size=(32, 32, 32),
+                         normalization={"kind": "ct", "clip": [-1000, 2000], "scale": 1.0, "offset": 0.0},
+                         direction=direction, min_fragment_mm3=20 * SPACING ** 3)
+
+
+def _stored(labels_zyx: np.ndarray, permutation=(0, 1, 2), flips=(1, 1, 1)) -> sitk.Image:
+    """The model-grid label array stored as a file would be: axes permuted / flipped, LPS geometry kept."""
+    image = sitk.GetImageFromArray(labels_zyx.astype(np.float32))
+    image.SetSpacing((SPACING,) * 3)
+    image.SetOrigin((-40.0, 12.0, 300.0))
+    if permutation == (0, 1, 2) and flips == (1, 1, 1):
+        return image
+    direction = np.zeros((3, 3))
+    for new_axis, old_axis in enumerate(permutation):
+        direction[old_axis, new_axis] = flips[new_axis]
+    oriented = sitk.Resample(image, [image.GetSize()[p] for p in permutation], sitk.Transform(),
+                             sitk.sitkNearestNeighbor, _origin_for(image, direction), (SPACING,) * 3,
+                             direction.flatten().tolist())
+    return oriented
+
+
+def _origin_for(image, direction):
+    corners = [image.TransformIndexToPhysicalPoint((i, j, k)) for i in (0, image.GetSize()[0] - 1)
+               for j in (0, image.GetSize()[1] - 1) for k in (0, image.GetSize()[2] - 1)]
+    corners = np.array(corners)
+    # pick the corner that is index (0,0,0) for the new direction: minimal along each positive new axis
+    projections = corners @ direction
+    return tuple(corners[np.lexsort(projections.T[::-1])[0]])
+
+
+@pytest.mark.parametrize("direction", ["up", "down"])
+@pytest.mark.parametrize("orientation", [((0, 1, 2), (1, 1, 1)), ((2, 0, 1), (-1, 1, -1)), ((1, 2, 0), (1, -1, 1))])
+def test_oracle_segmentation_is_exact_on_the_input_grid(direction, orientation):
+    spine = box_spine((110, 30, 30), IDS_BOTTOM_UP, height=12, gap=4, z0=-4)  # L3 cut at the bottom
+    image = _stored(spine.labels, *orientation)
+    result = segment_with_predictor(image, oracle_for(spine, direction), _meta(direction))
+    out = sitk.GetArrayFromImage(result.labels)
+    np.testing.assert_array_equal(out, sitk.GetArrayFromImage(image).astype(np.uint8))
+    assert result.labels.GetDirection() == image.GetDirection() and result.labels.GetOrigin() == image.GetOrigin()
+    assert [v.name for v in result.vertebrae] == ["T10", "T11", "T12", "L1", "L2", "L3"]  # top first
+    assert [v.complete for v in result.vertebrae] == [True] * 5 + [False]
+    assert result.chain == "standard" and all(v.label_likelihood == pytest.approx(1.0) for v in result.vertebrae)
+    assert result.vertebrae[1].volume_mm3 == pytest.approx(12 * 16 * 18 * SPACING ** 3)
+
+
+def test_events_carry_lps_millimetres_and_cancel_stops_cleanly():
+    spine = box_spine((110, 30, 30), IDS_BOTTOM_UP)
+    image = _stored(spine.labels)
+    events = []
+    result = segment_with_predictor(image, oracle_for(spine, "up"), _meta(), on_event=events.append,
+                                    should_cancel=lambda: sum(e["event"] == "vertebra" for e in events) >= 2)
+    assert result.cancelled and len(result.vertebrae) == 2
+    patches = [e for e in events if e["event"] == "patch"]
+    assert patches and all(e["size_mm"] == [128.0, 128.0, 128.0] for e in patches)
+    first = next(e for e in events if e["event"] == "vertebra")
+    assert first["provisional_name"] == "L3"
+    z_box = spine.boxes[IDS_BOTTOM_UP[0]][0]
+    expected_z = 300.0 + SPACING * (z_box.start + z_box.stop - 1) / 2
+    assert first["center_lps_mm"][2] == pytest.approx(expected_z, abs=SPACING)
+
+
+def test_ct_surface_refinement_peels_low_density_surface_voxels():
+    spine = box_spine((110, 30, 30), IDS_BOTTOM_UP)
+    image = _stored(spine.labels)
+    meta = _meta(modality="CT")
+    plain = segment_with_predictor(image, oracle_for(spine, "up"), meta, SegmentConfig(surface_refinement=False))
+    refined = segment_with_predictor(image, oracle_for(spine, "up"), meta)  # label ids (<= 24) are all < 200 "HU"
+    plain_count = np.count_nonzero(sitk.GetArrayFromImage(plain.labels))
+    refined_count = np.count_nonzero(sitk.GetArrayFromImage(refined.labels))
+    assert 0 < refined_count < plain_count
