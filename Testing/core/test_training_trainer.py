@@ -1,0 +1,141 @@
+"""The training loop: resume equality, run-folder protection, fine-tuning checks, a short overfit."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from test_training_fixtures import tiny_config, write_spine_case
+from vertebra_traversal.checkpoint import load_model, read_metadata
+from vertebra_traversal.imageio import InputError
+from vertebra_traversal.network import NetworkConfig
+from vertebra_traversal.training.augment import AugmentConfig
+from vertebra_traversal.training.runfolder import LOG_FIELDS, RunFolder
+from vertebra_traversal.training.trainer import TrainingInterrupted, train
+
+FAST_NET = NetworkConfig(filters=8, depth=1, head_features=8, head_depth=2, patch_size=(16, 16, 16))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_spine_case(root, "case001", [24, 23, 22])
+    write_spine_case(root, "case002", [23, 22], complete={22: False}, seed=1)
+    return root
+
+
+def _config(**kw):
+    values = dict(iterations=4, network=FAST_NET, checkpoint_every=2, validate_every=2,
+                  augment=AugmentConfig(elastic_probability=1.0, z_crop_probability=0.5))
+    values.update(kw)
+    return tiny_config(**values)
+
+
+def _state(run: Path):
+    return torch.load(run / "checkpoint.pt", weights_only=False)
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    assert a["iteration"] == b["iteration"]
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    opt_a, opt_b = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert opt_a.keys() == opt_b.keys() and len(opt_a) > 0
+    for index in opt_a:
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(torch.as_tensor(opt_a[index][name]), torch.as_tensor(opt_b[index][name]))
+
+
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(data, tmp_path):
+    straight = train([data], tmp_path / "a", _config(workers=2), device="cpu")
+    assert straight == tmp_path / "a" / "model.pt"
+
+    stops = iter([False, True])                                   # stop cleanly after iteration 2
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train([data], tmp_path / "b", _config(), device="cpu", should_stop=lambda: next(stops))
+    assert stopped.value.iteration == 2 and _state(tmp_path / "b")["iteration"] == 2
+    assert not (tmp_path / "b" / "model.pt").exists()
+    train([data], tmp_path / "b", _config(), device="cpu")
+
+    def crash(report):                                             # a hard failure in iteration 3
+        if report.phase == "train" and report.iteration == 3:
+            raise RuntimeError("power cut")
+    with pytest.raises(RuntimeError):
+        train([data], tmp_path / "c", _config(), device="cpu", progress=crash)
+    assert _state(tmp_path / "c")["iteration"] == 2
+    train([data], tmp_path / "c", _config(), device="cpu")
+
+    reference = _state(tmp_path / "a")
+    assert reference["iteration"] == 4
+    _assert_same_state(reference, _state(tmp_path / "b"))
+    _assert_same_state(reference, _state(tmp_path / "c"))
+    for run in ("a", "b", "c"):
+        rows = RunFolder(tmp_path / run).read_log()
+        assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]
+        assert set(rows[0]) == set(LOG_FIELDS)
+    losses_a = [r["loss"] for r in RunFolder(tmp_path / "a").read_log()]
+    losses_c = [r["loss"] for r in RunFolder(tmp_path / "c").read_log()]
+    assert np.allclose(losses_a, losses_c, rtol=1e-5)
+
+
+def test_final_model_carries_metadata_and_rerun_returns_it(data, tmp_path):
+    config = _config(iterations=2)
+    path = train([data], tmp_path / "run", config, device="cpu")
+    meta = read_metadata(path)
+    assert meta.modality == "CT" and meta.target == "vertebra" and meta.direction == "up"
+    assert meta.spacing_mm == (2.0, 2.0, 2.0) and meta.patch_size == (16, 16, 16)
+    assert meta.network["filters"] == 8 and meta.normalization["kind"] == "ct"
+    assert meta.training["iterations"] == 2 and meta.training["wall_seconds"] > 0
+    assert [d["case"] for d in meta.training["data"]] == ["case001", "case002"]
+    assert meta.training["metrics"]["iteration"] == 2 and "dice" in meta.training["metrics"]
+    before = path.stat().st_mtime_ns
+    assert train([data], tmp_path / "run", config, device="cpu") == path
+    assert path.stat().st_mtime_ns == before
+    module = load_model(path, device="cpu").module
+    seg, label, complete = module(torch.zeros(1, 2, 16, 16, 16))
+    assert seg.shape == (1, 1, 16, 16, 16) and label.shape == (1,) and complete.shape == (1,)
+
+
+def test_a_folder_holding_another_run_or_other_files_is_refused_untouched(data, tmp_path):
+    with pytest.raises(TrainingInterrupted):
+        train([data], tmp_path / "run", _config(), device="cpu", should_stop=lambda: True)
+    files = {p: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    with pytest.raises(InputError, match=r"different training run .*iterations"):
+        train([data], tmp_path / "run", _config(iterations=5), device="cpu")
+    assert {p: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == files
+    # resuming with other runtime settings (workers) is the same run
+    train([data], tmp_path / "run", _config(workers=1, validate_every=3), device="cpu")
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(InputError, match="not empty"):
+        train([data], other, _config(), device="cpu")
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+
+
+def test_init_fine_tunes_and_refuses_another_modality(data, tmp_path):
+    model = train([data], tmp_path / "base", _config(iterations=2), device="cpu")
+    tuned = train([data], tmp_path / "tuned", _config(iterations=2, network=NetworkConfig(
+        filters=4, depth=1, head_features=4, head_depth=2, patch_size=(16, 16, 16))), init=model, device="cpu")
+    meta = read_metadata(tuned)
+    assert meta.network["filters"] == 8  # the init model's network wins over the config's
+    assert meta.training["init"]["path"] == str(model)
+    mr = tiny_config(modality="mr", network=FAST_NET)
+    with pytest.raises(InputError, match="CT model"):
+        train([data], tmp_path / "mr", mr, init=model, device="cpu")
+
+
+def test_short_run_overfits_one_case(tmp_path):
+    root = tmp_path / "one"
+    write_spine_case(root, "case001", [23])
+    config = tiny_config(iterations=80, network=FAST_NET, validate_every=80, checkpoint_every=80,
+                         foreground_fraction=1.0, learning_rate=0.01, beta1=0.9, validation_patches=8)
+    train([root], tmp_path / "run", config, device="cpu")
+    rows = RunFolder(tmp_path / "run").read_log()
+    first, last = np.mean([r["loss"] for r in rows[:10]]), np.mean([r["loss"] for r in rows[-10:]])
+    assert last < 0.5 * first
+    record = json.loads((tmp_path / "run" / "validation.jsonl").read_text().splitlines()[-1])
+    assert record["iteration"] == 80 and record["dice"] > 0.8

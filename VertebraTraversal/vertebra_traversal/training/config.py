@@ -1,0 +1,140 @@
+"""Training configuration and presets (paper §3.6).
+
+``paper``: the published setting -- 1 mm isotropic model grid, 128³ patches (a 128 mm field of view),
+84 filters, 100 000 iterations; it needs a GPU. ``compact``: the same 128 mm field of view at 2 mm
+(64³ patches) with the smaller network of :func:`vertebra_traversal.network.compact_config`, so that
+training and inference run on a CPU.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Dict
+
+from ..network import NetworkConfig, compact_config, paper_config
+from ..normalization import NormalizationSpec
+from .augment import AugmentConfig
+from .loss import LossConfig
+from .sampler import DIRECTIONS, SamplingConfig
+
+PRESETS = ("paper", "compact")
+MODALITIES = ("ct", "mr")
+#: Fields that do not change the trained weights; a run may be resumed with other values.
+RUNTIME_FIELDS = ("workers", "validate_every", "checkpoint_every", "threads", "validation_patches")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Everything that defines a training run.
+
+    Attributes:
+        preset: name of the preset it started from (``"paper"``, ``"compact"`` or ``"custom"``).
+        iterations: planned iterations n_max (backward passes); also sets the λ schedule (§3.6).
+        spacing_mm: isotropic model-grid spacing in mm.
+        network: the network hyper-parameters; ``network.patch_size`` is the patch in voxels.
+        modality: ``"ct"`` or ``"mr"``.
+        normalization: intensity normalisation (stored in the model metadata).
+        direction: traversal direction (§3.3), ``"up"`` = caudal to cranial.
+        batch_size, learning_rate, beta1, beta2: Adam settings (paper: 1 patch, 1e-3, β₁ = 0.99).
+        validate_every, checkpoint_every: iterations between validation passes / resumable checkpoints.
+        workers: DataLoader worker processes (0 = sample in the main process).
+        seed: seeds weights and every patch (patch ``i`` uses the generator ``(seed, i)``).
+        foreground_fraction: share of patches inside a random vertebra's bounding box (§3.6: 75 %).
+        loss, augment: see :class:`LossConfig`, :class:`AugmentConfig`.
+        verse_margin_mm: VerSe cases without sidecar are cropped along z to the labelled vertebrae
+            plus this margin (paper §4.1).
+        validation_patches: fixed patches per validation pass (patch-level metrics).
+        threads: torch intra-op threads (0 = leave torch's default).
+    """
+
+    preset: str
+    iterations: int
+    spacing_mm: float
+    network: NetworkConfig
+    modality: str = "ct"
+    normalization: NormalizationSpec = field(default_factory=lambda: NormalizationSpec("ct"))
+    direction: str = "up"
+    batch_size: int = 1
+    learning_rate: float = 1e-3
+    beta1: float = 0.99
+    beta2: float = 0.999
+    validate_every: int = 1000
+    checkpoint_every: int = 250
+    workers: int = 2
+    seed: int = 0
+    foreground_fraction: float = 0.75
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    verse_margin_mm: float = 2.0
+    validation_patches: int = 16
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        for name in ("iterations", "batch_size", "validate_every", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.workers < 0 or self.threads < 0:
+            raise ValueError("workers and threads must not be negative")
+        if not 0.05 <= self.spacing_mm <= 20.0:
+            raise ValueError(f"spacing_mm must be within 0.05..20 mm, got {self.spacing_mm}")
+        if len(set(self.network.patch_size)) != 1:
+            raise ValueError(f"training patches are cubes; got patch_size {self.network.patch_size}")
+
+    @property
+    def patch_size(self) -> int:
+        """Edge of the cubic patch in voxels (from the network configuration)."""
+        return int(self.network.patch_size[0])
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(self.patch_size, self.foreground_fraction, self.direction)
+
+    def to_json(self) -> Dict[str, Any]:
+        data = asdict(self)
+        data["network"] = self.network.to_json()
+        data["normalization"] = self.normalization.to_json()
+        return data
+
+    def identity(self) -> Dict[str, Any]:
+        """The fields that decide the trained weights (to recognise the same run on resume)."""
+        return {k: v for k, v in self.to_json().items() if k not in RUNTIME_FIELDS}
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any]) -> "TrainingConfig":
+        values = dict(data)
+        values["network"] = NetworkConfig.from_json(values["network"])
+        values["normalization"] = NormalizationSpec.from_json(values["normalization"])
+        values["loss"] = LossConfig(**values.get("loss", {}))
+        values["augment"] = AugmentConfig(**values.get("augment", {}))
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "TrainingConfig":
+        return replace(self, **changes)
+
+
+def default_normalization(modality: str) -> NormalizationSpec:
+    """CT: the fixed HU window; MR: 5th/95th percentile to [-1, 1] (paper §5)."""
+    return NormalizationSpec("ct") if modality == "ct" else NormalizationSpec("percentile")
+
+
+def preset(name: str, modality: str = "ct") -> TrainingConfig:
+    """A preset configuration.
+
+    ``paper``: 1 mm, 128³ patches, 84 filters, 100 000 iterations (paper §3.1, §3.6; GPU).
+    ``compact``: 2 mm, 64³ patches (same 128 mm field of view), 32 filters, 20 000 iterations (CPU).
+
+    Raises:
+        ValueError: unknown preset or modality.
+    """
+    modality = modality.lower()
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    if name == "paper":
+        return TrainingConfig("paper", 100_000, 1.0, paper_config(), modality, default_normalization(modality),
+                              validate_every=5000, checkpoint_every=1000)
+    if name == "compact":
+        return TrainingConfig("compact", 20_000, 2.0, compact_config(), modality,
+                              default_normalization(modality), validate_every=1000, checkpoint_every=250)
+    raise ValueError(f"unknown preset {name!r}; choose one of {PRESETS}")

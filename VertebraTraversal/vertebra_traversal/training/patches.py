@@ -1,0 +1,122 @@
+"""The patch dataset the DataLoader workers run (paper §3.6).
+
+Sample ``i`` is a pure function of ``(seed, i)``: its random generator is
+``numpy.random.default_rng([seed, i])``. The run is therefore reproducible and resumable whatever the
+number of workers: resuming at iteration ``n`` simply continues with sample ``n * batch_size``.
+
+One sample (all arrays on the model grid, (z, y, x), axis 0 inferior -> superior):
+
+* ``input`` float32 (2, P, P, P): normalised image and binary instance memory (§3.2);
+* ``target`` float32 (1, P, P, P): mask of the first not-yet-segmented vertebra;
+* ``weights`` float32 (1, P, P, P): surface weights ω (§3.6), computed here in the worker;
+* ``label`` float32 (): regression target (§3.4); ``complete`` float32 (): completeness target (§3.5).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .augment import AugmentConfig, augment_patch, random_z_window
+from .data import PreparedCase
+from .loss import LossConfig, surface_weights
+from .sampler import (PatchPlan, SamplingConfig, TargetInfo, extract_patch, memory_mask, patch_targets,
+                      plan_patch)
+
+
+@dataclass(frozen=True)
+class PatchSettings:
+    """Everything a worker needs besides the cases."""
+
+    sampling: SamplingConfig
+    augment: AugmentConfig
+    loss: LossConfig
+    pad_value: float
+    seed: int
+
+
+def build_sample(image: np.ndarray, labels: np.ndarray, case: PreparedCase, settings: PatchSettings,
+                 rng: np.random.Generator) -> Dict[str, np.ndarray]:
+    """Draw, augment and annotate one patch of a case (arrays (D, H, W) on the model grid)."""
+    window = random_z_window(case.index.shape[0], rng, settings.augment)
+    plan = plan_patch(case.index, rng, settings.sampling, window)
+    return annotate(image, labels, case, settings, plan, rng)
+
+
+def annotate(image: np.ndarray, labels: np.ndarray, case: PreparedCase, settings: PatchSettings,
+             plan: PatchPlan, rng: Optional[np.random.Generator]) -> Dict[str, np.ndarray]:
+    """Cut the patch of ``plan``, augment it when ``rng`` is given, and derive the targets."""
+    size = settings.sampling.patch_size
+    image_patch = extract_patch(image, plan.centre, size, settings.pad_value, plan.z_window).astype(np.float32)
+    label_patch = extract_patch(labels, plan.centre, size, 0, plan.z_window)
+    info = patch_targets(label_patch, plan, case.index, settings.sampling)
+    if rng is not None:
+        image_patch, label_patch = augment_patch(image_patch, label_patch, case.spacing_mm, rng,
+                                                 settings.augment, settings.pad_value)
+    return _arrays(image_patch, label_patch, plan, info, case.spacing_mm, settings.loss)
+
+
+def _arrays(image_patch: np.ndarray, label_patch: np.ndarray, plan: PatchPlan, info: TargetInfo,
+            spacing_mm: float, loss: LossConfig) -> Dict[str, np.ndarray]:
+    target = (label_patch == info.label) if info.label else np.zeros(label_patch.shape, bool)
+    weights = surface_weights(target, (spacing_mm,) * 3, loss.gamma, loss.sigma_mm)
+    memory = memory_mask(label_patch, plan.memory_labels)
+    return {"input": np.stack([image_patch, memory]).astype(np.float32),
+            "target": target[None].astype(np.float32), "weights": weights[None],
+            "label": np.float32(info.label_value), "complete": np.float32(info.complete)}
+
+
+class PatchDataset(Dataset):
+    """Map-style dataset: item ``i`` is the ``i``-th training patch (see module docstring).
+
+    Cases are chosen uniformly ("a random scan", §3.6). Arrays are memory-mapped lazily per process.
+    """
+
+    def __init__(self, cases: Sequence[PreparedCase], settings: PatchSettings, length: int) -> None:
+        if not cases:
+            raise ValueError("PatchDataset needs at least one case")
+        self.cases = list(cases)
+        self.settings = settings
+        self.length = int(length)
+        self._arrays: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def arrays(self, number: int) -> Tuple[np.ndarray, np.ndarray]:
+        if number not in self._arrays:
+            self._arrays[number] = self.cases[number].load(mmap=True)
+        return self._arrays[number]
+
+    def __getitem__(self, item: int) -> Dict[str, np.ndarray]:
+        rng = np.random.default_rng([self.settings.seed, int(item)])
+        number = int(rng.integers(len(self.cases)))
+        image, labels = self.arrays(number)
+        return build_sample(image, labels, self.cases[number], self.settings, rng)
+
+
+def make_loader(dataset: PatchDataset, batch_size: int, start: int, workers: int) -> DataLoader:
+    """Loader over samples ``start * batch_size`` .. ``len(dataset)``, in order, batched."""
+    indices = range(start * batch_size, len(dataset))
+    return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=workers,
+                      persistent_workers=False, prefetch_factor=2 if workers > 0 else None,
+                      worker_init_fn=_worker_init if workers > 0 else None)
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def fixed_samples(cases: Sequence[PreparedCase], settings: PatchSettings, count: int) -> List[Dict[str, np.ndarray]]:
+    """``count`` deterministic, un-augmented patches for validation (the same at every pass)."""
+    samples = []
+    for item in range(count):
+        rng = np.random.default_rng([settings.seed, 7919, item])
+        number = item % len(cases)
+        image, labels = cases[number].load(mmap=True)
+        plan = plan_patch(cases[number].index, rng, settings.sampling)
+        samples.append(annotate(image, labels, cases[number], settings, plan, None))
+    return samples

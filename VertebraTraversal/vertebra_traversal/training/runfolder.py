@@ -1,0 +1,164 @@
+"""The run folder: identity, resumable checkpoint, CSV log, validation history (all writes atomic).
+
+Layout of ``RUN_DIR``::
+
+    run.json            what the run is: configuration, training data, init model (its identity)
+    checkpoint.pt       model, optimiser, RNG states, iteration, elapsed seconds, validation history
+    log.csv             iteration, loss, seg, label, completeness, lambda, seconds
+    validation.jsonl    one JSON object per validation pass
+    cache/              model-grid arrays of the cases (see :mod:`.data`)
+    model.pt            the final TorchScript model (written once, at the end)
+
+A folder that holds anything else, or another run, is refused and left untouched.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from ..imageio import InputError
+
+logger = logging.getLogger(__name__)
+
+RUN_FORMAT = "vertebra-traversal-run"
+LOG_FIELDS = ("iteration", "loss", "seg", "label", "completeness", "lambda", "seconds")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it onto ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> List[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: List[str] = []
+        for key in sorted(set(old) | set(new)):
+            out += _differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))
+        return out
+    return [] if old == new else [prefix or "(root)"]
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Paths of a run folder and the operations on them."""
+
+    root: Path
+
+    @property
+    def identity_file(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoint.pt"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log.csv"
+
+    @property
+    def validation(self) -> Path:
+        return self.root / "validation.jsonl"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model.pt"
+
+    def claim(self, identity: Dict[str, Any]) -> bool:
+        """Make the folder this run's, or recognise it as this run's. Returns True when resuming.
+
+        Raises:
+            InputError: the folder holds other files, or another run (the message lists what differs).
+        """
+        identity = json.loads(json.dumps(identity))  # canonical JSON types (tuples -> lists)
+        if self.identity_file.exists():
+            try:
+                stored = json.loads(self.identity_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise InputError(f"{self.identity_file}: unreadable run description ({exc})") from None
+            if stored.get("format") != RUN_FORMAT:
+                raise InputError(f"{self.identity_file}: not a {RUN_FORMAT} description; not touching {self.root}")
+            differs = _differences(stored.get("identity"), identity)
+            if differs:
+                raise InputError(f"{self.root}: holds a different training run (differs in: "
+                                 f"{', '.join(differs[:8])}); choose a new --out folder, or --init from its "
+                                 f"model to continue training")
+            return self.checkpoint.exists()
+        if self.root.exists() and any(self.root.iterdir()):
+            raise InputError(f"{self.root}: folder is not empty and holds no training run; "
+                             f"choose a new or empty --out folder")
+        self.root.mkdir(parents=True, exist_ok=True)
+        document = {"format": RUN_FORMAT, "version": 1, "identity": identity}
+        write_atomic(self.identity_file, json.dumps(document, indent=1).encode("utf-8"))
+        return False
+
+    def save_checkpoint(self, state: Dict[str, Any]) -> None:
+        """``torch.save`` the state through a temporary file (never a half-written checkpoint)."""
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        write_atomic(self.checkpoint, buffer.getvalue())
+
+    def load_checkpoint(self) -> Dict[str, Any]:
+        try:
+            return torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+        except (OSError, RuntimeError, EOFError, ValueError) as exc:
+            raise InputError(f"{self.checkpoint}: cannot read the checkpoint ({exc})") from None
+
+    def start_log(self, iteration: int) -> None:
+        """Keep only log rows up to ``iteration`` (a resumed run repeats the rows after it)."""
+        rows: List[Dict[str, str]] = []
+        if self.log.exists() and iteration > 0:
+            with self.log.open(newline="", encoding="utf-8") as handle:
+                rows = [r for r in csv.DictReader(handle) if int(r["iteration"]) <= iteration]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=LOG_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomic(self.log, text.getvalue().encode("utf-8"))
+        if self.validation.exists():
+            kept = [l for l in self.validation.read_text(encoding="utf-8").splitlines()
+                    if l.strip() and json.loads(l).get("iteration", 0) <= iteration]
+            write_atomic(self.validation, "".join(l + "\n" for l in kept).encode("utf-8"))
+
+    def append_log(self, rows: List[Dict[str, float]]) -> None:
+        with self.log.open("a", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS, lineterminator="\n")
+            for row in rows:
+                writer.writerow({k: (f"{row[k]:.6g}" if k != "iteration" else int(row[k])) for k in LOG_FIELDS})
+
+    def append_validation(self, record: Dict[str, Any]) -> None:
+        with self.validation.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def read_log(self) -> List[Dict[str, float]]:
+        """The CSV log as dicts of floats (``iteration`` as float too)."""
+        if not self.log.exists():
+            return []
+        with self.log.open(newline="", encoding="utf-8") as handle:
+            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+    def completed_iteration(self) -> Optional[int]:
+        """Iteration of the stored checkpoint, or None."""
+        if not self.checkpoint.exists():
+            return None
+        return int(self.load_checkpoint()["iteration"])

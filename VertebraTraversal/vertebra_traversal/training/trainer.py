@@ -1,0 +1,279 @@
+"""The training loop (paper §3.6): Adam, the λ schedule, resumable checkpoints, validation, export.
+
+:func:`train` prepares the cases (model grid, cached in the run folder), then runs ``iterations``
+backward passes on patches drawn by :class:`.patches.PatchDataset` in DataLoader workers. Every
+``checkpoint_every`` iterations it writes ``checkpoint.pt`` (model, optimiser, RNG states, iteration);
+re-running the same command resumes from it and reaches the same weights as an uninterrupted run.
+Every ``validate_every`` iterations it validates (:mod:`.validation`). At the end it writes the
+TorchScript model ``model.pt`` with full metadata (:mod:`vertebra_traversal.checkpoint`).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from .. import __version__
+from ..checkpoint import CheckpointError, ModelMetadata, load_model, resolve_device, save_torchscript
+from ..imageio import InputError
+from ..network import IterativeFCN, NetworkConfig
+from ..normalization import NormalizationSpec, pad_value
+from .config import TrainingConfig
+from .data import PreparedCase, TrainingCase, describe_case, find_cases, prepare_cases
+from .loss import fp_weight, reference_voxels, total_loss
+from .patches import PatchDataset, PatchSettings, fixed_samples, make_loader
+from .runfolder import RunFolder
+from .validation import json_ready, patch_metrics, pipeline_metrics
+
+logger = logging.getLogger(__name__)
+
+LOG_FLUSH_EVERY = 20
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    """One progress report. ``phase``: ``prepare``, ``train``, ``validate`` or ``done``.
+
+    ``terms`` holds the loss terms of the last iteration (``loss``, ``seg``, ``label``,
+    ``completeness``); ``eta_seconds`` is the estimated remaining time of the run.
+    """
+
+    phase: str
+    iteration: int
+    total: int
+    terms: Dict[str, float] = field(default_factory=dict)
+    fp_lambda: float = 0.0
+    seconds: float = 0.0
+    eta_seconds: float = float("nan")
+    message: str = ""
+
+
+ProgressCallback = Callable[[TrainingProgress], None]
+
+
+class TrainingInterrupted(Exception):
+    """Raised when ``should_stop`` asked to stop; the checkpoint of ``iteration`` is on disk."""
+
+    def __init__(self, iteration: int, checkpoint: Path) -> None:
+        super().__init__(f"training stopped at iteration {iteration}; checkpoint {checkpoint}")
+        self.iteration = iteration
+        self.checkpoint = checkpoint
+
+
+def adopt_init(config: TrainingConfig, metadata: ModelMetadata) -> TrainingConfig:
+    """Fine-tuning: network, grid, patch, normalisation and direction come from the init model."""
+    if metadata.modality.lower() != config.modality:
+        raise CheckpointError(f"init model is a {metadata.modality} model; this run trains {config.modality.upper()}")
+    if len(set(metadata.spacing_mm)) != 1:
+        raise CheckpointError(f"init model has anisotropic spacing {metadata.spacing_mm}; cannot fine-tune it")
+    return config.replace(network=NetworkConfig.from_json(metadata.network), spacing_mm=float(metadata.spacing_mm[0]),
+                          normalization=NormalizationSpec.from_json(metadata.normalization),
+                          direction=metadata.direction)
+
+
+def _init_weights(init: Path, config: TrainingConfig) -> "tuple[TrainingConfig, Dict[str, torch.Tensor], Dict]":
+    loaded = load_model(init, device="cpu", expect_modality=config.modality)
+    if not loaded.metadata.network:
+        raise CheckpointError(f"{init}: the model metadata has no network configuration; cannot fine-tune it")
+    config = adopt_init(config, loaded.metadata)
+    state = {k: v.detach().clone() for k, v in loaded.module.state_dict().items()}  # type: ignore[attr-defined]
+    return config, state, {"path": str(init), "training": loaded.metadata.training.get("data_summary")}
+
+
+def _target(cases: Sequence[PreparedCase]) -> str:
+    targets = sorted({c.target for c in cases})
+    if len(targets) != 1:
+        raise InputError(f"training cases mix targets {targets} (whole vertebrae and vertebral bodies); "
+                         f"train one model per target")
+    return targets[0]
+
+
+class _Session:
+    """State of one :func:`train` call: model, optimiser, data, bookkeeping."""
+
+    def __init__(self, run: RunFolder, config: TrainingConfig, device: torch.device, cases: List[PreparedCase],
+                 held_out: List[TrainingCase], progress: Optional[ProgressCallback]) -> None:
+        self.run, self.config, self.device, self.cases = run, config, device, cases
+        self.held_out, self.progress = held_out, progress
+        torch.manual_seed(config.seed)
+        self.model = IterativeFCN(config.network).to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate,
+                                          betas=(config.beta1, config.beta2))
+        self.iteration, self.seconds, self.history = 0, 0.0, []  # type: ignore[var-annotated]
+        spacing = (config.spacing_mm,) * 3
+        self.seg_divisor = reference_voxels(config.loss, spacing)
+        self.settings = PatchSettings(config.sampling(), config.augment, config.loss,
+                                      pad_value(config.normalization), config.seed)
+        self.pending: List[Dict[str, float]] = []
+
+    def state(self) -> Dict[str, Any]:
+        state = {"iteration": self.iteration, "seconds": self.seconds, "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                 "validation": self.history, "version": __version__}
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def restore(self, state: Dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.iteration, self.seconds = int(state["iteration"]), float(state["seconds"])
+        self.history = list(state.get("validation", []))
+
+    def checkpoint(self) -> None:
+        self.flush_log()
+        self.run.save_checkpoint(self.state())
+
+    def flush_log(self) -> None:
+        if self.pending:
+            self.run.append_log(self.pending)
+            self.pending = []
+
+    def report(self, phase: str, terms: Optional[Dict[str, float]] = None, fp_lambda: float = 0.0,
+               eta: float = float("nan"), message: str = "") -> None:
+        if self.progress is not None:
+            self.progress(TrainingProgress(phase, self.iteration, self.config.iterations, terms or {},
+                                           fp_lambda, self.seconds, eta, message))
+
+    def step(self, batch: Dict[str, torch.Tensor]) -> "tuple[Dict[str, float], float]":
+        fp_lambda = fp_weight(self.iteration, self.config.iterations, self.config.loss.lambda_min)
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        seg_logits, label, complete_logit = self.model.forward_logits(batch["input"])
+        terms = total_loss(seg_logits, label, complete_logit, batch, fp_lambda, self.seg_divisor)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        self.optimizer.step()
+        self.iteration += 1
+        return terms.as_floats(), fp_lambda
+
+    def validate(self, samples: List[Dict[str, Any]], metadata: ModelMetadata) -> Dict[str, Any]:
+        self.report("validate", message=f"validating at iteration {self.iteration}")
+        fp_lambda = fp_weight(self.iteration, self.config.iterations, self.config.loss.lambda_min)
+        record: Dict[str, Any] = {"iteration": self.iteration, "source": "held-out" if self.held_out else "training",
+                                  **patch_metrics(self.model, samples, self.device, fp_lambda, self.seg_divisor)}
+        if self.held_out:
+            scans = pipeline_metrics(self.model, metadata, self.held_out, self.device)
+            if scans is not None:
+                record.update(scans)
+        record = json_ready(record)
+        self.history.append(record)
+        self.run.append_validation(record)
+        logger.info("validation at %d: %s", self.iteration,
+                    ", ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
+        return record
+
+
+def _metadata(config: TrainingConfig, target: str, training: Dict[str, Any]) -> ModelMetadata:
+    spacing = (config.spacing_mm,) * 3
+    return ModelMetadata(modality=config.modality.upper(), target=target, spacing_mm=spacing,
+                         patch_size=config.network.patch_size, normalization=config.normalization.to_json(),
+                         direction=config.direction, network=config.network.to_json(), training=training)
+
+
+def _loop(session: _Session, config: TrainingConfig, workers: int, samples: List[Dict[str, Any]],
+          metadata: ModelMetadata, should_stop: Optional[Callable[[], bool]]) -> None:
+    dataset = PatchDataset(session.cases, session.settings, config.iterations * config.batch_size)
+    loader = make_loader(dataset, config.batch_size, session.iteration, workers)
+    session.model.train()
+    started, start_iteration = time.perf_counter(), session.iteration
+    base_seconds = session.seconds
+    for batch in loader:
+        terms, fp_lambda = session.step(batch)
+        session.seconds = base_seconds + time.perf_counter() - started
+        session.pending.append({"iteration": session.iteration, **terms, "lambda": fp_lambda,
+                                "seconds": session.seconds})
+        rate = (time.perf_counter() - started) / (session.iteration - start_iteration)
+        session.report("train", terms, fp_lambda, rate * (config.iterations - session.iteration))
+        if len(session.pending) >= LOG_FLUSH_EVERY:
+            session.flush_log()
+        if session.iteration % config.validate_every == 0 or session.iteration == config.iterations:
+            session.validate(samples, metadata)
+        if session.iteration % config.checkpoint_every == 0 or session.iteration == config.iterations:
+            session.checkpoint()
+        if should_stop is not None and session.iteration < config.iterations and should_stop():
+            session.checkpoint()
+            raise TrainingInterrupted(session.iteration, session.run.checkpoint)
+
+
+def train(data_dirs: Sequence[Path], out_dir: Path, config: TrainingConfig, init: Optional[Path] = None,
+          device: str = "auto", validation_dirs: Optional[Sequence[Path]] = None,
+          progress: Optional[ProgressCallback] = None, should_stop: Optional[Callable[[], bool]] = None) -> Path:
+    """Train (or resume training) a model; returns the path of the final TorchScript model.
+
+    Args:
+        data_dirs: dataset roots (project or VerSe layout, :mod:`.data`).
+        out_dir: the run folder (created; resumed when it holds this same run; refused otherwise).
+        config: the run's configuration (:func:`.config.preset`).
+        init: fine-tune this model instead of starting from random weights (same modality required);
+            its network, grid and normalisation replace those of ``config``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        validation_dirs: held-out dataset roots, validated every ``config.validate_every`` iterations.
+        progress: receives :class:`TrainingProgress` reports.
+        should_stop: polled after each iteration; when it returns True a checkpoint is written and
+            :class:`TrainingInterrupted` is raised (re-running resumes).
+
+    Raises:
+        InputError: bad data, a run folder holding something else, an init model of another modality.
+    """
+    run, torch_device = RunFolder(Path(out_dir)), resolve_device(device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    init_state, init_info = None, None
+    if init is not None:
+        config, init_state, init_info = _init_weights(Path(init), config)
+    cases = find_cases(data_dirs, config.modality)
+    held_out = find_cases(validation_dirs, config.modality) if validation_dirs else []
+    data = [describe_case(c) for c in cases]
+    identity = {"config": config.identity(), "data": data, "validation": [describe_case(c) for c in held_out],
+                "init": init_info}
+    resuming = run.claim(identity)
+    if run.model.exists():
+        logger.info("%s: this run is complete; its model is %s", run.root, run.model)
+        return run.model
+    session = _prepare(run, config, torch_device, cases, held_out, progress)
+    if resuming:
+        session.restore(run.load_checkpoint())
+        logger.info("resuming %s at iteration %d of %d", run.root, session.iteration, config.iterations)
+    elif init_state is not None:
+        session.model.load_state_dict(init_state)
+    run.start_log(session.iteration)
+    training: Dict[str, Any] = {"preset": config.preset, "config": config.to_json(), "data": data,
+                                "validation_data": identity["validation"], "init": init_info}
+    metadata = _metadata(config, _target(session.cases), training)
+    samples = fixed_samples(session.cases if not held_out else _prepare_held_out(run, config, held_out),
+                            session.settings, config.validation_patches)
+    if session.iteration < config.iterations:
+        _loop(session, config, config.workers, samples, metadata, should_stop)
+    return _finish(session, metadata, training)
+
+
+def _prepare(run: RunFolder, config: TrainingConfig, device: torch.device, cases: List[TrainingCase],
+             held_out: List[TrainingCase], progress: Optional[ProgressCallback]) -> _Session:
+    def report(done: int, total: int, case_id: str) -> None:
+        if progress is not None:
+            progress(TrainingProgress("prepare", 0, config.iterations, message=f"prepared {case_id} ({done}/{total})"))
+
+    prepared = prepare_cases(cases, run.cache, config.spacing_mm, config.normalization, config.verse_margin_mm, report)
+    return _Session(run, config, device, prepared, held_out, progress)
+
+
+def _prepare_held_out(run: RunFolder, config: TrainingConfig, held_out: List[TrainingCase]) -> List[PreparedCase]:
+    return prepare_cases(held_out, run.cache, config.spacing_mm, config.normalization, config.verse_margin_mm)
+
+
+def _finish(session: _Session, metadata: ModelMetadata, training: Dict[str, Any]) -> Path:
+    final = dict(training, iterations=session.iteration, wall_seconds=round(session.seconds, 1),
+                 metrics=session.history[-1] if session.history else {}, device=str(session.device),
+                 torch=torch.__version__, vertebra_traversal=__version__,
+                 finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    final["data_summary"] = {"cases": len(training["data"]), "case_ids": [d["case"] for d in training["data"]]}
+    path = save_torchscript(session.model.cpu(), replace(metadata, training=final), session.run.model)
+    session.report("done", message=f"model written to {path}")
+    return path
