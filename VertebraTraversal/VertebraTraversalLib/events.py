@@ -1,0 +1,201 @@
+"""The engine's event stream, read on the Slicer side (Qt-free).
+
+``vertebra-traversal segment --events`` prints one JSON object per line (docs/ARCHITECTURE.md, "Event
+stream"). :class:`EventStreamReader` turns arbitrary chunks of that output into events (robust to
+lines split across chunks, to split UTF-8 sequences and to non-JSON noise); :func:`apply_event` moves
+the markups ROI "Traversal patch" to every patch the traversal visits (paper §3.3) and folds each
+event into a small immutable :class:`RunState` for the progress bar and status line.
+
+Coordinates: events carry LPS millimetres (``*_lps_mm``, x/y/z); Slicer is RAS, so x and y are negated.
+"""
+from __future__ import annotations
+
+import codecs
+import json
+import logging
+from dataclasses import dataclass, replace
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import slicer
+
+logger = logging.getLogger(__name__)
+
+ROI_NAME = "Traversal patch"
+#: Node attribute that marks nodes this library created (value: their role).
+ROLE_ATTRIBUTE = "VertebraTraversal.role"
+ROI_ROLE = "patch"
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What the module shows about a run; every event returns a new state.
+
+    Attributes:
+        fraction: progress 0..1 (``progress`` events; 1 on ``result``).
+        status: one line for the status label.
+        vertebrae: provisional names found so far, in order found (``"T1 (incomplete)"`` when flagged).
+        patches: number of patch positions visited.
+        outputs: the ``result`` event's ``outputs`` (labels, segmentation, centroids, report paths).
+        done / cancelled: the engine said ``done`` / ``cancelled``.
+        error: message of an ``error`` event (or of a failed run).
+    """
+
+    fraction: float = 0.0
+    status: str = "Starting"
+    vertebrae: Tuple[str, ...] = ()
+    patches: int = 0
+    outputs: Optional[Mapping[str, str]] = None
+    done: bool = False
+    cancelled: bool = False
+    error: Optional[str] = None
+
+    @property
+    def finished(self) -> bool:
+        """True once the run ended in any way (done, cancelled or error)."""
+        return self.done or self.cancelled or self.error is not None
+
+
+class EventStreamReader:
+    """Incremental parser of the JSON-lines stream.
+
+    ``feed`` takes any chunk (bytes or str) and returns the complete events it closes; an incomplete
+    last line waits for the next chunk (or :meth:`close`). Lines that are not a JSON object with an
+    ``"event"`` key are kept in :attr:`noise` (they go to the module's log).
+    """
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+        self.noise: List[str] = []
+
+    def feed(self, chunk: Union[bytes, str]) -> List[Dict[str, Any]]:
+        """Parse a chunk; return the events of every line it completes."""
+        text = self._decoder.decode(chunk) if isinstance(chunk, (bytes, bytearray)) else chunk
+        lines = (self._pending + text).split("\n")
+        self._pending = lines.pop()
+        return [event for event in (self._parse(line) for line in lines) if event is not None]
+
+    def close(self) -> List[Dict[str, Any]]:
+        """End of stream: parse what is left (a last line without a newline)."""
+        rest = self._pending + self._decoder.decode(b"", final=True)
+        self._pending = ""
+        event = self._parse(rest)
+        return [event] if event is not None else []
+
+    def _parse(self, line: str) -> Optional[Dict[str, Any]]:
+        line = line.strip()
+        if not line:
+            return None
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        if isinstance(event, dict) and isinstance(event.get("event"), str):
+            return event
+        self.noise.append(line)
+        logger.debug("engine output (not an event): %s", line)
+        return None
+
+
+def lps_to_ras(point: Sequence[float]) -> Tuple[float, float, float]:
+    """LPS millimetres -> RAS millimetres (negate x and y)."""
+    x, y, z = (float(c) for c in point)
+    return -x, -y, z
+
+
+def find_patch_roi(scene: "slicer.vtkMRMLScene") -> Optional["slicer.vtkMRMLMarkupsROINode"]:
+    """The ROI this library created in ``scene``, or None."""
+    nodes = scene.GetNodesByClass("vtkMRMLMarkupsROINode")
+    for index in range(nodes.GetNumberOfItems()):
+        node = nodes.GetItemAsObject(index)
+        if node.GetAttribute(ROLE_ATTRIBUTE) == ROI_ROLE:
+            return node
+    return None
+
+
+def create_patch_roi(scene: "slicer.vtkMRMLScene", transform_id: Optional[str] = None) -> "slicer.vtkMRMLMarkupsROINode":
+    """Add the "Traversal patch" ROI (locked, marked with :data:`ROLE_ATTRIBUTE`), under ``transform_id``."""
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", ROI_NAME)
+    roi.SetAttribute(ROLE_ATTRIBUTE, ROI_ROLE)
+    roi.CreateDefaultDisplayNodes()
+    roi.SetLocked(True)
+    if transform_id:
+        roi.SetAndObserveTransformNodeID(transform_id)
+    return roi
+
+
+def remove_patch_roi(scene: "slicer.vtkMRMLScene") -> None:
+    """Remove the library's ROI and its display nodes (no-op when there is none)."""
+    roi = find_patch_roi(scene)
+    while roi is not None:
+        for index in reversed(range(roi.GetNumberOfDisplayNodes())):
+            display = roi.GetNthDisplayNode(index)
+            if display is not None:
+                scene.RemoveNode(display)
+        scene.RemoveNode(roi)
+        roi = find_patch_roi(scene)
+
+
+def move_roi(roi: "slicer.vtkMRMLMarkupsROINode", center_lps_mm: Sequence[float], size_mm: Sequence[float]) -> None:
+    """Centre (LPS mm) and size (mm, x/y/z) of the patch; one ModifiedEvent per move."""
+    was_modifying = roi.StartModify()
+    roi.SetSize(*(float(s) for s in size_mm))
+    roi.SetCenter(*lps_to_ras(center_lps_mm))
+    roi.EndModify(was_modifying)
+
+
+def _status(state: RunState, tail: str) -> str:
+    found = f"{len(state.vertebrae)} found: {', '.join(state.vertebrae[-6:])}" if state.vertebrae else "none found yet"
+    return f"{tail} - {found}" if tail else found
+
+
+def _on_patch(target: Any, event: Mapping[str, Any], state: RunState) -> RunState:
+    roi = target
+    if isinstance(target, slicer.vtkMRMLScene):
+        roi = find_patch_roi(target) or create_patch_roi(target)
+    move_roi(roi, event["center_lps_mm"], event["size_mm"])
+    patches = state.patches + 1
+    tail = f"patch {event.get('step', patches)} ({event.get('phase', 'search')})"
+    return replace(state, patches=patches, status=_status(state, tail))
+
+
+def _on_vertebra(event: Mapping[str, Any], state: RunState) -> RunState:
+    name = str(event.get("provisional_name", "?")) + ("" if event.get("complete", True) else " (incomplete)")
+    state = replace(state, vertebrae=state.vertebrae + (name,))
+    return replace(state, status=_status(state, ""))
+
+
+def apply_event(target: Any, event: Mapping[str, Any], state: Optional[RunState] = None) -> RunState:
+    """Fold one event into the run state; a ``patch`` event moves the ROI.
+
+    Args:
+        target: a ``vtkMRMLScene`` (the ROI is found or created there) or the ROI node itself.
+        event: one parsed event (docs/ARCHITECTURE.md).
+        state: the previous state (None: a fresh run).
+
+    Returns:
+        The new state. Unknown events leave it unchanged.
+
+    Raises:
+        KeyError: a ``patch`` event without ``center_lps_mm`` / ``size_mm``.
+    """
+    state = state or RunState()
+    kind = event.get("event")
+    if kind == "start":
+        return replace(state, status=f"Segmenting with the {event.get('modality', '')} model on {event.get('device', '')}")
+    if kind == "patch":
+        return _on_patch(target, event, state)
+    if kind == "vertebra":
+        return _on_vertebra(event, state)
+    if kind == "progress":
+        fraction = min(1.0, max(0.0, float(event.get("fraction", state.fraction))))
+        return replace(state, fraction=fraction, status=_status(state, str(event.get("message", ""))))
+    if kind == "result":
+        return replace(state, fraction=1.0, outputs=dict(event.get("outputs", {})))
+    if kind == "done":
+        return replace(state, done=True, status=_status(state, f"done in {event.get('seconds', '?')} s"))
+    if kind == "error":
+        return replace(state, error=str(event.get("message", "unknown error")))
+    if kind == "cancelled":
+        return replace(state, cancelled=True, status="Cancelled")
+    return state

@@ -1,0 +1,231 @@
+"""Engine outputs -> one Slicer segmentation node (Qt-free).
+
+:func:`build_segmentation_node` imports the label map (VerSe ids, exactly the input grid) into one
+shared layer and turns every label into a segment named after anatomy.py (C1...L5, T13/L6 where
+found), coloured from anatomy.py, with SNOMED CT terminology and the tags of the report
+(docs/ARCHITECTURE.md). Vertebrae flagged incomplete (paper §3.5) are kept - the paper notes they
+"could also be added to the segmentation mask, merely flagging them as incomplete" - named
+``"T1 (incomplete)"`` and drawn differently (outline only in slices, faint in 3D).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+import numpy as np
+import slicer
+import vtk
+
+from vertebra_traversal import anatomy
+from vertebra_traversal.export import INCOMPLETE_SUFFIX, TAG_COMPLETE, TAG_LABEL_ID
+from vertebra_traversal.imageio import InputError
+
+from .events import ROLE_ATTRIBUTE
+from .volumes import PathLike, read_volume_into, same_geometry
+
+logger = logging.getLogger(__name__)
+
+TAG_COMPLETENESS = "VertebraTraversal.completenessProbability"
+TAG_LIKELIHOOD = "VertebraTraversal.labelLikelihood"
+TAG_CONFIDENCE = "VertebraTraversal.labelConfidence"
+#: Same context name as the engine's .seg.nrrd (vertebra_traversal.outputs).
+TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
+REPORT_FORMAT = "vertebra-traversal-report"
+
+
+@dataclass(frozen=True)
+class IncompleteStyle:
+    """How incomplete vertebrae are drawn (per-segment display settings, 0..1)."""
+
+    fill_2d: float = 0.0
+    outline_2d: float = 1.0
+    opacity_3d: float = 0.3
+
+
+def segment_name(label: int, complete: bool) -> str:
+    """``"L1"`` or ``"L1 (incomplete)"`` (the names the export maps back)."""
+    name = anatomy.name_of(label)
+    return name if complete else f"{name} {INCOMPLETE_SUFFIX}"
+
+
+def terminology_entry(label: int) -> str:
+    """Serialized Slicer terminology: category Anatomical Structure (SCT 123037004), type from anatomy.py."""
+    row = anatomy.vertebra(label)
+    code, scheme, meaning = anatomy.ANATOMICAL_STRUCTURE
+    return slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(
+        TERMINOLOGY_CONTEXT, code, scheme, meaning, row.snomed_code, "SCT", row.snomed_meaning,
+        "", "", "", "", "", "", "", "", "", "")
+
+
+def read_report(path: PathLike) -> Dict[int, Mapping[str, Any]]:
+    """Report entries by label id.
+
+    Raises:
+        InputError: unreadable file, wrong format, or an unknown label id.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read report ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
+        raise InputError(f"{path}: not a {REPORT_FORMAT} file")
+    entries = {}
+    for entry in data.get("vertebrae", []):
+        if not anatomy.is_valid_label(entry.get("label", 0)):
+            raise InputError(f"{path}: unknown vertebra label {entry.get('label')!r}")
+        entries[int(entry["label"])] = entry
+    return entries
+
+
+def read_label_map_node(path: PathLike, volume_node: "slicer.vtkMRMLVolumeNode") -> "slicer.vtkMRMLLabelMapVolumeNode":
+    """Read the engine's label map into a label map node outside the scene; check ids and grid.
+
+    Raises:
+        InputError: unreadable, unknown ids, or a grid other than ``volume_node``'s.
+    """
+    node = read_volume_into(slicer.vtkMRMLLabelMapVolumeNode(), path)
+    values = set(int(v) for v in np.unique(slicer.util.arrayFromVolume(node))) - {0}
+    unknown = sorted(values - set(anatomy.BY_LABEL))
+    if unknown:
+        raise InputError(f"{path}: unknown label ids {unknown}")
+    if not same_geometry(node, volume_node):
+        raise InputError(f"{path}: label map grid differs from volume {volume_node.GetName()!r}")
+    return node
+
+
+def _tags(label: int, entry: Optional[Mapping[str, Any]]) -> Dict[str, str]:
+    complete = bool(entry.get("complete", True)) if entry else True
+    tags = {TAG_LABEL_ID: str(label), TAG_COMPLETE: "true" if complete else "false"}
+    for key, field in ((TAG_COMPLETENESS, "completeness_probability"), (TAG_LIKELIHOOD, "label_likelihood"),
+                       (TAG_CONFIDENCE, "label_confidence")):
+        if entry and entry.get(field) is not None:
+            tags[key] = f"{float(entry[field]):.4f}"
+    return tags
+
+
+def configure_segment(seg_node: "slicer.vtkMRMLSegmentationNode", segment_id: str, label: int,
+                      entry: Optional[Mapping[str, Any]], style: IncompleteStyle) -> None:
+    """Name, colour, terminology, tags and (for incomplete vertebrae) display of one segment."""
+    segment = seg_node.GetSegmentation().GetSegment(segment_id)
+    tags = _tags(label, entry)
+    complete = tags[TAG_COMPLETE] == "true"
+    segment.SetName(segment_name(label, complete))
+    segment.SetNameAutoGenerated(False)
+    segment.SetColor(*anatomy.vertebra(label).color)
+    segment.SetColorAutoGenerated(False)
+    segment.SetTerminology(terminology_entry(label))
+    for key, value in tags.items():
+        segment.SetTag(key, value)
+    if not complete:
+        display = seg_node.GetDisplayNode()
+        display.SetSegmentOpacity2DFill(segment_id, style.fill_2d)
+        display.SetSegmentOpacity2DOutline(segment_id, style.outline_2d)
+        display.SetSegmentOpacity3D(segment_id, style.opacity_3d)
+
+
+def place_in_subject_hierarchy(scene: "slicer.vtkMRMLScene", volume_node: "slicer.vtkMRMLNode",
+                               seg_node: "slicer.vtkMRMLNode") -> None:
+    """Put ``seg_node`` beside ``volume_node`` (under its study) when the volume has a hierarchy item."""
+    shnode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    if shnode is None:
+        return
+    volume_item = shnode.GetItemByDataNode(volume_node)
+    if not volume_item:
+        return
+    parent = shnode.GetItemParent(volume_item)
+    seg_item = shnode.GetItemByDataNode(seg_node) or shnode.CreateItem(parent, seg_node)
+    shnode.SetItemParent(seg_item, parent)
+
+
+def _target_node(scene: "slicer.vtkMRMLScene", volume_node: "slicer.vtkMRMLNode", name: Optional[str],
+                 target: Optional["slicer.vtkMRMLSegmentationNode"]) -> "slicer.vtkMRMLSegmentationNode":
+    if target is not None and target.GetSegmentation().GetNumberOfSegments() == 0:
+        return target
+    if target is not None:
+        logger.info("segmentation %r already holds segments; writing a new one instead", target.GetName())
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
+                                   scene.GenerateUniqueName(name or f"{volume_node.GetName()} vertebrae"))
+    node.SetAttribute(ROLE_ATTRIBUTE, "result")
+    return node
+
+
+def _order_by_rank(seg_node: "slicer.vtkMRMLSegmentationNode", labels: Dict[str, int]) -> None:
+    segmentation = seg_node.GetSegmentation()
+    ranked = sorted(labels, key=lambda segment_id: anatomy.vertebra(labels[segment_id]).rank)
+    for index, segment_id in enumerate(ranked):
+        segmentation.SetSegmentIndex(segment_id, index)
+
+
+def build_segmentation_node(scene: "slicer.vtkMRMLScene", volume_node: "slicer.vtkMRMLScalarVolumeNode",
+                            labels_path: PathLike, report_path: PathLike, seg_logic: Any,
+                            name: Optional[str] = None, target: Optional["slicer.vtkMRMLSegmentationNode"] = None,
+                            style: IncompleteStyle = IncompleteStyle()) -> "slicer.vtkMRMLSegmentationNode":
+    """One segmentation node from the engine's label map + report.
+
+    Args:
+        scene: the MRML scene.
+        volume_node: the segmented volume (reference geometry; its parent transform is reused).
+        labels_path: ``<stem>_seg-vert_msk.nii.gz`` (VerSe ids on exactly the volume's grid).
+        report_path: ``<stem>_report.json`` (completeness, likelihoods per label).
+        seg_logic: a ``vtkSlicerSegmentationsModuleLogic`` with the scene set.
+        name: node name (default ``"<volume> vertebrae"``, made unique).
+        target: an existing node to fill when it is empty; a non-empty one is never overwritten
+            (a new node is created instead).
+        style: display of incomplete vertebrae.
+
+    Returns:
+        The segmentation node; segments in cranio-caudal order, placed under the volume's study.
+
+    Raises:
+        InputError: unreadable/invalid files; no segmentation node is left behind.
+    """
+    labelmap = read_label_map_node(labels_path, volume_node)
+    report = read_report(report_path)
+    seg_node = _target_node(scene, volume_node, name, target)
+    created = seg_node is not target
+    try:
+        _fill(seg_node, volume_node, labelmap, report, seg_logic, style, labels_path)
+    except Exception:
+        if created:
+            _remove_with_display(scene, seg_node)
+        raise
+    place_in_subject_hierarchy(scene, volume_node, seg_node)
+    return seg_node
+
+
+def _fill(seg_node: Any, volume_node: Any, labelmap: Any, report: Dict[int, Mapping[str, Any]], seg_logic: Any,
+          style: IncompleteStyle, labels_path: PathLike) -> None:
+    seg_node.CreateDefaultDisplayNodes()
+    seg_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    seg_node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+    if not seg_logic.ImportLabelmapToSegmentationNode(labelmap, seg_node):
+        raise InputError(f"{labels_path}: could not import the label map into a segmentation")
+    segmentation = seg_node.GetSegmentation()
+    labels = {}
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        labels[segment_id] = int(segmentation.GetSegment(segment_id).GetLabelValue())
+    missing = sorted(anatomy.name_of(label) for label in labels.values() if label not in report)
+    if missing:
+        logger.warning("%s: %s not in the report; marked complete", labels_path, ", ".join(missing))
+    for segment_id, label in labels.items():
+        configure_segment(seg_node, segment_id, label, report.get(label), style)
+    _order_by_rank(seg_node, labels)
+
+
+def _remove_with_display(scene: "slicer.vtkMRMLScene", node: Any) -> None:
+    for index in reversed(range(node.GetNumberOfDisplayNodes())):
+        display = node.GetNthDisplayNode(index)
+        if display is not None:
+            scene.RemoveNode(display)
+    scene.RemoveNode(node)
+
+
+def segment_tag(segment: Any, key: str) -> Optional[str]:
+    """Value of a segment tag, or None."""
+    value = vtk.reference("")
+    return str(value) if segment.GetTag(key, value) else None
