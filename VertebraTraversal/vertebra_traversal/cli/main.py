@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"{__package__}.{name}")
-        except ModuleNotFoundError as exc:  # only our own missing modules; a missing dependency is an error
+        except ImportError as exc:  # only our own missing modules; a missing dependency is an error
             if not (exc.name or "").startswith("vertebra_traversal."):
                 raise
             logging.getLogger(__name__).debug("command %s unavailable: %s", name, exc)

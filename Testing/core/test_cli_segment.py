@@ -1,0 +1,105 @@
+"""`vertebra-traversal segment` as the Slicer module runs it: a real child process and its event stream."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import slicerio
+
+from model_factory import tiny_model
+from vertebra_traversal.imageio import write_image_atomic
+
+CLI = [sys.executable, "-m", "vertebra_traversal.cli.main"]
+
+
+def _ct(path, shape=(60, 40, 36), spacing=(1.5, 1.6, 3.0)):
+    rng = np.random.default_rng(1)
+    array = rng.normal(-50, 30, size=shape).astype(np.float32)
+    array[:, 12:28, 12:24] = 600  # a bony column
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetDirection((1, 0, 0, 0, 0, 1, 0, -1, 0))  # stored coronal-ish, not LPS
+    image.SetOrigin((-20.0, 30.0, -15.0))
+    return write_image_atomic(image, path)
+
+
+def _run(args, **kw):
+    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=300, **kw)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("model") / "tiny.pt")
+
+
+def test_events_and_outputs_end_to_end(tmp_path, model):
+    image = _ct(tmp_path / "scan_ct.nii.gz")
+    out = _run(["segment", image, "-o", tmp_path / "out", "--model", model, "--device", "cpu", "--events"])
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done" and "result" in kinds and kinds.count("patch") >= 1
+    assert events[0]["patch_size_mm"] == [128.0, 128.0, 128.0]
+    result = next(e for e in events if e["event"] == "result")
+    labels = sitk.ReadImage(result["outputs"]["labels"])
+    reference = sitk.ReadImage(str(image))
+    for getter in ("GetSize", "GetSpacing", "GetOrigin", "GetDirection"):
+        np.testing.assert_allclose(getattr(labels, getter)(), getattr(reference, getter)(), atol=1e-5)
+    seg = slicerio.read_segmentation(result["outputs"]["segmentation"])
+    assert len(seg["segments"]) == len(result["vertebrae"])
+    report = json.loads(open(result["outputs"]["report"]).read())
+    assert report["network_passes"] == kinds.count("patch")
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda d, m: ["segment", d / "missing.nii.gz", "-o", d / "o", "--model", m], "file not found"),
+    (lambda d, m: ["segment", _ct(d / "a.nii.gz"), "-o", d / "o", "--model", d / "junk.pt"], "model file not found"),
+    (lambda d, m: (d / "bad.pt").write_bytes(b"PK\x03\x04 nope") and
+     ["segment", _ct(d / "a.nii.gz"), "-o", d / "o", "--model", d / "bad.pt"], "bad.pt"),
+    (lambda d, m: ["segment", _ct(d / "a.nii.gz", shape=(1, 40, 36)), "-o", d / "o", "--model", m], "not a volume"),
+])
+def test_bad_input_gives_one_message_exit_2_and_no_output(tmp_path, model, setup, message):
+    out = _run(setup(tmp_path, model) + ["--events"])
+    assert out.returncode == 2
+    assert message in out.stderr and out.stderr.count("error:") == 1
+    assert json.loads(out.stdout.splitlines()[-1])["event"] == "error"
+    assert not (tmp_path / "o").exists()
+
+
+def test_existing_output_folder_is_refused_and_untouched(tmp_path, model):
+    image = _ct(tmp_path / "a.nii.gz")
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "mine.txt").write_text("user data")
+    out = _run(["segment", image, "-o", tmp_path / "o", "--model", model])
+    assert out.returncode == 2 and "not empty" in out.stderr
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["mine.txt"]
+
+
+def test_sigterm_cancels_between_steps_and_leaves_no_output(tmp_path, model):
+    image = _ct(tmp_path / "big.nii.gz", shape=(200, 120, 120), spacing=(2.0, 2.0, 2.0))
+    proc = subprocess.Popen(CLI + ["segment", str(image), "-o", str(tmp_path / "o"), "--model", str(model),
+                                   "--events", "--batch-size", "1"], stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if json.loads(line)["event"] == "patch":
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=120) == 130
+    assert json.loads(rest.splitlines()[-1])["event"] == "cancelled"
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_batch_of_inputs_in_a_folder_loads_the_model_once(tmp_path, model):
+    folder = tmp_path / "scans"
+    _ct(folder / "one.nii.gz")
+    _ct(folder / "two.nrrd")
+    out = _run(["segment", folder, "-o", tmp_path / "o", "--model", model, "--events"])
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [e["case"] for e in events if e["event"] == "start"] == [1, 2]
+    assert sorted(p.name for p in (tmp_path / "o").glob("*_report.json")) == ["one_report.json", "two_report.json"]
+    assert out.stderr.count("loaded torchscript CT model") == 1
