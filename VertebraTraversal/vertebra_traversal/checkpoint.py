@@ -24,13 +24,13 @@ import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
 
 from . import anatomy
-from .imageio import InputError
+from .imageio import InputError, PathLike
 from .network import NetworkConfig
 from .normalization import NormalizationSpec
 
@@ -42,7 +42,6 @@ METADATA_NAME = "metadata.json"
 MODALITIES = ("CT", "MR")
 TARGETS = ("vertebra", "body")
 DIRECTIONS = ("up", "down")
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 class CheckpointError(InputError):
@@ -273,9 +272,8 @@ def _complete_metadata(model: nn.Module, metadata: ModelMetadata) -> ModelMetada
 @contextlib.contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     was_training = model.training
-    model.eval()
     try:
-        yield model
+        yield model.eval()
     finally:
         model.train(was_training)
 
@@ -315,6 +313,7 @@ def save_exported(model: nn.Module, metadata: ModelMetadata, path: PathLike, ove
     extra = {METADATA_NAME: json.dumps(metadata.to_json(), indent=1)}
     with _eval_mode(model), _atomic_target(path, overwrite) as tmp:
         program = torch.export.export(model, (example,), dynamic_shapes={"x": {0: batch}})
+        program.example_inputs = None  # do not store the (large, all-zero) example patch in the file
         torch.export.save(program, str(tmp), extra_files=extra)
     logger.info("saved exported model %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
@@ -347,18 +346,20 @@ def read_metadata(path: PathLike) -> ModelMetadata:
         CheckpointError: not a model, no or invalid metadata, newer format version (message names the file).
     """
     path = Path(path)
-    _, root = _archive_kind(path)
+    return _read_metadata(path, _archive_kind(path)[1])
+
+
+def _read_metadata(path: Path, root: str) -> ModelMetadata:
     try:
         with zipfile.ZipFile(path) as archive:
             text = archive.read(f"{root}/extra/{METADATA_NAME}").decode("utf-8")
+        return ModelMetadata.from_json(json.loads(text))
     except KeyError:
         raise CheckpointError(f"{path}: model has no {METADATA_NAME}; it was not saved by VertebraTraversal") from None
-    except (UnicodeDecodeError, zipfile.BadZipFile, OSError) as exc:
-        raise CheckpointError(f"{path}: cannot read {METADATA_NAME} ({exc})") from None
-    try:
-        return ModelMetadata.from_json(json.loads(text))
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: {METADATA_NAME} is not valid JSON ({exc})") from None
+    except (UnicodeDecodeError, zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(f"{path}: cannot read {METADATA_NAME} ({exc})") from None
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
 
@@ -391,12 +392,12 @@ def load_model(path: PathLike, device: str = "auto", expect_modality: Optional[s
         InputError: an unusable device.
     """
     path = Path(path)
-    metadata = read_metadata(path)
+    kind, root = _archive_kind(path)
+    metadata = _read_metadata(path, root)
     if expect_modality is not None and metadata.modality != str(expect_modality).strip().upper():
         raise CheckpointError(f"{path}: a {metadata.modality} model, but a {str(expect_modality).upper()} "
                               f"model is needed")
     torch_device = resolve_device(device)
-    kind, _ = _archive_kind(path)
     module = _load_module(path, kind, torch_device)
     logger.info("loaded %s %s model %s on %s", kind, metadata.modality, path, torch_device)
     return LoadedModel(module=module, metadata=metadata, device=torch_device, path=path)
