@@ -1,0 +1,323 @@
+"""3D Slicer scripted module "Vertebra Traversal" (thin): parameter node, widget, logic, self-test.
+
+All MRML work is in the Qt-free ``VertebraTraversalLib``; the engine (``vertebra_traversal``, Lessmann
+et al. 2019) runs in a child ``PythonSlicer`` process and is polled with a QTimer, so Slicer stays
+responsive, the patch ROI moves live and Cancel works.
+"""
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Optional
+
+import ctk  # noqa: F401  (widgets of the .ui)
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+MODEL_CHOICES = ["CT (bundled)", "MR (bundled)", "File"]
+DEVICE_CHOICES = ["auto", "cpu", "cuda"]
+MODALITY_CHOICES = ["ct", "mr"]
+POLL_INTERVAL_MS = 100
+PAPER = ("N. Lessmann, B. van Ginneken, P. A. de Jong, I. Išgum. Iterative fully convolutional neural networks "
+         "for automatic vertebra segmentation and identification. Medical Image Analysis 53 (2019) 142-155.")
+
+
+class VertebraTraversal(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "Vertebra Traversal"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = ["Segmentations", "Markups"]
+        self.parent.contributors = ["VertebraTraversal contributors"]
+        self.parent.helpText = (
+            "Segments and labels the vertebrae of a CT or MR volume with an iterative fully convolutional "
+            "network that travels along the spine (a box ROI shows the patch), and flags vertebrae that are "
+            "not completely visible. Correct the result in Segment Editor (rename a segment to relabel it) "
+            "and use <b>Export for training</b> to fine-tune the model on your data. "
+            "The bundled models were trained on synthetic phantoms only: not for clinical use.")
+        self.parent.acknowledgementText = f"This module implements the method of: {PAPER}"
+
+
+@parameterNodeWrapper
+class VertebraTraversalParameterNode:
+    """User-facing settings, bound to the GUI with connectGui (dynamic property SlicerParameterName)."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    model: Annotated[str, Choice(MODEL_CHOICES)] = "CT (bundled)"
+    modelPath: Path
+    device: Annotated[str, Choice(DEVICE_CHOICES)] = "auto"
+    outputSegmentation: vtkMRMLSegmentationNode
+    datasetFolder: Path
+    caseId: str = ""
+    exportModality: Annotated[str, Choice(MODALITY_CHOICES)] = "ct"
+
+
+class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._run = None
+        self._logLines = 0
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_INTERVAL_MS)
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/VertebraTraversal.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = VertebraTraversalLogic()
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.exportButton.connect("clicked(bool)", self.onExport)
+        self._timer.connect("timeout()", self.onPoll)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.onCancel()
+        self._timer.stop()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.onCancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            volume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if volume:
+                self._parameterNode.inputVolume = volume
+
+    def setParameterNode(self, parameterNode: Optional[VertebraTraversalParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+            self._updateButtons()
+
+    def _updateButtons(self, caller=None, event=None) -> None:
+        params = self._parameterNode
+        running = self._run is not None and self._run.running
+        self.ui.modelPathLineEdit.enabled = params is not None and params.model == "File"
+        self.ui.segmentButton.enabled = bool(params and params.inputVolume) and not running
+        self.ui.cancelButton.enabled = running
+        self.ui.exportButton.enabled = bool(params and params.inputVolume and params.outputSegmentation
+                                            and params.caseId and str(params.datasetFolder) not in ("", "."))
+
+    def onSegment(self) -> None:
+        params = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Failed to start the segmentation.", waitCursor=True):
+            self.logic.ensureDependencies(ask=True)
+            self._run = self.logic.startSegmentation(params.inputVolume, self.logic.modelSpec(params), params.device,
+                                                     params.outputSegmentation)
+            self._logLines = 0
+            self.ui.logTextEdit.clear()
+            self.ui.progressBar.value = 0
+            self._timer.start()
+        self._updateButtons()
+
+    def onPoll(self) -> None:
+        if self._run is None:
+            self._timer.stop()
+            return
+        state = self._run.poll()
+        self.ui.progressBar.value = int(round(100 * state.fraction))
+        self.ui.statusLabel.text = state.status
+        for line in self._run.log[self._logLines:]:
+            self.ui.logTextEdit.appendPlainText(line)
+        self._logLines = len(self._run.log)
+        if state.finished:
+            self._timer.stop()
+            self._onFinished(state)
+
+    def _onFinished(self, state) -> None:
+        if state.done and self._run.segmentation_node is not None:
+            self._parameterNode.outputSegmentation = self._run.segmentation_node
+            self._run.segmentation_node.SetDisplayVisibility(True)
+            self.ui.caseIdLineEdit.text = self.ui.caseIdLineEdit.text or self._parameterNode.inputVolume.GetName()
+        elif state.error:
+            slicer.util.errorDisplay(f"Vertebra Traversal failed:\n{state.error}")
+        self._updateButtons()
+
+    def onCancel(self) -> None:
+        if self._run is not None and self._run.running:
+            state = self._run.cancel()
+            self.ui.statusLabel.text = state.status
+            self.ui.progressBar.value = 0
+        self._timer.stop()
+        self._updateButtons()
+
+    def onExport(self) -> None:
+        params = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
+            files = self.logic.exportCase(params.outputSegmentation, params.inputVolume, params.datasetFolder,
+                                          params.caseId, params.exportModality)
+            slicer.util.infoDisplay(f"Wrote case {params.caseId}:\n{files.image}\n{files.labels}\n{files.sidecar}")
+
+
+class VertebraTraversalLogic(ScriptedLoadableModuleLogic):
+    """Runs the engine for a volume and exports corrected cases; usable without the widget."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+
+    def getParameterNode(self) -> VertebraTraversalParameterNode:
+        return VertebraTraversalParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def modelSpec(params: VertebraTraversalParameterNode) -> str:
+        """``"ct"``, ``"mr"`` or the chosen checkpoint path."""
+        if params.model == "File":
+            if str(params.modelPath) in ("", ".") or not Path(params.modelPath).is_file():
+                raise ValueError(f"Model file not found: {params.modelPath}")
+            return str(params.modelPath)
+        return "mr" if params.model.startswith("MR") else "ct"
+
+    @staticmethod
+    def pythonExecutable() -> str:
+        """The interpreter for the child process: Slicer's ``PythonSlicer`` launcher."""
+        found = shutil.which("PythonSlicer") or shutil.which("PythonSlicer", path=os.path.dirname(sys.executable))
+        if not found:
+            raise RuntimeError("PythonSlicer was not found next to Slicer; cannot start the engine")
+        return found
+
+    def ensureDependencies(self, ask: bool = True) -> None:
+        """torch through the PyTorch extension (else pip), the rest from Resources/requirements.txt."""
+        if slicer.app.testingEnabled():
+            return  # the test environment is prepared beforehand; never prompt there
+        self._ensureTorch(ask)
+        requirements = Path(__file__).parent / "Resources" / "requirements.txt"
+        missing = [line.strip() for line in requirements.read_text().splitlines()
+                   if line.strip() and not line.startswith("#") and not _distributionInstalled(line)]
+        if missing and (not ask or slicer.util.confirmOkCancelDisplay(
+                f"Vertebra Traversal needs these Python packages: {', '.join(missing)}. Install them now?")):
+            slicer.util.pip_install(" ".join(missing))
+        elif missing:
+            raise RuntimeError(f"Missing Python packages: {', '.join(missing)}")
+
+    @staticmethod
+    def _ensureTorch(ask: bool) -> None:
+        try:
+            import PyTorchUtils  # the PyTorch extension
+        except ImportError:
+            PyTorchUtils = None
+        if PyTorchUtils is not None:
+            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+            if not torchLogic.torchInstalled() and torchLogic.installTorch(askConfirmation=ask) is None:
+                raise RuntimeError("PyTorch is required; install it from the PyTorch module")
+            return
+        if _distributionInstalled("torch"):
+            return
+        if ask and not slicer.util.confirmOkCancelDisplay(
+                "Vertebra Traversal needs PyTorch (about 1 GB). Install the PyTorch extension for the best "
+                "build for your GPU, or press OK to pip-install the default build now."):
+            raise RuntimeError("PyTorch is required")
+        slicer.util.pip_install("torch")
+
+    def startSegmentation(self, volume, model: str = "ct", device: str = "auto", target=None):
+        """Start the child process; poll the returned run (``poll()``/``cancel()``)."""
+        from VertebraTraversalLib import RunConfig, SegmentationRun
+        config = RunConfig(python=self.pythonExecutable(), model=model, device=device,
+                           work_dir=Path(slicer.app.temporaryPath))
+        run = SegmentationRun(slicer.mrmlScene, volume, slicer.modules.segmentations.logic(), config, target)
+        run.start()
+        return run
+
+    def segment(self, volume, model: str = "ct", device: str = "auto", timeout_s: float = 1800.0):
+        """Blocking variant (scripts, self-test): returns the run once it finished."""
+        run = self.startSegmentation(volume, model, device)
+        run.wait(timeout_s, on_state=lambda state: slicer.app.processEvents())
+        if run.running:
+            run.cancel()
+        return run
+
+    def exportCase(self, segmentation, volume, datasetFolder, caseId: str, modality: str = "ct"):
+        """Write the corrected segmentation + volume as a new dataset case (never overwrites)."""
+        from VertebraTraversalLib import export_segmentation_case
+        return export_segmentation_case(slicer.mrmlScene, segmentation, volume, Path(datasetFolder), caseId,
+                                        slicer.modules.segmentations.logic(), modality)
+
+
+def _distributionInstalled(requirement: str) -> bool:
+    import importlib.metadata
+    import re
+    name = re.split(r"[<>=!~;\[ ]", requirement.strip(), maxsplit=1)[0]
+    try:
+        importlib.metadata.version(name)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+class VertebraTraversalTest(ScriptedLoadableModuleTest):
+    """Same scenario as Testing/slicer/test_end_to_end.py, inside Slicer: phantom -> engine child
+    process with the bundled CT model -> segmentation node -> export -> read back."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_SegmentPhantomAndExport()
+
+    def test_SegmentPhantomAndExport(self) -> None:
+        from vertebra_traversal import dataset
+        from vertebra_traversal.imageio import write_image_atomic
+        from vertebra_traversal.phantom import PhantomConfig, generate_case
+        from VertebraTraversalLib import load_volume, segment_tag
+
+        self.delayDisplay("Generating a small CT phantom")
+        work = Path(tempfile.mkdtemp(prefix="VertebraTraversalTest-", dir=slicer.app.temporaryPath))
+        phantom = generate_case(7, PhantomConfig(modality="ct"), case_id="selftest")
+        write_image_atomic(phantom.image, work / "phantom_ct.nii.gz")
+        volume = load_volume(slicer.mrmlScene, work / "phantom_ct.nii.gz", "phantom")
+
+        self.delayDisplay("Segmenting with the bundled CT model")
+        logic = VertebraTraversalLogic()
+        run = logic.segment(volume, "ct", "auto", timeout_s=900)
+        self.assertTrue(run.state.done, f"{run.state} {run.log[-5:]}")
+        segmentation = run.segmentation_node.GetSegmentation()
+        self.assertGreater(segmentation.GetNumberOfSegments(), 0)
+        self.assertIsNone(slicer.mrmlScene.GetFirstNodeByName("Traversal patch"))
+        for index in range(segmentation.GetNumberOfSegments()):
+            segment = segmentation.GetNthSegment(index)
+            complete = segment_tag(segment, "VertebraTraversal.complete")
+            self.assertIn(complete, ("true", "false"))
+            self.assertEqual(segment.GetName().endswith("(incomplete)"), complete == "false")
+
+        self.delayDisplay("Exporting for training")
+        files = logic.exportCase(run.segmentation_node, volume, work / "dataset", "selftest", "ct")
+        info = dataset.read_case_info(files)
+        self.assertEqual(len(info.vertebrae), segmentation.GetNumberOfSegments())
+        shutil.rmtree(work, ignore_errors=True)
+        self.delayDisplay("Test passed")
