@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -82,13 +83,17 @@ def json_ready(record: Dict[str, Any]) -> Dict[str, Any]:
 
 def pipeline_metrics(model: nn.Module, metadata: Any, cases: Sequence[TrainingCase],
                      device: torch.device) -> Optional[Dict[str, float]]:
-    """Segment each held-out case with the real pipeline and score it (paper §4.2 metrics).
+    """Segment each held-out case with the real pipeline and score it like ``evaluate`` (paper §4.2).
 
-    Returns mean ``scan_dice``, ``scan_assd_mm``, ``identification_rate``, ``missed`` and
-    ``false_detections`` per case, and ``seconds``; None when the pipeline is not available.
+    Scores come from :func:`vertebra_traversal.metrics.score_case` pooled by
+    :func:`vertebra_traversal.evaluate.summarize` (the Table 1 row, completely visible vertebrae).
+    Returns ``scan_dice`` (0..1), ``scan_assd_mm``, ``scan_identification_accuracy``,
+    ``scan_completeness_accuracy``, ``scan_missed``, ``scan_false_detections`` (totals), ``scans`` and
+    ``scan_seconds``; None when the pipeline is not available in this checkout.
     """
     try:
         from ..checkpoint import LoadedModel
+        from ..evaluate import summarize
         from ..metrics import score_case
         from ..pipeline import segment_image
     except ImportError as exc:  # the engine is not complete in this checkout
@@ -99,7 +104,7 @@ def pipeline_metrics(model: nn.Module, metadata: Any, cases: Sequence[TrainingCa
     model.eval()
     scores = []
     try:
-        loaded = LoadedModel(module=model, metadata=metadata, device=device, path=None)  # type: ignore[arg-type]
+        loaded = LoadedModel(module=model, metadata=metadata, device=device, path=Path("<training>"))
         for case in cases:
             image = imageio.read_image(case.image)
             reference = imageio.read_label_map(case.labels, reference=image)
@@ -112,8 +117,9 @@ def pipeline_metrics(model: nn.Module, metadata: Any, cases: Sequence[TrainingCa
                                      tuple(reversed(image.GetSpacing())), flags, predicted, case.case_id))
     finally:
         model.train(was_training)
-    return {"scan_dice": _mean([s.mean_dice for s in scores]), "scan_assd_mm": _mean([s.mean_assd for s in scores]),
-            "identification_rate": _mean([s.identification_accuracy for s in scores]),
-            "missed": _mean([float(s.missed) for s in scores]),
-            "false_detections": _mean([float(s.false_detections) for s in scores]),
-            "seconds": time.perf_counter() - start}
+    row = summarize(scores, "validation")
+    return {"scan_dice": row.dice_mean, "scan_assd_mm": row.assd_mean,
+            "scan_identification_accuracy": row.identification_accuracy,
+            "scan_completeness_accuracy": row.completeness_accuracy, "scan_missed": float(row.missed),
+            "scan_false_detections": float(row.false_detections), "scans": float(row.scans),
+            "scan_seconds": time.perf_counter() - start}

@@ -1,0 +1,79 @@
+"""``vertebra-traversal train`` end to end at a tiny configuration (the preset is the input we replace)."""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import pytest
+
+from test_training_fixtures import tiny_config, write_spine_case
+from vertebra_traversal.cli import main as cli
+from vertebra_traversal.cli import train as train_cli
+from vertebra_traversal.network import NetworkConfig
+from vertebra_traversal.training.config import preset
+from vertebra_traversal.training.trainer import TrainingProgress
+
+FAST_NET = NetworkConfig(filters=4, depth=1, head_features=4, head_depth=2, patch_size=(16, 16, 16))
+
+
+@pytest.fixture()
+def tiny_presets(monkeypatch):
+    def fake(name: str, modality: str = "ct"):
+        return tiny_config(iterations=99, network=FAST_NET, modality=modality, preset=name)
+    monkeypatch.setattr(train_cli, "preset", fake)
+
+
+def test_train_writes_model_log_and_resumes_or_refuses(tiny_presets, tmp_path, capsys):
+    data = tmp_path / "data"
+    write_spine_case(data, "case001", [24, 23])
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(out), "--iterations", "2", "--workers", "0"]
+    assert cli.main(args) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(out / "model.pt")
+    assert "train 2/2" in captured.err
+    assert (out / "log.csv").read_text().splitlines()[0] == "iteration,loss,seg,label,completeness,lambda,seconds"
+    assert cli.main(args) == 0                                   # same command: already complete
+    assert cli.main(args[:-4] + ["--iterations", "3"]) == 2      # another run in the same folder
+    assert "different training run" in capsys.readouterr().err
+    mr = ["train", "--data", str(data), "--out", str(tmp_path / "mr"), "--modality", "mr",
+          "--init", str(out / "model.pt")]
+    assert cli.main(mr) == 2
+    assert "CT model" in capsys.readouterr().err and not (tmp_path / "mr").exists()
+
+
+def test_bad_data_folder_is_one_clear_error(tiny_presets, tmp_path, capsys):
+    assert cli.main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "none: dataset folder not found" in err and "Traceback" not in err
+
+
+def test_progress_line_on_a_pipe_and_on_a_terminal():
+    pipe = io.StringIO()
+    line = train_cli.ProgressLine(pipe, every=3600)
+    terms = {"loss": 3.5, "seg": 0.5, "label": 2.5, "completeness": 0.5}
+    for i in (1, 2, 10):
+        line(TrainingProgress("train", i, 10, terms, 0.1, 5.0, 50.0))
+    rows = pipe.getvalue().splitlines()
+    assert len(rows) == 2 and rows[0].startswith("train 1/10") and rows[1].startswith("train 10/10")
+    assert "ETA 0:00:50" in rows[0] and "loss 3.5" in rows[0]
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    tty = Tty()
+    line = train_cli.ProgressLine(tty)
+    line(TrainingProgress("train", 1, 10, terms, 0.1, 5.0, math.nan))
+    line(TrainingProgress("train", 10, 10, terms, 0.1, 5.0, 0.0))
+    assert tty.getvalue().startswith("\rtrain 1/10") and tty.getvalue().count("\n") == 1
+    assert "ETA --:--" in tty.getvalue()
+
+
+def test_presets_keep_the_128_mm_field_of_view():
+    for name in ("paper", "compact"):
+        config = preset(name, "ct")
+        assert config.patch_size * config.spacing_mm == pytest.approx(128.0)
+    assert preset("paper", "ct").network.filters == 84 and preset("compact", "mr").normalization.kind == "percentile"
+    with pytest.raises(ValueError):
+        preset("huge", "ct")

@@ -1,0 +1,74 @@
+"""Worker-side samples: shapes, memory/target consistency with the traversal order, determinism."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from test_training_fixtures import write_spine_case
+from vertebra_traversal import anatomy
+from vertebra_traversal.normalization import NormalizationSpec
+from vertebra_traversal.training.augment import AugmentConfig
+from vertebra_traversal.training.data import find_cases, prepare_case
+from vertebra_traversal.training.loss import LossConfig
+from vertebra_traversal.training.patches import PatchDataset, PatchSettings, fixed_samples, make_loader
+from vertebra_traversal.training.sampler import SamplingConfig
+
+IDS = [24, 23, 22]  # L5, L4, L3 from the bottom
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    root = tmp_path_factory.mktemp("patches")
+    write_spine_case(root, "case001", IDS)
+    return prepare_case(find_cases([root])[0], root / "cache", 2.0, NormalizationSpec("ct"))
+
+
+def _settings(augment: AugmentConfig = AugmentConfig(enabled=False)) -> PatchSettings:
+    return PatchSettings(SamplingConfig(patch_size=16), augment, LossConfig(), pad_value=-1.0, seed=3)
+
+
+def test_samples_have_the_documented_shapes_and_consistent_targets(case):
+    dataset = PatchDataset([case], _settings(), 60)
+    _, labels = case.load()
+    with_target = 0
+    for item in range(60):
+        s = dataset[item]
+        assert s["input"].shape == (2, 16, 16, 16) and s["target"].shape == (1, 16, 16, 16)
+        assert s["weights"].shape == (1, 16, 16, 16) and s["input"].dtype == np.float32
+        memory, target = s["input"][1] > 0.5, s["target"][0] > 0.5
+        assert not np.any(memory & target)
+        assert set(np.unique(s["input"][1])) <= {0.0, 1.0}
+        if target.any():
+            with_target += 1
+            assert s["label"] in {23.0, 22.0, 24.0}
+            label = int(s["label"])  # regression value equals the VerSe id for L3..L5
+            assert anatomy.vertebra(label).regression_value == s["label"]
+            # memory holds only vertebrae below the target: it lies at lower z than every target voxel
+            if memory.any():
+                assert np.flatnonzero(memory.any(axis=(1, 2))).max() < np.flatnonzero(target.any(axis=(1, 2))).min()
+            assert s["weights"][0][target].max() == pytest.approx(9.0)  # γ + 1 on the surface
+        else:
+            assert s["label"] == 0.0 and s["complete"] == 0.0 and np.all(s["weights"] == 1.0)
+    assert with_target > 40
+
+
+def test_samples_are_a_function_of_seed_and_index(case):
+    dataset = PatchDataset([case], _settings(AugmentConfig()), 10)
+    a, b, c = dataset[4], dataset[4], dataset[5]
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["input"], c["input"])
+
+
+def test_loader_batches_from_the_start_iteration(case):
+    dataset = PatchDataset([case], _settings(), 8)
+    batches = list(make_loader(dataset, batch_size=2, start=2, workers=0))
+    assert len(batches) == 2 and batches[0]["input"].shape == (2, 2, 16, 16, 16)
+    assert np.array_equal(batches[0]["input"][0].numpy(), dataset[4]["input"])
+
+
+def test_fixed_validation_samples_are_not_augmented_and_repeat(case):
+    settings = _settings(AugmentConfig(elastic_probability=1.0, noise_probability=1.0))
+    first, second = fixed_samples([case], settings, 3), fixed_samples([case], settings, 3)
+    assert all(np.array_equal(x["input"], y["input"]) for x, y in zip(first, second))
+    image = first[0]["input"][0]
+    assert set(np.round(np.unique(image[image < -0.5]), 3)) <= {-1.0}  # padding only, no noise on it

@@ -1,0 +1,145 @@
+"""``vertebra-traversal train``: train or fine-tune a model (paper §3.6).
+
+Re-running the same command resumes from ``RUN_DIR/checkpoint.pt``; a run folder holding another run
+is refused. Ctrl-C once writes a checkpoint at the end of the current iteration and exits (130).
+Progress (one line, loss terms and ETA) goes to stderr; the model path is printed on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, TextIO
+
+from ..training.config import MODALITIES, PRESETS, preset
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train or fine-tune a model on labelled cases (paper §3.6)",
+        description="Train the iterative FCN on dataset folders (project or VerSe layout). Re-running the "
+                    "same command resumes an interrupted run.")
+    parser.add_argument("--data", type=Path, nargs="+", required=True, metavar="DIR", help="dataset root(s)")
+    parser.add_argument("--out", type=Path, required=True, metavar="RUN_DIR",
+                        help="run folder (new or empty; the same folder resumes the same run)")
+    parser.add_argument("--preset", choices=PRESETS, default="compact",
+                        help="paper: 1 mm, 128^3, 84 filters (GPU); compact: 2 mm, 64^3 (CPU). Default compact")
+    parser.add_argument("--modality", choices=MODALITIES, default="ct")
+    parser.add_argument("--iterations", type=_positive, help="planned iterations (default: the preset's)")
+    parser.add_argument("--init", type=Path, metavar="MODEL", help="fine-tune this model (same modality)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--validation", type=Path, nargs="+", metavar="DIR", help="held-out dataset root(s)")
+    parser.add_argument("--workers", type=_non_negative, help="patch-sampling processes (default 2)")
+    parser.add_argument("--validate-every", type=_positive, metavar="N", help="iterations between validations")
+    parser.add_argument("--checkpoint-every", type=_positive, metavar="N", help="iterations between checkpoints")
+    parser.add_argument("--threads", type=_non_negative, help="torch CPU threads (default: torch's choice)")
+    parser.set_defaults(func=run)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
+    return value
+
+
+def _config(args: argparse.Namespace) -> Any:
+    config = preset(args.preset, args.modality)
+    changes = {name: getattr(args, key) for key, name in (
+        ("iterations", "iterations"), ("workers", "workers"), ("validate_every", "validate_every"),
+        ("checkpoint_every", "checkpoint_every"), ("threads", "threads")) if getattr(args, key) is not None}
+    return config.replace(**changes)
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "--:--"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class ProgressLine:
+    """Renders :class:`~vertebra_traversal.training.trainer.TrainingProgress` on one terminal line
+    (carriage return); when the stream is not a terminal, one line every ``every`` seconds."""
+
+    def __init__(self, stream: Optional[TextIO] = None, every: float = 30.0) -> None:
+        self.stream: TextIO = stream if stream is not None else sys.stderr
+        self.every = every
+        stream = self.stream
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.last = -math.inf
+        self.width = 0
+
+    def __call__(self, report: Any) -> None:
+        if report.phase != "train":
+            self._line(f"{report.phase}: {report.message}", final=True)
+            return
+        now = time.monotonic()
+        done = report.iteration == report.total
+        if not done and now - self.last < (0.2 if self.tty else self.every):
+            return
+        self.last = now
+        t = report.terms
+        text = (f"train {report.iteration}/{report.total} {100.0 * report.iteration / report.total:5.1f}% "
+                f"loss {t.get('loss', math.nan):.4g} (seg {t.get('seg', math.nan):.3g} "
+                f"label {t.get('label', math.nan):.3g} compl {t.get('completeness', math.nan):.3g}) "
+                f"λ {report.fp_lambda:.3f} elapsed {_duration(report.seconds)} ETA {_duration(report.eta_seconds)}")
+        self._line(text, final=done)
+
+    def _line(self, text: str, final: bool) -> None:
+        if self.tty:
+            pad = max(0, self.width - len(text))
+            self.stream.write("\r" + text + " " * pad + ("\n" if final else ""))
+            self.width = 0 if final else len(text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _stop_flag() -> "tuple[Callable[[], bool], Callable[[], None]]":
+    """A SIGINT handler: the first Ctrl-C asks the trainer to stop; a second one interrupts."""
+    state = {"stop": False}
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Optional[Any]) -> None:
+        if state["stop"]:
+            raise KeyboardInterrupt
+        state["stop"] = True
+        sys.stderr.write("\nstopping after this iteration (Ctrl-C again to abort without a checkpoint)\n")
+
+    signal.signal(signal.SIGINT, handler)
+    return (lambda: state["stop"]), (lambda: signal.signal(signal.SIGINT, previous))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.trainer import TrainingInterrupted, train
+
+    config = _config(args)
+    if config.preset == "paper" and args.device == "cpu":
+        logger.warning("the paper preset (84 filters, 128^3 patches) is impractically slow on a CPU; "
+                       "consider --preset compact")
+    should_stop, restore = _stop_flag()
+    try:
+        model = train(args.data, args.out, config, init=args.init, device=args.device,
+                      validation_dirs=args.validation, progress=ProgressLine(), should_stop=should_stop)
+    except TrainingInterrupted as stop:
+        sys.stderr.write(f"vertebra-traversal train: stopped at iteration {stop.iteration}; run the same "
+                         f"command again to resume from {stop.checkpoint}\n")
+        return 130
+    finally:
+        restore()
+    sys.stdout.write(f"{model}\n")
+    return 0
