@@ -36,7 +36,7 @@ def test_every_patch_event_moves_the_roi_once(mrml):
     roi = events.create_patch_roi(mrml.scene)
     moves = []
     roi.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda *args: moves.append(1))
-    centers = [[10.0, 20.0, 30.0], [10.0, 20.0, 45.5], [-4.0, 21.0, 60.0]]
+    centers = [[10.0, 20.0, 30.0], [10.0, 20.0, 45.5], [10.0, 20.0, 45.5], [-4.0, 21.0, 60.0]]  # one repeat
     state = None
     for step, center in enumerate(centers, start=1):
         state = events.apply_event(roi, {"event": "patch", "step": step, "center_lps_mm": center,
@@ -46,7 +46,7 @@ def test_every_patch_event_moves_the_roi_once(mrml):
     roi.GetCenter(center_ras)
     assert center_ras == pytest.approx([4.0, -21.0, 60.0])
     assert roi.GetSize() == pytest.approx((128.0, 96.0, 64.0))
-    assert state.patches == 3 and "patch 3 (search)" in state.status
+    assert state.patches == 4 and "patch 4 (search)" in state.status
 
 
 def test_patch_on_a_scene_creates_one_roi_and_removal_restores_the_scene(mrml):

@@ -128,19 +128,21 @@ def remove_patch_roi(scene: "slicer.vtkMRMLScene") -> None:
     """Remove the library's ROI and its display nodes (no-op when there is none)."""
     roi = find_patch_roi(scene)
     while roi is not None:
-        for index in reversed(range(roi.GetNumberOfDisplayNodes())):
-            display = roi.GetNthDisplayNode(index)
-            if display is not None:
+        displays = [roi.GetNthDisplayNode(i) for i in range(roi.GetNumberOfDisplayNodes())]
+        scene.RemoveNode(roi)  # first: removing a display node would modify the ROI once more
+        for display in displays:
+            if display is not None and scene.IsNodePresent(display):
                 scene.RemoveNode(display)
-        scene.RemoveNode(roi)
         roi = find_patch_roi(scene)
 
 
 def move_roi(roi: "slicer.vtkMRMLMarkupsROINode", center_lps_mm: Sequence[float], size_mm: Sequence[float]) -> None:
-    """Centre (LPS mm) and size (mm, x/y/z) of the patch; one ModifiedEvent per move."""
+    """Centre (LPS mm) and size (mm, x/y/z) of the patch; exactly one ModifiedEvent per call, also
+    when the traversal stays in place (the views then show that a step happened)."""
     was_modifying = roi.StartModify()
     roi.SetSize(*(float(s) for s in size_mm))
     roi.SetCenter(*lps_to_ras(center_lps_mm))
+    roi.Modified()
     roi.EndModify(was_modifying)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Optional, Union
 
@@ -49,8 +49,7 @@ def write_volume(volume_node: "slicer.vtkMRMLVolumeNode", path: PathLike) -> Pat
         raise InputError(f"{path}: volume {getattr(volume_node, 'GetName', lambda: None)()!r} holds no image data")
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".nii.gz"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    tmp = str(path.parent / f".tmp-{uuid.uuid4().hex}{suffix}")  # not created beforehand: no writer warning
     try:
         storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
         storage.SetFileName(tmp)

@@ -1,0 +1,134 @@
+"""End to end, as a user in Slicer: CT -> volume node -> real ``vertebra-traversal segment --events``
+child process -> ROI moves -> segmentation node -> export for training -> the trainer's data loader
+reads the case. The same scenario runs inside Slicer as VertebraTraversalTest.
+
+``test_real_engine_*`` use a tiny random-weight checkpoint (Testing/core/model_factory.py) on a
+synthetic CT with a bony column: what the network finds is arbitrary (so only the chain is checked:
+events, ROI, node, tags, export, loader; the voxel geometry is checked exactly in test_process.py).
+``test_phantom_*`` uses the phantom generator and the bundled CT model, checks that every vertebra
+found lies on phantom bone, and is skipped, naming what is missing, until both are in the checkout.
+"""
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import vtk
+from conftest import Mrml
+from VertebraTraversalLib import events, exporting, load_volume, segment_tag
+from VertebraTraversalLib.process import RunConfig, SegmentationRun
+
+from vertebra_traversal import anatomy, dataset
+from vertebra_traversal.export import parse_segment_name
+from vertebra_traversal.imageio import read_label_map, write_image_atomic
+from vertebra_traversal.models import BUNDLED
+from vertebra_traversal.normalization import NormalizationSpec
+from vertebra_traversal.training.data import find_cases, prepare_case
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
+from model_factory import tiny_model  # noqa: E402
+
+TIMEOUT_S = 900
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("model") / "tiny.pt")
+
+
+def _column_ct(path: Path) -> Path:
+    """60 x 60 x 120 voxels of 2 x 2 x 2.5 mm; bone (600 HU) in a column, LPS storage."""
+    array = np.random.default_rng(1).normal(-50, 30, size=(120, 60, 60)).astype(np.float32)
+    array[:, 10:30, 30:50] = 600
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((2.0, 2.0, 2.5))
+    image.SetOrigin((-60.0, 40.0, -150.0))
+    return write_image_atomic(image, path)
+
+
+def _start(mrml: Mrml, volume, model: str, tmp_path: Path):
+    run = SegmentationRun(mrml.scene, volume, mrml.seg_logic,
+                          RunConfig(python=sys.executable, model=model, device="cpu", work_dir=tmp_path))
+    run.start()
+    moves = []
+    events.find_patch_roi(mrml.scene).AddObserver(vtk.vtkCommand.ModifiedEvent, lambda *a: moves.append(1))
+    return run, moves
+
+
+def _check_segments(node):
+    """Every segment: a vertebra name, tags that agree with it, anatomy colour; cranio-caudal order."""
+    segmentation = node.GetSegmentation()
+    labels = []
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(index)
+        label, flagged = parse_segment_name(segment.GetName())
+        assert segment_tag(segment, "VertebraTraversal.labelId") == str(label)
+        assert segment_tag(segment, "VertebraTraversal.complete") == ("false" if flagged else "true")
+        assert segment.GetColor() == pytest.approx(anatomy.vertebra(label).color)
+        labels.append(label)
+    assert labels == sorted(labels, key=lambda label: anatomy.vertebra(label).rank)
+    return labels
+
+
+def _export_and_load(mrml, node, volume, tmp_path, labels):
+    """Export, read back with the core readers and the trainer's loader; return the label array (z, y, x)."""
+    files = exporting.export_segmentation_case(mrml.scene, node, volume, tmp_path / "data", "e2e", mrml.seg_logic)
+    exported = sitk.GetArrayFromImage(read_label_map(files.labels, reference=sitk.ReadImage(str(files.image))))
+    assert sorted(set(np.unique(exported).tolist()) - {0}) == sorted(labels)
+    found = find_cases([tmp_path / "data"], "ct")
+    assert [c.case_id for c in found] == ["e2e"]
+    prepared = prepare_case(found[0], tmp_path / "cache", 4.0, NormalizationSpec(kind="ct"))
+    info = dataset.read_case_info(files)
+    assert dict(prepared.index.complete) == {r.label: r.complete for r in info.vertebrae}
+    assert set(prepared.index.complete) == set(labels)
+    return exported
+
+
+def test_real_engine_run_to_training_case(mrml, tmp_path, tiny):
+    image_path = _column_ct(tmp_path / "column_ct.nii.gz")
+    volume = load_volume(mrml.scene, image_path, "column")
+    run, moves = _start(mrml, volume, str(tiny), tmp_path)
+    state = run.wait(TIMEOUT_S)
+    assert state.done and run.returncode == 0, (state, run.log[-20:])
+    assert len(moves) == state.patches > 0 and events.find_patch_roi(mrml.scene) is None
+    labels = _check_segments(run.segmentation_node)
+    assert labels, "the tiny model found nothing; the chain after it was not exercised"
+    exported = _export_and_load(mrml, run.segmentation_node, volume, tmp_path, labels)
+    assert exported.shape == (120, 60, 60)
+
+
+def test_real_engine_cancel_restores_the_scene(mrml, tmp_path, tiny):
+    volume = load_volume(mrml.scene, _column_ct(tmp_path / "column_ct.nii.gz"), "column")
+    before = (mrml.node_ids(), sorted(p.name for p in tmp_path.iterdir()))
+    run, _ = _start(mrml, volume, str(tiny), tmp_path)
+    deadline = time.monotonic() + TIMEOUT_S
+    while run.poll().patches < 2 and run.running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run.running, (run.state, run.log[-20:])
+    state = run.cancel()
+    assert state.cancelled and run.returncode == 130  # the engine stopped between two steps (SIGTERM)
+    assert (mrml.node_ids(), sorted(p.name for p in tmp_path.iterdir())) == before
+    assert run.segmentation_node is None
+
+
+def test_phantom_with_bundled_model_to_training_case(mrml, tmp_path):
+    phantom = pytest.importorskip("vertebra_traversal.phantom", reason="phantom generator not in this checkout yet")
+    if not hasattr(phantom, "generate_case") or not BUNDLED["ct"].exists():
+        pytest.skip(f"needs phantom.generate_case and the bundled CT model {BUNDLED['ct']}")
+    from vertebra_traversal.cli.demo import SAMPLE_CONFIG
+    case = phantom.generate_case(20190101, dataclasses.replace(
+        SAMPLE_CONFIG, inplane_spacing_mm=(2.0, 2.0), slice_spacing_mm=(2.5, 2.5)), case_id="e2e")
+    volume = load_volume(mrml.scene, write_image_atomic(case.image, tmp_path / "phantom_ct.nii.gz"), "phantom")
+    run, moves = _start(mrml, volume, "ct", tmp_path)
+    state = run.wait(TIMEOUT_S)
+    assert state.done, (state, run.log[-20:])
+    assert len(moves) == state.patches > 0
+    labels = _check_segments(run.segmentation_node)
+    assert labels
+    exported = _export_and_load(mrml, run.segmentation_node, volume, tmp_path, labels)
+    truth = sitk.GetArrayFromImage(case.labels)
+    for label in labels:  # every vertebra found lies on phantom bone
+        assert np.mean(truth[exported == label] > 0) > 0.5, anatomy.name_of(label)
