@@ -291,24 +291,29 @@ class VertebraTraversalTest(ScriptedLoadableModuleTest):
         self.test_SegmentPhantomAndExport()
 
     def test_SegmentPhantomAndExport(self) -> None:
+        import dataclasses
+
+        import numpy as np
+        import SimpleITK as sitk
         from vertebra_traversal import dataset
-        from vertebra_traversal.imageio import write_image_atomic
-        from vertebra_traversal.phantom import PhantomConfig, generate_case
+        from vertebra_traversal.cli.demo import SAMPLE_CONFIG
+        from vertebra_traversal.imageio import read_label_map, write_image_atomic
+        from vertebra_traversal.phantom import generate_case
         from VertebraTraversalLib import load_volume, segment_tag
 
         self.delayDisplay("Generating a small CT phantom")
         work = Path(tempfile.mkdtemp(prefix="VertebraTraversalTest-", dir=slicer.app.temporaryPath))
-        phantom = generate_case(7, PhantomConfig(modality="ct"), case_id="selftest")
-        write_image_atomic(phantom.image, work / "phantom_ct.nii.gz")
-        volume = load_volume(slicer.mrmlScene, work / "phantom_ct.nii.gz", "phantom")
+        config = dataclasses.replace(SAMPLE_CONFIG, inplane_spacing_mm=(2.0, 2.0), slice_spacing_mm=(2.5, 2.5))
+        phantom = generate_case(20190101, config, case_id="selftest")
+        volume = load_volume(slicer.mrmlScene, write_image_atomic(phantom.image, work / "phantom_ct.nii.gz"), "phantom")
 
         self.delayDisplay("Segmenting with the bundled CT model")
         logic = VertebraTraversalLogic()
         run = logic.segment(volume, "ct", "auto", timeout_s=900)
         self.assertTrue(run.state.done, f"{run.state} {run.log[-5:]}")
+        self.assertIsNone(slicer.mrmlScene.GetFirstNodeByName("Traversal patch"))
         segmentation = run.segmentation_node.GetSegmentation()
         self.assertGreater(segmentation.GetNumberOfSegments(), 0)
-        self.assertIsNone(slicer.mrmlScene.GetFirstNodeByName("Traversal patch"))
         for index in range(segmentation.GetNumberOfSegments()):
             segment = segmentation.GetNthSegment(index)
             complete = segment_tag(segment, "VertebraTraversal.complete")
@@ -319,5 +324,9 @@ class VertebraTraversalTest(ScriptedLoadableModuleTest):
         files = logic.exportCase(run.segmentation_node, volume, work / "dataset", "selftest", "ct")
         info = dataset.read_case_info(files)
         self.assertEqual(len(info.vertebrae), segmentation.GetNumberOfSegments())
+        exported = sitk.GetArrayFromImage(read_label_map(files.labels, reference=sitk.ReadImage(str(files.image))))
+        truth = sitk.GetArrayFromImage(phantom.labels)
+        for record in info.vertebrae:  # every vertebra found lies on phantom bone
+            self.assertGreater(float(np.mean(truth[exported == record.label] > 0)), 0.5, record.name)
         shutil.rmtree(work, ignore_errors=True)
         self.delayDisplay("Test passed")

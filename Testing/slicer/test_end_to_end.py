@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import vtk
-from conftest import Mrml
+from slicer_testing import Mrml
 from VertebraTraversalLib import events, exporting, load_volume, segment_tag
 from VertebraTraversalLib.process import RunConfig, SegmentationRun
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import SHAPE_ZYX, add_volume, ct_array, label_array, write_engine_outputs
+from slicer_testing import SHAPE_ZYX, add_volume, ct_array, label_array, write_engine_outputs
 from VertebraTraversalLib import exporting
 from VertebraTraversalLib import segmentation as libseg
 

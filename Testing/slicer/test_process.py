@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import add_volume, ct_array, label_array, segment_mask
+from slicer_testing import add_volume, ct_array, label_array, segment_mask
 from VertebraTraversalLib import events
 from VertebraTraversalLib.process import RunConfig, SegmentationRun
 

@@ -6,7 +6,7 @@ import pytest
 import slicer
 import slicer.util
 import slicerio
-from conftest import INCOMPLETE, add_volume, ct_array, label_array, segment_mask, write_engine_outputs
+from slicer_testing import INCOMPLETE, add_volume, ct_array, label_array, segment_mask, write_engine_outputs
 from VertebraTraversalLib import segmentation as libseg
 from VertebraTraversalLib import volumes
 
@@ -121,15 +121,19 @@ def test_bad_outputs_leave_no_node(mrml, tmp_path, damage, pattern):
     out = write_engine_outputs(tmp_path / "out", labels[:, :, :-1].copy() if damage == "grid" else labels)
     if damage == "report":
         out["report"].write_text(json.dumps({"format": "something else"}))
+    empty = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "chosen output")
     before = mrml.node_ids()
     with pytest.raises(InputError, match=pattern):
         libseg.build_segmentation_node(mrml.scene, volume, out["labels"], out["report"], mrml.seg_logic)
     assert mrml.node_ids() == before
+    with pytest.raises(InputError, match=pattern):
+        libseg.build_segmentation_node(mrml.scene, volume, out["labels"], out["report"], mrml.seg_logic, target=empty)
+    assert empty.GetSegmentation().GetNumberOfSegments() == 0
 
 
 def test_volume_written_for_the_child_reads_back_in_lps(mrml, tmp_path):
     import SimpleITK as sitk
-    from conftest import lps_image
+    from slicer_testing import lps_image
 
     volume = add_volume(mrml.scene, ct_array())
     before = mrml.node_ids()

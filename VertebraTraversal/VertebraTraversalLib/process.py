@@ -131,7 +131,10 @@ class SegmentationRun:
 
         Raises:
             InputError: the volume cannot be written. OSError: the interpreter cannot be started.
+            RuntimeError: the run was started before (a run object runs once).
         """
+        if self._process is not None:
+            raise RuntimeError("this run was started already; create a new SegmentationRun")
         self._work = Path(tempfile.mkdtemp(prefix="VertebraTraversal-", dir=self.config.work_dir))
         try:
             input_path = write_volume(self.volume_node, self._work / "input.nii.gz")

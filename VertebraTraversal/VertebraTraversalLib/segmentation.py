@@ -192,6 +192,8 @@ def build_segmentation_node(scene: "slicer.vtkMRMLScene", volume_node: "slicer.v
     except Exception:
         if created:
             _remove_with_display(scene, seg_node)
+        else:
+            seg_node.GetSegmentation().RemoveAllSegments()  # the target was empty: leave it empty
         raise
     place_in_subject_hierarchy(scene, volume_node, seg_node)
     return seg_node
