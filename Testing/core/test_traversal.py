@@ -163,6 +163,29 @@ def test_any_storage_orientation_and_field_of_view_via_the_model_grid(orientatio
         assert result.vertebrae[k - 1].completeness == (0.0 if vid in cut else 1.0)
 
 
+@pytest.mark.parametrize("seed, fov, orientation, direction", [
+    (2, "chest", "RAI", "down"), (3, "spine", "PIR", "up"), (4, "spine", "ASL", "up")])
+def test_phantom_label_maps_on_the_model_grid(seed, fov, orientation, direction):
+    """Phantom label maps (re-stored in a given orientation) on a 2 mm model grid: exact masks in
+    traversal order and the completeness flags of the phantom's sidecar."""
+    phantom = pytest.importorskip("vertebra_traversal.phantom")
+    case = phantom.generate_case(seed, phantom.PhantomConfig(
+        fov=fov, inplane_spacing_mm=(1.5, 2.0), slice_spacing_mm=(2.0, 3.0), max_voxels=1_500_000))
+    labels = sitk.DICOMOrient(case.labels, orientation)
+    grid = sitk.GetArrayFromImage(geometry.to_model_grid(labels, (2.0, 2.0, 2.0), "nearest"))
+    complete = {v.label: v.complete for v in case.info.vertebrae}
+    ids = sorted((int(v) for v in np.unique(grid) if anatomy.is_valid_label(int(v))),
+                 key=lambda v: anatomy.vertebra(v).rank, reverse=(direction == "up"))
+    assert len(ids) >= 5 and set(ids) <= set(complete)
+    oracle = OraclePredictor(direction, {v: int((grid == v).sum()) for v in ids}, complete)
+    cfg = TraversalConfig((64, 64, 64), direction, min_fragment_voxels=1, pad_value=0.0)
+    result = traverse(grid.astype(np.float32), oracle, cfg)
+    assert len(result.vertebrae) == len(ids)
+    for k, vid in enumerate(ids, start=1):
+        np.testing.assert_array_equal(result.instances == k, grid == vid, err_msg=anatomy.name_of(vid))
+        assert result.vertebrae[k - 1].completeness == float(complete[vid]), anatomy.name_of(vid)
+
+
 # ---------------------------------------------------------------- fakes that read their position
 # The image holds z + 1 at every voxel, so a fake reads the patch centre's z from the image patch.
 
