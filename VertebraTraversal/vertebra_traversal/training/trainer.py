@@ -9,6 +9,7 @@ TorchScript model ``model.pt`` with full metadata (:mod:`vertebra_traversal.chec
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -81,7 +82,9 @@ def _init_weights(init: Path, config: TrainingConfig) -> "tuple[TrainingConfig, 
         raise CheckpointError(f"{init}: the model metadata has no network configuration; cannot fine-tune it")
     config = adopt_init(config, loaded.metadata)
     state = {k: v.detach().clone() for k, v in loaded.module.state_dict().items()}  # type: ignore[attr-defined]
-    return config, state, {"path": str(init), "training": loaded.metadata.training.get("data_summary")}
+    digest = hashlib.sha1(init.read_bytes()).hexdigest()[:16]
+    return config, state, {"path": str(init), "sha1": digest,
+                           "training": loaded.metadata.training.get("data_summary")}
 
 
 def _target(cases: Sequence[PreparedCase]) -> str:
