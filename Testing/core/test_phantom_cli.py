@@ -1,0 +1,61 @@
+"""``vertebra-traversal phantom``: writes cases in the dataset layout, case i of seed S equals case 0
+of seed S + i, refuses to overwrite (exit 2), validates options, prints statistics."""
+import json
+
+import numpy as np
+import SimpleITK as sitk
+from PIL import Image
+
+from vertebra_traversal import dataset
+from vertebra_traversal.cli.main import main
+from vertebra_traversal.phantom import PhantomConfig, generate_case
+
+FAST = ["--inplane-spacing", "3", "3", "--slice-spacing", "3", "3", "--fov", "lumbar"]
+
+
+def test_writes_cases_in_the_dataset_layout(tmp_path, capsys):
+    assert main(["phantom", "--out", str(tmp_path), "--count", "2", "--seed", "3", *FAST, "--stats"]) == 0
+    cases = dataset.list_cases(tmp_path)
+    assert [c.case_id for c in cases] == ["phantom00003", "phantom00004"]
+    for files in cases:
+        assert files.modality == "ct"
+        for path in (files.image, files.labels, files.centroids, files.sidecar, files.preview):
+            assert path.exists(), path
+        info = dataset.read_case_info(files)
+        assert info.source["generator"] == "phantom" and info.target == "vertebra"
+        labels = sitk.ReadImage(str(files.labels))
+        assert sorted(r.label for r in info.vertebrae) == sorted(set(np.unique(sitk.GetArrayViewFromImage(labels))) - {0})
+        assert json.loads(files.centroids.read_text())[0]["direction"]
+        assert Image.open(files.preview).size[0] > 100
+    out = capsys.readouterr().out
+    assert "phantom00003 (CT)" in out and "median" in out and "L3" in out
+    # case 1 of seed 3 is case 0 of seed 4
+    again = generate_case(4, PhantomConfig(fov="lumbar", inplane_spacing_mm=(3.0, 3.0), slice_spacing_mm=(3.0, 3.0)))
+    written = sitk.ReadImage(str(cases[1].image))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(again.image))
+
+
+def test_refuses_an_existing_case(tmp_path, capsys):
+    assert main(["phantom", "--out", str(tmp_path), "--seed", "7", *FAST]) == 0
+    files = dataset.list_cases(tmp_path)[0]
+    before = files.image.read_bytes()
+    assert main(["phantom", "--out", str(tmp_path), "--count", "2", "--seed", "6", *FAST]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert files.image.read_bytes() == before
+    assert [c.case_id for c in dataset.list_cases(tmp_path)] == ["phantom00007"]  # nothing half-written
+
+
+def test_bad_options_exit_2_naming_the_option(tmp_path, capsys):
+    assert main(["phantom", "--out", str(tmp_path), "--fracture-rate", "1.5"]) == 2
+    assert "--fracture-rate" in capsys.readouterr().err
+    assert main(["phantom", "--out", str(tmp_path), "--slice-spacing", "3", "1"]) == 2
+    assert "--slice-spacing" in capsys.readouterr().err
+    assert main(["phantom", "--out", str(tmp_path), "--count", "0"]) == 2
+    assert not (tmp_path / "rawdata").exists()
+
+
+def test_mr_cases(tmp_path):
+    assert main(["phantom", "--out", str(tmp_path), "--modality", "mr", "--seed", "2", *FAST]) == 0
+    files = dataset.list_cases(tmp_path)[0]
+    assert files.modality == "mr" and files.image.name == "phantom00002_mr.nii.gz"
+    assert dataset.read_case_info(files).target == "body"
