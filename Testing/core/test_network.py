@@ -133,5 +133,5 @@ def test_config_json_round_trip_and_unknown_fields():
 def test_presets_cover_the_same_field_of_view_at_1_and_2_mm():
     paper, compact = paper_config(), compact_config()
     assert paper.filters == 84 and paper.head_features == 48 and paper.patch_size == (128, 128, 128)
-    assert compact.patch_size == (64, 64, 64)  # x 2 mm = paper's 128 mm at 1 mm
+    assert compact.patch_size == (48, 48, 48)  # x 2.5 mm = 120 mm, close to the paper's 128 mm at 1 mm
     assert count_parameters(IterativeFCN(compact)) < count_parameters(IterativeFCN(paper))

@@ -1,8 +1,8 @@
 """Training configuration and presets (paper §3.6).
 
 ``paper``: the published setting -- 1 mm isotropic model grid, 128³ patches (a 128 mm field of view),
-84 filters, 100 000 iterations; it needs a GPU. ``compact``: the same 128 mm field of view at 2 mm
-(64³ patches) with the smaller network of :func:`vertebra_traversal.network.compact_config`, so that
+84 filters, 100 000 iterations; it needs a GPU. ``compact``: about the same field of view (120 mm) at
+2.5 mm (48³ patches) with the smaller network of :func:`vertebra_traversal.network.compact_config`, so that
 training and inference run on a CPU.
 """
 from __future__ import annotations
@@ -123,7 +123,7 @@ def preset(name: str, modality: str = "ct") -> TrainingConfig:
     """A preset configuration.
 
     ``paper``: 1 mm, 128³ patches, 84 filters, 100 000 iterations (paper §3.1, §3.6; GPU).
-    ``compact``: 2 mm, 64³ patches (same 128 mm field of view), 32 filters, 20 000 iterations (CPU).
+    ``compact``: 2.5 mm, 48³ patches (120 mm field of view), 16 filters, 20 000 iterations (CPU).
 
     Raises:
         ValueError: unknown preset or modality.
@@ -135,6 +135,6 @@ def preset(name: str, modality: str = "ct") -> TrainingConfig:
         return TrainingConfig("paper", 100_000, 1.0, paper_config(), modality, default_normalization(modality),
                               validate_every=5000, checkpoint_every=1000)
     if name == "compact":
-        return TrainingConfig("compact", 20_000, 2.0, compact_config(), modality,
+        return TrainingConfig("compact", 20_000, 2.5, compact_config(), modality,
                               default_normalization(modality), validate_every=1000, checkpoint_every=250)
     raise ValueError(f"unknown preset {name!r}; choose one of {PRESETS}")
