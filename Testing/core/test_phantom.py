@@ -50,6 +50,25 @@ def test_labels_are_verse_ids_ordered_cranio_caudally_along_s():
     assert case.labels.GetSize() == case.image.GetSize() and case.labels.GetOrigin() == case.image.GetOrigin()
 
 
+def test_each_vertebra_is_one_piece_and_neighbours_touch():
+    """Facet joints and discs: adjacent labels touch (26-neighbourhood) but every vertebra is a single
+    connected component of its own label."""
+    from scipy import ndimage
+
+    case = generate_case(4, PhantomConfig(fov="full", inplane_spacing_mm=(3.0, 3.0), slice_spacing_mm=(3.0, 3.0),
+                                          random_orientation=False, **NO_VARIANTS))
+    _, labels = _arrays(case)
+    cube = np.ones((3, 3, 3), bool)
+    records = case.info.vertebrae
+    assert len(records) == 24
+    boxes = ndimage.find_objects(labels)
+    for upper, lower in zip(records, records[1:]):
+        box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in boxes[upper.label - 1])
+        mask = labels[box] == upper.label
+        assert ndimage.label(mask, cube)[1] == 1, upper.name
+        assert np.any(ndimage.binary_dilation(mask, cube) & (labels[box] == lower.label)), (upper.name, lower.name)
+
+
 def test_storage_orientation_changes_array_but_not_physical_positions():
     base = dict(fov="lumbar", inplane_spacing_mm=(3.0, 3.0), slice_spacing_mm=(2.0, 2.0))
     for seed in range(20, 40):
@@ -65,11 +84,11 @@ def test_storage_orientation_changes_array_but_not_physical_positions():
         np.testing.assert_allclose(a.centroid_lps_mm, b.centroid_lps_mm, atol=1e-3)
         assert a.complete == b.complete
     # the same voxel value sits at the same physical point
-    point = plain.info.vertebrae[-1].centroid_lps_mm
-    i_plain = plain.image.TransformPhysicalPointToIndex(point)
+    k, j, i = (int(c[0]) for c in np.nonzero(sitk.GetArrayViewFromImage(plain.labels)))
+    point = plain.image.TransformIndexToPhysicalPoint((i, j, k))
     i_turned = turned.image.TransformPhysicalPointToIndex(point)
-    assert plain.image[i_plain] == turned.image[i_turned]
-    assert plain.labels[i_plain] == turned.labels[i_turned] != 0
+    assert plain.image[i, j, k] == turned.image[i_turned]
+    assert plain.labels[i, j, k] == turned.labels[i_turned] != 0
 
 
 def test_completeness_follows_the_two_percent_rule_when_the_field_cuts_a_vertebra():

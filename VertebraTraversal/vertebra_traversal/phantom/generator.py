@@ -107,7 +107,7 @@ def _value(item: Item, mats: Dict[str, float], tex: np.random.Generator):
         cut = float(np.sqrt(2.0) * special.erfinv(1.0 - 2.0 * mats["muscle_fat_fraction"]))
 
         def fatty(block: Block) -> np.ndarray:
-            fat = np.clip((smooth_noise(block, 6.0, tex) - cut) * 2.0 + 0.5, 0.0, 1.0)
+            fat = np.clip((smooth_noise(block, 4.0, tex) - cut) * 2.0 + 0.5, 0.0, 1.0)
             return mats["muscle"] * (1.0 - fat) + mats["fat"] * fat
         return fatty
     base = mats[item.material]

@@ -67,7 +67,7 @@ def sample_materials(modality: str, rng: np.random.Generator, low_density: bool)
     if low_density:
         out["cancellous"] = float(rng.uniform(40, 110)) if ct else float(rng.uniform(480, 600))
     out["cancellous_post"] = out["cancellous"] + (260.0 if ct else 20.0)
-    out["muscle_fat_fraction"] = float(rng.uniform(0.2, 0.6))
+    out["muscle_fat_fraction"] = float(rng.uniform(0.1, 0.5))
     thin = 0.75 if low_density else 1.0
     out["cortex_t_body"] = float(rng.uniform(0.3, 0.5)) * thin
     out["cortex_t_post"] = float(rng.uniform(0.6, 0.9)) * thin

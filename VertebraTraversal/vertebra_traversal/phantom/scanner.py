@@ -74,8 +74,8 @@ def choose_field(mode: str, modality: str, spine: Spine, torso: Torso, rng: np.r
         yc = float(np.mean((torso.at("back", zz) + torso.at("front", zz)) / 2)) + rng.uniform(0, 25)
         center = np.array([float(np.mean(torso.at("xs", zz))) * 0.3, yc])
     else:
-        half = rng.uniform(60, 110)
-        center = np.array([xs + rng.normal(0, 5), ys + rng.uniform(5, 30)])
+        half = rng.uniform(65, 110)  # dedicated spine reconstruction field, centred behind the bodies
+        center = np.array([xs + rng.normal(0, 5), ys + rng.uniform(18, 38)])
     lo = np.array([center[0] - half, center[1] - half, bottom])
     hi = np.array([center[0] + half, center[1] + half, top])
     return Field(mode, lo, hi, 2, body_wide)
