@@ -78,3 +78,16 @@ def test_total_loss_is_the_unweighted_sum_with_the_reference_divisor():
 def test_reference_voxels():
     assert L.reference_voxels(L.LossConfig(), (2.0, 2.0, 2.0)) == pytest.approx(3750.0)
     assert L.reference_voxels(L.LossConfig(reference_volume_mm3=0.0), (1.0, 1.0, 1.0)) == 1.0
+
+
+def test_surface_weights_cropping_matches_the_full_distance_transform():
+    from scipy import ndimage
+    z, y, x = np.indices((40, 36, 44))
+    mask = ((z - 12) / 7.0) ** 2 + ((y - 11) / 6.0) ** 2 + ((x - 8) / 9.0) ** 2 <= 1.0   # reaches x = 0
+    mask[8:12, 15:18, 10:16] = True                       # an attached bar
+    assert mask[:, :, 0].any() and not mask[30:].any() and not mask[:, :, 40:].any()
+    spacing = (2.0, 1.5, 1.0)
+    surface = mask & ~ndimage.binary_erosion(mask, border_value=1)
+    d = ndimage.distance_transform_edt(~surface, sampling=spacing)
+    full = 8.0 * np.exp(-d ** 2 / 36.0) + 1.0
+    assert np.allclose(L.surface_weights(mask, spacing, 8.0, 6.0), full, atol=1e-5)

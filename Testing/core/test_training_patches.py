@@ -72,3 +72,41 @@ def test_fixed_validation_samples_are_not_augmented_and_repeat(case):
     assert all(np.array_equal(x["input"], y["input"]) for x, y in zip(first, second))
     image = first[0]["input"][0]
     assert set(np.round(np.unique(image[image < -0.5]), 3)) <= {-1.0}  # padding only, no noise on it
+
+
+def test_memory_and_targets_on_a_phantom_follow_anatomy(tmp_path):
+    """A randomly oriented phantom: on the model grid the memory lies below (axis 0) the target, it
+    holds exactly the more caudal vertebrae, and complete vertebrae seen whole are complete."""
+    from vertebra_traversal.dataset import write_case
+    from vertebra_traversal.phantom import PhantomConfig, generate_case
+    from vertebra_traversal.training.sampler import extract_patch, patch_targets, plan_patch
+
+    phantom = generate_case(3, PhantomConfig(fov="lumbar", inplane_spacing_mm=(2.0, 2.0),
+                                             slice_spacing_mm=(2.0, 2.0)))
+    write_case(tmp_path, phantom.info, phantom.image, phantom.labels)
+    case = prepare_case(find_cases([tmp_path])[0], tmp_path / "cache", 2.0, NormalizationSpec("ct"))
+    _, labels = case.load(mmap=False)
+    flags = {r.label: r.complete for r in phantom.info.vertebrae}
+    assert case.index.complete == {l: flags[l] for l in case.index.labels}
+    sampling = SamplingConfig(patch_size=64)
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(40):
+        plan = plan_patch(case.index, rng, sampling)
+        patch = extract_patch(labels, plan.centre, 64, 0)
+        info = patch_targets(patch, plan, case.index, sampling)
+        if not info.label:
+            continue
+        rank = anatomy.vertebra(info.label).rank
+        present = set(np.unique(patch)) - {0}
+        assert all(anatomy.vertebra(l).rank > rank for l in present & plan.memory_labels)
+        assert all(anatomy.vertebra(l).rank < rank for l in present - plan.memory_labels - {info.label})
+        memory = np.isin(patch, sorted(plan.memory_labels))
+        if memory.any():
+            z = np.arange(64)[:, None, None]
+            below = (z * memory).sum() / memory.sum() < (z * (patch == info.label)).sum() / (patch == info.label).sum()
+            assert below
+            checked += 1
+        inside = np.count_nonzero(patch == info.label) / case.index.volumes[info.label]
+        assert info.complete == float(flags[info.label] and inside >= 0.98)
+    assert checked >= 10

@@ -6,12 +6,18 @@
   surface weights ``ω = γ·exp(−d²/σ²) + 1`` (``d``: distance in mm to the target vertebra's surface,
   γ = 8, σ = 6 mm) computed per patch by :func:`surface_weights`.
 * ``λ`` rises along the paper's sigmoid from ``λ_min = 0.1`` to 1 (:func:`fp_weight`).
-* Normalisation (our choice, documented in :class:`LossConfig`): the paper sums over ~2 M voxels, so
-  the segmentation term is ~10⁴ while the label and completeness terms are ~1-10 and reach the
-  shared encoder with negligible weight. We divide the two sums by ``V_ref``, the voxel count of a
-  reference vertebra volume (30 cm³ at the model spacing). A constant keeps the paper's property that
-  the term is consistent between empty and non-empty patches, makes it independent of the model
-  spacing, and puts "missed one vertebra" on the same scale as "label off by one".
+* Normalisation (our choice, :class:`LossConfig`): the paper sums over ~2 M voxels, so its
+  segmentation term is ~10³-10⁴ while the label and completeness terms are ~1-10. We divide the two
+  sums by ``V_ref``, the voxel count of a reference vertebra volume (30 cm³ at the model spacing):
+  a constant keeps the paper's property that the term is consistent between empty and non-empty
+  patches, makes it independent of the model spacing, and puts "missed one vertebra" on the scale
+  of "label off by one". Measured (4 spine phantoms, 32³ patches at 4 mm, 8 filters, paper Adam
+  settings, 600 iterations, same seed): initial terms seg/label/BCE = 2853/8.7/0.67 with sums,
+  6.2/8.7/0.67 with V_ref, 0.09/8.7/0.67 per voxel; final patch Dice 0.45 / 0.37 / 0.49 and label
+  MAE 5.5 / 5.5 / 5.8 -- no consistent advantage for any choice at that length (one seed each, so
+  differences of this size are not significant; Adam rescales each parameter and the
+  label/completeness paths have their own weights), consistent with the paper's remark that no
+  weighting was needed. We keep V_ref for balanced, readable logs;
   ``reference_volume_mm3 = 0`` restores the paper's plain sums.
 """
 from __future__ import annotations
@@ -77,15 +83,33 @@ def surface_weights(mask: np.ndarray, spacing_mm: Sequence[float], gamma: float 
     ``d`` is the distance in mm (``spacing_mm`` in array order z, y, x) from each voxel centre to the
     nearest surface voxel of the mask: a mask voxel with a background 6-neighbour inside the patch
     (the patch border is not a surface). Surface voxels get ``γ + 1``; an empty mask gives all ones.
-    Returns float32 (D, H, W).
+    The distance transform runs only within ``SURFACE_REACH`` σ of the mask's bounding box; beyond it
+    ω − 1 < γ·exp(−16) ≈ 1e-6·γ and is set to 0. Returns float32 (D, H, W).
     """
     mask = np.asarray(mask, dtype=bool)
+    weights = np.ones(mask.shape, np.float32)
     if not mask.any():
-        return np.ones(mask.shape, np.float32)
-    interior = ndimage.binary_erosion(mask, border_value=1)
-    surface = mask & ~interior
-    distance = ndimage.distance_transform_edt(~surface, sampling=tuple(float(s) for s in spacing_mm))
-    return (gamma * np.exp(-(distance ** 2) / sigma_mm ** 2) + 1.0).astype(np.float32)
+        return weights
+    spacing = tuple(float(s) for s in spacing_mm)
+    box = _reach_box(mask, spacing, SURFACE_REACH * sigma_mm)
+    sub = mask[box]
+    # the box is clipped only at the patch border, elsewhere the mask stays >= 1 voxel inside it,
+    # so eroding the box equals eroding the patch
+    interior = ndimage.binary_erosion(sub, border_value=1)
+    distance = ndimage.distance_transform_edt(~(sub & ~interior), sampling=spacing)
+    weights[box] = (gamma * np.exp(-(distance ** 2) / sigma_mm ** 2) + 1.0).astype(np.float32)
+    return weights
+
+
+#: How far (in σ) from the mask the surface weights are computed exactly.
+SURFACE_REACH = 4.0
+
+
+def _reach_box(mask: np.ndarray, spacing: Sequence[float], reach_mm: float) -> tuple:
+    """Bounding box of ``mask`` grown by ``reach_mm`` on every side, clipped to the array."""
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    return tuple(slice(max(0, b.start - int(np.ceil(reach_mm / s))), min(n, b.stop + int(np.ceil(reach_mm / s))))
+                 for b, s, n in zip(box, spacing, mask.shape))
 
 
 def reference_voxels(config: LossConfig, spacing_mm: Sequence[float]) -> float:
