@@ -154,7 +154,7 @@ def test_fractures_reduce_the_body_height_by_their_grade():
     """Same seed with and without fractures (MR: labels are the bodies). The body volume shrinks by
     the height loss: fully for crush, by half on average for wedge (anterior only) and biconcave
     (centre only); Genant grade ranges hold for the reported loss."""
-    kw = dict(modality="mr", fov="full", inplane_spacing_mm=(2.0, 2.0), slice_spacing_mm=(2.0, 2.0),
+    kw = dict(modality="mr", fov="full", inplane_spacing_mm=(2.5, 2.5), slice_spacing_mm=(2.5, 2.5),
               random_orientation=False, scoliosis_rate=0.0)
     seen = set()
     for seed in range(0, 8):

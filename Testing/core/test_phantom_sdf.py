@@ -129,3 +129,24 @@ def test_fractured_body_loses_height_where_its_type_says(kind):
         expected = {k: 26.0 * (1 - loss * (1 - v / 16.0) / 2) for k, (_, v) in points.items()}
     for k in points:
         assert h1[k] == pytest.approx(expected[k], abs=0.1), k
+
+
+@pytest.mark.parametrize("code", ["LPS", "RAS", "PIR", "ASL", "IRP", "SAL", "LIP"])
+def test_storage_orientation_matches_simpleitk_dicomorient(code):
+    """The generator's permute/flip equals SimpleITK's DICOMOrient of the same LPS image."""
+    import SimpleITK as sitk
+
+    from vertebra_traversal.phantom.scanner import orient
+
+    values = np.random.default_rng(0).random((5, 6, 7)).astype(np.float32)
+    labels = (values * 20).astype(np.uint8)
+    reference = sitk.GetImageFromArray(values)
+    reference.SetSpacing((1.0, 2.0, 3.0))
+    reference.SetOrigin((10.0, 20.0, 30.0))
+    image, lab = orient(values, labels, (10.0, 20.0, 30.0), (1.0, 2.0, 3.0), code)
+    expected = sitk.DICOMOrient(reference, code)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(expected))
+    np.testing.assert_allclose(image.GetOrigin(), expected.GetOrigin())
+    np.testing.assert_allclose(image.GetDirection(), expected.GetDirection())
+    np.testing.assert_allclose(image.GetSpacing(), expected.GetSpacing())
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(lab), (sitk.GetArrayFromImage(image) * 20).astype(np.uint8))

@@ -109,7 +109,8 @@ def _names(draw: ImageDraw.ImageDraw, lab: np.ndarray, names: Dict[int, str], x0
         draw.text((x0 + x, y0 + y), text, fill=color, font=font)
 
 
-def preview_png(image: sitk.Image, labels: sitk.Image, names: Optional[Dict[int, str]] = None, title: str = "") -> bytes:
+def preview_png(image: sitk.Image, labels: sitk.Image, names: Optional[Dict[int, str]] = None,
+                title: str = "") -> bytes:
     """PNG bytes: mid-sagittal (left) and mid-coronal (right) panels with label overlay and names.
 
     Args:

@@ -23,15 +23,15 @@ from scipy import special
 from .. import dataset
 from ..imageio import InputError, PathLike
 from . import head, organs, pelvis, scanner, skeleton, spinal
-from .body import build_torso
+from .body import Torso, build_torso
 from .compose import Canvas, Item, paint_vertebra
 from .config import PhantomConfig
 from .implant import implant_items
 from .materials import sample_materials
 from .sdf import Block
-from .spine import FRACTURE_TYPES, GENANT_LOSS, Fracture, SpineChoices, build_spine, level_names
+from .spine import FRACTURE_TYPES, GENANT_LOSS, Fracture, Spine, SpineChoices, build_spine, level_names
 from .textures import smooth_noise
-from .vertebra import build_vertebra
+from .vertebra import VertebraShape, build_vertebra
 
 logger = logging.getLogger(__name__)
 
@@ -90,26 +90,40 @@ def _fractures(names: List[str], rng: np.random.Generator) -> Tuple[Tuple[str, F
     return tuple(out)
 
 
+def _bowel(mats: Dict[str, float], tex: np.random.Generator) -> Callable[[Block], np.ndarray]:
+    """Bowel loops and mesenteric fat: soft tissue mixed with about 60 % fat in smooth patches."""
+    def bowel(block: Block) -> np.ndarray:
+        base = mats["viscera"] + 18.0 * smooth_noise(block, 9.0, tex)
+        fat = np.clip((smooth_noise(block, 14.0, tex) + 0.4) * 1.5, 0.0, 1.0)
+        return base * (1.0 - fat) + mats["fat"] * fat
+    return bowel
+
+
+def _lung(mats: Dict[str, float], tex: np.random.Generator) -> Callable[[Block], np.ndarray]:
+    """Lung parenchyma with sparse bright vessels."""
+    def lung(block: Block) -> np.ndarray:
+        vessels = np.clip((smooth_noise(block, 5.0, tex) - 1.7) * 2.5, 0.0, 1.0)
+        return mats["lung"] + 15.0 * smooth_noise(block, 8.0, tex) + (mats["blood"] - mats["lung"]) * vessels
+    return lung
+
+
+def _fatty_muscle(mats: Dict[str, float], tex: np.random.Generator) -> Callable[[Block], np.ndarray]:
+    """Muscle with intermuscular fat (a per-case fraction, more with age)."""
+    cut = float(np.sqrt(2.0) * special.erfinv(1.0 - 2.0 * mats["muscle_fat_fraction"]))
+
+    def fatty(block: Block) -> np.ndarray:
+        fat = np.clip((smooth_noise(block, 4.0, tex) - cut) * 2.0 + 0.5, 0.0, 1.0)
+        return mats["muscle"] * (1.0 - fat) + mats["fat"] * fat
+    return fatty
+
+
+_TEXTURED = {"bowel": _bowel, "lung": _lung, "fatty_muscle": _fatty_muscle}
+
+
 def _value(item: Item, mats: Dict[str, float], tex: np.random.Generator):
     """The fill value of an item: a number, or a function of the block adding texture."""
-    if item.material == "bowel":
-        def bowel(block: Block) -> np.ndarray:
-            base = mats["viscera"] + 18.0 * smooth_noise(block, 9.0, tex)
-            fat = np.clip((smooth_noise(block, 14.0, tex) + 0.4) * 1.5, 0.0, 1.0)
-            return base * (1.0 - fat) + mats["fat"] * fat
-        return bowel
-    if item.material == "lung":  # parenchyma with sparse bright vessels
-        def lung(block: Block) -> np.ndarray:
-            vessels = np.clip((smooth_noise(block, 5.0, tex) - 1.7) * 2.5, 0.0, 1.0)
-            return mats["lung"] + 15.0 * smooth_noise(block, 8.0, tex) + (mats["blood"] - mats["lung"]) * vessels
-        return lung
-    if item.material == "fatty_muscle":  # intermuscular fat, more with age
-        cut = float(np.sqrt(2.0) * special.erfinv(1.0 - 2.0 * mats["muscle_fat_fraction"]))
-
-        def fatty(block: Block) -> np.ndarray:
-            fat = np.clip((smooth_noise(block, 4.0, tex) - cut) * 2.0 + 0.5, 0.0, 1.0)
-            return mats["muscle"] * (1.0 - fat) + mats["fat"] * fat
-        return fatty
+    if item.material in _TEXTURED:
+        return _TEXTURED[item.material](mats, tex)
     base = mats[item.material]
     if item.texture <= 0:
         return base
@@ -123,6 +137,27 @@ def _paint(canvas: Canvas, items: List[Item], mats: Dict[str, float], tex: np.ra
         canvas.paint(item.shape, _value(item, mats, tex), cortex, item.thickness, item.inset)
 
 
+@dataclass(frozen=True)
+class _Anatomy:
+    """Everything drawn before the scanner: variants, spine, vertebra shapes, torso, materials."""
+
+    flags: Dict[str, bool]
+    spine: Spine
+    spine_info: Dict[str, object]
+    shapes: List[VertebraShape]
+    torso: Torso
+    mats: Dict[str, float]
+
+
+def _anatomy(config: PhantomConfig, rng: Dict[str, np.random.Generator]) -> _Anatomy:
+    choices, flags = _choices(config, rng)
+    spine, spine_info = build_spine(choices, rng["anatomy"])
+    shapes = [build_vertebra(spine, i) for i in range(len(spine.levels))]
+    torso = build_torso(spine, rng["torso"])
+    mats = sample_materials(config.modality, rng["materials"], flags["low_density"])
+    return _Anatomy(flags, spine, spine_info, shapes, torso, mats)
+
+
 def generate_case(seed: int, config: PhantomConfig = PhantomConfig(), case_id: Optional[str] = None) -> Phantom:
     """Generate one case, deterministic for ``(seed, config)``.
 
@@ -132,39 +167,38 @@ def generate_case(seed: int, config: PhantomConfig = PhantomConfig(), case_id: O
         case_id: defaults to ``f"phantom{seed:05d}"``.
     """
     rng = _streams(seed)
-    choices, flags = _choices(config, rng)
-    spine, spine_info = build_spine(choices, rng["anatomy"])
-    shapes = [build_vertebra(spine, i) for i in range(len(spine.levels))]
-    torso = build_torso(spine, rng["torso"])
+    a = _anatomy(config, rng)
     mr = config.modality == "mr"
-    mats = sample_materials(config.modality, rng["materials"], flags["low_density"])
-    field = scanner.choose_field(config.fov, config.modality, spine, torso, rng["scanner"])
+    field = scanner.choose_field(config.fov, config.modality, a.spine, a.torso, rng["scanner"])
     grid = scanner.choose_grid(field, config.inplane_spacing_mm, config.slice_spacing_mm, config.max_voxels,
                                rng["scanner"])
-    offset = np.array([rng["scanner"].uniform(-40, 40), rng["scanner"].uniform(-100, 100),
-                       rng["scanner"].uniform(-1200, 200)])
+    offset = rng["scanner"].uniform([-40.0, -100.0, -1200.0], [40.0, 100.0, 200.0])  # scanner coordinates
     logger.debug("case %s: %s field, grid %s, spacing %s", seed, field.mode, grid.shape, grid.spacing)
-    canvas = Canvas.empty(grid, mats["air"])
-    _paint(canvas, _soft_items(spine, torso, rng["organs"], mr), mats, rng["texture"])
-    _paint(canvas, _bone_items(spine, shapes, torso, rng["organs"]), mats, rng["texture"])
-    visible = _paint_vertebrae(canvas, shapes, mats, rng["texture"], mr)
-    screws: List = []
-    if flags["implant"]:
-        items, screws = implant_items(spine, rng["implant"], mr)
-        _paint(canvas, items, mats, rng["texture"])
+    canvas, visible, screws = _render(grid, a, rng, mr)
     image, extra = _scanner_effects(canvas, field, config, rng, screws)
-    img, lab = _to_sitk(image, canvas.labels, grid, offset)
     code = scanner.random_orientation(rng["orientation"]) if config.random_orientation else "LPS"
-    if code != "LPS":
-        img, lab = scanner.orient(img, lab, code)
-    records = _records(lab, spine, visible)
+    origin = np.asarray(grid.origin) + offset
+    img, lab = scanner.orient(image, canvas.labels, origin, grid.spacing, code)
     source = {"generator": "phantom", "seed": int(seed), "config": asdict(config), "fov": field.mode,
-              "orientation": code, "spacing_mm": [round(s, 4) for s in img.GetSpacing()], **spine_info, **flags,
-              "contrast": bool(mats["contrast"]), **extra,
+              "orientation": code, "spacing_mm": [round(s, 4) for s in img.GetSpacing()], **a.spine_info, **a.flags,
+              "contrast": bool(a.mats["contrast"]), **extra,
               "visible_fraction": {n: round(f, 4) for n, f in visible.items()}}
     info = dataset.CaseInfo(case_id or f"phantom{seed:05d}", config.modality, "body" if mr else "vertebra",
-                            records, source)
+                            _records(lab, a.spine, visible), source)
     return Phantom(img, lab, info)
+
+
+def _render(grid, a: _Anatomy, rng: Dict[str, np.random.Generator], mr: bool) -> Tuple[Canvas, Dict[str, float], List]:
+    """Paint soft tissue, other bones, vertebrae (with labels) and implants onto a new canvas."""
+    canvas = Canvas.empty(grid, a.mats["air"])
+    _paint(canvas, _soft_items(a.spine, a.torso, rng["organs"], mr), a.mats, rng["texture"])
+    _paint(canvas, _bone_items(a.spine, a.shapes, a.torso, rng["organs"]), a.mats, rng["texture"])
+    visible = _paint_vertebrae(canvas, a.shapes, a.mats, rng["texture"], mr)
+    screws: List = []
+    if a.flags["implant"]:
+        items, screws = implant_items(a.spine, rng["implant"], mr)
+        _paint(canvas, items, a.mats, rng["texture"])
+    return canvas, visible, screws
 
 
 def _soft_items(spine, torso, rng: np.random.Generator, mr: bool) -> List[Item]:
@@ -220,15 +254,6 @@ def _bias(canvas: Canvas, field, rng: np.random.Generator) -> np.ndarray:
     strength, coil = rng.uniform(0.1, 0.35), rng.uniform(0.1, 0.6)
     y_rel = (block.y - field.lo[1]) / max(field.hi[1] - field.lo[1], 1.0)
     return np.exp(strength * smooth_noise(block, 120.0, rng) + coil * (y_rel - 0.5)).astype(np.float32)
-
-
-def _to_sitk(image: np.ndarray, labels: np.ndarray, grid, offset: np.ndarray) -> Tuple[sitk.Image, sitk.Image]:
-    img = sitk.GetImageFromArray(image.astype(np.float32, copy=False))
-    img.SetSpacing(grid.spacing)
-    img.SetOrigin(tuple(float(o + t) for o, t in zip(grid.origin, offset)))
-    lab = sitk.GetImageFromArray(labels)
-    lab.CopyInformation(img)
-    return img, lab
 
 
 def _records(labels: sitk.Image, spine, visible: Dict[str, float]) -> List[dataset.VertebraRecord]:

@@ -24,7 +24,8 @@ def head_items(spine: Spine, rng: np.random.Generator) -> List[Item]:
     radii = np.array([72.0, 95.0, 80.0]) * size
     center = fm + np.array([0.0, -15.0, radii[2] * 0.98])
     up, post = np.array([0.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0])
-    items = [Item(Ellipsoid(*frame_from(center + [0.0, -8.0, -4.0], up, post), tuple(radii + [8.0, 14.0, 10.0])), "soft"),
+    scalp = Ellipsoid(*frame_from(center + [0.0, -8.0, -4.0], up, post), tuple(radii + [8.0, 14.0, 10.0]))
+    items = [Item(scalp, "soft"),
              Item(Ellipsoid(*frame_from(center, up, post), tuple(radii - 7.0)), "brain")]
     skull = Subtraction(Shell(Ellipsoid(*frame_from(center, up, post), tuple(radii - 3.5)), 7.0),
                         Capsule(fm - [0.0, 0.0, 30.0], fm + [0.0, 0.0, 30.0], 17.0 * k, 17.0 * k))

@@ -17,7 +17,8 @@ Screw = Tuple[np.ndarray, np.ndarray]
 def implant_items(spine: Spine, rng: np.random.Generator, mr: bool) -> Tuple[List[Item], List[Screw]]:
     """Screws and rods as paint items (material ``metal``) and the screw axes (entry, tip) in world mm."""
     names = [l.name for l in spine.levels]
-    candidates = [i for i, n in enumerate(names) if n in ("T10", "T11", "T12", "T13", "L1", "L2", "L3", "L4", "L5", "L6")]
+    allowed = ("T10", "T11", "T12", "T13", "L1", "L2", "L3", "L4", "L5", "L6")
+    candidates = [i for i, n in enumerate(names) if n in allowed]
     n = int(rng.integers(2, 5))
     start = int(rng.choice(candidates[: max(len(candidates) - n + 1, 1)]))
     levels = spine.levels[start:start + n]

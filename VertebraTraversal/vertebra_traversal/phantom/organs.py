@@ -6,13 +6,13 @@ bowel gas, and the CT table. Returned as :class:`.compose.Item` lists in paintin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Tuple
 
 import numpy as np
 
 from .body import Dome, Extrusion, Lung, Torso, outline, ribcage
 from .compose import Item
-from .sdf import Block, Bounds, Ellipsoid, HalfSpace, Intersection, capsule, frame_from, sphere, tube
+from .sdf import Block, Bounds, Ellipsoid, HalfSpace, Intersection, frame_from, sphere, tube
 from .spine import Spine
 
 
@@ -99,19 +99,24 @@ def lung_items(torso: Torso, dm: Domes, rng: np.random.Generator) -> List[Item]:
 def organ_items(spine: Spine, torso: Torso, dm: Domes, abd: Extrusion, rng: np.random.Generator) -> List[Item]:
     """Heart, liver, spleen, stomach (with gas cap), kidneys, bladder, psoas."""
     t = torso
+    k = rng.uniform(0.85, 1.15, size=6)  # per-case organ sizes: heart, liver, spleen, stomach, kidneys, bladder
     zh = t.z("T8") - 5.0
     xs, front = float(t.at("xs", zh)), float(t.at("rib_front", zh))
     heart = Ellipsoid(*frame_from([xs + 20.0, front + 52.0, zh], [0.4, 0.35, 1.0], [0.0, 1.0, 0.0]),
-                      (50.0, 42.0, 56.0))
+                      tuple(np.array([50.0, 42.0, 56.0]) * k[0]))
     zr, zl = dm.right.z_top, dm.left.z_top
     ya = float((t.at("front", zr - 70) + t.fat + t.at("ys", zr - 70)) / 2)
     below_r, below_l = dm.right, dm.left
-    liver = Intersection((Ellipsoid(*frame_from([float(t.at("xs", zr)) - 60.0, ya + 10.0, zr - 75.0], [0, 0, 1], [0, 1, 0]),
-                                    (110.0, 90.0, 88.0)), abd, below_r))
-    spleen = Intersection((Ellipsoid(*frame_from([float(t.at("xs", zl)) + 95.0, float(t.at("ys", zl)) + 10.0, zl - 60.0],
-                                                 [0, 0.3, 1], [0, 1, 0]), (32.0, 48.0, 55.0)), abd, below_l))
+    up, post = [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]
+    liver_c = [float(t.at("xs", zr)) - 60.0, ya + 10.0, zr - 75.0]
+    liver = Intersection((Ellipsoid(*frame_from(liver_c, up, post), tuple(np.array([110.0, 90.0, 88.0]) * k[1])),
+                          abd, below_r))
+    spleen_c = [float(t.at("xs", zl)) + 95.0, float(t.at("ys", zl)) + 10.0, zl - 60.0]
+    spleen_r = tuple(np.array([32.0, 48.0, 55.0]) * k[2])
+    spleen = Intersection((Ellipsoid(*frame_from(spleen_c, [0, 0.3, 1], post), spleen_r), abd, below_l))
     st_c = np.array([float(t.at("xs", zl)) + 55.0, float(t.at("front", zl - 60)) + t.fat + 55.0, zl - 55.0])
-    stomach = Intersection((Ellipsoid(*frame_from(st_c, [0, 0, 1], [0, 1, 0]), (55.0, 42.0, 55.0)), abd, below_l))
+    stomach = Intersection((Ellipsoid(*frame_from(st_c, up, post), tuple(np.array([55.0, 42.0, 55.0]) * k[3])),
+                            abd, below_l))
     gas_cap = Intersection((stomach, HalfSpace(st_c + [0.0, -rng.uniform(5, 30), 0.0], np.array([0.0, 1.0, 0.0]))))
     items = [Item(Ellipsoid(heart.origin, heart.rot, tuple(np.array(heart.radii) + 5.0)), "fat"),
              Item(heart, "heart"),
@@ -120,9 +125,11 @@ def organ_items(spine: Spine, torso: Torso, dm: Domes, abd: Extrusion, rng: np.r
     for side, dz in ((1.0, 0.0), (-1.0, -15.0)):
         z = t.z("L1") + dz
         c = [float(t.at("xs", z)) + side * 68.0, float(t.at("ys", z)) + 15.0, z]
-        items.append(Item(Ellipsoid(*frame_from(c, [-side * 0.2, 0.25, 1.0], [0, 1, 0]), (26.0, 24.0, 55.0)), "kidney"))
+        items.append(Item(Ellipsoid(*frame_from(c, [-side * 0.2, 0.25, 1.0], [0, 1, 0]),
+                                    tuple(np.array([26.0, 24.0, 55.0]) * k[4])), "kidney"))
     zb = t.z("S4") - 25.0
-    items.append(Item(sphere([float(t.at("xs", zb)), float(t.at("front", zb)) + t.fat + 50.0, zb], 38.0), "fluid"))
+    bladder = [float(t.at("xs", zb)), float(t.at("front", zb)) + t.fat + 50.0, zb]
+    items.append(Item(sphere(bladder, 38.0 * k[5]), "fluid"))
     items.extend(_psoas(spine, t))
     return items
 
@@ -164,7 +171,8 @@ def vessel_items(spine: Spine, t: Torso, rng: np.random.Generator) -> Tuple[List
     for side in (1.0, -1.0):
         ili = [path[-1], path[-1] + [side * 40.0, -15.0, -60.0], path[-1] + [side * 75.0, -40.0, -120.0]]
         items.append(Item(tube(ili, [6.5, 6.0, 5.5]), "aorta"))
-        neck = [path[2] + [side * 12.0, 0.0, 0.0], at("C6", side * 28.0, -hd("C6") - 10.0), at("C2", side * 30.0, -hd("C2") - 8.0)]
+        neck = [path[2] + [side * 12.0, 0.0, 0.0], at("C6", side * 28.0, -hd("C6") - 10.0),
+                at("C2", side * 30.0, -hd("C2") - 8.0)]
         items.append(Item(tube(neck, [4.0, 3.8, 3.5]), "aorta"))
         items.append(Item(tube([p + [side * 12.0, -4.0, 0.0] for p in neck[1:]], [6.0, 5.5]), "blood"))
     cava = [at("T11", -hd("T11") - 10.0, -hd("T11") + 5.0), at(last, -hd(last) * 0.6 - 8.0, -hd(last) - 10.0)]

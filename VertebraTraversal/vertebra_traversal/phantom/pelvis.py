@@ -31,7 +31,8 @@ def sacrum_items(spine: Spine) -> List[Item]:
                 c = to_world(o, r, (side * (w / 2 + lateral / 2 - 2.0), 4.0 + 2.0 * k, 0.0))
                 parts.append(Ellipsoid(*frame_from(c, r[:, 2], r[:, 1]), (lateral / 2 + 4.0, d * 0.42, h / 2 + 2.5)))
         dorsal = to_world(o, r, (0.0, d / 2 + 12.0 - k, 0.0))
-        parts.append(RoundBox(*frame_from(dorsal, r[:, 2], r[:, 1]), (max(seg.half_span * 0.55, 8.0), 3.5, h / 2 + 1.5), 2.0))
+        half = (max(seg.half_span * 0.55, 8.0), 3.5, h / 2 + 1.5)
+        parts.append(RoundBox(*frame_from(dorsal, r[:, 2], r[:, 1]), half, 2.0))
         parts.append(Ellipsoid(*frame_from(to_world(o, r, (0.0, d / 2 + 17.0 - k, 0.0)), r[:, 2], r[:, 1]),
                                (4.0, 5.0, h / 2)))
     s1 = spine.sacrum[0]
@@ -86,7 +87,8 @@ def pelvis_items(spine: Spine, torso: Torso, rng: np.random.Generator) -> List[I
         socket = Intersection((socket, HalfSpace(hip, np.array([side * 0.5, 0.0, -0.8]))))
         tuber = hip + np.array([-side * 12.0, 38.0, -62.0])
         symph = np.array([s1.origin[0] + side * 4.0, hip[1] - 50.0, hip_z - 28.0])
-        rami = Union((capsule(hip + [0.0, 12.0, -18.0], tuber, 11.0, 12.0), capsule(hip + [-side * 14.0, -24.0, -6.0], symph, 9.0, 8.0),
+        rami = Union((capsule(hip + [0.0, 12.0, -18.0], tuber, 11.0, 12.0),
+                      capsule(hip + [-side * 14.0, -24.0, -6.0], symph, 9.0, 8.0),
                       capsule(symph, tuber, 6.5, 8.0)), 3.0)
         items.append(Item(Union((wing, socket, rami), 2.0), "marrow", "bone_cortex", 1.5))
         troch = hip + np.array([side * 55.0 * k, 12.0, -32.0])

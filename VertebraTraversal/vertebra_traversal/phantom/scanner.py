@@ -200,9 +200,42 @@ def finish_mr(image: np.ndarray, grid: Grid, rng: np.random.Generator, noise_bia
     return {"rician_sigma": round(sigma, 2)}
 
 
-def orient(image: sitk.Image, labels: sitk.Image, code: str) -> Tuple[sitk.Image, sitk.Image]:
-    """Store both images in orientation ``code`` (a permutation/flip: no resampling)."""
-    return sitk.DICOMOrient(image, code), sitk.DICOMOrient(labels, code)
+_AXIS_OF = {"L": (0, 1), "R": (0, -1), "P": (1, 1), "A": (1, -1), "S": (2, 1), "I": (2, -1)}
+
+
+def orient(image: np.ndarray, labels: np.ndarray, origin: Sequence[float], spacing: Sequence[float],
+           code: str) -> Tuple[sitk.Image, sitk.Image]:
+    """Images stored in orientation ``code`` from arrays (z, y, x) on an LPS grid (identity direction).
+
+    Index axis ``a`` (i, j, k) of the result points to ``code[a]``; the direction matrix is the
+    corresponding signed permutation and the origin the LPS position of the new first voxel, so every
+    voxel keeps its physical position (no resampling).
+    """
+    axes = [_AXIS_OF[c] for c in code]
+    if sorted(a for a, _ in axes) != [0, 1, 2]:
+        raise ValueError(f"orientation {code!r} does not name three different axes")
+    shape_xyz = image.shape[::-1]
+    first = np.array(origin, float)
+    direction = np.zeros((3, 3))
+    arrays = []
+    for arr in (image, labels):
+        for axis, sign in axes:
+            if sign < 0:
+                arr = np.flip(arr, axis=2 - axis)  # numpy axis of physical axis x, y, z is 2, 1, 0
+        # numpy order of the result is (k, j, i): physical axes of code[2], code[1], code[0]
+        arrays.append(np.ascontiguousarray(np.transpose(arr, [2 - axes[2][0], 2 - axes[1][0], 2 - axes[0][0]])))
+    for col, (axis, sign) in enumerate(axes):
+        direction[axis, col] = sign
+        if sign < 0:
+            first[axis] += (shape_xyz[axis] - 1) * spacing[axis]
+    out = []
+    for arr in arrays:
+        img = sitk.GetImageFromArray(arr)
+        img.SetSpacing([float(spacing[a]) for a, _ in axes])
+        img.SetOrigin([float(v) for v in first])
+        img.SetDirection([float(v) for v in direction.ravel()])
+        out.append(img)
+    return out[0], out[1]
 
 
 def random_orientation(rng: np.random.Generator) -> str:

@@ -236,11 +236,12 @@ def build_spine(choices: SpineChoices, rng: np.random.Generator) -> Tuple[Spine,
     if choices.scoliosis:  # vertebral rotation towards the convexity, largest at the apex
         lateral = pos[:, 0] - np.interp(s, [s[0], s[-1]], [pos[0, 0], pos[-1, 0]])
         axial = axial + np.radians(0.45 * cobb) * lateral / max(np.abs(lateral).max(), 1e-6)
-    rots = np.stack([_frame(tangent[k], axial[k]) for k in range(len(s))])
+    rots = _frames(tangent, axial)
     pos, rots = _balance(s, pos, rots, s_lv[names.index("C7")], s_sac[0], rng)
     spine = _assemble(names, sizes, fractures, s_lv, s_jt, s_sac, s, pos, rots)
     info = {"variant": choices.variant, "scoliosis_cobb_deg": round(cobb, 1),
-            "kyphosis_deg": round(float(np.degrees(theta_fn(s_lv[names.index("T12")]) - theta_fn(s_lv[names.index("T1")]))), 1),
+            "kyphosis_deg": round(float(np.degrees(theta_fn(s_lv[names.index("T12")])
+                                                   - theta_fn(s_lv[names.index("T1")]))), 1),
             "lordosis_deg": round(float(np.degrees(theta_fn(s_lv[names.index("L1")]) - theta_fn(s_sac[0]))), 1)}
     return spine, info
 
@@ -258,13 +259,15 @@ def _balance(s: np.ndarray, pos: np.ndarray, rots: np.ndarray, s_c7: float, s_s1
     return pos @ rx.T, np.einsum("ij,njk->nik", rx, rots)
 
 
-def _frame(tangent: np.ndarray, axial: float) -> np.ndarray:
-    u = tangent / np.linalg.norm(tangent)
-    v = np.array([0.0, 1.0, 0.0]) - u[1] * u
-    v /= np.linalg.norm(v)
+def _frames(tangent: np.ndarray, axial: np.ndarray) -> np.ndarray:
+    """Frames (N, 3, 3) with columns (w, v, u): u along the tangent, v towards posterior, rotated by
+    ``axial`` (radians) about u."""
+    u = tangent / np.linalg.norm(tangent, axis=1, keepdims=True)
+    v = np.array([0.0, 1.0, 0.0]) - u[:, 1:2] * u
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
     w = np.cross(v, u)
-    c, sn = np.cos(axial), np.sin(axial)
-    return np.stack([c * w + sn * v, -sn * w + c * v, u], axis=1)
+    c, sn = np.cos(axial)[:, None], np.sin(axial)[:, None]
+    return np.stack([c * w + sn * v, -sn * w + c * v, u], axis=2)
 
 
 def _assemble(names, sizes, fractures, s_lv, s_jt, s_sac, s, pos, rots) -> Spine:
