@@ -184,5 +184,5 @@ def test_invalid_config_is_refused():
         PhantomConfig(slice_spacing_mm=(2.0, 1.0))
     with pytest.raises(ValueError, match="fracture_rate"):
         PhantomConfig(fracture_rate=1.5)
-    with pytest.raises(ValueError, match="must not exceed 1"):
-        PhantomConfig(t13_rate=0.6, l6_rate=0.6)
+    with pytest.raises(ValueError, match="max_voxels"):
+        PhantomConfig(max_voxels=10)

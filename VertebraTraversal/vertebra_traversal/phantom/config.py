@@ -20,7 +20,8 @@ class PhantomConfig:
         slice_spacing_mm: range of the slice spacing (along S-I for CT, L-R for sagittal MR), mm.
         fracture_rate: probability that a case has 1-3 compression fractures (Genant grade 1-3).
         low_density_rate: probability of low bone density (osteoporotic cancellous bone).
-        t13_rate, l6_rate, four_lumbar_rate: probabilities of the transitional variants (exclusive).
+        t13_rate, l6_rate, four_lumbar_rate: probabilities of the transitional variants; they exclude
+            each other and are tried in this order (one uniform draw against the cumulative rates).
         implant_rate: probability of pedicle screws and rods (with metal streaks in CT).
         scoliosis_rate: probability of a lateral curve (Cobb 10-45 degrees).
         noise: range of the CT noise standard deviation, HU (standard dose .. low dose); for MR the
@@ -59,7 +60,5 @@ class PhantomConfig:
                      "implant_rate", "scoliosis_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
-        if self.t13_rate + self.l6_rate + self.four_lumbar_rate > 1.0:
-            raise ValueError("t13_rate + l6_rate + four_lumbar_rate must not exceed 1")
         if self.max_voxels < 1000:
             raise ValueError(f"max_voxels must be at least 1000, got {self.max_voxels}")
