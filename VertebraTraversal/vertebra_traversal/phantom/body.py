@@ -62,7 +62,7 @@ def build_torso(spine: Spine, rng: np.random.Generator) -> Torso:
     zs = np.arange(z_sp.min() - 260.0, z_sp.max() + 200.0, 4.0)
     xs, ys, hd = (np.interp(zs, z_sp, c) for c in (x_sp, y_sp, b_sp))
     width, depth = rng.uniform(0.85, 1.15), rng.uniform(0.82, 1.3)
-    fat = float(rng.uniform(12.0, 60.0)) * (0.6 + 0.4 * depth)
+    fat = float(rng.uniform(15.0, 65.0)) * (0.6 + 0.4 * depth)
     zl = np.array([marks[n] for n, *_ in _OUTLINE])
     order = np.argsort(zl)
     prof = np.array([row[1:] for row in _OUTLINE], float)[order]

@@ -32,8 +32,8 @@ _TISSUES = {
     "csf": (10, 4, 1150, 80),
     "cord": (35, 4, 430, 40),
     "epidural_fat": (-80, 10, 700, 60),
-    "cortex": (720, 70, 30, 8),
-    "cancellous": (118, 35, 420, 50),
+    "cortex": (780, 70, 30, 8),
+    "cancellous": (108, 35, 420, 50),
     "marrow": (220, 25, 470, 50),
     "bone_cortex": (1300, 120, 30, 8),
     "cartilage": (120, 15, 250, 30),
@@ -66,7 +66,7 @@ def sample_materials(modality: str, rng: np.random.Generator, low_density: bool)
     out["contrast"] = float(contrast)
     if low_density:
         out["cancellous"] = float(rng.uniform(40, 110)) if ct else float(rng.uniform(480, 600))
-    out["cancellous_post"] = out["cancellous"] + (260.0 if ct else 20.0)
+    out["cancellous_post"] = out["cancellous"] + (320.0 if ct else 20.0)
     out["muscle_fat_fraction"] = float(rng.uniform(0.1, 0.5))
     thin = 0.75 if low_density else 1.0
     out["cortex_t_body"] = float(rng.uniform(0.3, 0.5)) * thin
