@@ -29,7 +29,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="RUN_DIR",
                         help="run folder (new or empty; the same folder resumes the same run)")
     parser.add_argument("--preset", choices=PRESETS, default="compact",
-                        help="paper: 1 mm, 128^3, 84 filters (GPU); compact: 2 mm, 64^3 (CPU). Default compact")
+                        help="; ".join(_describe(name) for name in PRESETS) + ". Default compact")
     parser.add_argument("--modality", choices=MODALITIES, default="ct")
     parser.add_argument("--iterations", type=_positive, help="planned iterations (default: the preset's)")
     parser.add_argument("--init", type=Path, metavar="MODEL", help="fine-tune this model (same modality)")
@@ -40,6 +40,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--checkpoint-every", type=_positive, metavar="N", help="iterations between checkpoints")
     parser.add_argument("--threads", type=_non_negative, help="torch CPU threads (default: torch's choice)")
     parser.set_defaults(func=run)
+
+
+def _describe(name: str) -> str:
+    config = preset(name, "ct")
+    return (f"{name}: {config.spacing_mm:g} mm, {config.patch_size}^3, {config.network.filters} filters, "
+            f"{config.iterations} iterations")
 
 
 def _positive(text: str) -> int:
