@@ -76,3 +76,20 @@ def test_presets_keep_about_the_papers_128_mm_field_of_view():
     assert preset("paper", "ct").network.filters == 84 and preset("compact", "mr").normalization.kind == "percentile"
     with pytest.raises(ValueError):
         preset("huge", "ct")
+
+
+def test_first_ctrl_c_asks_to_stop_and_the_second_interrupts(capsys):
+    import os
+    import signal
+
+    should_stop, restore = train_cli._stop_flag()
+    try:
+        assert not should_stop()
+        os.kill(os.getpid(), signal.SIGINT)
+        assert should_stop()
+        assert "stopping after this iteration" in capsys.readouterr().err
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        restore()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -131,10 +131,11 @@ def _stop_flag() -> "tuple[Callable[[], bool], Callable[[], None]]":
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import resolve_device
     from ..training.trainer import TrainingInterrupted, train
 
     config = _config(args)
-    if config.preset == "paper" and args.device == "cpu":
+    if config.preset == "paper" and resolve_device(args.device).type == "cpu":
         logger.warning("the paper preset (84 filters, 128^3 patches) is impractically slow on a CPU; "
                        "consider --preset compact")
     should_stop, restore = _stop_flag()
