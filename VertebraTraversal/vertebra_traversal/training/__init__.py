@@ -1,6 +1,7 @@
 """Training of the iterative FCN (paper §3.6): sampling, loss, augmentation, trainer.
 
-Submodules: :mod:`.sampler` (memory/target rules), :mod:`.loss`, :mod:`.augment`, :mod:`.data`
-(dataset discovery and the on-disk cache), :mod:`.patches` (the worker-side patch dataset),
-:mod:`.config` (presets) and :mod:`.trainer` (the loop, checkpoints, resume, final model).
+Submodules: :mod:`.sampler` (memory/target/completeness rules), :mod:`.loss`, :mod:`.augment`,
+:mod:`.data` (dataset discovery and the on-disk model-grid cache), :mod:`.patches` (the worker-side
+patch dataset), :mod:`.config` (presets), :mod:`.runfolder` (run identity, checkpoint, logs),
+:mod:`.validation` and :mod:`.trainer` (the loop, resume, final TorchScript model).
 """
