@@ -139,3 +139,20 @@ def test_short_run_overfits_one_case(tmp_path):
     assert last < 0.5 * first
     record = json.loads((tmp_path / "run" / "validation.jsonl").read_text().splitlines()[-1])
     assert record["iteration"] == 80 and record["dice"] > 0.8
+
+
+def test_a_failed_preparation_leaves_the_new_folder_reusable(tmp_path):
+    import SimpleITK as sitk
+
+    root = tmp_path / "data"
+    write_spine_case(root, "case001", [24])
+    labels_path = root / "derivatives" / "case001" / "case001_seg-vert_msk.nii.gz"
+    good = sitk.ReadImage(str(labels_path))
+    bad = sitk.Image(good)
+    bad.SetSpacing((1.0, 1.0, 1.0))
+    sitk.WriteImage(bad, str(labels_path))
+    with pytest.raises(InputError, match="differs from its image"):
+        train([root], tmp_path / "run", _config(iterations=1), device="cpu")
+    assert list((tmp_path / "run").iterdir()) == []
+    sitk.WriteImage(good, str(labels_path))
+    assert train([root], tmp_path / "run", _config(iterations=1), device="cpu").exists()

@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,13 @@ class RunFolder:
         document = {"format": RUN_FORMAT, "version": 1, "identity": identity}
         write_atomic(self.identity_file, json.dumps(document, indent=1).encode("utf-8"))
         return False
+
+    def release(self) -> None:
+        """Undo :meth:`claim` of a run that never trained: remove ``run.json`` and the cache."""
+        if self.checkpoint.exists() or self.model.exists():
+            raise RuntimeError(f"{self.root}: holds a trained run; not releasing it")
+        shutil.rmtree(self.cache, ignore_errors=True)
+        self.identity_file.unlink(missing_ok=True)
 
     def save_checkpoint(self, state: Dict[str, Any]) -> None:
         """``torch.save`` the state through a temporary file (never a half-written checkpoint)."""

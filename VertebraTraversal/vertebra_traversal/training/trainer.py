@@ -236,11 +236,17 @@ def train(data_dirs: Sequence[Path], out_dir: Path, config: TrainingConfig, init
     data = [describe_case(c) for c in cases]
     identity = {"config": config.identity(), "data": data, "validation": [describe_case(c) for c in held_out],
                 "init": init_info}
+    fresh = not run.identity_file.exists()
     resuming = run.claim(identity)
     if run.model.exists():
         logger.info("%s: this run is complete; its model is %s", run.root, run.model)
         return run.model
-    session = _prepare(run, config, torch_device, cases, held_out, progress)
+    try:
+        session = _prepare(run, config, torch_device, cases, held_out, progress)
+    except InputError:
+        if fresh:  # nothing trained yet: leave the folder as empty as we found it, so a fixed rerun fits
+            run.release()
+        raise
     if resuming:
         session.restore(run.load_checkpoint())
         logger.info("resuming %s at iteration %d of %d", run.root, session.iteration, config.iterations)
