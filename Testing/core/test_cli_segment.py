@@ -1,6 +1,5 @@
 """`vertebra-traversal segment` as the Slicer module runs it: a real child process and its event stream."""
 import json
-import os
 import signal
 import subprocess
 import sys

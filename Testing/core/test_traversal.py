@@ -168,7 +168,7 @@ def test_any_storage_orientation_and_field_of_view_via_the_model_grid(orientatio
 def test_phantom_label_maps_on_the_model_grid(seed, fov, orientation, direction):
     """Phantom label maps (re-stored in a given orientation) on a 2 mm model grid: exact masks in
     traversal order and the completeness flags of the phantom's sidecar."""
-    phantom = pytest.importorskip("vertebra_traversal.phantom")
+    from vertebra_traversal import phantom
     case = phantom.generate_case(seed, phantom.PhantomConfig(
         fov=fov, inplane_spacing_mm=(1.5, 2.0), slice_spacing_mm=(2.0, 3.0), max_voxels=1_500_000))
     labels = sitk.DICOMOrient(case.labels, orientation)

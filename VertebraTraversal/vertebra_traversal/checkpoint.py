@@ -18,8 +18,6 @@ import contextlib
 import json
 import logging
 import math
-import os
-import tempfile
 import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field, replace
@@ -30,7 +28,7 @@ import torch
 from torch import nn
 
 from . import anatomy
-from .imageio import InputError, PathLike
+from .imageio import InputError, PathLike, atomic_path
 from .network import NetworkConfig
 from .normalization import NormalizationSpec
 
@@ -249,16 +247,8 @@ def _atomic_target(path: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix); rename it onto ``path`` on success."""
     if path.exists() and not overwrite:
         raise CheckpointError(f"{path}: already exists; refusing to overwrite it (pass overwrite=True)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(path) as tmp:
         yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _complete_metadata(model: nn.Module, metadata: ModelMetadata) -> ModelMetadata:

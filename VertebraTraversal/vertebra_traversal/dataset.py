@@ -27,7 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import anatomy
-from .imageio import InputError, PathLike, write_image_atomic
+from .imageio import InputError, PathLike, write_image_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -133,13 +133,6 @@ def verse_centroid_json(labels: sitk.Image) -> List[Dict[str, Any]]:
     return out
 
 
-def _write_json_atomic(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(obj, handle, indent=2)
-    os.replace(tmp, path)
-
-
 def write_case(root: PathLike, info: CaseInfo, image: sitk.Image, labels: sitk.Image,
                preview_png: Optional[bytes] = None) -> CaseFiles:
     """Write one case; refuse to overwrite an existing one.
@@ -163,8 +156,8 @@ def write_case(root: PathLike, info: CaseInfo, image: sitk.Image, labels: sitk.I
         der.mkdir(parents=True)
         write_image_atomic(image, raw / files.image.name)
         write_image_atomic(sitk.Cast(labels, sitk.sitkUInt8), der / files.labels.name)
-        _write_json_atomic(verse_centroid_json(labels), der / files.centroids.name)
-        _write_json_atomic(info.to_json(), der / files.sidecar.name)
+        write_json_atomic(verse_centroid_json(labels), der / files.centroids.name)
+        write_json_atomic(info.to_json(), der / files.sidecar.name)
         if preview_png is not None:
             (der / files.preview.name).write_bytes(preview_png)
         for sub in ("rawdata", "derivatives"):

@@ -21,8 +21,6 @@ import io
 import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -305,14 +303,7 @@ def check_output_dir(out_dir: PathLike, overwrite: bool = False) -> Path:
 
 
 def _write_text_atomic(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    imageio.write_bytes_atomic(text.encode("utf-8"), path)
 
 
 def write_results(result: EvaluationResult, out_dir: PathLike, overwrite: bool = False) -> List[Path]:

@@ -8,11 +8,13 @@ into one line on stderr and a non-zero exit code.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -129,20 +131,41 @@ def read_label_map(path: PathLike, reference: Optional[sitk.Image] = None,
     return out
 
 
-def write_image_atomic(image: sitk.Image, path: PathLike, compress: bool = True) -> Path:
-    """Write ``image`` to ``path`` through a temporary file in the same folder, then rename.
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same extensions); rename it onto ``path`` on success.
 
-    The temporary name keeps the full extension so that SimpleITK picks the right writer.
+    On any exception the temporary file is removed and ``path`` is left as it was, so a reader
+    never sees a half-written file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".nii.gz"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix="".join(path.suffixes) or ".tmp", dir=path.parent)
     os.close(fd)
+    tmp = Path(name)
     try:
-        sitk.WriteImage(image, tmp, compress)
+        yield tmp
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes_atomic(data: bytes, path: PathLike) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_json_atomic(obj: Any, path: PathLike, indent: Optional[int] = 2) -> Path:
+    """Write ``obj`` as JSON (UTF-8) to ``path`` atomically."""
+    return write_bytes_atomic(json.dumps(obj, indent=indent).encode("utf-8"), path)
+
+
+def write_image_atomic(image: sitk.Image, path: PathLike, compress: bool = True) -> Path:
+    """Write ``image`` to ``path`` atomically; the temporary name keeps the extension so that
+    SimpleITK picks the right writer."""
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), compress)
+    return Path(path)

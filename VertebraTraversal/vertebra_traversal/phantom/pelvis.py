@@ -66,7 +66,7 @@ def _triangle(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, thickness: float) 
 
 def pelvis_items(spine: Spine, torso: Torso, rng: np.random.Generator) -> List[Item]:
     """Iliac wings, acetabula, pubic and ischial rami, femoral heads, necks and shafts."""
-    s1, s3 = spine.sacrum[0], spine.sacrum[2]
+    s1 = spine.sacrum[0]
     k = float(np.clip(torso.cols["A"].max() / 180.0, 0.85, 1.15))
     hip_z = s1.origin[2] - rng.uniform(85, 105)
     items: List[Item] = []

@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -33,7 +31,7 @@ import SimpleITK as sitk
 from .. import anatomy, imageio
 from ..dataset import MODALITIES, CaseFiles, list_cases, read_case_info
 from ..geometry import to_model_grid
-from ..imageio import InputError
+from ..imageio import InputError, atomic_path, write_json_atomic
 from ..normalization import NormalizationSpec, normalize
 from .sampler import ScanIndex, scan_index
 
@@ -173,14 +171,8 @@ def _model_arrays(case: TrainingCase, spacing_mm: float, normalization: Normaliz
 
 
 def _save_npy(array: np.ndarray, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         np.save(tmp, array)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _index_to_json(index: ScanIndex) -> Dict[str, Any]:
@@ -216,10 +208,7 @@ def prepare_case(case: TrainingCase, cache_dir: Path, spacing_mm: float, normali
     _save_npy(labels, labels_path)
     meta = {"case": case.case_id, "source": str(case.image), "spacing_mm": spacing_mm, "target": target,
             "index": _index_to_json(index)}
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=cache_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(meta, handle)
-    os.replace(tmp, meta_path)
+    write_json_atomic(meta, meta_path, indent=None)
     logger.debug("cached %s as %s, shape %s", case.case_id, key, labels.shape)
     return PreparedCase(case.case_id, image_path, labels_path, index, spacing_mm, target)
 

@@ -17,16 +17,14 @@ import csv
 import io
 import json
 import logging
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
 
-from ..imageio import InputError
+from ..imageio import InputError, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +33,8 @@ LOG_FIELDS = ("iteration", "loss", "seg", "label", "completeness", "lambda", "se
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it onto ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write ``data`` to ``path`` atomically (:func:`vertebra_traversal.imageio.write_bytes_atomic`)."""
+    write_bytes_atomic(data, path)
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> List[str]:
