@@ -26,14 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"{__package__}.{name}")
-        except ImportError as exc:  # only our own missing modules; a missing dependency is an error
-            if not (exc.name or "").startswith("vertebra_traversal."):
-                raise
-            logging.getLogger(__name__).debug("command %s unavailable: %s", name, exc)
-            continue
-        module.register(subparsers)
+        importlib.import_module(f"{__package__}.{name}").register(subparsers)
     return parser
 
 
