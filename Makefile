@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml requirements.txt
 
 setup: $(STAMP)
 
+# demo-output/ belongs to the demo: each run replaces it.
 demo: $(STAMP)
+	rm -rf demo-output
 	$(BIN)/vertebra-traversal demo --out demo-output
 
 test: $(STAMP)
