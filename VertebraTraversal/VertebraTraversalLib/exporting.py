@@ -22,8 +22,9 @@ import slicer.util
 import vtk
 
 from vertebra_traversal import dataset
-from vertebra_traversal.export import (TAG_COMPLETE, TAG_LABEL_ID, ExportConfig, SegmentAssignment, check_unique,
-                                       export_case, resolve_segment, validate_case_id)
+from vertebra_traversal.export import (ExportConfig, SegmentAssignment, check_unique, export_case, resolve_segment,
+                                       validate_case_id)
+from vertebra_traversal.formats import TAG_COMPLETE, TAG_LABEL_ID
 from vertebra_traversal.imageio import InputError
 
 from .segmentation import segment_tag

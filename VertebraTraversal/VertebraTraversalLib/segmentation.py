@@ -20,7 +20,8 @@ import slicer
 import vtk
 
 from vertebra_traversal import anatomy
-from vertebra_traversal.export import INCOMPLETE_SUFFIX, TAG_COMPLETE, TAG_LABEL_ID
+from vertebra_traversal.formats import (INCOMPLETE_SUFFIX, REPORT_FORMAT, TAG_COMPLETE, TAG_COMPLETENESS,
+                                        TAG_CONFIDENCE, TAG_LABEL_ID, TAG_LIKELIHOOD, TERMINOLOGY_CONTEXT)
 from vertebra_traversal.imageio import InputError
 
 from .events import ROLE_ATTRIBUTE
@@ -28,12 +29,6 @@ from .volumes import PathLike, read_volume_into, same_geometry
 
 logger = logging.getLogger(__name__)
 
-TAG_COMPLETENESS = "VertebraTraversal.completenessProbability"
-TAG_LIKELIHOOD = "VertebraTraversal.labelLikelihood"
-TAG_CONFIDENCE = "VertebraTraversal.labelConfidence"
-#: Same context name as the engine's .seg.nrrd (vertebra_traversal.outputs).
-TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
-REPORT_FORMAT = "vertebra-traversal-report"
 
 
 @dataclass(frozen=True)

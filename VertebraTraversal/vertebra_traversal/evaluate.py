@@ -29,13 +29,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import anatomy, dataset, imageio, metrics
+from .formats import LABELS_SUFFIX, REPORT_SUFFIX
 from .imageio import InputError, PathLike
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_FILES = ("per_vertebra.csv", "summary.json")
-LABELS_SUFFIX = "_seg-vert_msk.nii.gz"
-REPORT_SUFFIX = "_report.json"
 UNGROUPED = "all"
 OVERALL = "overall"
 Progress = Callable[[float, str], None]

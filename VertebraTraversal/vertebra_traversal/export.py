@@ -30,13 +30,11 @@ import SimpleITK as sitk
 import slicerio
 
 from . import __version__, anatomy, dataset
+from .formats import TAG_COMPLETE, TAG_LABEL_ID
 from .imageio import InputError, PathLike, read_image, read_label_map
 
 logger = logging.getLogger(__name__)
 
-TAG_LABEL_ID = "VertebraTraversal.labelId"
-TAG_COMPLETE = "VertebraTraversal.complete"
-INCOMPLETE_SUFFIX = "(incomplete)"
 _NAME = re.compile(r"^\s*([A-Za-z]\d{1,2})\s*(\(\s*incomplete\s*\))?\s*$", re.IGNORECASE)
 _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 #: Tolerances: direction/spacing entries (mm) and the grid offset (voxels).

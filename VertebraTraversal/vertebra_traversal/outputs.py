@@ -20,12 +20,12 @@ import slicerio
 
 from . import anatomy
 from .dataset import verse_centroid_json
+from .formats import (CENTROIDS_SUFFIX, INCOMPLETE_SUFFIX, LABELS_SUFFIX, REPORT_FORMAT, REPORT_SUFFIX,
+                      SEGMENTATION_SUFFIX, TAG_COMPLETE, TAG_COMPLETENESS, TAG_CONFIDENCE, TAG_LABEL_ID,
+                      TAG_LIKELIHOOD, TERMINOLOGY_CONTEXT)
 from .imageio import InputError, PathLike, write_image_atomic
 from .pipeline import SegmentationResult, VertebraResult
 
-REPORT_FORMAT = "vertebra-traversal-report"
-TAG_PREFIX = "VertebraTraversal."
-TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,8 @@ class OutputPaths:
 
     @classmethod
     def for_stem(cls, out_dir: Path, stem: str) -> "OutputPaths":
-        return cls(out_dir / f"{stem}_seg-vert_msk.nii.gz", out_dir / f"{stem}.seg.nrrd",
-                   out_dir / f"{stem}_seg-subreg_ctd.json", out_dir / f"{stem}_report.json")
+        return cls(out_dir / f"{stem}{LABELS_SUFFIX}", out_dir / f"{stem}{SEGMENTATION_SUFFIX}",
+                   out_dir / f"{stem}{CENTROIDS_SUFFIX}", out_dir / f"{stem}{REPORT_SUFFIX}")
 
     def to_json(self) -> Dict[str, str]:
         return {key: str(value) for key, value in self.__dict__.items()}
@@ -66,7 +66,7 @@ def prepare_output_dir(out_dir: PathLike) -> Path:
 
 def segment_display_name(vertebra: VertebraResult) -> str:
     """Segment name shown to the user: ``"L1"`` or ``"T1 (incomplete)"``."""
-    return vertebra.name if vertebra.complete else f"{vertebra.name} (incomplete)"
+    return vertebra.name if vertebra.complete else f"{vertebra.name} {INCOMPLETE_SUFFIX}"
 
 
 def _segment_entry(vertebra: VertebraResult, array_ijk: np.ndarray) -> Dict[str, Any]:
@@ -80,11 +80,10 @@ def _segment_entry(vertebra: VertebraResult, array_ijk: np.ndarray) -> Dict[str,
         "terminology": {"contextName": TERMINOLOGY_CONTEXT,
                         "category": ["SCT", anatomy.ANATOMICAL_STRUCTURE[0], anatomy.ANATOMICAL_STRUCTURE[2]],
                         "type": ["SCT", row.snomed_code, row.snomed_meaning]},
-        "tags": {f"{TAG_PREFIX}labelId": str(vertebra.label),
-                 f"{TAG_PREFIX}complete": "true" if vertebra.complete else "false",
-                 f"{TAG_PREFIX}completenessProbability": f"{vertebra.completeness_probability:.4f}",
-                 f"{TAG_PREFIX}labelLikelihood": f"{vertebra.label_likelihood:.4f}",
-                 f"{TAG_PREFIX}labelConfidence": f"{vertebra.label_confidence:.4f}"},
+        "tags": {TAG_LABEL_ID: str(vertebra.label), TAG_COMPLETE: "true" if vertebra.complete else "false",
+                 TAG_COMPLETENESS: f"{vertebra.completeness_probability:.4f}",
+                 TAG_LIKELIHOOD: f"{vertebra.label_likelihood:.4f}",
+                 TAG_CONFIDENCE: f"{vertebra.label_confidence:.4f}"},
     }
 
 
@@ -125,7 +124,7 @@ def write_outputs(result: SegmentationResult, input_path: PathLike, out_dir: Pat
         raise InputError(f"{taken[0]}: output exists already (two inputs with the same name?); not overwriting")
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
     try:
-        staged = OutputPaths.for_stem(staging, final.labels.name[: -len("_seg-vert_msk.nii.gz")])
+        staged = OutputPaths.for_stem(staging, final.labels.name[: -len(LABELS_SUFFIX)])
         write_image_atomic(result.labels, staged.labels)
         write_seg_nrrd(result.labels, result.vertebrae, staged.segmentation)
         staged.centroids.write_text(json.dumps(verse_centroid_json(result.labels), indent=2), encoding="utf-8")
