@@ -74,3 +74,16 @@ def test_same_grid_compares_geometry(ramp):
     assert same_grid(a, b)
     b.SetOrigin((0.0, 0.0, 1.0))
     assert not same_grid(a, b)
+
+
+def test_json_documents_are_checked_for_their_format(tmp_path):
+    from vertebra_traversal.imageio import read_json_document, write_json_atomic
+
+    good = write_json_atomic({"format": "thing", "x": 1}, tmp_path / "good.json")
+    assert read_json_document(good, "thing", "thing file")["x"] == 1
+    other = write_json_atomic({"format": "other"}, tmp_path / "other.json")
+    with pytest.raises(InputError, match=r"other.json: not a thing sidecar"):
+        read_json_document(other, "thing", "sidecar")
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(InputError, match=r"broken.json: cannot read sidecar"):
+        read_json_document(tmp_path / "broken.json", "thing", "sidecar")

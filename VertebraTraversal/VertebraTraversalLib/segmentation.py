@@ -9,7 +9,6 @@ found), coloured from anatomy.py, with SNOMED CT terminology and the tags of the
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import vtk
 from vertebra_traversal import anatomy
 from vertebra_traversal.formats import (INCOMPLETE_SUFFIX, REPORT_FORMAT, TAG_COMPLETE, TAG_COMPLETENESS,
                                         TAG_CONFIDENCE, TAG_LABEL_ID, TAG_LIKELIHOOD, TERMINOLOGY_CONTEXT)
-from vertebra_traversal.imageio import InputError
+from vertebra_traversal.imageio import InputError, read_json_document
 
 from .events import ROLE_ATTRIBUTE
 from .volumes import PathLike, read_volume_into, same_geometry
@@ -62,12 +61,7 @@ def read_report(path: PathLike) -> Dict[int, Mapping[str, Any]]:
         InputError: unreadable file, wrong format, or an unknown label id.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read report ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
-        raise InputError(f"{path}: not a {REPORT_FORMAT} file")
+    data = read_json_document(path, REPORT_FORMAT, "file")
     entries = {}
     for entry in data.get("vertebrae", []):
         if not anatomy.is_valid_label(entry.get("label", 0)):

@@ -14,7 +14,6 @@ through this module. VerSe releases drop in as they are (their cases have no sid
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -27,7 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import anatomy
-from .imageio import InputError, PathLike, write_image_atomic, write_json_atomic
+from .imageio import InputError, PathLike, read_json_document, write_image_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -183,12 +182,7 @@ def read_case_info(files: CaseFiles, labels: Optional[sitk.Image] = None) -> Cas
         InputError: unreadable sidecar, wrong format, or unknown vertebra ids.
     """
     if files.sidecar.exists():
-        try:
-            data = json.loads(files.sidecar.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{files.sidecar}: cannot read sidecar JSON ({exc})") from None
-        if data.get("format") != SIDECAR_FORMAT:
-            raise InputError(f"{files.sidecar}: not a {SIDECAR_FORMAT} sidecar")
+        data = read_json_document(files.sidecar, SIDECAR_FORMAT, "sidecar")
         records = []
         for entry in data.get("vertebrae", []):
             if not anatomy.is_valid_label(entry.get("label", 0)):

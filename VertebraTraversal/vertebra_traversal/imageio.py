@@ -151,6 +151,22 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def read_json_document(path: PathLike, expected_format: str, what: str) -> dict:
+    """Read a JSON object whose ``format`` field must be ``expected_format``.
+
+    Raises:
+        InputError: ``"<path>: cannot read <what> (...)"`` or ``"<path>: not a <expected_format> <what>"``.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read {what} ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != expected_format:
+        raise InputError(f"{path}: not a {expected_format} {what}")
+    return data
+
+
 def write_bytes_atomic(data: bytes, path: PathLike) -> Path:
     """Write ``data`` to ``path`` atomically (:func:`atomic_path`)."""
     with atomic_path(path) as tmp:
