@@ -15,6 +15,7 @@ from typing import List
 import numpy as np
 import SimpleITK as sitk
 
+from ..anatomy import name_of
 from ..checkpoint import load_model
 from ..imageio import InputError, write_image_atomic
 from ..metrics import CaseScore, score_case
@@ -50,7 +51,7 @@ def table(result: SegmentationResult, score: CaseScore, truth_names: List[str]) 
              f"{'truth':>7}{'Dice %':>8}{'ASSD mm':>9}"]
     for v in result.vertebrae:
         s = by_label.get(v.label)
-        truth = "-" if s is None else _name(s.label)
+        truth = "-" if s is None else name_of(s.label)
         dice = "-" if s is None else f"{100 * s.dice:.1f}"
         assd = "-" if s is None or not np.isfinite(s.assd_mm) else f"{s.assd_mm:.2f}"
         lines.append(f"{v.name:<18}{'yes' if v.complete else 'NO':>9}{v.completeness_probability:>10.2f}"
@@ -59,11 +60,6 @@ def table(result: SegmentationResult, score: CaseScore, truth_names: List[str]) 
     lines.append(f"mean Dice {100 * score.mean_dice:.1f} %, mean ASSD {score.mean_assd:.2f} mm, identification "
                  f"{100 * score.identification_accuracy:.0f} %, completeness {100 * score.completeness_accuracy:.0f} %")
     return "\n".join(lines)
-
-
-def _name(label: int) -> str:
-    from ..anatomy import name_of
-    return name_of(label)
 
 
 def run(args: argparse.Namespace) -> int:
