@@ -125,8 +125,11 @@ def test_prediction_on_another_grid_is_refused(reference, tmp_path):
 def test_bad_report_is_named(reference, tmp_path):
     pred = tmp_path / "pred"
     _write_segment_outputs(pred)
-    (pred / "c1_report.json").write_text('{"vertebrae": [{"label": 20}]}')
-    with pytest.raises(InputError, match="c1_report.json"):
+    (pred / "c1_report.json").write_text('{"vertebrae": [{"label": 20, "complete": true}]}')
+    with pytest.raises(InputError, match="c1_report.json: not a vertebra-traversal-report report"):
+        evaluate.evaluate_folders(pred, reference)
+    (pred / "c1_report.json").write_text('{"format": "vertebra-traversal-report", "vertebrae": [{"label": 20}]}')
+    with pytest.raises(InputError, match="c1_report.json: cannot read completeness from report"):
         evaluate.evaluate_folders(pred, reference)
 
 

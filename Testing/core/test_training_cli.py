@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 
 import pytest
@@ -40,6 +41,18 @@ def test_train_writes_model_log_and_resumes_or_refuses(tiny_presets, tmp_path, c
           "--init", str(out / "model.pt")]
     assert cli.main(mr) == 2
     assert "CT model" in capsys.readouterr().err and not (tmp_path / "mr").exists()
+
+
+def test_seed_option_is_part_of_the_run_identity(tiny_presets, tmp_path, capsys):
+    data = tmp_path / "data"
+    write_spine_case(data, "case001", [24, 23])
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(out), "--iterations", "1", "--workers", "0"]
+    assert cli.main(args + ["--seed", "3"]) == 0
+    assert json.loads((out / "run.json").read_text())["identity"]["config"]["seed"] == 3
+    before = (out / "run.json").read_bytes()
+    assert cli.main(args + ["--seed", "4"]) == 2                 # other patch draws: another run
+    assert "seed" in capsys.readouterr().err and (out / "run.json").read_bytes() == before
 
 
 def test_bad_data_folder_is_one_clear_error(tiny_presets, tmp_path, capsys):

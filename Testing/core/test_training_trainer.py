@@ -114,6 +114,10 @@ def test_a_folder_holding_another_run_or_other_files_is_refused_untouched(data, 
     with pytest.raises(InputError, match="not empty"):
         train([data], other, _config(), device="cpu")
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+    (other / "run.json").write_text('{"format": "something-else"}')
+    with pytest.raises(InputError, match=r"run.json: not a vertebra-traversal-run run description"):
+        train([data], other, _config(), device="cpu")
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt", "run.json"]
 
 
 def test_init_fine_tunes_and_refuses_another_modality(data, tmp_path):

@@ -29,7 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import anatomy, dataset, imageio, metrics
-from .formats import LABELS_SUFFIX, REPORT_SUFFIX
+from .formats import LABELS_SUFFIX, REPORT_FORMAT, REPORT_SUFFIX
 from .imageio import InputError, PathLike
 
 logger = logging.getLogger(__name__)
@@ -140,10 +140,10 @@ def find_prediction(pred_dir: Path, case: dataset.CaseFiles) -> Optional[Predict
 
 
 def _report_completeness(path: Path) -> Dict[int, bool]:
+    data = imageio.read_json_document(path, REPORT_FORMAT, "report")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
         return {int(v["label"]): bool(v["complete"]) for v in data["vertebrae"]}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{path}: cannot read completeness from report ({type(exc).__name__}: {exc})") from None
 
 

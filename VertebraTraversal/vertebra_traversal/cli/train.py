@@ -39,6 +39,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--validate-every", type=_positive, metavar="N", help="iterations between validations")
     parser.add_argument("--checkpoint-every", type=_positive, metavar="N", help="iterations between checkpoints")
     parser.add_argument("--threads", type=_non_negative, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--seed", type=_non_negative,
+                        help="seeds the weights and every patch draw (default 0); use another one when "
+                             "fine-tuning a model that was trained with the same data and seed")
     parser.set_defaults(func=run)
 
 
@@ -66,7 +69,7 @@ def _config(args: argparse.Namespace) -> Any:
     config = preset(args.preset, args.modality)
     changes = {name: getattr(args, key) for key, name in (
         ("iterations", "iterations"), ("workers", "workers"), ("validate_every", "validate_every"),
-        ("checkpoint_every", "checkpoint_every"), ("threads", "threads")) if getattr(args, key) is not None}
+        ("checkpoint_every", "checkpoint_every"), ("threads", "threads"), ("seed", "seed")) if getattr(args, key) is not None}
     return config.replace(**changes)
 
 

@@ -24,17 +24,12 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from ..imageio import InputError, write_bytes_atomic
+from ..imageio import InputError, read_json_document, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
 RUN_FORMAT = "vertebra-traversal-run"
 LOG_FIELDS = ("iteration", "loss", "seg", "label", "completeness", "lambda", "seconds")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (:func:`vertebra_traversal.imageio.write_bytes_atomic`)."""
-    write_bytes_atomic(data, path)
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> List[str]:
@@ -84,12 +79,7 @@ class RunFolder:
         """
         identity = json.loads(json.dumps(identity))  # canonical JSON types (tuples -> lists)
         if self.identity_file.exists():
-            try:
-                stored = json.loads(self.identity_file.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise InputError(f"{self.identity_file}: unreadable run description ({exc})") from None
-            if stored.get("format") != RUN_FORMAT:
-                raise InputError(f"{self.identity_file}: not a {RUN_FORMAT} description; not touching {self.root}")
+            stored = read_json_document(self.identity_file, RUN_FORMAT, "run description")
             differs = _differences(stored.get("identity"), identity)
             if differs:
                 raise InputError(f"{self.root}: holds a different training run (differs in: "
@@ -101,7 +91,7 @@ class RunFolder:
                              f"choose a new or empty --out folder")
         self.root.mkdir(parents=True, exist_ok=True)
         document = {"format": RUN_FORMAT, "version": 1, "identity": identity}
-        write_atomic(self.identity_file, json.dumps(document, indent=1).encode("utf-8"))
+        write_bytes_atomic(json.dumps(document, indent=1).encode("utf-8"), self.identity_file)
         return False
 
     def release(self) -> None:
@@ -115,7 +105,7 @@ class RunFolder:
         """``torch.save`` the state through a temporary file (never a half-written checkpoint)."""
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        write_atomic(self.checkpoint, buffer.getvalue())
+        write_bytes_atomic(buffer.getvalue(), self.checkpoint)
 
     def load_checkpoint(self) -> Dict[str, Any]:
         try:
@@ -133,11 +123,11 @@ class RunFolder:
         writer = csv.DictWriter(text, fieldnames=LOG_FIELDS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        write_atomic(self.log, text.getvalue().encode("utf-8"))
+        write_bytes_atomic(text.getvalue().encode("utf-8"), self.log)
         if self.validation.exists():
             kept = [l for l in self.validation.read_text(encoding="utf-8").splitlines()
                     if l.strip() and json.loads(l).get("iteration", 0) <= iteration]
-            write_atomic(self.validation, "".join(l + "\n" for l in kept).encode("utf-8"))
+            write_bytes_atomic("".join(l + "\n" for l in kept).encode("utf-8"), self.validation)
 
     def append_log(self, rows: List[Dict[str, float]]) -> None:
         with self.log.open("a", newline="", encoding="utf-8") as handle:

@@ -104,6 +104,8 @@ class _Session:
         self.held_out, self.progress = held_out, progress
         torch.manual_seed(config.seed)
         self.model = IterativeFCN(config.network).to(device)
+        if device.type == "cpu":  # oneDNN's channels-last conv3d: ~18 % faster steps (benchmarks/network_speed.py)
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate,
                                           betas=(config.beta1, config.beta2))
         self.iteration, self.seconds, self.history = 0, 0.0, []  # type: ignore[var-annotated]
@@ -148,7 +150,10 @@ class _Session:
     def step(self, batch: Dict[str, torch.Tensor]) -> "tuple[Dict[str, float], float]":
         fp_lambda = fp_weight(self.iteration, self.config.iterations, self.config.loss.lambda_min)
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        seg_logits, label, complete_logit = self.model.forward_logits(batch["input"])
+        inputs = batch["input"]
+        if self.device.type == "cpu":
+            inputs = inputs.contiguous(memory_format=torch.channels_last_3d)
+        seg_logits, label, complete_logit = self.model.forward_logits(inputs)
         terms = total_loss(seg_logits, label, complete_logit, batch, fp_lambda, self.seg_divisor)
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
