@@ -106,9 +106,9 @@ def paper_config() -> NetworkConfig:
 def compact_config() -> NetworkConfig:
     """A CPU-trainable network: 16 filters, 48^3 patches meant for 2.5 mm spacing (a 120 mm field of view).
 
-    Measured on 2 CPU threads (benchmarks/network_speed.py): one training step with 64^3 patches and
-    16 filters took about 2-8 s (PyTorch's CPU conv3d backward dominates), with 48^3 patches about
-    0.75 s; 32 filters at 64^3 about 13-15 s.
+    Measured on 2 idle CPU threads (benchmarks/network_speed.py, channels-last): one training step takes
+    0.53 s with these settings, 0.95 s with 24 filters, 1.6 s with 64^3 patches and 3.1 s with 32 filters
+    at 64^3 (PyTorch's CPU conv3d backward dominates; under load the larger ones took 2-5x longer).
     """
     return NetworkConfig(filters=16, depth=3, head_features=32, head_depth=1, patch_size=(48, 48, 48))
 

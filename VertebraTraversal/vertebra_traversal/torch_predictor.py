@@ -47,7 +47,7 @@ class TorchPredictor:
     def _run_chunk(self, images: np.ndarray, memories: np.ndarray) -> tuple:
         x = np.stack([images, memories], axis=1).astype(np.float32, copy=False)  # (b, 2, D, H, W)
         tensor = torch.from_numpy(np.ascontiguousarray(x)).to(self.model.device)
-        if tensor.device.type == "cpu":  # oneDNN's channels-last conv3d: 1.7x faster (benchmarks/network_speed.py)
+        if tensor.device.type == "cpu":  # oneDNN's channels-last conv3d: 1.8x faster (benchmarks/network_speed.py)
             tensor = tensor.contiguous(memory_format=torch.channels_last_3d)
         seg, label, complete = self.model.module(tensor)
         return (seg[:, 0].float().cpu().numpy(), label.reshape(-1).float().cpu().numpy(),

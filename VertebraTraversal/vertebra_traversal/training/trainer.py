@@ -104,7 +104,7 @@ class _Session:
         self.held_out, self.progress = held_out, progress
         torch.manual_seed(config.seed)
         self.model = IterativeFCN(config.network).to(device)
-        if device.type == "cpu":  # oneDNN's channels-last conv3d: ~18 % faster steps (benchmarks/network_speed.py)
+        if device.type == "cpu":  # oneDNN's channels-last conv3d: steps ~20 % faster (benchmarks/network_speed.py)
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate,
                                           betas=(config.beta1, config.beta2))
