@@ -17,11 +17,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from vertebra_traversal.checkpoint import load_model
 from vertebra_traversal.models import resolve_model
-from vertebra_traversal.normalization import pad_value
+from vertebra_traversal.torch_predictor import TorchPredictor
 from vertebra_traversal.training.config import preset
 from vertebra_traversal.training.data import find_cases, prepare_cases
 from vertebra_traversal.training.patches import PatchSettings, fixed_samples
@@ -47,16 +46,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         prepared = prepare_cases(cases, args.cache or Path(tmp), config.spacing_mm, config.normalization,
                                  config.verse_margin_mm)
-        settings = PatchSettings(config.sampling(), config.augment, config.loss, pad_value(config.normalization),
-                                 seed=12345)
+        settings = PatchSettings.of(config, seed=12345)
         samples = fixed_samples(prepared, settings, args.patches)
-    predicted, target = [], []
-    with torch.inference_mode():
-        for sample in samples:
-            x = torch.from_numpy(sample["input"])[None].contiguous(memory_format=torch.channels_last_3d)
-            predicted.append(float(loaded.module.forward_logits(x)[1].reshape(-1)[0]))
-            target.append(float(sample["label"]))
-    p, t = np.array(predicted), np.array(target)
+    inputs = np.stack([sample["input"] for sample in samples])  # (N, 2, D, H, W): image, memory
+    p = TorchPredictor(loaded)(inputs[:, 0], inputs[:, 1]).label_values
+    t = np.array([float(sample["label"]) for sample in samples])
     regions = np.array([region_of(v) for v in t])
     region_guess = np.array([np.median(t[regions == r]) for r in regions])
     summary = {"patches": len(t), "mae": round(float(np.mean(np.abs(p - t))), 2),

@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..normalization import pad_value
 from .augment import AugmentConfig, augment_patch, random_z_window
+from .config import TrainingConfig
 from .data import PreparedCase
 from .loss import LossConfig, surface_weights
 from .sampler import (PatchPlan, SamplingConfig, TargetInfo, extract_patch, memory_mask, patch_targets,
@@ -36,6 +38,12 @@ class PatchSettings:
     loss: LossConfig
     pad_value: float
     seed: int
+
+    @classmethod
+    def of(cls, config: TrainingConfig, seed: Optional[int] = None) -> "PatchSettings":
+        """The settings of a training configuration (its own seed unless ``seed`` is given)."""
+        return cls(config.sampling(), config.augment, config.loss, pad_value(config.normalization),
+                   config.seed if seed is None else seed)
 
 
 def build_sample(image: np.ndarray, labels: np.ndarray, case: PreparedCase, settings: PatchSettings,

@@ -22,7 +22,7 @@ from .. import __version__
 from ..checkpoint import CheckpointError, ModelMetadata, load_model, resolve_device, save_torchscript
 from ..imageio import InputError
 from ..network import IterativeFCN, NetworkConfig
-from ..normalization import NormalizationSpec, pad_value
+from ..normalization import NormalizationSpec
 from .config import TrainingConfig
 from .data import PreparedCase, TrainingCase, describe_case, find_cases, prepare_cases
 from .loss import fp_weight, reference_voxels, total_loss
@@ -104,15 +104,14 @@ class _Session:
         self.held_out, self.progress = held_out, progress
         torch.manual_seed(config.seed)
         self.model = IterativeFCN(config.network).to(device)
-        if device.type == "cpu":  # oneDNN's channels-last conv3d: steps ~20 % faster (benchmarks/network_speed.py)
+        if device.type == "cpu":  # channels-last weights: oneDNN's conv3d ~20 % faster (benchmarks/network_speed.py)
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate,
                                           betas=(config.beta1, config.beta2))
         self.iteration, self.seconds, self.history = 0, 0.0, []  # type: ignore[var-annotated]
         spacing = (config.spacing_mm,) * 3
         self.seg_divisor = reference_voxels(config.loss, spacing)
-        self.settings = PatchSettings(config.sampling(), config.augment, config.loss,
-                                      pad_value(config.normalization), config.seed)
+        self.settings = PatchSettings.of(config)
         self.pending: List[Dict[str, float]] = []
 
     def state(self) -> Dict[str, Any]:
@@ -150,10 +149,7 @@ class _Session:
     def step(self, batch: Dict[str, torch.Tensor]) -> "tuple[Dict[str, float], float]":
         fp_lambda = fp_weight(self.iteration, self.config.iterations, self.config.loss.lambda_min)
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        inputs = batch["input"]
-        if self.device.type == "cpu":
-            inputs = inputs.contiguous(memory_format=torch.channels_last_3d)
-        seg_logits, label, complete_logit = self.model.forward_logits(inputs)
+        seg_logits, label, complete_logit = self.model.forward_logits(batch["input"])
         terms = total_loss(seg_logits, label, complete_logit, batch, fp_lambda, self.seg_divisor)
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
