@@ -55,6 +55,23 @@ def test_seed_option_is_part_of_the_run_identity(tiny_presets, tmp_path, capsys)
     assert "seed" in capsys.readouterr().err and (out / "run.json").read_bytes() == before
 
 
+def test_lambda_min_option_sets_the_schedule_start(tiny_presets, tmp_path, capsys):
+    data = tmp_path / "data"
+    write_spine_case(data, "case001", [24, 23])
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(out), "--iterations", "4", "--workers", "0"]
+    assert cli.main(args + ["--lambda-min", "1"]) == 0
+    assert json.loads((out / "run.json").read_text())["identity"]["config"]["loss"]["lambda_min"] == 1.0
+    rows = (out / "log.csv").read_text().splitlines()
+    column = rows[0].split(",").index("lambda")
+    assert [float(r.split(",")[column]) for r in rows[1:]] == [1.0] * 4   # default start: 0.1 → ~0.1
+    assert cli.main(args) == 2                                   # the default schedule is another run
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli.main(args + ["--lambda-min", "0"])
+    assert "expected a number in (0, 1]" in capsys.readouterr().err
+
+
 def test_bad_data_folder_is_one_clear_error(tiny_presets, tmp_path, capsys):
     assert cli.main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err

@@ -12,6 +12,7 @@ import math
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional, TextIO
 
@@ -42,6 +43,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--seed", type=_non_negative,
                         help="seeds the weights and every patch draw (default 0); use another one when "
                              "fine-tuning a model that was trained with the same data and seed")
+    parser.add_argument("--lambda-min", type=_unit_interval, metavar="L",
+                        help="false-positive weight λ at the start of the schedule (default 0.1, paper "
+                             "§3.6); 1 keeps false positives fully weighted throughout, e.g. when "
+                             "fine-tuning a model that already finds the bone")
     parser.set_defaults(func=run)
 
 
@@ -65,11 +70,20 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _unit_interval(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text}")
+    return value
+
+
 def _config(args: argparse.Namespace) -> Any:
     config = preset(args.preset, args.modality)
     changes = {name: getattr(args, key) for key, name in (
         ("iterations", "iterations"), ("workers", "workers"), ("validate_every", "validate_every"),
         ("checkpoint_every", "checkpoint_every"), ("threads", "threads"), ("seed", "seed")) if getattr(args, key) is not None}
+    if getattr(args, "lambda_min", None) is not None:
+        changes["loss"] = replace(config.loss, lambda_min=args.lambda_min)
     return config.replace(**changes)
 
 
