@@ -69,6 +69,8 @@ def test_every_file_listed_in_cmake_exists_and_the_library_is_complete():
     listed = sets["MODULE_PYTHON_SCRIPTS"] + sets["MODULE_PYTHON_RESOURCES"]
     assert "VertebraTraversal.py" in listed and "Resources/UI/VertebraTraversal.ui" in listed
     assert sorted(p for p in listed if not (MODULE_DIR / p).is_file()) == []
+    models = sorted(p.relative_to(MODULE_DIR).as_posix() for p in (MODULE_DIR / "Resources" / "Models").iterdir())
+    assert "Resources/Models/ct.pt" in models and sorted(p for p in models if p not in listed) == []
     library = sorted(str(p.relative_to(MODULE_DIR)) for p in (MODULE_DIR / "VertebraTraversalLib").glob("*.py"))
     assert sorted(p for p in library if p not in listed) == []
 
