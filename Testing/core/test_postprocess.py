@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vertebra_traversal.postprocess import (keep_largest_component, largest_component_per_label,
+from vertebra_traversal.postprocess import (keep_largest_component, largest_component_per_label, surface_passes,
                                             refine_surface_ct, surface_voxels)
 
 CUBE = (slice(2, 7),) * 3  # a 5^3 cube in a 9^3 volume
@@ -98,6 +98,17 @@ def test_input_untouched_dtype_kept_and_zero_iterations_copy():
 def test_bad_arguments_are_refused(labels, hu, iterations):
     with pytest.raises(ValueError):
         refine_surface_ct(labels, hu, iterations=iterations)
+
+
+@pytest.mark.parametrize("model, image, passes", [
+    ((1.0, 1.0, 1.0), (1.0, 1.0, 1.0), 1),          # the paper: one layer
+    ((1.0, 1.0, 1.0), (0.8, 0.8, 3.0), 1),          # 1.25 rounds down
+    ((2.5, 2.5, 2.5), (1.45, 1.45, 1.83), 2),       # compact model on a held-out phantom
+    ((2.5, 2.5, 2.5), (1.0, 1.0, 2.0), 3),          # 2.5 rounds half up
+    ((2.5, 2.5, 2.5), (3.0, 3.0, 5.0), 1),          # image coarser than the model: still one
+])
+def test_surface_passes_make_one_model_voxel(model, image, passes):
+    assert surface_passes(model, image) == passes
 
 
 def test_surface_voxels_of_a_cube():

@@ -3,7 +3,8 @@
 The steps follow the paper: resample to the model's isotropic grid (§3.1), normalise (CT: HU as the
 model says; MR: 5th/95th percentile to [-1, 1], §5), run the iterative traversal (§3.3), refine the
 labels by maximum likelihood (§3.4), map the instances back to the input grid with nearest neighbour
-(§3.1) and, for CT, remove voxels below 200 HU from each vertebra's surface (§3.1).
+(§3.1) and, for CT, remove voxels below 200 HU from each vertebra's surface (§3.1), a surface layer one
+model voxel thick (:func:`~vertebra_traversal.postprocess.surface_passes`).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from .geometry import from_model_grid, model_index_to_lps, to_model_grid
 from .labeling import LabelingConfig, provisional_label, refine_labels
 from .normalization import NormalizationSpec, normalize, pad_value
 from .predictor import Predictor
-from .postprocess import refine_surface_ct
+from .postprocess import refine_surface_ct, surface_passes
 from .torch_predictor import TorchPredictor
 from .traversal import PatchEvent, TraversalConfig, TraversalResult, VertebraEvent, traverse
 
@@ -36,7 +37,8 @@ class SegmentConfig:
 
     Attributes:
         batch_size: patches per network call (sliding search batches, paper §3.3 speed-up).
-        surface_refinement: CT only, paper §3.1 (remove surface voxels below ``surface_threshold_hu``).
+        surface_refinement: CT only, paper §3.1 (remove surface voxels below ``surface_threshold_hu``, a
+            layer one model voxel thick).
         completeness_threshold: a vertebra is flagged complete when its probability is at least this.
         max_steps: cap on patch positions (guard against runaway traversal).
         labeling: label refinement settings (T13 / L6 / four lumbar, paper §3.4 and beyond).
@@ -179,7 +181,8 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
     labels = from_model_grid(label_model, image)
     if meta.modality.upper() == "CT" and config.surface_refinement and found:
         refined = refine_surface_ct(sitk.GetArrayFromImage(labels), sitk.GetArrayViewFromImage(image),
-                                    threshold_hu=config.surface_threshold_hu)
+                                    threshold_hu=config.surface_threshold_hu,
+                                    iterations=surface_passes(meta.spacing_mm, image.GetSpacing()))
         out = sitk.GetImageFromArray(refined.astype(np.uint8))
         out.CopyInformation(image)
         labels = out
