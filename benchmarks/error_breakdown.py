@@ -1,0 +1,83 @@
+"""Where the voxels of each predicted vertebra lie: its own reference vertebra, a neighbour, other
+bone, or soft tissue -- and how far from the reference bone the soft-tissue part lies.
+
+    python benchmarks/error_breakdown.py --pred ct-pred --ref ct-test [--bone-hu 200]
+
+``--pred`` is a folder of ``segment`` outputs (``<case>_*seg-vert_msk.nii.gz``), ``--ref`` a dataset
+folder (project or VerSe layout). Each predicted instance is matched to the reference vertebra that
+holds most of its voxels; instances lying wholly outside the reference vertebrae are left out (they
+are false detections, counted by ``evaluate``). All fractions are of the matched instances' voxels,
+summed over all cases; "missed" is the part of the matched reference vertebrae that the instance
+does not cover. "Bone" is intensity above ``--bone-hu`` (CT only; for MR everything outside the
+vertebrae counts as soft tissue).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from vertebra_traversal.dataset import list_cases
+
+#: Distance bins (mm) for soft-tissue voxels, measured from the nearest reference vertebra voxel.
+BINS_MM = (0.0, 2.0, 4.0, 10.0, np.inf)
+
+
+def breakdown(pred: np.ndarray, ref: np.ndarray, image: np.ndarray, spacing_zyx: tuple,
+              bone_hu: float | None) -> dict:
+    """Voxel counts of one case; ``pred``/``ref`` (z, y, x) label maps, ``image`` the intensities."""
+    counts = dict(own=0, neighbour=0, other_bone=0, soft=0, missed=0, instances=0)
+    soft_hist = np.zeros(len(BINS_MM) - 1, dtype=np.int64)
+    distance = ndimage.distance_transform_edt(ref == 0, sampling=spacing_zyx)
+    for label in np.unique(pred)[1:]:
+        inside = pred == label
+        refs, n = np.unique(ref[inside], return_counts=True)
+        if not (refs > 0).any():
+            continue
+        own = refs[refs > 0][np.argmax(n[refs > 0])]
+        outside = inside & (ref == 0)
+        bone = outside & (image > bone_hu) if bone_hu is not None else np.zeros_like(outside)
+        counts["own"] += int(n[refs == own].sum())
+        counts["neighbour"] += int(n[(refs > 0) & (refs != own)].sum())
+        counts["other_bone"] += int(bone.sum())
+        counts["soft"] += int((outside & ~bone).sum())
+        counts["missed"] += int(((ref == own) & ~inside).sum())
+        counts["instances"] += 1
+        soft_hist += np.histogram(distance[outside & ~bone], bins=BINS_MM)[0]
+    counts["soft_by_distance"] = soft_hist.tolist()
+    return counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pred", type=Path, required=True)
+    parser.add_argument("--ref", type=Path, required=True)
+    parser.add_argument("--bone-hu", type=float, default=200.0)
+    args = parser.parse_args()
+    total: dict = {}
+    for case in list_cases(args.ref):
+        found = sorted(args.pred.glob(f"{case.case_id}_*seg-vert_msk.nii.gz"))
+        if not found:
+            continue
+        ref_image = sitk.ReadImage(str(case.labels))
+        image = sitk.ReadImage(str(case.image))
+        ct = "_ct" in case.image.name
+        counts = breakdown(sitk.GetArrayFromImage(sitk.ReadImage(str(found[0]))), sitk.GetArrayFromImage(ref_image),
+                           sitk.GetArrayFromImage(image), ref_image.GetSpacing()[::-1],
+                           args.bone_hu if ct else None)
+        for key, value in counts.items():
+            total[key] = np.add(total.get(key, 0), value)
+    predicted = sum(int(total[k]) for k in ("own", "neighbour", "other_bone", "soft"))
+    summary = {k: round(int(total[k]) / predicted, 3) for k in ("own", "neighbour", "other_bone", "soft", "missed")}
+    summary["instances"] = int(total["instances"])
+    summary["soft_by_distance_mm"] = {f"{lo:g}-{hi:g}": round(int(v) / max(1, int(total["soft"])), 3)
+                                      for lo, hi, v in zip(BINS_MM[:-1], BINS_MM[1:], total["soft_by_distance"])}
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
