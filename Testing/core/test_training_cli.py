@@ -43,11 +43,16 @@ def test_train_writes_model_log_and_resumes_or_refuses(tiny_presets, tmp_path, c
     assert "CT model" in capsys.readouterr().err and not (tmp_path / "mr").exists()
 
 
-def test_seed_option_is_part_of_the_run_identity(tiny_presets, tmp_path, capsys):
-    data = tmp_path / "data"
-    write_spine_case(data, "case001", [24, 23])
+def _one_case_run(tmp_path, iterations: int):
+    """A dataset of one two-vertebra case; returns the run folder and the train arguments."""
+    write_spine_case(tmp_path / "data", "case001", [24, 23])
     out = tmp_path / "run"
-    args = ["train", "--data", str(data), "--out", str(out), "--iterations", "1", "--workers", "0"]
+    return out, ["train", "--data", str(tmp_path / "data"), "--out", str(out), "--iterations", str(iterations),
+                 "--workers", "0"]
+
+
+def test_seed_option_is_part_of_the_run_identity(tiny_presets, tmp_path, capsys):
+    out, args = _one_case_run(tmp_path, 1)
     assert cli.main(args + ["--seed", "3"]) == 0
     assert json.loads((out / "run.json").read_text())["identity"]["config"]["seed"] == 3
     before = (out / "run.json").read_bytes()
@@ -56,15 +61,12 @@ def test_seed_option_is_part_of_the_run_identity(tiny_presets, tmp_path, capsys)
 
 
 def test_lambda_min_option_sets_the_schedule_start(tiny_presets, tmp_path, capsys):
-    data = tmp_path / "data"
-    write_spine_case(data, "case001", [24, 23])
-    out = tmp_path / "run"
-    args = ["train", "--data", str(data), "--out", str(out), "--iterations", "4", "--workers", "0"]
+    out, args = _one_case_run(tmp_path, 4)
     assert cli.main(args + ["--lambda-min", "1"]) == 0
     assert json.loads((out / "run.json").read_text())["identity"]["config"]["loss"]["lambda_min"] == 1.0
     rows = (out / "log.csv").read_text().splitlines()
     column = rows[0].split(",").index("lambda")
-    assert [float(r.split(",")[column]) for r in rows[1:]] == [1.0] * 4   # default start: 0.1 → ~0.1
+    assert [float(r.split(",")[column]) for r in rows[1:]] == [1.0] * 4
     assert cli.main(args) == 2                                   # the default schedule is another run
     capsys.readouterr()
     with pytest.raises(SystemExit):

@@ -127,13 +127,25 @@ def test_phantom_with_bundled_model_to_training_case(mrml, tmp_path):
     assert labels
     exported = _export_and_load(mrml, run.segmentation_node, volume, tmp_path, labels)
     truth = sitk.GetArrayFromImage(case.labels)
-    # what was found is spine: the exported voxels lie on phantom bone far above chance (the bone fraction
-    # of the spine's bounding box), every vertebra found lies on bone above chance, and together they cover
-    # most of the phantom's vertebrae. The bundled model over-segments (see its model card); on this sample
-    # it measured 45 % on bone against 18 % chance, 31-83 % per vertebra, and covered 80 % of the bone.
+    # what was found is spine: the exported voxels lie on the phantom's vertebrae far above chance (their
+    # fraction of the spine's bounding box) and cover most of them; every vertebra found lies on bone
+    # (> 200 HU) above chance, and every one flagged complete on vertebrae above chance. Fragments flagged
+    # incomplete are kept and flagged (paper §3.5) and may be other bone. The bundled model is far from
+    # the targets and flags too many vertebrae incomplete (model card); on this sample it measured 66 % on
+    # vertebrae against 18 % chance, covered 77 % of them, 50-68 % per complete-flagged vertebra, and
+    # 51-99 % bone per vertebra against 15 % chance (its top fragment, flagged incomplete, is 99 % bone
+    # at the field of view's edge but no vertebra).
     z, y, x = np.nonzero(truth)
-    chance = np.mean(truth[z.min():z.max() + 1, y.min():y.max() + 1, x.min():x.max() + 1] > 0)
+    box = tuple(slice(a.min(), a.max() + 1) for a in (z, y, x))
+    chance = np.mean(truth[box] > 0)
     assert np.mean(truth[exported > 0] > 0) > 2 * chance
     assert np.mean(exported[truth > 0] > 0) > 0.5
+    hu = sitk.GetArrayFromImage(case.image)
+    bone_chance = np.mean(hu[box] > 200)
+    segmentation = run.segmentation_node.GetSegmentation()
+    flagged = dict(parse_segment_name(segmentation.GetNthSegment(i).GetName()) for i in range(len(labels)))
     for label in labels:
-        assert np.mean(truth[exported == label] > 0) > chance, anatomy.name_of(label)
+        inside = exported == label
+        assert np.mean(hu[inside] > 200) > bone_chance, anatomy.name_of(label)
+        if not flagged[label]:
+            assert np.mean(truth[inside] > 0) > chance, anatomy.name_of(label)
