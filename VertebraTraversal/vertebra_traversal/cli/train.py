@@ -79,9 +79,8 @@ def _unit_interval(text: str) -> float:
 
 def _config(args: argparse.Namespace) -> Any:
     config = preset(args.preset, args.modality)
-    changes = {name: getattr(args, key) for key, name in (
-        ("iterations", "iterations"), ("workers", "workers"), ("validate_every", "validate_every"),
-        ("checkpoint_every", "checkpoint_every"), ("threads", "threads"), ("seed", "seed")) if getattr(args, key) is not None}
+    names = ("iterations", "workers", "validate_every", "checkpoint_every", "threads", "seed")
+    changes = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if getattr(args, "lambda_min", None) is not None:
         changes["loss"] = replace(config.loss, lambda_min=args.lambda_min)
     return config.replace(**changes)
