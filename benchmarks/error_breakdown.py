@@ -41,13 +41,14 @@ def breakdown(pred: np.ndarray, ref: np.ndarray, image: np.ndarray, spacing_zyx:
         own = refs[refs > 0][np.argmax(n[refs > 0])]
         outside = inside & (ref == 0)
         bone = outside & (image > bone_hu) if bone_hu is not None else np.zeros_like(outside)
+        soft = outside & ~bone
         counts["own"] += int(n[refs == own].sum())
         counts["neighbour"] += int(n[(refs > 0) & (refs != own)].sum())
         counts["other_bone"] += int(bone.sum())
-        counts["soft"] += int((outside & ~bone).sum())
+        counts["soft"] += int(soft.sum())
         counts["missed"] += int(((ref == own) & ~inside).sum())
         counts["instances"] += 1
-        soft_hist += np.histogram(distance[outside & ~bone], bins=BINS_MM)[0]
+        soft_hist += np.histogram(distance[soft], bins=BINS_MM)[0]
     counts["soft_by_distance"] = soft_hist.tolist()
     return counts
 

@@ -81,7 +81,7 @@ def _config(args: argparse.Namespace) -> Any:
     config = preset(args.preset, args.modality)
     names = ("iterations", "workers", "validate_every", "checkpoint_every", "threads", "seed")
     changes = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    if getattr(args, "lambda_min", None) is not None:
+    if args.lambda_min is not None:
         changes["loss"] = replace(config.loss, lambda_min=args.lambda_min)
     return config.replace(**changes)
 
