@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from test_training_fixtures import tiny_config, write_spine_case
 from vertebra_traversal.cli import main as cli
@@ -72,6 +73,20 @@ def test_lambda_min_option_sets_the_schedule_start(tiny_presets, tmp_path, capsy
     with pytest.raises(SystemExit):
         cli.main(args + ["--lambda-min", "0"])
     assert "expected a number in (0, 1]" in capsys.readouterr().err
+
+
+def test_learning_rate_option_reaches_the_optimiser(tiny_presets, tmp_path, capsys):
+    out, args = _one_case_run(tmp_path, 2)
+    assert cli.main(args + ["--learning-rate", "2.5e-4", "--checkpoint-every", "1"]) == 0
+    assert json.loads((out / "run.json").read_text())["identity"]["config"]["learning_rate"] == 2.5e-4
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert [group["lr"] for group in state["optimizer"]["param_groups"]] == [2.5e-4]
+    assert cli.main(args) == 2                                   # the default rate is another run
+    capsys.readouterr()
+    for bad in ("0", "-1e-3", "inf", "nan"):
+        with pytest.raises(SystemExit):
+            cli.main(args + [f"--learning-rate={bad}"])
+        assert "expected a positive number" in capsys.readouterr().err
 
 
 def test_bad_data_folder_is_one_clear_error(tiny_presets, tmp_path, capsys):

@@ -47,6 +47,9 @@ def register(subparsers: Any) -> None:
                         help="false-positive weight λ at the start of the schedule (default 0.1, paper "
                              "§3.6); 1 keeps false positives fully weighted throughout, e.g. when "
                              "fine-tuning a model that already finds the bone")
+    parser.add_argument("--learning-rate", type=_positive_float, metavar="LR",
+                        help="Adam learning rate (default 1e-3, paper §3.6); a smaller one, e.g. 1e-4, "
+                             "when fine-tuning with --init")
     parser.set_defaults(func=run)
 
 
@@ -70,6 +73,13 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
 def _unit_interval(text: str) -> float:
     value = float(text)
     if not 0.0 < value <= 1.0:
@@ -79,7 +89,7 @@ def _unit_interval(text: str) -> float:
 
 def _config(args: argparse.Namespace) -> Any:
     config = preset(args.preset, args.modality)
-    names = ("iterations", "workers", "validate_every", "checkpoint_every", "threads", "seed")
+    names = ("iterations", "workers", "validate_every", "checkpoint_every", "threads", "seed", "learning_rate")
     changes = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.lambda_min is not None:
         changes["loss"] = replace(config.loss, lambda_min=args.lambda_min)
