@@ -180,6 +180,7 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def onExport(self) -> None:
         params = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
+            self.logic.ensureDependencies(ask=True, withTorch=False)
             files = self.logic.exportCase(params.outputSegmentation, params.inputVolume, params.datasetFolder,
                                           params.caseId, params.exportModality)
             slicer.util.infoDisplay(f"Wrote case {params.caseId}:\n{files.image}\n{files.labels}\n{files.sidecar}")
@@ -211,11 +212,15 @@ class VertebraTraversalLogic(ScriptedLoadableModuleLogic):
             raise RuntimeError("PythonSlicer was not found next to Slicer; cannot start the engine")
         return found
 
-    def ensureDependencies(self, ask: bool = True) -> None:
-        """torch through the PyTorch extension (else pip), the rest from Resources/requirements.txt."""
-        if slicer.app.testingEnabled():
-            return  # the test environment is prepared beforehand; never prompt there
-        self._ensureTorch(ask)
+    def ensureDependencies(self, ask: bool = True, withTorch: bool = True) -> None:
+        """torch through the PyTorch extension (else pip), the rest from Resources/requirements.txt.
+
+        ``withTorch=False`` for export, which needs no network. Never prompts under Slicer's test runner
+        (``--testing``): missing packages are then installed without asking, as a clean test machine needs them.
+        """
+        ask = ask and not slicer.app.testingEnabled()
+        if withTorch:
+            self._ensureTorch(ask)
         requirements = Path(__file__).parent / "Resources" / "requirements.txt"
         missing = [line.strip() for line in requirements.read_text().splitlines()
                    if line.strip() and not line.startswith("#") and not _distributionInstalled(line)]
@@ -291,11 +296,14 @@ class VertebraTraversalTest(ScriptedLoadableModuleTest):
         self.test_SegmentPhantomAndExport()
 
     def test_SegmentPhantomAndExport(self) -> None:
+        self.delayDisplay("Checking the Python packages (installed without asking when missing)")
+        logic = VertebraTraversalLogic()
+        logic.ensureDependencies(ask=False)
 
         import numpy as np
         import SimpleITK as sitk
         from vertebra_traversal import dataset
-        from vertebra_traversal.cli.demo import SAMPLE_CONFIG, SAMPLE_SEED
+        from vertebra_traversal.phantom.sample import SAMPLE_CONFIG, SAMPLE_SEED
         from vertebra_traversal.imageio import read_label_map, write_image_atomic
         from vertebra_traversal.phantom import generate_case
         from VertebraTraversalLib import load_volume, segment_tag
@@ -306,7 +314,6 @@ class VertebraTraversalTest(ScriptedLoadableModuleTest):
         volume = load_volume(slicer.mrmlScene, write_image_atomic(phantom.image, work / "phantom_ct.nii.gz"), "phantom")
 
         self.delayDisplay("Segmenting with the bundled CT model")
-        logic = VertebraTraversalLogic()
         run = logic.segment(volume, "ct", "auto", timeout_s=900)
         self.assertTrue(run.state.done, f"{run.state} {run.log[-5:]}")
         self.assertIsNone(slicer.mrmlScene.GetFirstNodeByName("Traversal patch"))

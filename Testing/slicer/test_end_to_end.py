@@ -117,7 +117,7 @@ def test_real_engine_cancel_restores_the_scene(mrml, tmp_path, tiny):
 
 
 def test_phantom_with_bundled_model_to_training_case(mrml, tmp_path):
-    from vertebra_traversal.cli.demo import SAMPLE_CONFIG, SAMPLE_SEED
+    from vertebra_traversal.phantom.sample import SAMPLE_CONFIG, SAMPLE_SEED
     from vertebra_traversal.phantom import generate_case
     assert BUNDLED["ct"].exists(), "the bundled CT model is part of the package"
     case = generate_case(SAMPLE_SEED, SAMPLE_CONFIG, case_id="e2e")

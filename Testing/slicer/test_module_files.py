@@ -3,6 +3,8 @@ module uses and binds every parameter, CMake lists files that exist and ships th
 package, the library stays Qt-free, the icons are 128 x 128."""
 import ast
 import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from fnmatch import fnmatch
 from pathlib import Path
@@ -127,3 +129,21 @@ def test_requirements_are_plain_requirement_lines():
              if line.strip() and not line.startswith("#")]
     assert lines and all(re.fullmatch(r"[A-Za-z0-9_.-]+([<>=!~]=?[0-9.]+)?", line) for line in lines)
     assert not any(line.lower().startswith("torch") for line in lines)  # torch comes via the PyTorch extension
+
+
+def test_what_the_slicer_process_imports_leaves_torch_to_the_child_process():
+    """The module and its self-test import the library and parts of the engine inside Slicer; torch
+    (about 1 GB, possibly not installed yet) must only ever load in the engine's child process."""
+    modules = {"VertebraTraversalLib"}
+    for node in ast.walk(_module_tree()):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in (
+                "vertebra_traversal", "VertebraTraversalLib"):
+            modules.add(node.module)
+    assert "vertebra_traversal.phantom.sample" in modules
+    code = ("import importlib, sys\n"
+            f"sys.path.insert(0, {str(MODULE_DIR)!r})\n"
+            f"for m in {sorted(modules)!r}: importlib.import_module(m)\n"
+            "print(sorted(n for n in sys.modules if n.split('.')[0] == 'torch')[:3])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

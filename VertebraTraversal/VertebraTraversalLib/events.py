@@ -105,9 +105,8 @@ def lps_to_ras(point: Sequence[float]) -> Tuple[float, float, float]:
 
 def find_patch_roi(scene: "slicer.vtkMRMLScene") -> Optional["slicer.vtkMRMLMarkupsROINode"]:
     """The ROI this library created in ``scene``, or None."""
-    nodes = scene.GetNodesByClass("vtkMRMLMarkupsROINode")
-    for index in range(nodes.GetNumberOfItems()):
-        node = nodes.GetItemAsObject(index)
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLMarkupsROINode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLMarkupsROINode")
         if node.GetAttribute(ROLE_ATTRIBUTE) == ROI_ROLE:
             return node
     return None

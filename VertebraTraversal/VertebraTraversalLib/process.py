@@ -257,8 +257,8 @@ def _last_line(data: bytes) -> str:
 
 def _group_kwargs() -> Dict[str, Any]:
     """Start the child in its own process group / session so that cancel reaches its children too."""
-    if os.name == "nt":
-        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    if os.name == "nt":  # no console window either (as slicer.util.launchConsoleProcess hides it)
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
     return {"start_new_session": True}
 
 
@@ -268,7 +268,8 @@ def _terminate_group(process: subprocess.Popen, timeout_s: float) -> None:
     if process.poll() is not None:
         return
     if os.name == "nt":
-        subprocess.run(["taskkill", "/T", "/F", "/PID", str(process.pid)], capture_output=True, check=False)
+        subprocess.run(["taskkill", "/T", "/F", "/PID", str(process.pid)], capture_output=True, check=False,
+                       creationflags=subprocess.CREATE_NO_WINDOW)
         process.wait(timeout=timeout_s)
         return
     try:
