@@ -86,7 +86,7 @@ def test_saving_and_loading_emits_no_torchscript_deprecation_warning(saved, tmp_
 
 
 def test_metadata_json_round_trip_and_documented_example():
-    meta = _metadata(direction="down", labels=(20, 21, 22, 23, 24), min_fragment_mm3=250.0)
+    meta = _metadata(direction="down", labels=(20, 21, 22, 23, 24), min_fragment_mm3=250.0, completeness_rule="edge")
     doc = json.loads(json.dumps(meta.to_json()))
     assert doc["format"] == FORMAT and doc["format_version"] == FORMAT_VERSION
     assert ModelMetadata.from_json(doc) == meta
@@ -96,11 +96,13 @@ def test_metadata_json_round_trip_and_documented_example():
                "labels": [v.label for v in anatomy.VERTEBRAE], "min_fragment_mm3": 1000.0}
     parsed = ModelMetadata.from_json(example)
     assert parsed.patch_size == (64, 64, 64) and parsed.labels == tuple(v.label for v in anatomy.VERTEBRAE)
+    assert parsed.completeness_rule == "network"  # older models: the paper's rule
     assert _metadata().labels == tuple(v.label for v in anatomy.VERTEBRAE)
 
 
 @pytest.mark.parametrize("field, value", [
-    ("modality", "PET"), ("target", "disc"), ("direction", "sideways"), ("spacing_mm", (1.0, 0.0, 1.0)),
+    ("modality", "PET"), ("target", "disc"), ("direction", "sideways"), ("completeness_rule", "vote"),
+    ("spacing_mm", (1.0, 0.0, 1.0)),
     ("spacing_mm", (1.0, 1.0)), ("patch_size", (16, 16, 16.5)), ("labels", (1, 2, 2)), ("labels", (1, 26)),
     ("min_fragment_mm3", float("nan")), ("normalization", {"kind": "zscore"}), ("training", {"x": {1, 2}}),
     ("network", {"filters": 4, "depth": 2, "head_depth": 1, "patch_size": [32, 32, 32]}),

@@ -52,6 +52,19 @@ def test_events_and_outputs_end_to_end(tmp_path, model):
     assert len(seg["segments"]) == len(result["vertebrae"])
     report = json.loads(open(result["outputs"]["report"]).read())
     assert report["network_passes"] == kinds.count("patch")
+    assert report["model"]["completeness_rule"] == "network"  # the tiny model's (the default)
+
+
+def test_completeness_rule_option_overrides_the_models_and_bad_choices_are_refused(tmp_path, model):
+    image = _ct(tmp_path / "scan_ct.nii.gz")
+    out = _run(["segment", image, "-o", tmp_path / "out", "--model", model, "--device", "cpu",
+                "--completeness-rule", "edge"])
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "out" / "scan_ct_report.json").read_text())
+    assert report["model"]["completeness_rule"] == "edge"
+    assert report["vertebrae"] and all(v["complete"] is not v["at_scan_edge"] for v in report["vertebrae"])
+    bad = _run(["segment", image, "-o", tmp_path / "out2", "--model", model, "--completeness-rule", "vote"])
+    assert bad.returncode == 2 and "invalid choice: 'vote'" in bad.stderr and not (tmp_path / "out2").exists()
 
 
 @pytest.mark.parametrize("setup, message", [

@@ -22,8 +22,10 @@ def _result():
     labels.SetDirection((0, 0, 1, -1, 0, 0, 0, -1, 0))
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(labels)
-    rows = [VertebraResult(1, 19, "T12", True, 0.93, 0.8, 0.9, 19.2, stats.GetPhysicalSize(19), stats.GetCentroid(19)),
-            VertebraResult(2, 20, "L1", False, 0.12, 0.6, 0.7, 20.4, stats.GetPhysicalSize(20), stats.GetCentroid(20))]
+    rows = [VertebraResult(1, 19, "T12", True, 0.93, False, 0.8, 0.9, 19.2, stats.GetPhysicalSize(19),
+                           stats.GetCentroid(19)),
+            VertebraResult(2, 20, "L1", False, 0.12, True, 0.6, 0.7, 20.4, stats.GetPhysicalSize(20),
+                           stats.GetCentroid(20))]
     return SegmentationResult(labels, tuple(rows), "standard", 17, 17, 1.5, False)
 
 
@@ -44,6 +46,7 @@ def test_outputs_open_in_slicerio_and_simpleitk_with_the_input_geometry(tmp_path
     l1 = slicerio.segment_from_name(seg, "L1 (incomplete)")
     assert l1["tags"]["VertebraTraversal.complete"] == "false" and l1["tags"]["VertebraTraversal.labelId"] == "20"
     assert float(l1["tags"]["VertebraTraversal.completenessProbability"]) == pytest.approx(0.12)
+    assert l1["tags"]["VertebraTraversal.atScanEdge"] == "true"
     assert l1["terminology"]["type"] == ["SCT", "66794005", "L1 vertebra"]
     assert l1["color"] == pytest.approx(list(anatomy.vertebra("L1").color))
     mask = slicerio.extract_segments(seg, [("L1 (incomplete)", 1)])["voxels"]
@@ -53,6 +56,7 @@ def test_outputs_open_in_slicerio_and_simpleitk_with_the_input_geometry(tmp_path
     report = json.loads(paths.report.read_text())
     assert [v["name"] for v in report["vertebrae"]] == ["T12", "L1"] and report["chain"] == "standard"
     assert report["vertebrae"][1]["complete"] is False
+    assert [v["at_scan_edge"] for v in report["vertebrae"]] == [False, True]
     centroids = json.loads(paths.centroids.read_text())
     assert {c["label"] for c in centroids[1:]} == {19, 20}
 

@@ -1,11 +1,13 @@
 """The engine end to end on the model grid and back, driven by the exact oracle (paper §3.1-§3.4)."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from oracle import box_spine, oracle_for
+from oracle import OraclePredictor, box_spine, oracle_for
 from vertebra_traversal import anatomy
-from vertebra_traversal.checkpoint import ModelMetadata
+from vertebra_traversal.checkpoint import CheckpointError, ModelMetadata
 from vertebra_traversal.pipeline import SegmentConfig, segment_with_predictor
 
 SPACING = 4.0
@@ -83,3 +85,24 @@ def test_ct_surface_refinement_peels_low_density_surface_voxels():
     plain_count = np.count_nonzero(sitk.GetArrayFromImage(plain.labels))
     refined_count = np.count_nonzero(sitk.GetArrayFromImage(refined.labels))
     assert 0 < refined_count < plain_count
+
+
+@pytest.mark.parametrize("rule, incomplete", [("network", {"T10"}), ("edge", {"L3"}), ("both", {"T10", "L3"})])
+def test_completeness_rule_decides_from_the_network_the_scan_edge_or_both(rule, incomplete):
+    spine = box_spine((110, 30, 30), IDS_BOTTOM_UP, height=12, gap=4, z0=-4)  # L3 cut at the bottom
+    says_complete = {v: anatomy.name_of(v) != "T10" for v in IDS_BOTTOM_UP}  # wrong twice: T10 and L3
+    sees_whole = {**spine.volumes, IDS_BOTTOM_UP[0]: int(np.count_nonzero(spine.labels == IDS_BOTTOM_UP[0]))}
+    predictor = OraclePredictor("up", sees_whole, says_complete)
+    for config, meta in ((SegmentConfig(completeness_rule=rule), _meta()),
+                         (SegmentConfig(), replace(_meta(), completeness_rule=rule))):
+        result = segment_with_predictor(_stored(spine.labels), predictor, meta, config)
+        assert {v.name for v in result.vertebrae if not v.complete} == incomplete
+        assert {v.name for v in result.vertebrae if v.at_scan_edge} == {"L3"}
+        assert [v.completeness_probability for v in result.vertebrae] == [0.0] + [1.0] * 5
+
+
+def test_unknown_completeness_rule_is_refused():
+    with pytest.raises(ValueError, match="completeness rule 'majority'"):
+        SegmentConfig(completeness_rule="majority")
+    with pytest.raises(CheckpointError, match="'completeness_rule' is 'majority'"):
+        replace(_meta(), completeness_rule="majority")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vertebra_traversal.postprocess import (keep_largest_component, largest_component_per_label, surface_passes,
-                                            refine_surface_ct, surface_voxels)
+from vertebra_traversal.postprocess import (keep_largest_component, labels_at_edge, largest_component_per_label,
+                                            refine_surface_ct, surface_passes, surface_voxels)
 
 CUBE = (slice(2, 7),) * 3  # a 5^3 cube in a 9^3 volume
 INNER = (slice(3, 6),) * 3  # its 3^3 interior
@@ -147,3 +147,15 @@ def test_largest_component_per_label():
     np.testing.assert_array_equal(largest_component_per_label(labels), want)
     with pytest.raises(ValueError):
         largest_component_per_label(labels.astype(float))
+
+
+def test_labels_at_edge_are_those_on_any_of_the_six_faces():
+    labels = np.zeros((9, 8, 7), np.uint8)
+    labels[4, 4, 3] = 1                                   # interior
+    for value, index in zip(range(2, 8), [(0, 3, 3), (8, 3, 3), (4, 0, 3), (4, 7, 3), (4, 4, 0), (4, 4, 6)]):
+        labels[index] = value                              # one label on each face
+    labels[1:8, 1:7, 1] = np.where(labels[1:8, 1:7, 1] == 0, 9, labels[1:8, 1:7, 1])  # one voxel off the face
+    assert labels_at_edge(labels) == {2, 3, 4, 5, 6, 7}
+    assert labels_at_edge(np.zeros((3, 3, 3), np.int16)) == set()
+    with pytest.raises(ValueError, match="3D"):
+        labels_at_edge(np.zeros((3, 3), np.uint8))

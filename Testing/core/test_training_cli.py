@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from test_training_fixtures import tiny_config, write_spine_case
+from vertebra_traversal.checkpoint import read_metadata
 from vertebra_traversal.cli import main as cli
 from vertebra_traversal.cli import train as train_cli
 from vertebra_traversal.network import NetworkConfig
@@ -87,6 +88,25 @@ def test_learning_rate_option_reaches_the_optimiser(tiny_presets, tmp_path, caps
         with pytest.raises(SystemExit):
             cli.main(args + [f"--learning-rate={bad}"])
         assert "expected a positive number" in capsys.readouterr().err
+
+
+def test_completeness_rule_goes_into_the_model_and_fine_tunes_inherit_it(tiny_presets, tmp_path, capsys):
+    out, args = _one_case_run(tmp_path, 1)
+    assert cli.main(args + ["--completeness-rule", "edge"]) == 0
+    assert read_metadata(out / "model.pt").completeness_rule == "edge"
+    identity = json.loads((out / "run.json").read_text())["identity"]["config"]
+    assert "completeness_rule" not in identity                   # metadata only: not another run
+    def tune(name):
+        return ["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / name), "--iterations", "1",
+                "--workers", "0", "--init", str(out / "model.pt")]
+    assert cli.main(tune("tuned")) == 0
+    assert read_metadata(tmp_path / "tuned" / "model.pt").completeness_rule == "edge"
+    assert cli.main(tune("both") + ["--completeness-rule", "both"]) == 0
+    assert read_metadata(tmp_path / "both" / "model.pt").completeness_rule == "both"
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli.main(args + ["--completeness-rule", "vote"])
+    assert "invalid choice: 'vote'" in capsys.readouterr().err
 
 
 def test_bad_data_folder_is_one_clear_error(tiny_presets, tmp_path, capsys):

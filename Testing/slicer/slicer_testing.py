@@ -113,6 +113,7 @@ def write_engine_outputs(folder: Path, labels_zyx: np.ndarray = None) -> Dict[st
     present = sorted(set(np.unique(labels_zyx).tolist()) - {0})
     entries = [{"order": i + 1, "label": label, "name": anatomy.name_of(label) if anatomy.is_valid_label(label) else "?",
                 "complete": label not in INCOMPLETE, "completeness_probability": 0.2 if label in INCOMPLETE else 0.9,
+                "at_scan_edge": label in INCOMPLETE,
                 "label_likelihood": 0.75, "label_confidence": 0.5, "label_value": float(label - 4),
                 "volume_mm3": 1.0, "centroid_lps_mm": [0.0, 0.0, 0.0]} for i, label in enumerate(present)]
     report_path = folder / "input_report.json"

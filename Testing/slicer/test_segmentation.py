@@ -43,6 +43,7 @@ def test_segments_are_named_coloured_coded_and_tagged(mrml, tmp_path):
         complete = label not in INCOMPLETE
         assert libseg.segment_tag(segment, "VertebraTraversal.complete") == ("true" if complete else "false")
         assert libseg.segment_tag(segment, libseg.TAG_COMPLETENESS) == ("0.9000" if complete else "0.2000")
+        assert libseg.segment_tag(segment, libseg.TAG_AT_EDGE) == ("false" if complete else "true")
         assert libseg.segment_tag(segment, libseg.TAG_LIKELIHOOD) == "0.7500"
     assert node.GetNodeReferenceID("referenceImageGeometryRef") == volume.GetID()
 

@@ -19,8 +19,9 @@ import slicer
 import vtk
 
 from vertebra_traversal import anatomy
-from vertebra_traversal.formats import (INCOMPLETE_SUFFIX, REPORT_FORMAT, TAG_COMPLETE, TAG_COMPLETENESS,
-                                        TAG_CONFIDENCE, TAG_LABEL_ID, TAG_LIKELIHOOD, TERMINOLOGY_CONTEXT)
+from vertebra_traversal.formats import (INCOMPLETE_SUFFIX, REPORT_FORMAT, TAG_AT_EDGE, TAG_COMPLETE,
+                                        TAG_COMPLETENESS, TAG_CONFIDENCE, TAG_LABEL_ID, TAG_LIKELIHOOD,
+                                        TERMINOLOGY_CONTEXT)
 from vertebra_traversal.imageio import InputError, read_json_document
 
 from .events import ROLE_ATTRIBUTE
@@ -93,6 +94,8 @@ def _tags(label: int, entry: Optional[Mapping[str, Any]]) -> Dict[str, str]:
                        (TAG_CONFIDENCE, "label_confidence")):
         if entry and entry.get(field) is not None:
             tags[key] = f"{float(entry[field]):.4f}"
+    if entry and entry.get("at_scan_edge") is not None:
+        tags[TAG_AT_EDGE] = "true" if entry["at_scan_edge"] else "false"
     return tags
 
 

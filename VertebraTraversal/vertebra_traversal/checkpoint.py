@@ -40,6 +40,9 @@ METADATA_NAME = "metadata.json"
 MODALITIES = ("CT", "MR")
 TARGETS = ("vertebra", "body")
 DIRECTIONS = ("up", "down")
+#: How ``segment`` decides that a vertebra is complete: ``network`` = the completeness output >= the
+#: threshold (paper §3.5); ``edge`` = its mask does not reach a face of the scan; ``both`` = both hold.
+COMPLETENESS_RULES = ("network", "edge", "both")
 
 
 class CheckpointError(InputError):
@@ -63,6 +66,8 @@ class ModelMetadata:
         direction: traversal direction ``"up"`` (increasing model-grid z) or ``"down"`` (paper §3.3).
         labels: VerSe ids the model may produce (anatomy.py).
         min_fragment_mm3: smallest fragment that moves the patch (paper §3.3 ``v_min``), mm^3.
+        completeness_rule: how this model's vertebrae are called complete (``COMPLETENESS_RULES``);
+            ``network`` is the paper's; chosen per model on training cases and stated in its card.
         network: ``NetworkConfig.to_json()``; may be empty for foreign networks.
         training: free-form JSON record of how the model was trained.
         format_version: metadata format version (this code reads up to ``FORMAT_VERSION``).
@@ -79,6 +84,7 @@ class ModelMetadata:
     direction: str = "up"
     labels: Tuple[int, ...] = field(default_factory=_default_labels)
     min_fragment_mm3: float = 1000.0
+    completeness_rule: str = "network"
     network: Dict[str, Any] = field(default_factory=dict)
     training: Dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
@@ -87,6 +93,7 @@ class ModelMetadata:
         _check_choice("modality", self.modality, MODALITIES)
         _check_choice("target", self.target, TARGETS)
         _check_choice("direction", self.direction, DIRECTIONS)
+        _check_choice("completeness_rule", self.completeness_rule, COMPLETENESS_RULES)
         normalised = {"spacing_mm": _triple("spacing_mm", self.spacing_mm, float),
                       "patch_size": _triple("patch_size", self.patch_size, int),
                       "labels": _labels(self.labels),

@@ -16,6 +16,7 @@ TAG_PREFIX = "VertebraTraversal."
 TAG_LABEL_ID = TAG_PREFIX + "labelId"
 TAG_COMPLETE = TAG_PREFIX + "complete"
 TAG_COMPLETENESS = TAG_PREFIX + "completenessProbability"
+TAG_AT_EDGE = TAG_PREFIX + "atScanEdge"
 TAG_LIKELIHOOD = TAG_PREFIX + "labelLikelihood"
 TAG_CONFIDENCE = TAG_PREFIX + "labelConfidence"
 

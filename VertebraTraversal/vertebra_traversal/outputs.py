@@ -21,7 +21,7 @@ import slicerio
 from . import anatomy
 from .dataset import verse_centroid_json
 from .formats import (CENTROIDS_SUFFIX, INCOMPLETE_SUFFIX, LABELS_SUFFIX, REPORT_FORMAT, REPORT_SUFFIX,
-                      SEGMENTATION_SUFFIX, TAG_COMPLETE, TAG_COMPLETENESS, TAG_CONFIDENCE, TAG_LABEL_ID,
+                      SEGMENTATION_SUFFIX, TAG_AT_EDGE, TAG_COMPLETE, TAG_COMPLETENESS, TAG_CONFIDENCE, TAG_LABEL_ID,
                       TAG_LIKELIHOOD, TERMINOLOGY_CONTEXT)
 from .imageio import InputError, PathLike, write_image_atomic
 from .pipeline import SegmentationResult, VertebraResult
@@ -82,6 +82,7 @@ def _segment_entry(vertebra: VertebraResult, array_ijk: np.ndarray) -> Dict[str,
                         "type": ["SCT", row.snomed_code, row.snomed_meaning]},
         "tags": {TAG_LABEL_ID: str(vertebra.label), TAG_COMPLETE: "true" if vertebra.complete else "false",
                  TAG_COMPLETENESS: f"{vertebra.completeness_probability:.4f}",
+                 TAG_AT_EDGE: "true" if vertebra.at_scan_edge else "false",
                  TAG_LIKELIHOOD: f"{vertebra.label_likelihood:.4f}",
                  TAG_CONFIDENCE: f"{vertebra.label_confidence:.4f}"},
     }

@@ -17,12 +17,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import anatomy
-from .checkpoint import LoadedModel, ModelMetadata
+from .checkpoint import COMPLETENESS_RULES, LoadedModel, ModelMetadata
 from .geometry import from_model_grid, model_index_to_lps, to_model_grid
 from .labeling import LabelingConfig, provisional_label, refine_labels
 from .normalization import NormalizationSpec, normalize, pad_value
 from .predictor import Predictor
-from .postprocess import refine_surface_ct, surface_passes
+from .postprocess import labels_at_edge, refine_surface_ct, surface_passes
 from .torch_predictor import TorchPredictor
 from .traversal import PatchEvent, TraversalConfig, TraversalResult, VertebraEvent, traverse
 
@@ -39,7 +39,9 @@ class SegmentConfig:
         batch_size: patches per network call (sliding search batches, paper §3.3 speed-up).
         surface_refinement: CT only, paper §3.1 (remove surface voxels below ``surface_threshold_hu``, a
             layer one model voxel thick).
-        completeness_threshold: a vertebra is flagged complete when its probability is at least this.
+        completeness_threshold: the network calls a vertebra complete when its probability is at least this.
+        completeness_rule: ``"network"`` (paper §3.5), ``"edge"`` (the mask does not reach a face of the
+            scan) or ``"both"``; None = the model's ``completeness_rule``.
         max_steps: cap on patch positions (guard against runaway traversal).
         labeling: label refinement settings (T13 / L6 / four lumbar, paper §3.4 and beyond).
     """
@@ -48,8 +50,18 @@ class SegmentConfig:
     surface_refinement: bool = True
     surface_threshold_hu: float = 200.0
     completeness_threshold: float = 0.5
+    completeness_rule: Optional[str] = None
     max_steps: int = 2000
     labeling: LabelingConfig = field(default_factory=LabelingConfig)
+
+    def __post_init__(self) -> None:
+        if self.completeness_rule is not None and self.completeness_rule not in COMPLETENESS_RULES:
+            raise ValueError(f"completeness rule {self.completeness_rule!r}: expected one of "
+                             f"{', '.join(COMPLETENESS_RULES)}")
+
+    def rule_for(self, meta: ModelMetadata) -> str:
+        """The completeness rule of a run: this config's, else the model's."""
+        return self.completeness_rule or meta.completeness_rule
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,7 @@ class VertebraResult:
     name: str
     complete: bool
     completeness_probability: float
+    at_scan_edge: bool
     label_likelihood: float
     label_confidence: float
     label_value: float
@@ -70,6 +83,7 @@ class VertebraResult:
     def to_json(self) -> Dict[str, Any]:
         return {"order": self.order, "label": self.label, "name": self.name, "complete": self.complete,
                 "completeness_probability": round(self.completeness_probability, 4),
+                "at_scan_edge": self.at_scan_edge,
                 "label_likelihood": round(self.label_likelihood, 4),
                 "label_confidence": round(self.label_confidence, 4),
                 "label_value": round(self.label_value, 3), "volume_mm3": round(self.volume_mm3, 1),
@@ -186,7 +200,7 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
         out = sitk.GetImageFromArray(refined.astype(np.uint8))
         out.CopyInformation(image)
         labels = out
-    vertebrae = _describe(labels, found, assignment, config)
+    vertebrae = _describe(labels, found, assignment, config.completeness_threshold, config.rule_for(meta))
     seconds = time.perf_counter() - start
     logger.info("%d vertebrae (%s chain) in %.1f s, %d network passes", len(vertebrae),
                 assignment.chain if assignment else "-", seconds, passes)
@@ -194,13 +208,21 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
                               passes, result.steps, seconds, result.cancelled)
 
 
-def _describe(labels: sitk.Image, found: list, assignment: Any, config: SegmentConfig) -> List[VertebraResult]:
+def _is_complete(probability: float, at_edge: bool, threshold: float, rule: str) -> bool:
+    """The completeness decision (``SegmentConfig.completeness_rule``)."""
+    by_network = probability >= threshold
+    return {"network": by_network, "edge": not at_edge, "both": by_network and not at_edge}[rule]
+
+
+def _describe(labels: sitk.Image, found: list, assignment: Any, threshold: float,
+              rule: str) -> List[VertebraResult]:
     """Per-vertebra report rows measured on the final label map (input grid)."""
     if not found:
         return []
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(labels)
     present = set(stats.GetLabels())
+    at_edge = labels_at_edge(sitk.GetArrayViewFromImage(labels))
     out = []
     for i, v in enumerate(found):
         label = assignment.labels[i]
@@ -209,8 +231,8 @@ def _describe(labels: sitk.Image, found: list, assignment: Any, config: SegmentC
             continue
         out.append(VertebraResult(
             order=i + 1, label=label, name=anatomy.name_of(label),
-            complete=v.completeness >= config.completeness_threshold,
-            completeness_probability=float(v.completeness),
+            complete=_is_complete(float(v.completeness), label in at_edge, threshold, rule),
+            completeness_probability=float(v.completeness), at_scan_edge=label in at_edge,
             label_likelihood=float(assignment.likelihoods[i]), label_confidence=float(assignment.confidences[i]),
             label_value=float(v.label_value), volume_mm3=float(stats.GetPhysicalSize(label)),
             centroid_lps_mm=tuple(float(c) for c in stats.GetCentroid(label))))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Sequence
+from typing import Sequence, Set
 
 import numpy as np
 from scipy import ndimage
@@ -141,3 +141,17 @@ def largest_component_per_label(labels: np.ndarray, connectivity: int = 1) -> np
         out[region][mask & ~keep_largest_component(mask, connectivity)] = 0
     return out
 
+
+
+def labels_at_edge(labels: np.ndarray) -> Set[int]:
+    """Nonzero labels of a label map (z, y, x) with a voxel on any of its six faces.
+
+    On the scan's own grid these are the vertebrae that the field of view cuts: a fact a reader can
+    check, used next to the network's completeness classifier (paper §3.5; see
+    ``ModelMetadata.completeness_rule``).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"labels must be a 3D array (z, y, x), got shape {labels.shape}")
+    faces = (labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1])
+    return {int(v) for face in faces for v in np.unique(face) if v}

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-from ..checkpoint import load_model
+from ..checkpoint import COMPLETENESS_RULES, load_model
 from ..imageio import InputError, read_image
 from ..models import resolve_model
 from ..outputs import prepare_output_dir, write_outputs
@@ -83,6 +83,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--batch-size", type=int, default=4, help="patches per network call")
     parser.add_argument("--no-surface-refinement", action="store_true", help="CT: keep voxels below 200 HU")
+    parser.add_argument("--completeness-rule", choices=COMPLETENESS_RULES,
+                        help="network: the completeness output (paper §3.5); edge: the vertebra does not reach the "
+                             "scan's border; both. Default: the model's (its card says which and why)")
     parser.add_argument("--events", action="store_true", help="JSON lines on stdout (for the Slicer module)")
     parser.set_defaults(func=run)
 
@@ -111,10 +114,12 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
     model_path = resolve_model(args.model)
     model = load_model(model_path, device=args.device)
     out_dir = prepare_output_dir(args.out)
-    config = SegmentConfig(batch_size=args.batch_size, surface_refinement=not args.no_surface_refinement)
+    config = SegmentConfig(batch_size=args.batch_size, surface_refinement=not args.no_surface_refinement,
+                           completeness_rule=args.completeness_rule)
     meta = model.metadata
     model_info = {"path": str(model_path), "modality": meta.modality, "spacing_mm": list(meta.spacing_mm),
-                  "patch_size": list(meta.patch_size), "direction": meta.direction}
+                  "patch_size": list(meta.patch_size), "direction": meta.direction,
+                  "completeness_rule": config.rule_for(meta)}
     patch_mm = [float(p) * float(s) for p, s in zip(reversed(meta.patch_size), meta.spacing_mm)]
     for number, path in enumerate(inputs, start=1):
         emit({"event": "start", "input": str(path), "case": number, "cases": len(inputs),

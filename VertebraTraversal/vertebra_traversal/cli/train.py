@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional, TextIO
 
+from ..checkpoint import COMPLETENESS_RULES
 from ..training.config import MODALITIES, PRESETS, preset
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--learning-rate", type=_positive_float, metavar="LR",
                         help="Adam learning rate (default 1e-3, paper §3.6); a smaller one, e.g. 1e-4, "
                              "when fine-tuning with --init")
+    parser.add_argument("--completeness-rule", choices=COMPLETENESS_RULES,
+                        help="how the model calls a vertebra complete when it segments (stored in its metadata; "
+                             "see segment --completeness-rule). Default: the --init model's, else network")
     parser.set_defaults(func=run)
 
 
@@ -89,7 +93,8 @@ def _unit_interval(text: str) -> float:
 
 def _config(args: argparse.Namespace) -> Any:
     config = preset(args.preset, args.modality)
-    names = ("iterations", "workers", "validate_every", "checkpoint_every", "threads", "seed", "learning_rate")
+    names = ("iterations", "workers", "validate_every", "checkpoint_every", "threads", "seed", "learning_rate",
+             "completeness_rule")
     changes = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.lambda_min is not None:
         changes["loss"] = replace(config.loss, lambda_min=args.lambda_min)

@@ -8,8 +8,9 @@ training and inference run on a CPU.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
+from ..checkpoint import COMPLETENESS_RULES
 from ..network import NetworkConfig, compact_config, paper_config
 from ..normalization import NormalizationSpec
 from .augment import AugmentConfig
@@ -19,7 +20,8 @@ from .sampler import DIRECTIONS, SamplingConfig
 PRESETS = ("paper", "compact")
 MODALITIES = ("ct", "mr")
 #: Fields that do not change the trained weights; a run may be resumed with other values.
-RUNTIME_FIELDS = ("workers", "validate_every", "checkpoint_every", "threads", "validation_patches")
+RUNTIME_FIELDS = ("workers", "validate_every", "checkpoint_every", "threads", "validation_patches",
+                  "completeness_rule")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class TrainingConfig:
             plus this margin (paper §4.1).
         validation_patches: fixed patches per validation pass (patch-level metrics).
         threads: torch intra-op threads (0 = leave torch's default).
+        completeness_rule: the trained model's ``ModelMetadata.completeness_rule`` (an inference setting,
+            not part of the run identity); None = the ``--init`` model's, else ``"network"``.
     """
 
     preset: str
@@ -67,8 +71,11 @@ class TrainingConfig:
     verse_margin_mm: float = 2.0
     validation_patches: int = 16
     threads: int = 0
+    completeness_rule: Optional[str] = None
 
     def __post_init__(self) -> None:
+        if self.completeness_rule is not None and self.completeness_rule not in COMPLETENESS_RULES:
+            raise ValueError(f"completeness_rule must be one of {COMPLETENESS_RULES}, got {self.completeness_rule!r}")
         if self.modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
         if self.direction not in DIRECTIONS:

@@ -66,14 +66,16 @@ class TrainingInterrupted(Exception):
 
 
 def adopt_init(config: TrainingConfig, metadata: ModelMetadata) -> TrainingConfig:
-    """Fine-tuning: network, grid, patch, normalisation and direction come from the init model."""
+    """Fine-tuning: network, grid, patch, normalisation and direction come from the init model, and so
+    does the completeness rule unless the run sets one."""
     if metadata.modality.lower() != config.modality:
         raise CheckpointError(f"init model is a {metadata.modality} model; this run trains {config.modality.upper()}")
     if len(set(metadata.spacing_mm)) != 1:
         raise CheckpointError(f"init model has anisotropic spacing {metadata.spacing_mm}; cannot fine-tune it")
     return config.replace(network=NetworkConfig.from_json(metadata.network), spacing_mm=float(metadata.spacing_mm[0]),
                           normalization=NormalizationSpec.from_json(metadata.normalization),
-                          direction=metadata.direction)
+                          direction=metadata.direction,
+                          completeness_rule=config.completeness_rule or metadata.completeness_rule)
 
 
 def _init_weights(init: Path, config: TrainingConfig) -> "tuple[TrainingConfig, Dict[str, torch.Tensor], Dict]":
@@ -178,7 +180,8 @@ def _metadata(config: TrainingConfig, target: str, training: Dict[str, Any]) -> 
     spacing = (config.spacing_mm,) * 3
     return ModelMetadata(modality=config.modality.upper(), target=target, spacing_mm=spacing,
                          patch_size=config.network.patch_size, normalization=config.normalization.to_json(),
-                         direction=config.direction, network=config.network.to_json(), training=training)
+                         direction=config.direction, completeness_rule=config.completeness_rule or "network",
+                         network=config.network.to_json(), training=training)
 
 
 def _loop(session: _Session, config: TrainingConfig, workers: int, samples: List[Dict[str, Any]],
