@@ -1,0 +1,20 @@
+"""The demo's per-vertebra table on a result with exactly known scores."""
+import SimpleITK as sitk
+
+from test_outputs import _result
+from vertebra_traversal.cli.demo import table
+from vertebra_traversal.metrics import score_case
+
+
+def test_table_lists_flags_edge_and_agreement_with_the_truth():
+    result = _result()  # T12 complete, inside; L1 flagged incomplete, at the scan edge
+    labels = sitk.GetArrayFromImage(result.labels)
+    score = score_case(labels, labels, result.labels.GetSpacing()[::-1], {19: True, 20: False},
+                       {19: True, 20: False})
+    lines = table(result, score, ["T12", "L1*"]).splitlines()
+    assert lines[0].split() == ["vertebra", "complete", "p(compl.)", "at", "edge", "label", "p", "volume", "mL",
+                                "truth", "Dice", "%", "ASSD", "mm"]
+    assert lines[1].split()[:4] + lines[1].split()[6:] == ["T12", "yes", "0.93", "no", "T12", "100.0", "0.00"]
+    assert lines[2].split()[:4] + lines[2].split()[6:] == ["L1", "NO", "0.12", "yes", "L1", "100.0", "0.00"]
+    assert lines[3] == "ground truth: T12, L1*"
+    assert lines[4] == "mean Dice 100.0 %, mean ASSD 0.00 mm, identification 100 %, completeness 100 %"
