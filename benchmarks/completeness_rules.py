@@ -1,0 +1,80 @@
+"""Completeness accuracy of each completeness rule on saved ``segment`` outputs (see
+``ModelMetadata.completeness_rule``): the network's output at 0.5 (paper §3.5), the scan-edge check,
+both, and the base rate of calling every vertebra complete.
+
+    python benchmarks/completeness_rules.py --pred ct-pred --ref ct-test [--threshold 0.5]
+
+``--pred`` holds ``segment`` outputs (label map + report per case), ``--ref`` a dataset folder. Each
+reference vertebra is matched to the predicted instance it overlaps most (as ``evaluate`` does); the
+rules are applied to the matched instances' completeness probability (report) and to whether their
+mask reaches a face of the scan (label map), so the numbers do not depend on the rule the outputs
+were written with. Prints one row per rule: accuracy over all matched vertebrae, complete vertebrae
+called incomplete, and cut-off vertebrae called complete.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import SimpleITK as sitk
+
+from vertebra_traversal import dataset, imageio, metrics
+from vertebra_traversal.evaluate import find_prediction
+from vertebra_traversal.postprocess import labels_at_edge
+
+RULES = ("all complete", "network", "edge", "both")
+
+
+def matched_vertebrae(pred_dir: Path, ref_dir: Path) -> List[Tuple[bool, float, bool]]:
+    """(reference complete, predicted probability, at scan edge) of every matched reference vertebra."""
+    rows = []
+    for case in dataset.list_cases(ref_dir):
+        pred = find_prediction(pred_dir, case)
+        if pred is None or pred.report is None:
+            continue
+        reference = imageio.read_label_map(case.labels)
+        ref_complete = {r.label: r.complete for r in dataset.read_case_info(case, labels=reference).vertebrae}
+        pred_array = sitk.GetArrayFromImage(imageio.read_label_map(pred.labels))
+        report = json.loads(pred.report.read_text())
+        probability = {int(v["label"]): float(v["completeness_probability"]) for v in report["vertebrae"]}
+        at_edge = labels_at_edge(pred_array)
+        score = metrics.score_case(sitk.GetArrayFromImage(reference), pred_array, reference.GetSpacing()[::-1],
+                                   ref_complete, None, case.case_id)
+        rows += [(bool(v.ref_complete), probability.get(v.pred_label, 0.0), v.pred_label in at_edge)
+                 for v in score.vertebrae if v.matched and v.ref_complete is not None]
+    return rows
+
+
+def decide(rule: str, probability: float, at_edge: bool, threshold: float) -> bool:
+    by_network = probability >= threshold
+    return {"all complete": True, "network": by_network, "edge": not at_edge,
+            "both": by_network and not at_edge}[rule]
+
+
+def table(rows: List[Tuple[bool, float, bool]], threshold: float) -> str:
+    complete = sum(r[0] for r in rows)
+    lines = [f"{len(rows)} matched vertebrae, {complete} complete, {len(rows) - complete} cut off by the scan",
+             f"{'rule':<14}{'accuracy %':>11}{'complete called incomplete':>28}{'cut-off called complete':>25}"]
+    for rule in RULES:
+        calls: Dict[bool, List[bool]] = {True: [], False: []}
+        for ref, probability, at_edge in rows:
+            calls[ref].append(decide(rule, probability, at_edge, threshold))
+        correct = sum(calls[True]) + sum(not c for c in calls[False])
+        lines.append(f"{rule:<14}{100 * correct / max(len(rows), 1):>11.1f}"
+                     f"{sum(not c for c in calls[True]):>28d}{sum(calls[False]):>25d}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pred", type=Path, required=True, help="folder of segment outputs")
+    parser.add_argument("--ref", type=Path, required=True, help="reference dataset folder")
+    parser.add_argument("--threshold", type=float, default=0.5, help="network completeness threshold")
+    args = parser.parse_args()
+    print(table(matched_vertebrae(args.pred, args.ref), args.threshold))
+
+
+if __name__ == "__main__":
+    main()
