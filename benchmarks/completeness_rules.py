@@ -22,7 +22,7 @@ import SimpleITK as sitk
 
 from vertebra_traversal import dataset, imageio, metrics
 from vertebra_traversal.evaluate import find_prediction
-from vertebra_traversal.postprocess import labels_at_edge
+from vertebra_traversal.postprocess import is_complete, labels_at_edge
 
 RULES = ("all complete", "network", "edge", "both")
 
@@ -48,9 +48,7 @@ def matched_vertebrae(pred_dir: Path, ref_dir: Path) -> List[Tuple[bool, float, 
 
 
 def decide(rule: str, probability: float, at_edge: bool, threshold: float) -> bool:
-    by_network = probability >= threshold
-    return {"all complete": True, "network": by_network, "edge": not at_edge,
-            "both": by_network and not at_edge}[rule]
+    return True if rule == "all complete" else is_complete(probability, at_edge, threshold, rule)
 
 
 def table(rows: List[Tuple[bool, float, bool]], threshold: float) -> str:

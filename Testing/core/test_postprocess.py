@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vertebra_traversal.postprocess import (keep_largest_component, labels_at_edge, largest_component_per_label,
-                                            refine_surface_ct, surface_passes, surface_voxels)
+from vertebra_traversal.postprocess import (is_complete, keep_largest_component, labels_at_edge,
+                                            largest_component_per_label, refine_surface_ct, surface_passes,
+                                            surface_voxels)
 
 CUBE = (slice(2, 7),) * 3  # a 5^3 cube in a 9^3 volume
 INNER = (slice(3, 6),) * 3  # its 3^3 interior
@@ -159,3 +160,13 @@ def test_labels_at_edge_are_those_on_any_of_the_six_faces():
     assert labels_at_edge(np.zeros((3, 3, 3), np.int16)) == set()
     with pytest.raises(ValueError, match="3D"):
         labels_at_edge(np.zeros((3, 3), np.uint8))
+
+
+@pytest.mark.parametrize("probability, at_edge, network, edge, both", [
+    (0.5, False, True, True, True), (0.49, False, False, True, False),
+    (0.9, True, True, False, False), (0.1, True, False, False, False)])
+def test_is_complete_under_each_rule(probability, at_edge, network, edge, both):
+    assert [is_complete(probability, at_edge, 0.5, rule) for rule in ("network", "edge", "both")] == [
+        network, edge, both]
+    with pytest.raises(ValueError, match="completeness rule 'vote'"):
+        is_complete(probability, at_edge, 0.5, "vote")

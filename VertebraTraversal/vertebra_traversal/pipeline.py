@@ -22,7 +22,7 @@ from .geometry import from_model_grid, model_index_to_lps, to_model_grid
 from .labeling import LabelingConfig, provisional_label, refine_labels
 from .normalization import NormalizationSpec, normalize, pad_value
 from .predictor import Predictor
-from .postprocess import labels_at_edge, refine_surface_ct, surface_passes
+from .postprocess import is_complete, labels_at_edge, refine_surface_ct, surface_passes
 from .torch_predictor import TorchPredictor
 from .traversal import PatchEvent, TraversalConfig, TraversalResult, VertebraEvent, traverse
 
@@ -208,12 +208,6 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
                               passes, result.steps, seconds, result.cancelled)
 
 
-def _is_complete(probability: float, at_edge: bool, threshold: float, rule: str) -> bool:
-    """The completeness decision (``SegmentConfig.completeness_rule``)."""
-    by_network = probability >= threshold
-    return {"network": by_network, "edge": not at_edge, "both": by_network and not at_edge}[rule]
-
-
 def _describe(labels: sitk.Image, found: list, assignment: Any, threshold: float,
               rule: str) -> List[VertebraResult]:
     """Per-vertebra report rows measured on the final label map (input grid)."""
@@ -231,7 +225,7 @@ def _describe(labels: sitk.Image, found: list, assignment: Any, threshold: float
             continue
         out.append(VertebraResult(
             order=i + 1, label=label, name=anatomy.name_of(label),
-            complete=_is_complete(float(v.completeness), label in at_edge, threshold, rule),
+            complete=is_complete(float(v.completeness), label in at_edge, threshold, rule),
             completeness_probability=float(v.completeness), at_scan_edge=label in at_edge,
             label_likelihood=float(assignment.likelihoods[i]), label_confidence=float(assignment.confidences[i]),
             label_value=float(v.label_value), volume_mm3=float(stats.GetPhysicalSize(label)),

@@ -155,3 +155,13 @@ def labels_at_edge(labels: np.ndarray) -> Set[int]:
         raise ValueError(f"labels must be a 3D array (z, y, x), got shape {labels.shape}")
     faces = (labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1])
     return {int(v) for face in faces for v in np.unique(face) if v}
+
+
+def is_complete(probability: float, at_edge: bool, threshold: float, rule: str) -> bool:
+    """The completeness decision of one vertebra under a ``completeness_rule``: ``network`` =
+    ``probability >= threshold`` (paper §3.5), ``edge`` = not ``at_edge``, ``both`` = both hold."""
+    by_network = probability >= threshold
+    decisions = {"network": by_network, "edge": not at_edge, "both": by_network and not at_edge}
+    if rule not in decisions:
+        raise ValueError(f"completeness rule {rule!r}: expected one of {', '.join(decisions)}")
+    return decisions[rule]

@@ -52,7 +52,8 @@ def table(result: SegmentationResult, score: CaseScore, truth_names: List[str]) 
         dice = "-" if s is None else f"{100 * s.dice:.1f}"
         assd = "-" if s is None or not np.isfinite(s.assd_mm) else f"{s.assd_mm:.2f}"
         lines.append(f"{v.name:<18}{'yes' if v.complete else 'NO':>9}{v.completeness_probability:>10.2f}"
-                     f"{'yes' if v.at_scan_edge else 'no':>8}{v.label_likelihood:>9.2f}{v.volume_mm3 / 1000:>10.1f}{truth:>7}{dice:>8}{assd:>9}")
+                     f"{'yes' if v.at_scan_edge else 'no':>8}{v.label_likelihood:>9.2f}{v.volume_mm3 / 1000:>10.1f}"
+                     f"{truth:>7}{dice:>8}{assd:>9}")
     lines.append(f"ground truth: {', '.join(truth_names)}")
     lines.append(f"mean Dice {100 * score.mean_dice:.1f} %, mean ASSD {score.mean_assd:.2f} mm, identification "
                  f"{100 * score.identification_accuracy:.0f} %, completeness {100 * score.completeness_accuracy:.0f} %")

@@ -75,7 +75,8 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         if self.completeness_rule is not None and self.completeness_rule not in COMPLETENESS_RULES:
-            raise ValueError(f"completeness_rule must be one of {COMPLETENESS_RULES}, got {self.completeness_rule!r}")
+            raise ValueError(f"completeness_rule must be one of {COMPLETENESS_RULES}, "
+                             f"got {self.completeness_rule!r}")
         if self.modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
         if self.direction not in DIRECTIONS:
