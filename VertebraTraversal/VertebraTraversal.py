@@ -215,7 +215,7 @@ class VertebraTraversalLogic(ScriptedLoadableModuleLogic):
     def ensureDependencies(self, ask: bool = True, withTorch: bool = True) -> None:
         """torch through the PyTorch extension (else pip), the rest from Resources/requirements.txt.
 
-        ``withTorch=False`` for export, which needs no network. Never prompts under Slicer's test runner
+        ``withTorch=False`` for export, which does not need torch. Never prompts under Slicer's test runner
         (``--testing``): missing packages are then installed without asking, as a clean test machine needs them.
         """
         ask = ask and not slicer.app.testingEnabled()
