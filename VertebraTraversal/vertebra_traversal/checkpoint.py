@@ -31,6 +31,7 @@ from . import anatomy
 from .imageio import InputError, PathLike, atomic_path
 from .network import NetworkConfig
 from .normalization import NormalizationSpec
+from .postprocess import COMPLETENESS_RULES
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +41,6 @@ METADATA_NAME = "metadata.json"
 MODALITIES = ("CT", "MR")
 TARGETS = ("vertebra", "body")
 DIRECTIONS = ("up", "down")
-#: How ``segment`` decides that a vertebra is complete: ``network`` = the completeness output >= the
-#: threshold (paper §3.5); ``edge`` = its mask does not reach a face of the scan; ``both`` = both hold.
-COMPLETENESS_RULES = ("network", "edge", "both")
 
 
 class CheckpointError(InputError):

@@ -17,12 +17,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import anatomy
-from .checkpoint import COMPLETENESS_RULES, LoadedModel, ModelMetadata
+from .checkpoint import LoadedModel, ModelMetadata
 from .geometry import from_model_grid, model_index_to_lps, to_model_grid
 from .labeling import LabelingConfig, provisional_label, refine_labels
 from .normalization import NormalizationSpec, normalize, pad_value
 from .predictor import Predictor
-from .postprocess import is_complete, labels_at_edge, refine_surface_ct, surface_passes
+from .postprocess import (check_completeness_rule, is_complete, labels_at_edge, refine_surface_ct,
+                          surface_passes)
 from .torch_predictor import TorchPredictor
 from .traversal import PatchEvent, TraversalConfig, TraversalResult, VertebraEvent, traverse
 
@@ -55,9 +56,8 @@ class SegmentConfig:
     labeling: LabelingConfig = field(default_factory=LabelingConfig)
 
     def __post_init__(self) -> None:
-        if self.completeness_rule is not None and self.completeness_rule not in COMPLETENESS_RULES:
-            raise ValueError(f"completeness rule {self.completeness_rule!r}: expected one of "
-                             f"{', '.join(COMPLETENESS_RULES)}")
+        if self.completeness_rule is not None:
+            check_completeness_rule(self.completeness_rule)
 
     def rule_for(self, meta: ModelMetadata) -> str:
         """The completeness rule of a run: this config's, else the model's."""

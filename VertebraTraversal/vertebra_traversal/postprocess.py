@@ -14,6 +14,11 @@ from scipy import ndimage
 
 logger = logging.getLogger(__name__)
 
+#: How a vertebra is called complete (``ModelMetadata.completeness_rule``, :func:`is_complete`):
+#: ``network`` = the completeness output >= the threshold (paper §3.5); ``edge`` = its mask does not
+#: reach a face of the scan (:func:`labels_at_edge`); ``both`` = both hold.
+COMPLETENESS_RULES = ("network", "edge", "both")
+
 #: 6-connectivity (faces) in 3D.
 FACES = ndimage.generate_binary_structure(3, 1)
 
@@ -157,11 +162,16 @@ def labels_at_edge(labels: np.ndarray) -> Set[int]:
     return {int(v) for face in faces for v in np.unique(face) if v}
 
 
+def check_completeness_rule(rule: str) -> str:
+    """``rule`` if it is one of :data:`COMPLETENESS_RULES`; else ValueError naming it."""
+    if rule not in COMPLETENESS_RULES:
+        raise ValueError(f"completeness rule {rule!r}: expected one of {', '.join(COMPLETENESS_RULES)}")
+    return rule
+
+
 def is_complete(probability: float, at_edge: bool, threshold: float, rule: str) -> bool:
-    """The completeness decision of one vertebra under a ``completeness_rule``: ``network`` =
+    """The completeness decision of one vertebra under a completeness rule: ``network`` =
     ``probability >= threshold`` (paper §3.5), ``edge`` = not ``at_edge``, ``both`` = both hold."""
     by_network = probability >= threshold
-    decisions = {"network": by_network, "edge": not at_edge, "both": by_network and not at_edge}
-    if rule not in decisions:
-        raise ValueError(f"completeness rule {rule!r}: expected one of {', '.join(decisions)}")
-    return decisions[rule]
+    return {"network": by_network, "edge": not at_edge,
+            "both": by_network and not at_edge}[check_completeness_rule(rule)]

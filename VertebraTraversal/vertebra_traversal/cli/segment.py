@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-from ..checkpoint import COMPLETENESS_RULES, load_model
+from ..checkpoint import load_model
 from ..imageio import InputError, read_image
 from ..models import resolve_model
 from ..outputs import prepare_output_dir, write_outputs
 from ..pipeline import SegmentConfig, segment_image
+from ..postprocess import COMPLETENESS_RULES
 
 logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")

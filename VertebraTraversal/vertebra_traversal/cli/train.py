@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional, TextIO
 
-from ..checkpoint import COMPLETENESS_RULES
+from ..postprocess import COMPLETENESS_RULES
 from ..training.config import MODALITIES, PRESETS, preset
 
 logger = logging.getLogger(__name__)

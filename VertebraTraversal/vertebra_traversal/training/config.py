@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, Optional
 
-from ..checkpoint import COMPLETENESS_RULES
 from ..network import NetworkConfig, compact_config, paper_config
 from ..normalization import NormalizationSpec
+from ..postprocess import check_completeness_rule
 from .augment import AugmentConfig
 from .loss import LossConfig
 from .sampler import DIRECTIONS, SamplingConfig
@@ -74,9 +74,8 @@ class TrainingConfig:
     completeness_rule: Optional[str] = None
 
     def __post_init__(self) -> None:
-        if self.completeness_rule is not None and self.completeness_rule not in COMPLETENESS_RULES:
-            raise ValueError(f"completeness_rule must be one of {COMPLETENESS_RULES}, "
-                             f"got {self.completeness_rule!r}")
+        if self.completeness_rule is not None:
+            check_completeness_rule(self.completeness_rule)
         if self.modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
         if self.direction not in DIRECTIONS:
