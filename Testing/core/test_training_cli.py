@@ -90,6 +90,18 @@ def test_learning_rate_option_reaches_the_optimiser(tiny_presets, tmp_path, caps
         assert "expected a positive number" in capsys.readouterr().err
 
 
+def test_centred_fraction_option_is_part_of_the_run_and_checked(tiny_presets, tmp_path, capsys):
+    out, args = _one_case_run(tmp_path, 1)
+    assert cli.main(args + ["--centred-fraction", "0.4"]) == 0
+    assert json.loads((out / "run.json").read_text())["identity"]["config"]["centred_fraction"] == 0.4
+    assert cli.main(args) == 2                                   # the paper's sampling is another run
+    capsys.readouterr()
+    for bad in ("-0.1", "1.5", "nan"):
+        with pytest.raises(SystemExit):
+            cli.main(args + [f"--centred-fraction={bad}"])
+        assert "expected a number in [0, 1]" in capsys.readouterr().err
+
+
 def test_completeness_rule_goes_into_the_model_and_fine_tunes_inherit_it(tiny_presets, tmp_path, capsys):
     out, args = _one_case_run(tmp_path, 1)
     assert cli.main(args + ["--completeness-rule", "edge"]) == 0
@@ -142,6 +154,14 @@ def test_presets_keep_about_the_papers_128_mm_field_of_view():
     assert preset("paper", "ct").network.filters == 84 and preset("compact", "mr").normalization.kind == "percentile"
     with pytest.raises(ValueError):
         preset("huge", "ct")
+
+
+def test_centred_patch_jitter_is_five_mm_on_every_preset_grid():
+    assert preset("paper", "ct").replace(centred_fraction=0.5).sampling().centre_jitter == 5    # 1 mm grid
+    compact = preset("compact", "ct").replace(centred_fraction=0.5).sampling()
+    assert compact.centre_jitter == 2 and compact.centred_fraction == 0.5                   # 2.5 mm grid
+    with pytest.raises(ValueError, match="centred_fraction"):
+        preset("compact", "ct").replace(centred_fraction=2.0)
 
 
 def test_first_ctrl_c_asks_to_stop_and_the_second_interrupts(capsys):

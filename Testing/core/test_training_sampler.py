@@ -159,8 +159,43 @@ def test_z_window_restricts_foreground_candidates():
         assert 22 <= plan.centre[0] < 28 and plan.memory_labels == {L5, L4}
 
 
+def test_centred_patches_sit_at_the_middle_of_the_visible_box_within_the_jitter():
+    index = S.scan_index(_spine(), {})
+    rng = np.random.default_rng(5)
+    exact = S.SamplingConfig(patch_size=8, foreground_fraction=1.0, centred_fraction=1.0)
+    middles = {l: tuple((a + b - 1) // 2 for a, b in zip(*index.boxes[l])) for l in index.labels}
+    assert middles[L4] == (14, 5, 5)                       # L4 covers z 12..17, y and x 3..8
+    centres = {S.plan_patch(index, rng, exact).centre for _ in range(100)}
+    assert centres == set(middles.values())
+    # a z crop through L3 (z 22..27) moves its centre to the middle of the visible part, z 25..27
+    cropped = {S.plan_patch(index, rng, exact, z_window=(25, 40)).centre for _ in range(50)}
+    assert (26, 5, 5) in cropped and (24, 5, 5) not in cropped
+    jittered = S.SamplingConfig(patch_size=8, foreground_fraction=1.0, centred_fraction=1.0, centre_jitter=1)
+    offsets = set()
+    for _ in range(300):
+        plan = S.plan_patch(index, rng, jittered)
+        owner = S.traversal_order(index.labels)[len(plan.memory_labels)]
+        offsets.add(tuple(c - m for c, m in zip(plan.centre, middles[owner])))
+    assert offsets == {(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)}
+
+
+def test_centred_fraction_splits_the_foreground_patches():
+    index = S.scan_index(_spine(), {})
+    middles = {tuple((a + b - 1) // 2 for a, b in zip(*box)) for box in index.boxes.values()}
+    rng = np.random.default_rng(6)
+    config = S.SamplingConfig(patch_size=8, foreground_fraction=1.0, centred_fraction=0.5)
+    share = np.mean([S.plan_patch(index, rng, config).centre in middles for _ in range(4000)])
+    assert abs(share - (0.5 + 0.5 / 216)) < 0.03           # a uniform draw in a 6^3 box hits the middle 1/216
+    paper = S.SamplingConfig(patch_size=8, foreground_fraction=1.0)
+    assert np.mean([S.plan_patch(index, rng, paper).centre in middles for _ in range(4000)]) < 0.02
+
+
 def test_config_validation():
     with pytest.raises(ValueError):
         S.SamplingConfig(patch_size=8, foreground_fraction=1.5)
     with pytest.raises(ValueError):
         S.SamplingConfig(patch_size=8, direction="left")
+    with pytest.raises(ValueError, match="centred_fraction"):
+        S.SamplingConfig(patch_size=8, centred_fraction=-0.1)
+    with pytest.raises(ValueError, match="centre_jitter"):
+        S.SamplingConfig(patch_size=8, centre_jitter=-1)

@@ -51,6 +51,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--learning-rate", type=_positive_float, metavar="LR",
                         help="Adam learning rate (default 1e-3, paper §3.6); a smaller one, e.g. 1e-4, "
                              "when fine-tuning with --init")
+    parser.add_argument("--centred-fraction", type=_fraction, metavar="F",
+                        help="share of the vertebra patches centred on the vertebra (within 5 mm) instead of "
+                             "anywhere in its box, as the traversal sees it when it converges (default 0, the "
+                             "paper's sampling, §3.6)")
     parser.add_argument("--completeness-rule", choices=COMPLETENESS_RULES,
                         help="how the model calls a vertebra complete when it segments (stored in its metadata; "
                              "see segment --completeness-rule). Default: the --init model's, else network")
@@ -91,10 +95,17 @@ def _unit_interval(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+    return value
+
+
 def _config(args: argparse.Namespace) -> Any:
     config = preset(args.preset, args.modality)
     names = ("iterations", "workers", "validate_every", "checkpoint_every", "threads", "seed", "learning_rate",
-             "completeness_rule")
+             "completeness_rule", "centred_fraction")
     changes = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.lambda_min is not None:
         changes["loss"] = replace(config.loss, lambda_min=args.lambda_min)

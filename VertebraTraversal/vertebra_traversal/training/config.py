@@ -20,6 +20,8 @@ from .sampler import DIRECTIONS, SamplingConfig
 PRESETS = ("paper", "compact")
 MODALITIES = ("ct", "mr")
 #: Fields that do not change the trained weights; a run may be resumed with other values.
+#: Largest offset (mm, per axis) of a centred training patch from the middle of its vertebra's box.
+CENTRE_JITTER_MM = 5.0
 RUNTIME_FIELDS = ("workers", "validate_every", "checkpoint_every", "threads", "validation_patches",
                   "completeness_rule")
 
@@ -41,6 +43,8 @@ class TrainingConfig:
         workers: DataLoader worker processes (0 = sample in the main process).
         seed: seeds weights and every patch (patch ``i`` uses the generator ``(seed, i)``).
         foreground_fraction: share of patches inside a random vertebra's bounding box (§3.6: 75 %).
+        centred_fraction: share of those centred on the middle of the box, within
+            ``CENTRE_JITTER_MM``, as the traversal sees a vertebra when it converges (0 = the paper).
         loss, augment: see :class:`LossConfig`, :class:`AugmentConfig`.
         verse_margin_mm: VerSe cases without sidecar are cropped along z to the labelled vertebrae
             plus this margin (paper §4.1).
@@ -66,6 +70,7 @@ class TrainingConfig:
     workers: int = 2
     seed: int = 0
     foreground_fraction: float = 0.75
+    centred_fraction: float = 0.0
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     verse_margin_mm: float = 2.0
@@ -89,6 +94,7 @@ class TrainingConfig:
             raise ValueError(f"spacing_mm must be within 0.05..20 mm, got {self.spacing_mm}")
         if len(set(self.network.patch_size)) != 1:
             raise ValueError(f"training patches are cubes; got patch_size {self.network.patch_size}")
+        self.sampling()  # validates the sampling fields
 
     @property
     def patch_size(self) -> int:
@@ -96,7 +102,9 @@ class TrainingConfig:
         return int(self.network.patch_size[0])
 
     def sampling(self) -> SamplingConfig:
-        return SamplingConfig(self.patch_size, self.foreground_fraction, self.direction)
+        jitter = int(round(CENTRE_JITTER_MM / self.spacing_mm))
+        return SamplingConfig(self.patch_size, self.foreground_fraction, self.direction,
+                              centred_fraction=self.centred_fraction, centre_jitter=jitter)
 
     def to_json(self) -> Dict[str, Any]:
         data = asdict(self)

@@ -9,7 +9,10 @@ Rules (paper §3.6, §3.3, §3.5):
   order. Traversal order sorts vertebrae by anatomical rank (:mod:`vertebra_traversal.anatomy`):
   ``"up"`` starts at the most caudal vertebra (L5 before L4 ...), ``"down"`` at the most cranial.
 * A fraction (75 %) of the patches is centred uniformly inside the bounding box of a random vertebra;
-  the memory then holds every vertebra before that one. The other patches are centred anywhere in
+  the memory then holds every vertebra before that one. Optionally a share of these is centred on the
+  middle of the vertebra's visible bounding box (within a small jitter) instead: that is where the
+  traversal converges and reads the completeness flag (§3.3, §3.5), and a uniform draw rarely holds a
+  large vertebra whole (an extension of §3.6; 0 by default, as in the paper). The other patches are centred anywhere in
   the scan with a random "progress": the memory holds the first ``k`` vertebrae in traversal order,
   ``k`` uniform in ``0..n``, so the network also learns to answer "nothing left".
 * The target is the first not-yet-segmented vertebra (traversal order) present in the patch, or
@@ -43,18 +46,27 @@ class SamplingConfig:
         direction: traversal direction, ``"up"`` (caudal first) or ``"down"`` (cranial first).
         completeness_tolerance: largest fraction of a vertebra's volume that may lie outside the
             patch for it to count as complete (paper §3.6: 2 %).
+        centred_fraction: share of the foreground patches centred on the middle of the vertebra's
+            visible bounding box instead of uniformly inside it (0 = the paper's sampling).
+        centre_jitter: largest offset in voxels, per axis, of a centred patch from the box middle.
     """
 
     patch_size: int
     foreground_fraction: float = 0.75
     direction: str = "up"
     completeness_tolerance: float = 0.02
+    centred_fraction: float = 0.0
+    centre_jitter: int = 0
 
     def __post_init__(self) -> None:
         if self.patch_size < 4:
             raise ValueError(f"patch_size must be at least 4 voxels, got {self.patch_size}")
         if not 0.0 <= self.foreground_fraction <= 1.0:
             raise ValueError(f"foreground_fraction must be in [0, 1], got {self.foreground_fraction}")
+        if not 0.0 <= self.centred_fraction <= 1.0:
+            raise ValueError(f"centred_fraction must be in [0, 1], got {self.centred_fraction}")
+        if self.centre_jitter < 0:
+            raise ValueError(f"centre_jitter must not be negative, got {self.centre_jitter}")
         if self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
 
@@ -196,6 +208,12 @@ def _uniform_in(lo: Sequence[int], hi: Sequence[int], rng: np.random.Generator) 
     return tuple(int(rng.integers(a, max(a + 1, b))) for a, b in zip(lo, hi))  # type: ignore[return-value]
 
 
+def _near_middle(lo: Sequence[int], hi: Sequence[int], jitter: int, rng: np.random.Generator) -> Index3:
+    """The middle voxel of the half-open box ``[lo, hi)`` moved by up to ``jitter`` voxels per axis."""
+    middle = [(a + b - 1) // 2 for a, b in zip(lo, hi)]
+    return tuple(int(m + rng.integers(-jitter, jitter + 1)) for m in middle)  # type: ignore[return-value]
+
+
 def plan_patch(index: ScanIndex, rng: np.random.Generator, config: SamplingConfig,
                z_window: Optional[Tuple[int, int]] = None) -> PatchPlan:
     """Draw one patch position and its memory (paper §3.6); see the module docstring for the rules."""
@@ -207,7 +225,10 @@ def plan_patch(index: ScanIndex, rng: np.random.Generator, config: SamplingConfi
         lo, hi = index.boxes[label]
         lo = (max(lo[0], window[0]),) + tuple(lo[1:])
         hi = (min(hi[0], window[1]),) + tuple(hi[1:])
-        centre = _uniform_in(lo, hi, rng)
+        if rng.random() < config.centred_fraction:
+            centre = _near_middle(lo, hi, config.centre_jitter, rng)
+        else:
+            centre = _uniform_in(lo, hi, rng)
         return PatchPlan(centre, memory_before(label, index.labels, config.direction), True, window)
     centre = _uniform_in((window[0], 0, 0), (window[1], index.shape[1], index.shape[2]), rng)
     progress = int(rng.integers(len(order) + 1))
