@@ -53,6 +53,7 @@ def test_events_and_outputs_end_to_end(tmp_path, model):
     report = json.loads(open(result["outputs"]["report"]).read())
     assert report["network_passes"] == kinds.count("patch")
     assert report["model"]["completeness_rule"] == "network"  # the tiny model's (the default)
+    assert report["model"]["label_interpolation"] == "linear"
 
 
 def test_completeness_rule_option_overrides_the_models_and_bad_choices_are_refused(tmp_path, model):
@@ -65,6 +66,17 @@ def test_completeness_rule_option_overrides_the_models_and_bad_choices_are_refus
     assert report["vertebrae"] and all(v["complete"] is not v["at_scan_edge"] for v in report["vertebrae"])
     bad = _run(["segment", image, "-o", tmp_path / "out2", "--model", model, "--completeness-rule", "vote"])
     assert bad.returncode == 2 and "invalid choice: 'vote'" in bad.stderr and not (tmp_path / "out2").exists()
+
+
+def test_label_interpolation_option_reaches_the_report_and_bad_choices_are_refused(tmp_path, model):
+    image = _ct(tmp_path / "scan_ct.nii.gz")
+    out = _run(["segment", image, "-o", tmp_path / "out", "--model", model, "--device", "cpu",
+                "--label-interpolation", "nearest"])
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "out" / "scan_ct_report.json").read_text())
+    assert report["model"]["label_interpolation"] == "nearest"
+    bad = _run(["segment", image, "-o", tmp_path / "out2", "--model", model, "--label-interpolation", "cubic"])
+    assert bad.returncode == 2 and "invalid choice: 'cubic'" in bad.stderr and not (tmp_path / "out2").exists()
 
 
 @pytest.mark.parametrize("setup, message", [

@@ -73,6 +73,40 @@ def test_from_model_grid_takes_reference_grid_exactly_and_zero_outside():
     assert np.all(array[:, :, :3] == 7) and np.all(array[:, :, 4:] == 0)
 
 
+@pytest.mark.parametrize("code", ["LPS", "RAS", "PIR"])
+def test_linear_label_interpolation_removes_the_coarse_staircase_of_two_balls(code):
+    """Two balls (r 9 mm, ids 3 and 5) on a 1 mm grid, through a 2.5 mm model grid and back."""
+    z, y, x = np.mgrid[:40, :40, :60].astype(np.float64) + 0.5
+    truth = np.zeros((40, 40, 60), np.uint8)
+    truth[(z - 20) ** 2 + (y - 20) ** 2 + (x - 15) ** 2 <= 81] = 3
+    truth[(z - 20) ** 2 + (y - 20) ** 2 + (x - 40) ** 2 <= 81] = 5
+    reference = sitk.DICOMOrient(_lps_image(truth, origin=(3.0, -2.0, 5.0)), code)
+    truth = sitk.GetArrayFromImage(reference)
+    model = geometry.to_model_grid(reference, (2.5, 2.5, 2.5), interpolator="nearest")
+    dice = {}
+    for interpolator in geometry.LABEL_INTERPOLATORS:
+        back = geometry.from_model_grid(model, reference, interpolator)
+        assert back.GetOrigin() == reference.GetOrigin() and back.GetDirection() == reference.GetDirection()
+        array = sitk.GetArrayFromImage(back)
+        assert set(np.unique(array)) == {0, 3, 5}
+        dice[interpolator] = [2 * np.sum((array == k) & (truth == k)) / (np.sum(array == k) + np.sum(truth == k))
+                              for k in (3, 5)]
+    assert max(dice["nearest"]) < 0.90 and min(dice["linear"]) > 0.94
+    with pytest.raises(ValueError, match="interpolator"):
+        geometry.from_model_grid(model, reference, "gaussian")
+
+
+def test_linear_label_interpolation_keeps_labels_whole_on_an_equal_grid_and_zero_outside():
+    labels = np.zeros((6, 8, 10), np.uint8)
+    labels[1:5, 2:6, 1:4] = 7
+    labels[1:5, 2:6, 6:9] = 9
+    reference = _lps_image(labels, spacing=(1.0, 1.0, 1.0))
+    back = geometry.from_model_grid(geometry.to_model_grid(reference, (1.0, 1.0, 1.0), "nearest"), reference, "linear")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), labels)
+    far = _lps_image(np.full((3, 3, 3), 4, np.uint8), origin=(500.0, 0.0, 0.0))
+    assert sitk.GetArrayFromImage(geometry.from_model_grid(far, reference, "linear")).max() == 0
+
+
 def test_oblique_image_is_covered_and_outside_gets_image_minimum():
     rng = np.random.default_rng(3)
     image = _lps_image(rng.uniform(5.0, 10.0, size=(6, 12, 12)).astype(np.float32))

@@ -18,7 +18,7 @@ import SimpleITK as sitk
 
 from . import anatomy
 from .checkpoint import LoadedModel, ModelMetadata
-from .geometry import from_model_grid, model_index_to_lps, to_model_grid
+from .geometry import LABEL_INTERPOLATORS, from_model_grid, model_index_to_lps, to_model_grid
 from .labeling import LabelingConfig, provisional_label, refine_labels
 from .normalization import NormalizationSpec, normalize, pad_value
 from .predictor import Predictor
@@ -40,6 +40,10 @@ class SegmentConfig:
         batch_size: patches per network call (sliding search batches, paper §3.3 speed-up).
         surface_refinement: CT only, paper §3.1 (remove surface voxels below ``surface_threshold_hu``, a
             layer one model voxel thick).
+        label_interpolation: how the model-grid result is mapped back onto the input
+            (:func:`~vertebra_traversal.geometry.from_model_grid`): ``"linear"`` (default; on a model grid
+            coarser than the image it follows the surface between the model voxel centres) or
+            ``"nearest"`` (the paper, §3.1, whose 1 mm grid matches its images).
         completeness_threshold: the network calls a vertebra complete when its probability is at least this.
         completeness_rule: ``"network"`` (paper §3.5), ``"edge"`` (the mask does not reach a face of the
             scan) or ``"both"``; None = the model's ``completeness_rule``.
@@ -50,6 +54,7 @@ class SegmentConfig:
     batch_size: int = 4
     surface_refinement: bool = True
     surface_threshold_hu: float = 200.0
+    label_interpolation: str = "linear"
     completeness_threshold: float = 0.5
     completeness_rule: Optional[str] = None
     max_steps: int = 2000
@@ -58,6 +63,9 @@ class SegmentConfig:
     def __post_init__(self) -> None:
         if self.completeness_rule is not None:
             check_completeness_rule(self.completeness_rule)
+        if self.label_interpolation not in LABEL_INTERPOLATORS:
+            raise ValueError(f"label_interpolation must be one of {LABEL_INTERPOLATORS}, "
+                             f"got {self.label_interpolation!r}")
 
     def rule_for(self, meta: ModelMetadata) -> str:
         """The completeness rule of a run: this config's, else the model's."""
@@ -192,7 +200,7 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
     labels_by_instance = {v.index: assignment.labels[i] for i, v in enumerate(found)} if found else {}
     label_model = sitk.GetImageFromArray(_label_model_grid(result, labels_by_instance))
     label_model.CopyInformation(model_image)
-    labels = from_model_grid(label_model, image)
+    labels = from_model_grid(label_model, image, config.label_interpolation)
     if meta.modality.upper() == "CT" and config.surface_refinement and found:
         refined = refine_surface_ct(sitk.GetArrayFromImage(labels), sitk.GetArrayViewFromImage(image),
                                     threshold_hu=config.surface_threshold_hu,
