@@ -56,27 +56,19 @@ def test_events_and_outputs_end_to_end(tmp_path, model):
     assert report["model"]["label_interpolation"] == "linear"
 
 
-def test_completeness_rule_option_overrides_the_models_and_bad_choices_are_refused(tmp_path, model):
+@pytest.mark.parametrize("option, value, bad", [("--completeness-rule", "edge", "vote"),
+                                                ("--label-interpolation", "nearest", "cubic")])
+def test_settings_reach_the_report_and_bad_choices_are_refused(tmp_path, model, option, value, bad):
     image = _ct(tmp_path / "scan_ct.nii.gz")
-    out = _run(["segment", image, "-o", tmp_path / "out", "--model", model, "--device", "cpu",
-                "--completeness-rule", "edge"])
+    out = _run(["segment", image, "-o", tmp_path / "out", "--model", model, "--device", "cpu", option, value])
     assert out.returncode == 0, out.stderr
     report = json.loads((tmp_path / "out" / "scan_ct_report.json").read_text())
-    assert report["model"]["completeness_rule"] == "edge"
-    assert report["vertebrae"] and all(v["complete"] is not v["at_scan_edge"] for v in report["vertebrae"])
-    bad = _run(["segment", image, "-o", tmp_path / "out2", "--model", model, "--completeness-rule", "vote"])
-    assert bad.returncode == 2 and "invalid choice: 'vote'" in bad.stderr and not (tmp_path / "out2").exists()
-
-
-def test_label_interpolation_option_reaches_the_report_and_bad_choices_are_refused(tmp_path, model):
-    image = _ct(tmp_path / "scan_ct.nii.gz")
-    out = _run(["segment", image, "-o", tmp_path / "out", "--model", model, "--device", "cpu",
-                "--label-interpolation", "nearest"])
-    assert out.returncode == 0, out.stderr
-    report = json.loads((tmp_path / "out" / "scan_ct_report.json").read_text())
-    assert report["model"]["label_interpolation"] == "nearest"
-    bad = _run(["segment", image, "-o", tmp_path / "out2", "--model", model, "--label-interpolation", "cubic"])
-    assert bad.returncode == 2 and "invalid choice: 'cubic'" in bad.stderr and not (tmp_path / "out2").exists()
+    assert report["model"][option[2:].replace("-", "_")] == value
+    if option == "--completeness-rule":  # the option overrides the model's rule (network)
+        assert report["vertebrae"] and all(v["complete"] is not v["at_scan_edge"] for v in report["vertebrae"])
+    refused = _run(["segment", image, "-o", tmp_path / "out2", "--model", model, option, bad])
+    assert refused.returncode == 2 and f"invalid choice: '{bad}'" in refused.stderr
+    assert not (tmp_path / "out2").exists()
 
 
 @pytest.mark.parametrize("setup, message", [
