@@ -160,6 +160,8 @@ def test_centred_patch_jitter_is_five_mm_on_every_preset_grid():
     assert preset("paper", "ct").replace(centred_fraction=0.5).sampling().centre_jitter == 5    # 1 mm grid
     compact = preset("compact", "ct").replace(centred_fraction=0.5).sampling()
     assert compact.centre_jitter == 2 and compact.centred_fraction == 0.5                   # 2.5 mm grid
+    assert "centred_fraction" not in preset("compact", "ct").identity()   # runs from before it still resume
+    assert preset("compact", "ct").replace(centred_fraction=0.5).identity()["centred_fraction"] == 0.5
     with pytest.raises(ValueError, match="centred_fraction"):
         preset("compact", "ct").replace(centred_fraction=2.0)
 

@@ -190,6 +190,21 @@ def test_centred_fraction_splits_the_foreground_patches():
     assert np.mean([S.plan_patch(index, rng, paper).centre in middles for _ in range(4000)]) < 0.02
 
 
+def test_paper_sampling_draws_exactly_the_papers_random_numbers():
+    """With no centred share, a vertebra patch costs the draws of §3.6 only: the choice of a
+    foreground patch, of the vertebra and of the centre, so older runs replay the same patches."""
+    index = S.scan_index(_spine(), {})
+    config = S.SamplingConfig(patch_size=8, foreground_fraction=1.0)
+    for seed in range(5):
+        rng, replay = np.random.default_rng(seed), np.random.default_rng(seed)
+        plan = S.plan_patch(index, rng, config)
+        replay.random()
+        label = index.labels[int(replay.integers(len(index.labels)))]
+        lo, hi = index.boxes[label]
+        assert plan.centre == tuple(int(replay.integers(a, b)) for a, b in zip(lo, hi))
+        assert rng.random() == replay.random()
+
+
 def test_config_validation():
     with pytest.raises(ValueError):
         S.SamplingConfig(patch_size=8, foreground_fraction=1.5)

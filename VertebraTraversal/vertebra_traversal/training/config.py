@@ -19,9 +19,12 @@ from .sampler import DIRECTIONS, SamplingConfig
 
 PRESETS = ("paper", "compact")
 MODALITIES = ("ct", "mr")
-#: Fields that do not change the trained weights; a run may be resumed with other values.
 #: Largest offset (mm, per axis) of a centred training patch from the middle of its vertebra's box.
 CENTRE_JITTER_MM = 5.0
+#: Fields added after run folders were first written, with the value that reproduces older runs; a field
+#: at that value stays out of the run identity, so those runs still resume.
+LATER_FIELDS = {"centred_fraction": 0.0}
+#: Fields that do not change the trained weights; a run may be resumed with other values.
 RUNTIME_FIELDS = ("workers", "validate_every", "checkpoint_every", "threads", "validation_patches",
                   "completeness_rule")
 
@@ -114,7 +117,8 @@ class TrainingConfig:
 
     def identity(self) -> Dict[str, Any]:
         """The fields that decide the trained weights (to recognise the same run on resume)."""
-        return {k: v for k, v in self.to_json().items() if k not in RUNTIME_FIELDS}
+        return {k: v for k, v in self.to_json().items()
+                if k not in RUNTIME_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
     @classmethod
     def from_json(cls, data: Dict[str, Any]) -> "TrainingConfig":

@@ -12,7 +12,8 @@ Rules (paper §3.6, §3.3, §3.5):
   the memory then holds every vertebra before that one. Optionally a share of these is centred on the
   middle of the vertebra's visible bounding box (within a small jitter) instead: that is where the
   traversal converges and reads the completeness flag (§3.3, §3.5), and a uniform draw rarely holds a
-  large vertebra whole (an extension of §3.6; 0 by default, as in the paper). The other patches are centred anywhere in
+  large vertebra whole (an extension of §3.6; 0 by default, as in the paper, and then the random
+  stream is the paper sampling's). The other patches are centred anywhere in
   the scan with a random "progress": the memory holds the first ``k`` vertebrae in traversal order,
   ``k`` uniform in ``0..n``, so the network also learns to answer "nothing left".
 * The target is the first not-yet-segmented vertebra (traversal order) present in the patch, or
@@ -225,7 +226,7 @@ def plan_patch(index: ScanIndex, rng: np.random.Generator, config: SamplingConfi
         lo, hi = index.boxes[label]
         lo = (max(lo[0], window[0]),) + tuple(lo[1:])
         hi = (min(hi[0], window[1]),) + tuple(hi[1:])
-        if rng.random() < config.centred_fraction:
+        if config.centred_fraction > 0 and rng.random() < config.centred_fraction:
             centre = _near_middle(lo, hi, config.centre_jitter, rng)
         else:
             centre = _uniform_in(lo, hi, rng)
