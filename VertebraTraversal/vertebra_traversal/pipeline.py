@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from . import anatomy
 from .checkpoint import LoadedModel, ModelMetadata
 from .geometry import LABEL_INTERPOLATORS, from_model_grid, model_index_to_lps, to_model_grid
-from .labeling import LabelingConfig, provisional_label, refine_labels
+from .labeling import LabelAssignment, LabelingConfig, provisional_label, refine_labels
 from .normalization import NormalizationSpec, normalize, pad_value
 from .predictor import Predictor
 from .postprocess import (check_completeness_rule, is_complete, labels_at_edge, refine_surface_ct,
@@ -164,6 +164,18 @@ def _label_model_grid(result: TraversalResult, labels_by_instance: Dict[int, int
     return lut[result.instances]
 
 
+def label_model_grid(model_image: sitk.Image, result: TraversalResult,
+                     config: SegmentConfig = SegmentConfig()) -> Tuple[sitk.Image, List[Any], Optional[LabelAssignment]]:
+    """Label the traversal's instances (paper §3.4): (VerSe-id map on the model grid, the kept instances
+    top first, their label assignment or None when none was found)."""
+    found = _plausible(result.vertebrae, len(anatomy.STANDARD) + 1)
+    assignment = refine_labels([v.label_value for v in found], config.labeling) if found else None
+    labels_by_instance = {v.index: assignment.labels[i] for i, v in enumerate(found)} if assignment else {}
+    label_model = sitk.GetImageFromArray(_label_model_grid(result, labels_by_instance))
+    label_model.CopyInformation(model_image)
+    return label_model, found, assignment
+
+
 def segment_image(image: sitk.Image, model: LoadedModel, config: SegmentConfig = SegmentConfig(),
                   on_event: Optional[EventCallback] = None,
                   should_cancel: Optional[Callable[[], bool]] = None) -> SegmentationResult:
@@ -195,11 +207,7 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
     start = time.perf_counter()
     model_image, result = run_traversal(image, predictor, meta, config, on_event, should_cancel)
     passes = result.steps  # patches through the network (the paper's "network passes")
-    found = _plausible(result.vertebrae, len(anatomy.STANDARD) + 1)
-    assignment = refine_labels([v.label_value for v in found], config.labeling) if found else None
-    labels_by_instance = {v.index: assignment.labels[i] for i, v in enumerate(found)} if found else {}
-    label_model = sitk.GetImageFromArray(_label_model_grid(result, labels_by_instance))
-    label_model.CopyInformation(model_image)
+    label_model, found, assignment = label_model_grid(model_image, result, config)
     labels = from_model_grid(label_model, image, config.label_interpolation)
     if meta.modality.upper() == "CT" and config.surface_refinement and found:
         refined = refine_surface_ct(sitk.GetArrayFromImage(labels), sitk.GetArrayViewFromImage(image),
