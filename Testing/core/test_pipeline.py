@@ -121,7 +121,7 @@ def test_linear_label_interpolation_maps_a_coarse_result_back_closer_to_the_trut
         assert [v.name for v in result.vertebrae] == ["L1"]
         out = sitk.GetArrayFromImage(result.labels) == anatomy.label_of("L1")
         dice[interpolation] = 2 * np.sum(out & (truth > 0)) / (np.sum(out) + np.sum(truth > 0))
-    assert dice["nearest"] < 0.91 < 0.94 < dice["linear"]
+    assert dice["nearest"] < 0.91 and dice["linear"] > 0.94  # measured: 0.895 and 0.942
     with pytest.raises(ValueError, match="label_interpolation"):
         SegmentConfig(label_interpolation="cubic")
 
