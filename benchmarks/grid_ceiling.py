@@ -1,10 +1,10 @@
 """What a perfect network could score on a model grid: the reference through the pipeline's resampling.
 
-    python benchmarks/grid_ceiling.py --ref ct-test [--spacing 2.5] [--interpolator nearest|gaussian] [--passes N]
+    python benchmarks/grid_ceiling.py --ref ct-test [--spacing 2.5] [--interpolator linear|nearest] [--passes N]
 
 Every reference label map is resampled to the model grid the way the training cache does it
 (nearest neighbour, :func:`geometry.to_model_grid`), mapped back the way ``segment`` maps its result
-(:func:`geometry.from_model_grid`, nearest neighbour unless ``--interpolator``) and, for CT,
+(:func:`geometry.from_model_grid`, linear unless ``--interpolator nearest``) and, for CT,
 surface-refined as ``segment`` does (paper §3.1,
 :func:`postprocess.refine_surface_ct` with :func:`postprocess.surface_passes`). The result is scored
 against the reference with the metrics of ``evaluate``. Identification and completeness are perfect by
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import numpy as np
 import SimpleITK as sitk
@@ -25,13 +25,12 @@ from vertebra_traversal.geometry import LABEL_INTERPOLATORS, from_model_grid, to
 from vertebra_traversal.postprocess import refine_surface_ct, surface_passes
 
 
-def through_grid(case: dataset.CaseFiles, spacing_mm: float, passes: Optional[int],
-                 interpolator: str) -> Tuple[np.ndarray, np.ndarray, tuple]:
-    """(reference, reference after the model grid) as (z, y, x) arrays, and the spacing (z, y, x) in mm.
+def through_grid(case: dataset.CaseFiles, reference: sitk.Image, spacing_mm: float, passes: Optional[int],
+                 interpolator: str) -> np.ndarray:
+    """The case's reference label map after the model grid, as a (z, y, x) array on the reference grid.
 
     ``passes``: CT surface-refinement passes; None = as ``segment`` (:func:`surface_passes`), 0 = none.
     """
-    reference = imageio.read_label_map(case.labels)
     coarse = to_model_grid(reference, (spacing_mm,) * 3, "nearest")
     back = sitk.GetArrayFromImage(from_model_grid(coarse, reference, interpolator))
     if passes is None:
@@ -39,7 +38,7 @@ def through_grid(case: dataset.CaseFiles, spacing_mm: float, passes: Optional[in
     if passes > 0 and case.modality.lower() == "ct":
         image = sitk.GetArrayFromImage(sitk.ReadImage(str(case.image), sitk.sitkFloat32))
         back = refine_surface_ct(back, image, iterations=passes)
-    return sitk.GetArrayFromImage(reference), back, reference.GetSpacing()[::-1]
+    return back
 
 
 def main() -> None:
@@ -47,15 +46,17 @@ def main() -> None:
     parser.add_argument("--ref", type=Path, required=True, help="reference dataset folder")
     parser.add_argument("--spacing", type=float, default=2.5, help="model grid spacing in mm (compact: 2.5)")
     parser.add_argument("--passes", type=int, help="CT surface-refinement passes (default: as segment; 0: none)")
-    parser.add_argument("--interpolator", choices=sorted(LABEL_INTERPOLATORS), default="nearest",
-                        help="how the model-grid labels are mapped back (segment: nearest)")
+    parser.add_argument("--interpolator", choices=LABEL_INTERPOLATORS, default="linear",
+                        help="how the model-grid labels are mapped back (segment's default: linear)")
     args = parser.parse_args()
     scores: List[metrics.VertebraScore] = []
     for case in dataset.list_cases(args.ref):
-        info = dataset.read_case_info(case)
-        complete = {v.label: v.complete for v in info.vertebrae}
-        ref, back, spacing = through_grid(case, args.spacing, args.passes, args.interpolator)
-        case_scores = metrics.select(metrics.score_case(ref, back, spacing, complete, None, case.case_id).vertebrae)
+        reference = imageio.read_label_map(case.labels)
+        complete = {v.label: v.complete for v in dataset.read_case_info(case, labels=reference).vertebrae}
+        back = through_grid(case, reference, args.spacing, args.passes, args.interpolator)
+        scored = metrics.score_case(sitk.GetArrayFromImage(reference), back, reference.GetSpacing()[::-1],
+                                    complete, None, case.case_id)
+        case_scores = metrics.select(scored.vertebrae)
         scores += case_scores
         print(f"{case.case_id}: {len(case_scores)} complete vertebrae, Dice {100 * metrics.mean_dice(case_scores):.1f} %, "
               f"ASSD {metrics.mean_assd(case_scores):.2f} mm", flush=True)
