@@ -12,6 +12,7 @@ from test_training_fixtures import tiny_config, write_spine_case
 from vertebra_traversal.checkpoint import read_metadata
 from vertebra_traversal.cli import main as cli
 from vertebra_traversal.cli import train as train_cli
+from vertebra_traversal.imageio import InputError
 from vertebra_traversal.network import NetworkConfig
 from vertebra_traversal.training.config import preset
 from vertebra_traversal.training.trainer import TrainingProgress
@@ -119,6 +120,40 @@ def test_completeness_rule_goes_into_the_model_and_fine_tunes_inherit_it(tiny_pr
     with pytest.raises(SystemExit):
         cli.main(args + ["--completeness-rule", "vote"])
     assert "invalid choice: 'vote'" in capsys.readouterr().err
+
+
+def _parsed(*options: str):
+    return train_cli._config(cli.build_parser().parse_args(["train", "--data", "d", "--out", "o", *options]))
+
+
+@pytest.mark.parametrize("options, filters, patch, spacing", [
+    (("--filters", "24"), 24, 48, 2.5),
+    (("--spacing", "2"), 16, 64, 2.0),        # 120 mm / 2 mm = 60 -> the nearest multiple of 16
+    (("--spacing", "3"), 16, 48, 3.0),        # 40 lies halfway between 32 and 48: the larger view
+    (("--spacing", "2", "--patch", "48"), 16, 48, 2.0),
+])
+def test_network_options_make_a_custom_run(options, filters, patch, spacing):
+    config = _parsed(*options)
+    assert (config.preset, config.network.filters, config.patch_size, config.spacing_mm) == \
+        ("custom", filters, patch, spacing)
+    assert config.network.head_features == preset("compact", "ct").network.head_features
+    assert _parsed().preset == "compact"
+
+
+def test_network_options_are_checked_and_refused_with_init(tiny_presets, tmp_path, capsys):
+    with pytest.raises(InputError, match=r"--patch: .*\(20, 20, 20\) must be divisible by .* = 8"):
+        _parsed("--patch", "20")
+    out, args = _one_case_run(tmp_path, 1)
+    assert cli.main(args + ["--filters", "6"]) == 0
+    assert read_metadata(out / "model.pt").network["filters"] == 6
+    assert json.loads((out / "run.json").read_text())["identity"]["config"]["preset"] == "custom"
+    assert cli.main(args) == 2                                   # the preset's network is another run
+    capsys.readouterr()
+    tuned = ["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "tuned"), "--workers", "0",
+             "--init", str(out / "model.pt"), "--filters", "8"]
+    assert cli.main(tuned) == 2
+    err = capsys.readouterr().err
+    assert "--filters: a fine-tuned model keeps the network" in err and not (tmp_path / "tuned").exists()
 
 
 def test_bad_data_folder_is_one_clear_error(tiny_presets, tmp_path, capsys):

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional, TextIO
 
+from ..imageio import InputError
 from ..postprocess import COMPLETENESS_RULES
 from ..training.config import MODALITIES, PRESETS, preset
 
@@ -55,6 +56,15 @@ def register(subparsers: Any) -> None:
                         help="share of the vertebra patches centred on the vertebra (within 5 mm) instead of "
                              "anywhere in its box, as the traversal sees it when it converges (default 0, the "
                              "paper's sampling, §3.6)")
+    parser.add_argument("--filters", type=_positive, metavar="N",
+                        help="feature maps in every layer of the network (default: the preset's); the run "
+                             "becomes a custom one. Not with --init, whose network is fixed")
+    parser.add_argument("--spacing", type=_positive_float, metavar="MM",
+                        help="isotropic model-grid spacing in mm (default: the preset's); the patch keeps about "
+                             "the preset's field of view unless --patch is given. Not with --init")
+    parser.add_argument("--patch", type=_positive, metavar="N",
+                        help="edge of the cubic patch in voxels (default: the preset's, or the preset's field "
+                             "of view at --spacing); a multiple of 2**(depth + head_depth). Not with --init")
     parser.add_argument("--completeness-rule", choices=COMPLETENESS_RULES,
                         help="how the model calls a vertebra complete when it segments (stored in its metadata; "
                              "see segment --completeness-rule). Default: the --init model's, else network")
@@ -109,7 +119,32 @@ def _config(args: argparse.Namespace) -> Any:
     changes = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.lambda_min is not None:
         changes["loss"] = replace(config.loss, lambda_min=args.lambda_min)
-    return config.replace(**changes)
+    return _custom_network(config.replace(**changes), args)
+
+
+def _custom_network(config: Any, args: argparse.Namespace) -> Any:
+    """Applies ``--filters``, ``--spacing`` and ``--patch``; the run's preset becomes ``custom``.
+
+    Without ``--patch``, the patch is the multiple of ``2**(depth + head_depth)`` voxels closest to the
+    preset's field of view (patch × spacing, mm) at the new spacing.
+    """
+    given = [f"--{name}" for name in ("filters", "spacing", "patch") if getattr(args, name, None) is not None]
+    if not given:
+        return config
+    if args.init is not None:
+        raise InputError(f"{', '.join(given)}: a fine-tuned model keeps the network and grid of --init "
+                         f"{args.init}; leave these options out")
+    network, spacing = config.network, args.spacing or config.spacing_mm
+    divisor = 2 ** (network.depth + network.head_depth)
+    patch = args.patch or divisor * max(1, math.floor(config.patch_size * config.spacing_mm / spacing / divisor + 0.5))
+    try:
+        network = replace(network, filters=args.filters or network.filters, patch_size=(patch,) * 3)
+        config = config.replace(preset="custom", network=network, spacing_mm=spacing)
+    except ValueError as exc:
+        raise InputError(f"{', '.join(given)}: {exc}") from None
+    logger.info("custom network: %d filters, %d^3 patches at %g mm (%g mm field of view)", network.filters,
+                patch, spacing, patch * spacing)
+    return config
 
 
 def _duration(seconds: float) -> str:
