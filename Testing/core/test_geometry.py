@@ -135,15 +135,6 @@ def test_downsampling_is_anti_aliased():
                                atol=1e-5)
 
 
-def test_probability_resampling_is_linear_float32():
-    ramp = np.broadcast_to(np.linspace(0.0, 1.0, 5, dtype=np.float32), (3, 3, 5)).copy()
-    model = _lps_image(ramp, spacing=(2.0, 2.0, 2.0), origin=(0.0, 0.0, 0.0))
-    reference = _lps_image(np.zeros((3, 3, 9), dtype=np.int16), spacing=(1.0, 2.0, 2.0), origin=(0.0, 0.0, 0.0))
-    prob = geometry.resample_probability_to_reference(model, reference)
-    assert prob.GetPixelID() == sitk.sitkFloat32
-    np.testing.assert_allclose(sitk.GetArrayFromImage(prob)[1, 1], np.linspace(0.0, 1.0, 9), atol=1e-6)
-
-
 @pytest.mark.parametrize("shape, minimum, offset, padded", [
     ((3, 4, 5), (3, 4, 5), (0, 0, 0), (3, 4, 5)),
     ((3, 4, 5), (6, 7, 2), (1, 1, 0), (6, 7, 5)),

@@ -189,15 +189,6 @@ def _from_model_grid_linear(labels_model: sitk.Image, reference: sitk.Image) -> 
     return result
 
 
-def resample_probability_to_reference(prob_model: sitk.Image, reference: sitk.Image) -> sitk.Image:
-    """Linear resampling of a model-grid probability map (values 0..1) onto ``reference``'s grid;
-    float32, 0 outside the model grid. Thresholding it at 0.5 gives smoother masks than nearest."""
-    out = sitk.Resample(sitk.Cast(prob_model, sitk.sitkFloat32), reference, sitk.Transform(),
-                        sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    out.CopyInformation(reference)
-    return out
-
-
 def pad_to_shape(array: np.ndarray, min_shape_zyx: Sequence[int],
                  value: float) -> Tuple[np.ndarray, Tuple[int, int, int]]:
     """Pad a (z, y, x) array with ``value`` to at least ``min_shape_zyx`` voxels, symmetrically
