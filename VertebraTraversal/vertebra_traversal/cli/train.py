@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, TextIO
 
 from ..imageio import InputError
 from ..postprocess import COMPLETENESS_RULES
-from ..training.config import MODALITIES, PRESETS, preset
+from ..training.config import MODALITIES, PRESETS, TrainingConfig, preset
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _config(args: argparse.Namespace) -> Any:
+def _config(args: argparse.Namespace) -> TrainingConfig:
     config = preset(args.preset, args.modality)
     names = ("iterations", "workers", "validate_every", "checkpoint_every", "threads", "seed", "learning_rate",
              "completeness_rule", "centred_fraction")
@@ -122,7 +122,7 @@ def _config(args: argparse.Namespace) -> Any:
     return _custom_network(config.replace(**changes), args)
 
 
-def _custom_network(config: Any, args: argparse.Namespace) -> Any:
+def _custom_network(config: TrainingConfig, args: argparse.Namespace) -> TrainingConfig:
     """Applies ``--filters``, ``--spacing`` and ``--patch``; the run's preset becomes ``custom``.
 
     Without ``--patch``, the patch is the multiple of ``2**(depth + head_depth)`` voxels closest to the
