@@ -109,6 +109,8 @@ def compact_config() -> NetworkConfig:
     Measured on 2 idle CPU threads (benchmarks/network_speed.py, channels-last): one training step takes
     0.53 s with these settings, 0.95 s with 24 filters, 1.6 s with 64^3 patches and 3.1 s with 32 filters
     at 64^3 (PyTorch's CPU conv3d backward dominates; under load the larger ones took 2-5x longer).
+    For the same training CPU time (about 1.5 h, from scratch) it beat 24 filters on held-out CT phantoms:
+    Dice 40.4 % against 15.7 %, ASSD 4.8 mm against 8.9 mm (the CT model card has the runs).
     """
     return NetworkConfig(filters=16, depth=3, head_features=32, head_depth=1, patch_size=(48, 48, 48))
 
