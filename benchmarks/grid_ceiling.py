@@ -41,6 +41,15 @@ def through_grid(case: dataset.CaseFiles, reference: sitk.Image, spacing_mm: flo
     return back
 
 
+def score_complete(case: dataset.CaseFiles, reference: sitk.Image, labels: np.ndarray) -> List[metrics.VertebraScore]:
+    """Scores of ``labels`` ((z, y, x), on the reference grid) over the case's completely visible
+    reference vertebrae, as ``evaluate`` computes them (missed ones count Dice 0)."""
+    complete = {v.label: v.complete for v in dataset.read_case_info(case, labels=reference).vertebrae}
+    scored = metrics.score_case(sitk.GetArrayFromImage(reference), labels, reference.GetSpacing()[::-1],
+                                complete, None, case.case_id)
+    return metrics.select(scored.vertebrae)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ref", type=Path, required=True, help="reference dataset folder")
@@ -52,11 +61,8 @@ def main() -> None:
     scores: List[metrics.VertebraScore] = []
     for case in dataset.list_cases(args.ref):
         reference = imageio.read_label_map(case.labels)
-        complete = {v.label: v.complete for v in dataset.read_case_info(case, labels=reference).vertebrae}
-        back = through_grid(case, reference, args.spacing, args.passes, args.interpolator)
-        scored = metrics.score_case(sitk.GetArrayFromImage(reference), back, reference.GetSpacing()[::-1],
-                                    complete, None, case.case_id)
-        case_scores = metrics.select(scored.vertebrae)
+        case_scores = score_complete(case, reference, through_grid(case, reference, args.spacing, args.passes,
+                                                                   args.interpolator))
         scores += case_scores
         print(f"{case.case_id}: {len(case_scores)} complete vertebrae, Dice {100 * metrics.mean_dice(case_scores):.1f} %, "
               f"ASSD {metrics.mean_assd(case_scores):.2f} mm", flush=True)

@@ -15,7 +15,6 @@ import argparse
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-import numpy as np
 import SimpleITK as sitk
 import torch
 
@@ -27,6 +26,8 @@ from vertebra_traversal.pipeline import SegmentConfig, label_model_grid, run_tra
 from vertebra_traversal.postprocess import refine_surface_ct
 from vertebra_traversal.torch_predictor import TorchPredictor
 
+from grid_ceiling import score_complete  # beside this script
+
 Variant = Tuple[str, int]
 
 
@@ -34,8 +35,6 @@ def variants_of_case(case: dataset.CaseFiles, model, config: SegmentConfig) -> D
     """Scores of the complete reference vertebrae of one case under every (interpolation, passes)."""
     image = sitk.ReadImage(str(case.image), sitk.sitkFloat32)
     reference = imageio.read_label_map(case.labels)
-    ref = sitk.GetArrayFromImage(reference)
-    complete = {v.label: v.complete for v in dataset.read_case_info(case, labels=reference).vertebrae}
     model_image, result = run_traversal(image, TorchPredictor(model, config.batch_size), model.metadata, config)
     label_model, _, _ = label_model_grid(model_image, result, config)
     passes = (0, 1, 2) if model.metadata.modality.upper() == "CT" else (0,)
@@ -44,8 +43,7 @@ def variants_of_case(case: dataset.CaseFiles, model, config: SegmentConfig) -> D
         back = sitk.GetArrayFromImage(from_model_grid(label_model, image, interpolation))
         for n in passes:
             out = refine_surface_ct(back, sitk.GetArrayViewFromImage(image), iterations=n) if n else back
-            scored = metrics.score_case(ref, out, reference.GetSpacing()[::-1], complete, None, case.case_id)
-            scores[(interpolation, n)] = metrics.select(scored.vertebrae)
+            scores[(interpolation, n)] = score_complete(case, reference, out)
     return scores
 
 
@@ -66,9 +64,8 @@ def main() -> None:
         print(case.case_id, " ".join(f"{i}/{n}: {100 * metrics.mean_dice(v):.1f}" for (i, n), v in scores.items()),
               flush=True)
     for (interpolation, n), vertebrae in totals.items():
-        dice = 100 * np.array([v.dice for v in vertebrae])
         print(f"{interpolation:>8} mapping, {n} surface passes: {len(vertebrae)} complete vertebrae, "
-              f"Dice {dice.mean():.1f} %, ASSD {metrics.mean_assd(vertebrae):.2f} mm")
+              f"Dice {100 * metrics.mean_dice(vertebrae):.1f} %, ASSD {metrics.mean_assd(vertebrae):.2f} mm")
 
 
 if __name__ == "__main__":
