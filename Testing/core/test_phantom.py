@@ -50,6 +50,16 @@ def test_labels_are_verse_ids_ordered_cranio_caudally_along_s():
     assert case.labels.GetSize() == case.image.GetSize() and case.labels.GetOrigin() == case.image.GetOrigin()
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_neck_field_is_a_cervical_spine_scan(seed):
+    """``fov="neck"``: the top lies at C1 or C2 and the scan ends within C7-T3 (sections C1-T1, C2-T2)."""
+    case = generate_case(seed, PhantomConfig(fov="neck", **COARSE, **NO_VARIANTS))
+    names = [r.name for r in case.info.vertebrae]
+    assert case.info.source["fov"] == "neck"
+    assert names[0] in ("C1", "C2") and {"C3", "C4", "C5", "C6", "C7"} <= set(names)
+    assert names[-1] in ("C7", "T1", "T2", "T3") and not any(n.startswith("L") for n in names)
+
+
 def test_each_vertebra_is_one_piece_and_neighbours_touch():
     """Facet joints and discs: adjacent labels touch (26-neighbourhood) but every vertebra is a single
     connected component of its own label."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Tuple
 
-FOV_MODES = ("random", "spine", "chest", "lumbar", "full")
+FOV_MODES = ("random", "spine", "neck", "chest", "lumbar", "full")
 MODALITIES = ("ct", "mr")
 
 
@@ -14,7 +14,8 @@ class PhantomConfig:
 
     Attributes:
         modality: ``"ct"`` (HU, whole-vertebra labels) or ``"mr"`` (T2-like, vertebral bodies only).
-        fov: ``"random"``, ``"spine"`` (dedicated spine scan of a random section), ``"chest"``,
+        fov: ``"random"``, ``"spine"`` (dedicated spine scan of a random section), ``"neck"``
+            (dedicated cervical spine scan: C1-T1 or C2-T2, never drawn by ``"random"``), ``"chest"``,
             ``"lumbar"`` or ``"full"`` (C1 to below the sacrum).
         inplane_spacing_mm: range (min, max) the in-plane voxel spacing is drawn from, mm.
         slice_spacing_mm: range of the slice spacing (along S-I for CT, L-R for sagittal MR), mm.

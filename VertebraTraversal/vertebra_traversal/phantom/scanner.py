@@ -2,7 +2,7 @@
 and the storage orientation of the written image.
 
 Fields of view mimic the paper's data (§4.1): dedicated spine CT with a small reconstruction field
-around a random section of the spine, chest CT (lung apex to below the diaphragm, whole body width),
+around a random section of the spine (``neck``: only its cervical sections), chest CT (lung apex to below the diaphragm, whole body width),
 lumbar spine CT and whole-spine scans; MR is a sagittal slab. CT images are rounded to integer HU and
 clipped to [-1024, 3071] like stored CT.
 """
@@ -24,6 +24,9 @@ CT_RANGE = (-1024.0, 3071.0)
 COMMON_ORIENTATIONS = ("LPS", "RAS", "LPI", "RAI", "LAS", "RPI", "PIR", "ASL", "AIL", "PSR", "LIP", "RSP")
 _MODES_CT = (("spine", 0.35), ("chest", 0.25), ("lumbar", 0.3), ("full", 0.1))
 _MODES_MR = (("lumbar", 0.7), ("spine", 0.3))
+#: Sections (top, bottom) of a dedicated spine scan; the first two are cervical spine CT (mode "neck").
+_NECK_SECTIONS = (("C1", "T1"), ("C2", "T2"))
+_SPINE_SECTIONS = _NECK_SECTIONS + (("T1", "L1"), ("T3", "T12"), ("T11", "S1"), ("T4", "L5"), ("C1", "S2"))
 
 
 @dataclass(frozen=True)
@@ -91,8 +94,10 @@ def _z_range(mode: str, spine: Spine, torso: Torso, rng: np.random.Generator) ->
         start = str(rng.choice(_present(spine, ["T10", "T11", "T12", "L1"])))
         end = str(rng.choice(["L5", "S1", "S2", "S3"] if "L5" in {l.name for l in spine.levels} else ["S1", "S2"]))
         return _between(spine, start, rng, True), _between(spine, end, rng, False)
-    sections = (("C1", "T1"), ("C2", "T2"), ("T1", "L1"), ("T3", "T12"), ("T11", "S1"), ("T4", "L5"), ("C1", "S2"))
-    start, end = sections[int(rng.choice(len(sections), p=[0.12, 0.08, 0.2, 0.1, 0.3, 0.15, 0.05]))]
+    if mode == "neck":
+        start, end = _NECK_SECTIONS[int(rng.choice(len(_NECK_SECTIONS), p=[0.6, 0.4]))]
+    else:
+        start, end = _SPINE_SECTIONS[int(rng.choice(len(_SPINE_SECTIONS), p=[0.12, 0.08, 0.2, 0.1, 0.3, 0.15, 0.05]))]
     if end not in {l.name for l in spine.levels} and not end.startswith("S"):
         end = spine.levels[-1].name
     top = _between(spine, start, rng, True) + (rng.uniform(10, 40) if start == "C1" else 0.0)
