@@ -111,9 +111,10 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            volume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if volume:
-                self._parameterNode.inputVolume = volume
+            volumes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+            images = [v for v in volumes if not v.IsA("vtkMRMLLabelMapVolumeNode")]  # the selector hides label maps
+            if images:
+                self._parameterNode.inputVolume = images[0]
 
     def setParameterNode(self, parameterNode: Optional[VertebraTraversalParameterNode]) -> None:
         if self._parameterNode:
@@ -131,6 +132,8 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.modelPathLineEdit.enabled = params is not None and params.model == "File"
         self.ui.segmentButton.enabled = bool(params and params.inputVolume) and not running
         self.ui.cancelButton.enabled = running
+        for widget in (self.ui.inputsCollapsibleButton, self.ui.outputSegmentationSelector):
+            widget.enabled = not running  # the run's volume and target stay what they were at its start
         self.ui.exportButton.enabled = bool(params and params.inputVolume and params.outputSegmentation
                                             and params.caseId and str(params.datasetFolder) not in ("", "."))
 
@@ -150,6 +153,15 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if self._run is None:
             self._timer.stop()
             return
+        try:
+            self._applyPoll()
+        except Exception as exc:  # a QTimer slot must not raise: stop the run and say why, once
+            self._timer.stop()
+            self._run.cancel()
+            slicer.util.errorDisplay(f"Vertebra Traversal stopped: {exc}")
+            self._updateButtons()
+
+    def _applyPoll(self) -> None:
         state = self._run.poll()
         self.ui.progressBar.value = int(round(100 * state.fraction))
         self.ui.statusLabel.text = state.status
@@ -164,7 +176,8 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if state.done and self._run.segmentation_node is not None:
             self._parameterNode.outputSegmentation = self._run.segmentation_node
             self._run.segmentation_node.SetDisplayVisibility(True)
-            self.ui.caseIdLineEdit.text = self.ui.caseIdLineEdit.text or self._parameterNode.inputVolume.GetName()
+            # through the parameter node: the GUI may be disconnected (another module is shown)
+            self._parameterNode.caseId = self._parameterNode.caseId or self._run.volume_node.GetName()
         elif state.error:
             slicer.util.errorDisplay(f"Vertebra Traversal failed:\n{state.error}")
         self._updateButtons()
@@ -232,16 +245,16 @@ class VertebraTraversalLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def _ensureTorch(ask: bool) -> None:
+        if _distributionInstalled("torch"):  # checked without importing torch into Slicer's own process
+            return
         try:
             import PyTorchUtils  # the PyTorch extension
         except ImportError:
             PyTorchUtils = None
         if PyTorchUtils is not None:
             torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-            if not torchLogic.torchInstalled() and torchLogic.installTorch(askConfirmation=ask) is None:
+            if torchLogic.installTorch(askConfirmation=ask) is None:
                 raise RuntimeError("PyTorch is required; install it from the PyTorch module")
-            return
-        if _distributionInstalled("torch"):
             return
         if ask and not slicer.util.confirmOkCancelDisplay(
                 "Vertebra Traversal needs PyTorch (about 1 GB). Install the PyTorch extension for the best "
@@ -274,14 +287,15 @@ class VertebraTraversalLogic(ScriptedLoadableModuleLogic):
 
 
 def _distributionInstalled(requirement: str) -> bool:
+    """True when the distribution is installed in a version the requirement line allows."""
     import importlib.metadata
-    import re
-    name = re.split(r"[<>=!~;\[ ]", requirement.strip(), maxsplit=1)[0]
+    from packaging.requirements import Requirement  # bundled with Slicer's Python (pip needs it)
+    wanted = Requirement(requirement.strip())
     try:
-        importlib.metadata.version(name)
-        return True
+        version = importlib.metadata.version(wanted.name)
     except importlib.metadata.PackageNotFoundError:
         return False
+    return wanted.specifier.contains(version, prereleases=True)
 
 
 class VertebraTraversalTest(ScriptedLoadableModuleTest):

@@ -85,6 +85,7 @@ def _work_dirs(tmp_path):
 def test_successful_run_builds_the_segmentation_and_cleans_up(mrml, tmp_path, engine):
     volume = add_volume(mrml.scene, ct_array())
     run = SegmentationRun(mrml.scene, volume, mrml.seg_logic, engine("ok"))
+    descriptors = _open_descriptors()
     run.start()
     assert events.find_patch_roi(mrml.scene) is not None
     seen = []
@@ -100,6 +101,7 @@ def test_successful_run_builds_the_segmentation_and_cleans_up(mrml, tmp_path, en
         np.testing.assert_array_equal(segment_mask(node, seg.GetNthSegmentID(index)), label_array() == label)
     assert "engine: working" in run.log and "library noise on stdout" in run.log
     assert _work_dirs(tmp_path) == []
+    assert _open_descriptors() == descriptors  # the child's pipes are closed, not leaked
 
 
 def test_engine_error_is_reported_and_leaves_the_scene_alone(mrml, tmp_path, engine):
@@ -110,6 +112,12 @@ def test_engine_error_is_reported_and_leaves_the_scene_alone(mrml, tmp_path, eng
     state = run.wait(timeout_s=60)
     assert "input is not a spine" in state.error and run.returncode == 1
     assert run.segmentation_node is None and mrml.node_ids() == before and _work_dirs(tmp_path) == []
+
+
+def _open_descriptors() -> int:
+    """File descriptors open in this process (Linux; -1 where /proc is missing)."""
+    fds = Path("/proc/self/fd")
+    return len(list(fds.iterdir())) if fds.is_dir() else -1
 
 
 def _dead(pid: int) -> bool:
@@ -134,7 +142,9 @@ def test_cancel_ends_child_and_grandchild_and_restores_the_scene(mrml, tmp_path,
         time.sleep(0.02)
     assert run.state.patches >= 5 and run.running
     grandchild = int(next(line for line in run.log if line.startswith("grandchild")).split()[1])
+    descriptors = _open_descriptors()
     state = run.cancel()
+    assert _open_descriptors() == descriptors - 2  # stdout and stderr of the child
     assert state.cancelled and state.finished and not run.running
     assert run.returncode == -9  # it ignored SIGTERM: SIGKILL after the grace period
     deadline = time.monotonic() + 5

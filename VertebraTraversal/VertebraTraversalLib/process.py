@@ -186,10 +186,17 @@ class SegmentationRun:
         self.returncode = self._process.returncode
         for thread in self._threads:
             thread.join(timeout=2.0)
+        self._close_pipes()
         remove_patch_roi(self.scene)
         self._cleanup_files()
         self.state = replace(self.state, cancelled=True, status="Cancelled")
         return self.state
+
+    def _close_pipes(self) -> None:
+        """Close the child's stdout / stderr once nothing more is read from them (no descriptor leaks)."""
+        for stream in (self._process.stdout, self._process.stderr):
+            if stream is not None:
+                stream.close()
 
     def _drain_stderr(self) -> None:
         while True:
@@ -220,6 +227,7 @@ class SegmentationRun:
 
     def _finish(self) -> None:
         self.returncode = self._process.returncode
+        self._close_pipes()
         remove_patch_roi(self.scene)
         try:
             if self.returncode == 0 and self.state.outputs:
@@ -270,7 +278,10 @@ def _terminate_group(process: subprocess.Popen, timeout_s: float) -> None:
     if os.name == "nt":
         subprocess.run(["taskkill", "/T", "/F", "/PID", str(process.pid)], capture_output=True, check=False,
                        creationflags=subprocess.CREATE_NO_WINDOW)
-        process.wait(timeout=timeout_s)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            logger.warning("engine process %d still running after taskkill", process.pid)
         return
     try:
         os.killpg(process.pid, signal.SIGTERM)
