@@ -101,6 +101,23 @@ def test_segment_outputs_scored_per_group(reference, tmp_path):
     assert all_rows["A"].vertebrae == 3 and all_rows["A"].identification_accuracy == pytest.approx(1 / 3)
 
 
+def test_region_rows_pool_the_vertebrae_of_each_spine_region(reference, tmp_path):
+    _write_segment_outputs(tmp_path / "pred")
+    result = evaluate.evaluate_folders(tmp_path / "pred", reference)
+    rows = {s.group: s for s in result.region_summaries(complete_only=True)}
+    assert list(rows) == ["thoracic", "lumbar"]  # no cervical vertebra in the reference
+    thoracic, lumbar = rows["thoracic"], rows["lumbar"]  # T12 of c2; L2, L3 of c1 and L1 of c2
+    assert (thoracic.scans, thoracic.vertebrae, thoracic.dice_mean, thoracic.identification_accuracy) == (1, 1, 1.0, 1.0)
+    assert (lumbar.scans, lumbar.vertebrae) == (2, 3)
+    assert lumbar.dice_mean == pytest.approx(np.mean([1.0, 1.0, 10 / 12]))
+    assert lumbar.identification_accuracy == pytest.approx(1 / 3) and lumbar.false_detections == 0
+    assert {s.group: s.vertebrae for s in result.region_summaries(complete_only=False)}["lumbar"] == 4
+    table = evaluate.format_region_table(result).splitlines()
+    assert table[1].split() == ["Region", "Scans", "Vertebrae", "Dice", "(%)", "ASSD", "(mm)", "Id.", "acc.", "(%)",
+                                "κ", "Compl.", "acc.", "(%)", "Missed"]
+    assert table[3].split()[:5] == ["thoracic", "1", "1", "100.0", "±"] and table[4].startswith("lumbar")
+
+
 def test_missing_prediction_is_refused_or_counted(reference, tmp_path):
     pred = tmp_path / "pred"
     _write_segment_outputs(pred)
@@ -177,7 +194,10 @@ def test_command_line(reference, tmp_path, capsys):
     assert _run_cli(argv) == 0
     captured = capsys.readouterr()
     assert "Dice (%)" in captured.out and "all reference vertebrae" in captured.out
+    assert any(line.startswith("lumbar ") for line in captured.out.splitlines())
     assert (out / "summary.json").exists() and "summary.json" in captured.err
+    regions = json.loads((out / "summary.json").read_text())["regions_complete_vertebrae"]
+    assert [(r["group"], r["vertebrae"]) for r in regions] == [("thoracic", 1), ("lumbar", 3)]
     with pytest.raises(InputError, match="--overwrite"):
         _run_cli(argv)
     assert _run_cli(argv + ["--overwrite"]) == 0

@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 OUTPUT_FILES = ("per_vertebra.csv", "summary.json")
 UNGROUPED = "all"
 OVERALL = "overall"
+#: Spine regions in cranio-caudal order, as the anatomy table names them.
+REGIONS = tuple(dict.fromkeys(v.region for v in anatomy.VERTEBRAE))
 Progress = Callable[[float, str], None]
 
 
@@ -94,6 +96,20 @@ class EvaluationResult:
         rows = [summarize([c.score for c in self.cases if c.group == g], g, complete_only) for g in groups]
         if len(groups) > 1:
             rows.append(summarize([c.score for c in self.cases], OVERALL, complete_only))
+        return rows
+
+    def region_summaries(self, complete_only: bool = True) -> List[GroupSummary]:
+        """One row per spine region of the anatomy table (cervical, thoracic, lumbar; T13 and L6 count as
+        the table says) over all cases, for regions that occur. ``scans`` counts the scans showing the
+        region; false detections cannot be given a region and are 0 here (see :meth:`summaries`)."""
+        rows = []
+        for region in REGIONS:
+            parts = [metrics.CaseScore(c.score.case_id, [v for v in c.score.vertebrae
+                                                         if anatomy.vertebra(v.label).region == region], 0)
+                     for c in self.cases]
+            parts = [p for p in parts if metrics.select(p.vertebrae, complete_only)]
+            if parts:
+                rows.append(summarize(parts, region, complete_only))
         return rows
 
 
@@ -235,10 +251,24 @@ _HEADER = ["Dataset", "Scans", "Vertebrae", "Dice (%)", "ASSD (mm)", "Id. acc. (
            "FP / scan", "FN / scan", "Missed", "False det."]
 
 
+#: Columns of the region table: a region has no false detections or per-scan rates of its own.
+_REGION_COLUMNS = (0, 1, 2, 3, 4, 5, 6, 7, 10)
+
+
 def format_table(result: EvaluationResult, complete_only: bool = True) -> str:
     """Plain-text table in the shape of the paper's Table 1 (mean ± sd), one row per group."""
-    rows = [_HEADER] + [_row(s) for s in result.summaries(complete_only)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_HEADER))]
+    return _layout([_HEADER] + [_row(s) for s in result.summaries(complete_only)], complete_only)
+
+
+def format_region_table(result: EvaluationResult, complete_only: bool = True) -> str:
+    """The same scores per spine region (cervical, thoracic, lumbar), pooled over all groups."""
+    header = ["Region"] + _HEADER[1:]
+    rows = [header] + [_row(s) for s in result.region_summaries(complete_only)]
+    return _layout([[r[i] for i in _REGION_COLUMNS] for r in rows], complete_only)
+
+
+def _layout(rows: List[List[str]], complete_only: bool) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
              for r in rows]
     lines.insert(1, "-" * len(lines[0]))
@@ -270,7 +300,9 @@ def summary_json(result: EvaluationResult) -> Dict[str, Any]:
               "false_detections": c.score.false_detections} for c in result.cases]
     return _json_safe({"format": "vertebra-traversal-evaluation", "version": 1,
                        "groups_complete_vertebrae": [asdict(s) for s in result.summaries(True)],
-                       "groups_all_vertebrae": [asdict(s) for s in result.summaries(False)], "cases": cases})
+                       "groups_all_vertebrae": [asdict(s) for s in result.summaries(False)],
+                       "regions_complete_vertebrae": [asdict(s) for s in result.region_summaries(True)],
+                       "cases": cases})
 
 
 def per_vertebra_csv(result: EvaluationResult) -> str:

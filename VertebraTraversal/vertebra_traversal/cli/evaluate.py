@@ -4,7 +4,8 @@ Scores predictions against a reference dataset with the metrics of the paper (§
 Dice and average symmetric surface distance against the predicted instance with the largest overlap,
 identification accuracy and linearly weighted κ, completeness accuracy and false positives /
 negatives per scan. Prints a table shaped like the paper's Table 1 (one row per dataset group) for
-completely visible vertebrae and for all vertebrae; with --out also writes per_vertebra.csv and
+completely visible vertebrae and for all vertebrae, then per spine region (cervical, thoracic, lumbar)
+for completely visible vertebrae; with --out also writes per_vertebra.csv and
 summary.json.
 
 --pred is either a dataset folder with the same case ids or a folder of `segment` outputs
@@ -17,7 +18,8 @@ import logging
 import sys
 from pathlib import Path
 
-from ..evaluate import EvaluationOptions, check_output_dir, evaluate_folders, format_table, write_results
+from ..evaluate import (EvaluationOptions, check_output_dir, evaluate_folders, format_region_table, format_table,
+                        write_results)
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         check_output_dir(args.out, args.overwrite)  # fail before the work, not after
     result = evaluate_folders(args.pred, args.ref, EvaluationOptions(allow_missing=args.allow_missing),
                               progress=lambda fraction, message: logger.info("%3.0f%% %s", 100 * fraction, message))
-    sys.stdout.write(format_table(result, complete_only=True) + "\n" + format_table(result, complete_only=False))
+    sys.stdout.write("\n".join([format_table(result, complete_only=True), format_table(result, complete_only=False),
+                                format_region_table(result, complete_only=True)]))
     if args.out is not None:
         for path in write_results(result, args.out, overwrite=args.overwrite):
             sys.stderr.write(f"wrote {path}\n")
