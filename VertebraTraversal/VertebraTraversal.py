@@ -87,8 +87,7 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        self.onCancel()
-        self._timer.stop()
+        self._stopRun()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -101,7 +100,7 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
 
     def onSceneStartClose(self, caller, event) -> None:
-        self.onCancel()
+        self._stopRun()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -178,17 +177,23 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self._run.segmentation_node.SetDisplayVisibility(True)
             # through the parameter node: the GUI may be disconnected (another module is shown)
             self._parameterNode.caseId = self._parameterNode.caseId or self._run.volume_node.GetName()
+        elif state.cancelled:
+            self.ui.progressBar.value = 0
         elif state.error:
             slicer.util.errorDisplay(f"Vertebra Traversal failed:\n{state.error}")
         self._updateButtons()
 
     def onCancel(self) -> None:
+        """Ask the engine to stop; the timer keeps polling until it has (Slicer does not wait)."""
         if self._run is not None and self._run.running:
-            state = self._run.cancel()
-            self.ui.statusLabel.text = state.status
-            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = self._run.request_cancel().status
+            self.ui.cancelButton.enabled = False
+
+    def _stopRun(self) -> None:
+        """Stop a running engine and wait for it (the module or the scene is closing)."""
         self._timer.stop()
-        self._updateButtons()
+        if self._run is not None and self._run.running:
+            self._run.cancel()
 
     def onExport(self) -> None:
         params = self._parameterNode

@@ -110,7 +110,10 @@ def test_real_engine_cancel_restores_the_scene(mrml, tmp_path, tiny):
     while run.poll().patches < 2 and run.running and time.monotonic() < deadline:
         time.sleep(0.05)
     assert run.running, (run.state, run.log[-20:])
-    state = run.cancel()
+    assert run.request_cancel().status == "Cancelling"  # as the module's Cancel: returns at once
+    while not run.poll().finished and time.monotonic() < deadline:
+        time.sleep(0.05)
+    state = run.state
     assert state.cancelled and run.returncode == 130  # the engine stopped between two steps (SIGTERM)
     assert (mrml.node_ids(), sorted(p.name for p in tmp_path.iterdir())) == before
     assert run.segmentation_node is None

@@ -153,3 +153,27 @@ def test_cancel_ends_child_and_grandchild_and_restores_the_scene(mrml, tmp_path,
     assert _dead(grandchild)
     assert mrml.node_ids() == before and run.segmentation_node is None and _work_dirs(tmp_path) == []
     assert run.poll() is state  # nothing happens after a cancel
+
+
+@pytest.mark.skipif(os.name == "nt", reason="process-group signals; Windows uses taskkill /T")
+def test_request_cancel_returns_at_once_and_polling_ends_the_run(mrml, tmp_path, engine):
+    """The GUI's Cancel: nothing waits; the stubborn child (it ignores SIGTERM) is still running when
+    request_cancel returns, and polling kills it after the grace period and restores the scene."""
+    volume = add_volume(mrml.scene, ct_array())
+    before = mrml.node_ids()
+    run = SegmentationRun(mrml.scene, volume, mrml.seg_logic, engine("forever"))
+    run.start()
+    deadline = time.monotonic() + 60
+    while run.poll().patches < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    state = run.request_cancel()
+    assert state.status == "Cancelling" and not state.finished and run.running and run.returncode is None
+    patches = state.patches
+    assert run.request_cancel() is state  # a second click changes nothing
+    deadline = time.monotonic() + 30
+    while not run.poll().finished and time.monotonic() < deadline:
+        time.sleep(0.02)
+    state = run.state
+    assert state.cancelled and state.status == "Cancelled" and run.returncode == -9
+    assert state.patches == patches  # events after the request are not applied
+    assert mrml.node_ids() == before and run.segmentation_node is None and _work_dirs(tmp_path) == []

@@ -6,8 +6,9 @@
 run their engine out of process), and reads its stdout/stderr on two daemon threads into queues.
 The module's QTimer calls :meth:`SegmentationRun.poll`, which applies the queued events (the patch
 ROI moves, paper §3.3) and, once the child exited successfully, builds the segmentation node.
-:meth:`SegmentationRun.cancel` ends the child and its children and leaves the scene as it was:
-the ROI is removed and no segmentation node exists before the run succeeded.
+:meth:`SegmentationRun.request_cancel` asks the child to stop and returns at once; polling then ends
+the child and its children and leaves the scene as it was (:meth:`SegmentationRun.cancel` does the
+same and waits): the ROI is removed and no segmentation node exists before the run succeeded.
 """
 from __future__ import annotations
 
@@ -120,6 +121,7 @@ class SegmentationRun:
         self._threads: List[threading.Thread] = []
         self._work: Optional[Path] = None
         self._roi = None
+        self._cancel_deadline: Optional[float] = None
 
     @property
     def running(self) -> bool:
@@ -159,6 +161,8 @@ class SegmentationRun:
         """Apply what the child printed since the last call; finish the run when it has exited."""
         if self._process is None or self.state.finished:
             return self.state
+        if self._cancel_deadline is not None:
+            return self._poll_cancelling()
         self._drain_stderr()
         self._drain_stdout()
         if self._open_streams == 0 and self._process.poll() is not None:
@@ -175,14 +179,46 @@ class SegmentationRun:
             time.sleep(interval_s)
         return self.state
 
-    def cancel(self) -> RunState:
-        """Stop the child (and its children), remove the ROI and the temporary files.
+    def request_cancel(self) -> RunState:
+        """Ask the child to stop and return at once (the GUI's Cancel; the event loop never waits).
 
-        No segmentation node is created by a cancelled run. A finished run is left as it is.
+        SIGTERM goes to the child's process group: the engine stops between two steps (Windows: the
+        process tree is ended). :meth:`poll` finishes the run as cancelled once the child has exited,
+        and kills the group when it is still running ``terminate_timeout_s`` later.
         """
-        if self._process is None or self.state.finished:
+        if self._process is None or self.state.finished or self._cancel_deadline is not None:
             return self.state
-        _terminate_group(self._process, self.config.terminate_timeout_s)
+        _terminate_group(self._process)
+        self._cancel_deadline = time.monotonic() + self.config.terminate_timeout_s
+        self.state = replace(self.state, status="Cancelling")
+        return self.state
+
+    def cancel(self) -> RunState:
+        """Stop the child (and its children), remove the ROI and the temporary files, and wait for it.
+
+        No segmentation node is created by a cancelled run. A finished run is left as it is. For
+        scripts, tests and scene close; the GUI calls :meth:`request_cancel` and keeps polling.
+        """
+        self.request_cancel()
+        give_up = time.monotonic() + 2 * self.config.terminate_timeout_s + 5.0
+        while not self.poll().finished and time.monotonic() < give_up:
+            time.sleep(0.02)
+        if not self.state.finished:  # not even SIGKILL ended it: leave it, but end the run here
+            logger.warning("engine process %d did not exit after SIGKILL", self._process.pid)
+            self._end_cancelled()
+        return self.state
+
+    def _poll_cancelling(self) -> RunState:
+        if self._process.poll() is None:
+            if time.monotonic() >= self._cancel_deadline:
+                _kill_group(self._process)
+                self._cancel_deadline = float("inf")  # once
+            return self.state
+        self._end_cancelled()
+        return self.state
+
+    def _end_cancelled(self) -> None:
+        _kill_leftovers(self._process)
         self.returncode = self._process.returncode
         for thread in self._threads:
             thread.join(timeout=2.0)
@@ -190,7 +226,6 @@ class SegmentationRun:
         remove_patch_roi(self.scene)
         self._cleanup_files()
         self.state = replace(self.state, cancelled=True, status="Cancelled")
-        return self.state
 
     def _close_pipes(self) -> None:
         """Close the child's stdout / stderr once nothing more is read from them (no descriptor leaks)."""
@@ -270,33 +305,33 @@ def _group_kwargs() -> Dict[str, Any]:
     return {"start_new_session": True}
 
 
-def _terminate_group(process: subprocess.Popen, timeout_s: float) -> None:
-    """SIGTERM the child's process group (the engine then stops between two steps), SIGKILL after
-    ``timeout_s``; on Windows ``taskkill /T /F`` ends the whole tree."""
+def _terminate_group(process: subprocess.Popen) -> None:
+    """SIGTERM the child's process group (the engine then stops between two steps); on Windows
+    ``taskkill /T /F`` ends the whole tree at once."""
     if process.poll() is not None:
         return
     if os.name == "nt":
         subprocess.run(["taskkill", "/T", "/F", "/PID", str(process.pid)], capture_output=True, check=False,
                        creationflags=subprocess.CREATE_NO_WINDOW)
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            logger.warning("engine process %d still running after taskkill", process.pid)
         return
     try:
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=timeout_s)
     except ProcessLookupError:
-        process.wait(timeout=timeout_s)
-    _kill_leftovers(process.pid)
+        pass
 
 
-def _kill_leftovers(group: int) -> None:
-    """Children of the child that ignored SIGTERM get SIGKILL (the group outlives its leader)."""
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL the child's process group (it outlived the grace period); Windows: the tree again."""
+    if os.name == "nt":
+        _terminate_group(process)
+        return
     try:
-        os.killpg(group, signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _kill_leftovers(process: subprocess.Popen) -> None:
+    """Children of the child that ignored SIGTERM get SIGKILL (the group outlives its leader)."""
+    if os.name != "nt":
+        _kill_group(process)
