@@ -131,16 +131,23 @@ def _dead(pid: int) -> bool:
     return False
 
 
-@pytest.mark.skipif(os.name == "nt", reason="process-group signals; Windows uses taskkill /T")
-def test_cancel_ends_child_and_grandchild_and_restores_the_scene(mrml, tmp_path, engine):
+def _stubborn_run(mrml, engine, patches):
+    """(scene node ids before, a started run of the engine that ignores SIGTERM, polled until it
+    reported ``patches`` patch positions)."""
     volume = add_volume(mrml.scene, ct_array())
     before = mrml.node_ids()
     run = SegmentationRun(mrml.scene, volume, mrml.seg_logic, engine("forever"))
     run.start()
     deadline = time.monotonic() + 60
-    while run.poll().patches < 5 and time.monotonic() < deadline:
+    while run.poll().patches < patches and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert run.state.patches >= 5 and run.running
+    assert run.state.patches >= patches and run.running
+    return before, run
+
+
+@pytest.mark.skipif(os.name == "nt", reason="process-group signals; Windows uses taskkill /T")
+def test_cancel_ends_child_and_grandchild_and_restores_the_scene(mrml, tmp_path, engine):
+    before, run = _stubborn_run(mrml, engine, patches=5)
     grandchild = int(next(line for line in run.log if line.startswith("grandchild")).split()[1])
     descriptors = _open_descriptors()
     state = run.cancel()
@@ -159,13 +166,7 @@ def test_cancel_ends_child_and_grandchild_and_restores_the_scene(mrml, tmp_path,
 def test_request_cancel_returns_at_once_and_polling_ends_the_run(mrml, tmp_path, engine):
     """The GUI's Cancel: nothing waits; the stubborn child (it ignores SIGTERM) is still running when
     request_cancel returns, and polling kills it after the grace period and restores the scene."""
-    volume = add_volume(mrml.scene, ct_array())
-    before = mrml.node_ids()
-    run = SegmentationRun(mrml.scene, volume, mrml.seg_logic, engine("forever"))
-    run.start()
-    deadline = time.monotonic() + 60
-    while run.poll().patches < 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    before, run = _stubborn_run(mrml, engine, patches=3)
     state = run.request_cancel()
     assert state.status == "Cancelling" and not state.finished and run.running and run.returncode is None
     patches = state.patches
