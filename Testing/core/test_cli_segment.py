@@ -53,7 +53,7 @@ def test_events_and_outputs_end_to_end(tmp_path, model):
     report = json.loads(open(result["outputs"]["report"]).read())
     assert report["network_passes"] == kinds.count("patch")
     assert report["model"]["completeness_rule"] == "network"  # the tiny model's (the default)
-    assert report["model"]["label_interpolation"] == "linear"
+    assert report["model"]["label_interpolation"] == "linear" and report["model"]["largest_component"] is True
 
 
 @pytest.mark.parametrize("option, value, bad", [("--completeness-rule", "edge", "vote"),
@@ -69,6 +69,14 @@ def test_settings_reach_the_report_and_bad_choices_are_refused(tmp_path, model, 
     refused = _run(["segment", image, "-o", tmp_path / "out2", "--model", model, option, bad])
     assert refused.returncode == 2 and f"invalid choice: '{bad}'" in refused.stderr
     assert not (tmp_path / "out2").exists()
+
+
+def test_all_components_switches_the_largest_piece_filter_off(tmp_path, model):
+    image = _ct(tmp_path / "scan_ct.nii.gz")
+    out = _run(["segment", image, "-o", tmp_path / "out", "--model", model, "--device", "cpu", "--all-components"])
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "out" / "scan_ct_report.json").read_text())
+    assert report["model"]["largest_component"] is False
 
 
 @pytest.mark.parametrize("setup, message", [

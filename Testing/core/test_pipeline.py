@@ -126,6 +126,25 @@ def test_linear_label_interpolation_maps_a_coarse_result_back_closer_to_the_trut
         SegmentConfig(label_interpolation="cubic")
 
 
+def test_each_vertebra_keeps_only_its_largest_piece_unless_asked_for_all():
+    """The network's fragment holds a ball (r 9 mm) and a detached 6 mm cube: one vertebra in two pieces."""
+    z, y, x = np.mgrid[:40, :40, :40].astype(np.float64) + 0.5
+    ball = (z - 24) ** 2 + (y - 24) ** 2 + (x - 24) ** 2 <= 81
+    speck = np.zeros_like(ball)
+    speck[2:8, 2:8, 2:8] = True
+    image = sitk.GetImageFromArray((ball | speck).astype(np.float32))
+    meta = replace(_meta(), spacing_mm=(2.5,) * 3, min_fragment_mm3=100.0)
+    out = {}
+    for keep_all in (False, True):
+        result = segment_with_predictor(image, _bright_voxels, meta, SegmentConfig(largest_component=not keep_all))
+        assert [v.name for v in result.vertebrae] == ["L1"]
+        out[keep_all] = sitk.GetArrayFromImage(result.labels) == anatomy.label_of("L1")
+        volume = result.vertebrae[0].volume_mm3
+        assert volume == pytest.approx(np.count_nonzero(out[keep_all]))  # the report measures what is kept
+    assert np.any(out[True] & speck) and not np.any(out[False] & speck)
+    np.testing.assert_array_equal(out[False], out[True] & ~speck)  # the ball itself is untouched
+
+
 def test_unknown_completeness_rule_is_refused():
     with pytest.raises(ValueError, match="completeness rule 'majority'"):
         SegmentConfig(completeness_rule="majority")
