@@ -138,10 +138,10 @@ def test_phantom_with_bundled_model_to_training_case(mrml, tmp_path):
     # fraction of the spine's bounding box) and cover most of them; every vertebra found lies on bone
     # (> 200 HU) above chance, and every one flagged complete on vertebrae above chance. Fragments flagged
     # incomplete are kept and flagged (paper §3.5) and may be other bone. The bundled model is far from
-    # the targets and flags too many vertebrae incomplete (model card); on this sample it measured 66 % on
-    # vertebrae against 18 % chance, covered 77 % of them, 50-68 % per complete-flagged vertebra, and
-    # 51-99 % bone per vertebra against 15 % chance (its top fragment, flagged incomplete, is 99 % bone
-    # at the field of view's edge but no vertebra).
+    # the targets and flags too many vertebrae incomplete (model card); on this sample it measured 67 % on
+    # vertebrae against 18 % chance, covered 76 % of them, 51-77 % per complete-flagged vertebra, and
+    # 51-99 % bone per vertebra against 15 % chance (its two top fragments, flagged incomplete, are 99 %
+    # bone at the field of view's edge but no vertebra).
     z, y, x = np.nonzero(truth)
     box = tuple(slice(a.min(), a.max() + 1) for a in (z, y, x))
     chance = np.mean(truth[box] > 0)
