@@ -3,9 +3,10 @@
 The steps follow the paper: resample to the model's isotropic grid (§3.1), normalise (CT: HU as the
 model says; MR: 5th/95th percentile to [-1, 1], §5), run the iterative traversal (§3.3), refine the
 labels by maximum likelihood (§3.4), map the instances back to the input grid (linear interpolation of
-each mask by default; nearest neighbour as in §3.1) and, for CT, remove voxels below 200 HU from each vertebra's surface (§3.1), a surface layer one
-model voxel thick (:func:`~vertebra_traversal.postprocess.surface_passes`), and keep each vertebra's largest
-connected piece (not in the paper; ``SegmentConfig.largest_component``).
+each mask by default; nearest neighbour as in §3.1) and, for CT, remove voxels below 200 HU from each
+vertebra's surface (§3.1), a surface layer one model voxel thick
+(:func:`~vertebra_traversal.postprocess.surface_passes`); then keep each vertebra's largest connected
+piece (not in the paper; ``SegmentConfig.largest_component``).
 """
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 and the storage orientation of the written image.
 
 Fields of view mimic the paper's data (§4.1): dedicated spine CT with a small reconstruction field
-around a random section of the spine (``neck``: only its cervical sections), chest CT (lung apex to below the diaphragm, whole body width),
-lumbar spine CT and whole-spine scans; MR is a sagittal slab. CT images are rounded to integer HU and
-clipped to [-1024, 3071] like stored CT.
+around a random section of the spine (``neck``: only its cervical sections), chest CT (lung apex to
+below the diaphragm, whole body width), lumbar spine CT and whole-spine scans; MR is a sagittal slab.
+CT images are rounded to integer HU and clipped to [-1024, 3071] like stored CT.
 """
 from __future__ import annotations
 
