@@ -4,6 +4,7 @@ All MRML work is in the Qt-free ``VertebraTraversalLib``; the engine (``vertebra
 et al. 2019) runs in a child ``PythonSlicer`` process and is polled with a QTimer, so Slicer stays
 responsive, the patch ROI moves live and Cancel works.
 """
+import logging
 import os
 import shutil
 import sys
@@ -156,9 +157,14 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self._applyPoll()
         except Exception as exc:  # a QTimer slot must not raise: stop the run and say why, once
             self._timer.stop()
-            self._run.cancel()
-            slicer.util.errorDisplay(f"Vertebra Traversal stopped: {exc}")
-            self._updateButtons()
+            try:
+                self._run.cancel()
+            except Exception:
+                logging.exception("stopping the engine after a polling error failed")
+                self._run = None  # free the module; the child may be left behind
+            finally:
+                slicer.util.errorDisplay(f"Vertebra Traversal stopped: {exc}")
+                self._updateButtons()
 
     def _applyPoll(self) -> None:
         state = self._run.poll()

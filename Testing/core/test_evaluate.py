@@ -119,6 +119,20 @@ def test_region_rows_pool_the_vertebrae_of_each_spine_region(reference, tmp_path
     assert table[3].split()[:5] == ["thoracic", "1", "1", "100.0", "±"] and table[4].startswith("lumbar")
 
 
+def test_region_rows_keep_scans_whose_region_vertebrae_are_all_cut_off():
+    """Completeness counts every matched vertebra: scan A shows only a cut-off C7 (called complete, a
+    completeness FP) in the cervical region; it must stay in the cervical row."""
+    def score(label, ref_complete, pred_complete=True, dice=0.8):
+        return metrics.VertebraScore(label, label, dice, 1.0, ref_complete, pred_complete)
+
+    a = metrics.CaseScore("A", [score(L("C7"), False), score(L("T1"), True)], 0)
+    b = metrics.CaseScore("B", [score(L("C6"), True), score(L("C7"), True)], 0)
+    result = evaluate.EvaluationResult([evaluate.EvaluatedCase(c, "all", None) for c in (a, b)])
+    cervical = result.region_summaries(complete_only=True)[0]
+    assert cervical.group == "cervical" and (cervical.scans, cervical.vertebrae) == (2, 2)
+    assert cervical.completeness_accuracy == pytest.approx(2 / 3) and cervical.fp_per_scan == 0.5
+
+
 def test_missing_prediction_is_refused_or_counted(reference, tmp_path):
     pred = tmp_path / "pred"
     _write_segment_outputs(pred)

@@ -114,6 +114,13 @@ def test_engine_error_is_reported_and_leaves_the_scene_alone(mrml, tmp_path, eng
     assert run.segmentation_node is None and mrml.node_ids() == before and _work_dirs(tmp_path) == []
 
 
+def test_cancel_before_start_changes_nothing(mrml, engine):
+    run = SegmentationRun(mrml.scene, add_volume(mrml.scene, ct_array()), mrml.seg_logic, engine("ok"))
+    state = run.cancel()
+    assert state is run.state and not state.cancelled and not state.finished and run.returncode is None
+    assert run.request_cancel() is state
+
+
 def _open_descriptors() -> int:
     """File descriptors open in this process (Linux; -1 where /proc is missing)."""
     fds = Path("/proc/self/fd")

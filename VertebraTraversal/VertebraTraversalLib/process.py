@@ -90,7 +90,7 @@ def _pump(stream: IO[bytes], sink: "queue.Queue[Any]") -> None:
             if not chunk:
                 break
             sink.put(chunk)
-    except OSError:
+    except (OSError, ValueError):  # closed under us: the run ended without waiting for this thread
         pass
     finally:
         sink.put(_EOF)
@@ -122,6 +122,7 @@ class SegmentationRun:
         self._work: Optional[Path] = None
         self._roi = None
         self._cancel_deadline: Optional[float] = None
+        self._killed = False
 
     @property
     def running(self) -> bool:
@@ -199,38 +200,42 @@ class SegmentationRun:
         No segmentation node is created by a cancelled run. A finished run is left as it is. For
         scripts, tests and scene close; the GUI calls :meth:`request_cancel` and keeps polling.
         """
+        if self._process is None or self.state.finished:
+            return self.state
         self.request_cancel()
-        give_up = time.monotonic() + 2 * self.config.terminate_timeout_s + 5.0
-        while not self.poll().finished and time.monotonic() < give_up:
+        while not self.poll().finished:
             time.sleep(0.02)
-        if not self.state.finished:  # not even SIGKILL ended it: leave it, but end the run here
-            logger.warning("engine process %d did not exit after SIGKILL", self._process.pid)
-            self._end_cancelled()
         return self.state
 
     def _poll_cancelling(self) -> RunState:
+        """Cancel in progress: SIGKILL after the grace period; give up waiting a grace period later
+        (a child stuck in the kernel is left behind, but the run ends and the GUI is free again)."""
         if self._process.poll() is None:
-            if time.monotonic() >= self._cancel_deadline:
+            if time.monotonic() < self._cancel_deadline:
+                return self.state
+            if not self._killed:
                 _kill_group(self._process)
-                self._cancel_deadline = float("inf")  # once
-            return self.state
+                self._killed = True
+                self._cancel_deadline = time.monotonic() + self.config.terminate_timeout_s + 5.0
+                return self.state
+            logger.warning("engine process %d did not exit after SIGKILL", self._process.pid)
         self._end_cancelled()
         return self.state
 
     def _end_cancelled(self) -> None:
         _kill_leftovers(self._process)
         self.returncode = self._process.returncode
-        for thread in self._threads:
-            thread.join(timeout=2.0)
         self._close_pipes()
         remove_patch_roi(self.scene)
         self._cleanup_files()
         self.state = replace(self.state, cancelled=True, status="Cancelled")
 
     def _close_pipes(self) -> None:
-        """Close the child's stdout / stderr once nothing more is read from them (no descriptor leaks)."""
-        for stream in (self._process.stdout, self._process.stderr):
-            if stream is not None:
+        """Close the child's stdout / stderr once their reader threads are done (no descriptor leaks);
+        a pipe still read (held open by a process outside the group) is left to its daemon thread."""
+        for stream, thread in zip((self._process.stdout, self._process.stderr), self._threads):
+            thread.join(timeout=0.5)
+            if stream is not None and not thread.is_alive():
                 stream.close()
 
     def _drain_stderr(self) -> None:
@@ -316,7 +321,7 @@ def _terminate_group(process: subprocess.Popen) -> None:
         return
     try:
         os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):  # gone, or only zombies left (macOS: EPERM)
         pass
 
 
