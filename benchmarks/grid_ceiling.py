@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 import SimpleITK as sitk
@@ -41,13 +41,18 @@ def through_grid(case: dataset.CaseFiles, reference: sitk.Image, spacing_mm: flo
     return back
 
 
-def score_complete(case: dataset.CaseFiles, reference: sitk.Image, labels: np.ndarray) -> List[metrics.VertebraScore]:
-    """Scores of ``labels`` ((z, y, x), on the reference grid) over the case's completely visible
-    reference vertebrae, as ``evaluate`` computes them (missed ones count Dice 0)."""
+def complete_scorer(case: dataset.CaseFiles,
+                    reference: sitk.Image) -> Callable[[np.ndarray], List[metrics.VertebraScore]]:
+    """A function giving the scores of a label array ((z, y, x), on the reference grid) over the case's
+    completely visible reference vertebrae, as ``evaluate`` computes them (missed ones count Dice 0).
+    The sidecar and the reference array are read once, however many arrays are scored."""
     complete = {v.label: v.complete for v in dataset.read_case_info(case, labels=reference).vertebrae}
-    scored = metrics.score_case(sitk.GetArrayFromImage(reference), labels, reference.GetSpacing()[::-1],
-                                complete, None, case.case_id)
-    return metrics.select(scored.vertebrae)
+    ref, spacing = sitk.GetArrayFromImage(reference), reference.GetSpacing()[::-1]
+
+    def score(labels: np.ndarray) -> List[metrics.VertebraScore]:
+        return metrics.select(metrics.score_case(ref, labels, spacing, complete, None, case.case_id).vertebrae)
+
+    return score
 
 
 def main() -> None:
@@ -61,8 +66,8 @@ def main() -> None:
     scores: List[metrics.VertebraScore] = []
     for case in dataset.list_cases(args.ref):
         reference = imageio.read_label_map(case.labels)
-        case_scores = score_complete(case, reference, through_grid(case, reference, args.spacing, args.passes,
-                                                                   args.interpolator))
+        case_scores = complete_scorer(case, reference)(through_grid(case, reference, args.spacing, args.passes,
+                                                                    args.interpolator))
         scores += case_scores
         print(f"{case.case_id}: {len(case_scores)} complete vertebrae, Dice {100 * metrics.mean_dice(case_scores):.1f} %, "
               f"ASSD {metrics.mean_assd(case_scores):.2f} mm", flush=True)

@@ -26,7 +26,7 @@ from vertebra_traversal.pipeline import SegmentConfig, label_model_grid, run_tra
 from vertebra_traversal.postprocess import refine_surface_ct
 from vertebra_traversal.torch_predictor import TorchPredictor
 
-from grid_ceiling import score_complete  # beside this script
+from grid_ceiling import complete_scorer  # beside this script
 
 Variant = Tuple[str, int]
 
@@ -35,6 +35,7 @@ def variants_of_case(case: dataset.CaseFiles, model, config: SegmentConfig) -> D
     """Scores of the complete reference vertebrae of one case under every (interpolation, passes)."""
     image = sitk.ReadImage(str(case.image), sitk.sitkFloat32)
     reference = imageio.read_label_map(case.labels)
+    score = complete_scorer(case, reference)
     model_image, result = run_traversal(image, TorchPredictor(model, config.batch_size), model.metadata, config)
     label_model, _, _ = label_model_grid(model_image, result, config)
     passes = (0, 1, 2) if model.metadata.modality.upper() == "CT" else (0,)
@@ -43,7 +44,7 @@ def variants_of_case(case: dataset.CaseFiles, model, config: SegmentConfig) -> D
         back = sitk.GetArrayFromImage(from_model_grid(label_model, image, interpolation))
         for n in passes:
             out = refine_surface_ct(back, sitk.GetArrayViewFromImage(image), iterations=n) if n else back
-            scores[(interpolation, n)] = score_complete(case, reference, out)
+            scores[(interpolation, n)] = score(out)
     return scores
 
 
