@@ -111,9 +111,7 @@ def test_real_engine_cancel_restores_the_scene(mrml, tmp_path, tiny):
         time.sleep(0.05)
     assert run.running, (run.state, run.log[-20:])
     assert run.request_cancel().status == "Cancelling"  # as the module's Cancel: returns at once
-    while not run.poll().finished and time.monotonic() < deadline:
-        time.sleep(0.05)
-    state = run.state
+    state = run.wait(TIMEOUT_S)
     assert state.cancelled and run.returncode == 130  # the engine stopped between two steps (SIGTERM)
     assert (mrml.node_ids(), sorted(p.name for p in tmp_path.iterdir())) == before
     assert run.segmentation_node is None

@@ -178,10 +178,7 @@ def test_request_cancel_returns_at_once_and_polling_ends_the_run(mrml, tmp_path,
     assert state.status == "Cancelling" and not state.finished and run.running and run.returncode is None
     patches = state.patches
     assert run.request_cancel() is state  # a second click changes nothing
-    deadline = time.monotonic() + 30
-    while not run.poll().finished and time.monotonic() < deadline:
-        time.sleep(0.02)
-    state = run.state
+    state = run.wait(timeout_s=30)  # polling, as the module's timer does
     assert state.cancelled and state.status == "Cancelled" and run.returncode == -9
     assert state.patches == patches  # events after the request are not applied
     assert mrml.node_ids() == before and run.segmentation_node is None and _work_dirs(tmp_path) == []
