@@ -127,3 +127,34 @@ def test_batch_of_inputs_in_a_folder_loads_the_model_once(tmp_path, model):
     assert [e["case"] for e in events if e["event"] == "start"] == [1, 2]
     assert sorted(p.name for p in (tmp_path / "o").glob("*_report.json")) == ["one_report.json", "two_report.json"]
     assert out.stderr.count("loaded torchscript CT model") == 1
+
+
+def test_dataset_folder_segments_its_images_of_the_models_modality(tmp_path, model):
+    root = tmp_path / "dataset"
+    for case in ("case1", "case2"):
+        _ct(root / "rawdata" / case / f"{case}_ct.nii.gz")
+    _ct(root / "rawdata" / "case3" / "case3_mr.nii.gz")  # an MR case: not for a CT model
+    out = _run(["segment", root, "-o", tmp_path / "o", "--model", model, "--events"])
+    assert out.returncode == 0, out.stderr
+    starts = [json.loads(line)["input"] for line in out.stdout.splitlines() if '"start"' in line]
+    assert [p.split("/")[-1] for p in starts] == ["case1_ct.nii.gz", "case2_ct.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "o").glob("*_report.json")) == ["case1_ct_report.json",
+                                                                               "case2_ct_report.json"]
+
+
+def test_dataset_folder_without_the_models_modality_is_refused(tmp_path, model):
+    root = tmp_path / "dataset"
+    _ct(root / "rawdata" / "case3" / "case3_mr.nii.gz")
+    out = _run(["segment", root, "-o", tmp_path / "o", "--model", model])
+    assert out.returncode == 2
+    assert f"{root}: dataset holds no CT image" in out.stderr and out.stderr.count("error:") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_two_inputs_with_the_same_output_name_are_refused_before_any_work(tmp_path, model):
+    first, second = _ct(tmp_path / "a" / "scan.nii.gz"), _ct(tmp_path / "b" / "scan.nrrd")
+    out = _run(["segment", first, second, "-o", tmp_path / "o", "--model", model, "--events"])
+    assert out.returncode == 2
+    assert f"{second}: same output name 'scan' as {first}" in out.stderr
+    assert not any(json.loads(line)["event"] == "start" for line in out.stdout.splitlines())
+    assert not (tmp_path / "o").exists()

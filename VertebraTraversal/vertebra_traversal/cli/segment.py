@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from ..checkpoint import load_model
+from ..dataset import list_cases
 from ..geometry import LABEL_INTERPOLATORS
 from ..imageio import InputError, read_image
 from ..models import resolve_model
-from ..outputs import prepare_output_dir, write_outputs
+from ..outputs import input_stem, prepare_output_dir, write_outputs
 from ..pipeline import SegmentConfig, segment_image
 from ..postprocess import COMPLETENESS_RULES
 
@@ -63,23 +64,50 @@ class CancelFlag:
         return self.cancelled
 
 
-def expand_inputs(inputs: List[str]) -> List[Path]:
-    """Files stay; a folder of image files becomes its files; any other folder is one DICOM series."""
+def expand_inputs(inputs: List[str], modality: str) -> List[Path]:
+    """The image files to segment, in order.
+
+    A file stays; a dataset root (``rawdata/<id>/<id>_ct.nii.gz``, the layout that ``phantom`` and the
+    Slicer export write and VerSe uses) becomes its images of the model's ``modality`` (``"ct"`` or
+    ``"mr"``); a folder of image files becomes its files; any other folder is one DICOM series.
+
+    Raises:
+        InputError: an input does not exist, a dataset root has no image of that modality, or two inputs
+            would write outputs of the same name (checked before any work starts).
+    """
     paths: List[Path] = []
     for item in inputs:
         path = Path(item)
         if not path.exists():
             raise InputError(f"{path}: file not found")
-        images = sorted(p for p in path.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES)) \
-            if path.is_dir() else []
-        paths.extend(images or [path])
+        paths.extend(_folder_images(path, modality) if path.is_dir() else [path])
+    seen: Dict[str, Path] = {}
+    for path in paths:
+        stem = input_stem(path)
+        if stem in seen:
+            raise InputError(f"{path}: same output name '{stem}' as {seen[stem]}; segment them into separate "
+                             f"output folders")
+        seen[stem] = path
     return paths
+
+
+def _folder_images(folder: Path, modality: str) -> List[Path]:
+    if (folder / "rawdata").is_dir():
+        images = [case.image for case in list_cases(folder) if case.modality == modality]
+        if not images:
+            raise InputError(f"{folder}: dataset holds no {modality.upper()} image "
+                             f"(expected rawdata/<id>/<id>_{modality}.nii.gz)")
+        return images
+    images = sorted(p for p in folder.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES))
+    return images or [folder]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("segment", help="segment and label the vertebrae of images",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, DICOM folders")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files, folders of images, dataset folders (rawdata/<id>/<id>_ct.nii.gz), "
+                             "DICOM folders")
     parser.add_argument("-o", "--out", required=True, type=Path, help="output folder (new or empty)")
     parser.add_argument("--model", default="ct", help="'ct' or 'mr' (bundled) or a checkpoint path (default: ct)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -117,9 +145,9 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
     started = time.perf_counter()
     if args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size}: must be at least 1")
-    inputs = expand_inputs(args.inputs)
     model_path = resolve_model(args.model)
     model = load_model(model_path, device=args.device)
+    inputs = expand_inputs(args.inputs, model.metadata.modality.lower())
     out_dir = prepare_output_dir(args.out)
     config = SegmentConfig(batch_size=args.batch_size, surface_refinement=not args.no_surface_refinement,
                            largest_component=not args.all_components,
