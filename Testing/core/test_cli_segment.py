@@ -79,6 +79,18 @@ def test_all_components_switches_the_largest_piece_filter_off(tmp_path, model):
     assert report["model"]["largest_component"] is False
 
 
+def test_a_calibrated_models_table_is_used_unless_switched_off(tmp_path):
+    from vertebra_traversal.label_calibration import fit_calibration
+    table = fit_calibration([(1.0, 5.0), (24.0, 20.0)]).to_json()
+    calibrated = tiny_model(tmp_path / "cal.pt", label_calibration=table)
+    image = _ct(tmp_path / "scan_ct.nii.gz")
+    for flags, used in (([], True), (["--no-label-calibration"], False)):
+        out_dir = tmp_path / f"out{int(used)}"
+        out = _run(["segment", image, "-o", out_dir, "--model", calibrated, "--device", "cpu"] + flags)
+        assert out.returncode == 0, out.stderr
+        assert json.loads((out_dir / "scan_ct_report.json").read_text())["model"]["label_calibration"] is used
+
+
 @pytest.mark.parametrize("setup, message", [
     (lambda d, m: ["segment", d / "missing.nii.gz", "-o", d / "o", "--model", m], "file not found"),
     (lambda d, m: ["segment", _ct(d / "a.nii.gz"), "-o", d / "o", "--model", d / "junk.pt"], "model file not found"),

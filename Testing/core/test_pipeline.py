@@ -150,3 +150,17 @@ def test_unknown_completeness_rule_is_refused():
         SegmentConfig(completeness_rule="majority")
     with pytest.raises(CheckpointError, match="'completeness_rule' is 'majority'"):
         replace(_meta(), completeness_rule="majority")
+
+
+def test_the_models_label_calibration_is_used_unless_switched_off():
+    from vertebra_traversal.label_calibration import TABLE_VALUES, LabelCalibration
+    spine = box_spine((110, 30, 30), IDS_BOTTOM_UP, height=12, gap=4, z0=4)
+    shifted = LabelCalibration(tuple(y + 5.0 for y in TABLE_VALUES), (0.5,) * len(TABLE_VALUES))
+    meta = replace(_meta(), label_calibration=shifted.to_json())  # "the network answers 5 levels too low"
+    events = []
+    calibrated = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), meta, on_event=events.append)
+    assert [v.name for v in calibrated.vertebrae] == ["T5", "T6", "T7", "T8", "T9", "T10"]
+    assert [e["provisional_name"] for e in events if e["event"] == "vertebra"][0] == "T10"  # L3's value, read so
+    paper = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), meta,
+                                   SegmentConfig(label_calibration=False))
+    assert [v.name for v in paper.vertebrae] == ["T10", "T11", "T12", "L1", "L2", "L3"]

@@ -3,7 +3,8 @@
 The metadata (docs/ARCHITECTURE.md, "Checkpoint metadata") says how the model must be fed: modality,
 target, model-grid spacing in mm, patch size in voxels ``(z, y, x)``, intensity normalisation, traversal
 direction (paper §3.3), label ids, minimum fragment size in mm^3 (paper §3.3 ``v_min``), the network
-configuration and how it was trained.
+configuration, how it was trained and, optionally, the calibration of its label output
+(:mod:`.label_calibration`).
 
 TorchScript is deprecated upstream (torch 2.13 warns on every ``jit`` call); it stays the primary
 format because one file runs on CPU and CUDA, and its deprecation warnings are silenced narrowly here.
@@ -29,6 +30,7 @@ from torch import nn
 
 from . import anatomy
 from .imageio import InputError, PathLike, atomic_path
+from .label_calibration import LabelCalibration
 from .network import NetworkConfig
 from .normalization import NormalizationSpec
 from .postprocess import COMPLETENESS_RULES
@@ -68,6 +70,8 @@ class ModelMetadata:
             ``network`` is the paper's; chosen per model on training cases and stated in its card.
         network: ``NetworkConfig.to_json()``; may be empty for foreign networks.
         training: free-form JSON record of how the model was trained.
+        label_calibration: ``LabelCalibration.to_json()`` of the label output (``vertebra-traversal
+            calibrate``), or empty: the paper's reading of the label value (§3.4).
         format_version: metadata format version (this code reads up to ``FORMAT_VERSION``).
 
     Raises:
@@ -85,6 +89,7 @@ class ModelMetadata:
     completeness_rule: str = "network"
     network: Dict[str, Any] = field(default_factory=dict)
     training: Dict[str, Any] = field(default_factory=dict)
+    label_calibration: Dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -102,6 +107,21 @@ class ModelMetadata:
         _check_normalization(self.normalization)
         _check_network(self.network, self.patch_size)
         _check_json("training", self.training)
+        _check_json("label_calibration", self.label_calibration)
+        self.calibration()
+
+    def calibration(self) -> Optional[LabelCalibration]:
+        """The label calibration, or None when the model has none.
+
+        Raises:
+            CheckpointError: the stored table is malformed.
+        """
+        if not self.label_calibration:
+            return None
+        try:
+            return LabelCalibration.from_json(dict(self.label_calibration))
+        except ValueError as exc:
+            raise CheckpointError(f"metadata: 'label_calibration' is invalid ({exc})") from None
 
     def to_json(self) -> Dict[str, Any]:
         """The ``metadata.json`` document (see docs/ARCHITECTURE.md)."""

@@ -3,7 +3,9 @@
 Paper §3.4: each detected vertebra has a regressed label value ``v``; it is read as a probability over
 labels, ``p(y | v) = max(0, 1 - |v - y|)`` with ``y`` the label's regression value (anatomy.py), so
 22.8 is 80 % L4 and 20 % L3. Every sequence of labels without gaps or duplicates, in the detected
-cranio-caudal order, is scored by its *average* likelihood; the best sequence wins.
+cranio-caudal order, is scored by its *average* likelihood; the best sequence wins. A model whose label
+output is not on that scale carries a calibration table (:mod:`.label_calibration`), and ``p(y | v)`` is
+then read from it; nothing else below changes.
 
 Beyond the paper (its one labelling failure was a patient with four lumbar vertebrae), three variant
 chains compete with the standard chain C1..L5, each with a prior ``variant_penalty`` subtracted from its
@@ -35,9 +37,10 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import anatomy
+from .label_calibration import LabelCalibration
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +54,15 @@ class LabelingConfig:
     Attributes:
         allow_t13, allow_l6, allow_four_lumbar: consider the variant chains.
         variant_penalty: subtracted from a variant sequence's average likelihood (0..1).
+        calibration: read the values through this table of what the network answers per level
+            (:mod:`.label_calibration`) instead of the paper's ``max(0, 1 - |v - y|)``; None = the paper's.
     """
 
     allow_t13: bool = True
     allow_l6: bool = True
     allow_four_lumbar: bool = True
     variant_penalty: float = 0.15
+    calibration: Optional[LabelCalibration] = None
 
     def __post_init__(self) -> None:
         for name in ("allow_t13", "allow_l6", "allow_four_lumbar"):
@@ -65,6 +71,8 @@ class LabelingConfig:
         penalty = self.variant_penalty
         if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not 0.0 <= penalty <= 1.0:
             raise ValueError(f"LabelingConfig.variant_penalty: expected a number in [0, 1], got {penalty!r}")
+        if self.calibration is not None and not isinstance(self.calibration, LabelCalibration):
+            raise ValueError(f"LabelingConfig.calibration: expected a LabelCalibration, got {self.calibration!r}")
 
 
 @dataclass(frozen=True)
@@ -160,8 +168,10 @@ def _chains(config: LabelingConfig) -> List[_Chain]:
     return chains
 
 
-def _candidates(values: Sequence[float], chains: Sequence[_Chain]) -> List[_Candidate]:
+def _candidates(values: Sequence[float], chains: Sequence[_Chain],
+                calibration: Optional[LabelCalibration] = None) -> List[_Candidate]:
     """Every window of each chain that fits the values and holds the chain's required members."""
+    score = likelihood if calibration is None else calibration.likelihood
     n = len(values)
     out = []
     for chain in chains:
@@ -169,9 +179,15 @@ def _candidates(values: Sequence[float], chains: Sequence[_Chain]) -> List[_Cand
             if any(not start <= r < start + n for r in chain.required):
                 continue
             members = chain.members[start:start + n]
-            out.append(_Candidate(chain, start, tuple(likelihood(v, m.expected) for v, m in zip(values, members)),
-                                  sum(min(abs(v - y) for y in m.expected) for v, m in zip(values, members))))
+            out.append(_Candidate(chain, start, tuple(score(v, m.expected) for v, m in zip(values, members)),
+                                  sum(_distance(v, m.expected, calibration) for v, m in zip(values, members))))
     return out
+
+
+def _distance(value: float, expected: Sequence[float], calibration: Optional[LabelCalibration]) -> float:
+    if calibration is not None:
+        return calibration.distance(value, expected)
+    return min(abs(value - y) for y in expected)
 
 
 def _confidences(best: _Candidate, candidates: Sequence[_Candidate]) -> Tuple[float, ...]:
@@ -223,7 +239,7 @@ def refine_labels(values: Sequence[float], config: LabelingConfig = LabelingConf
     if len(vals) > longest:
         raise ValueError(f"{len(vals)} vertebrae detected but the allowed chains hold at most {longest}; "
                          f"no labelling without duplicates exists")
-    candidates = _candidates(vals, chains)
+    candidates = _candidates(vals, chains, config.calibration)
     rank = {name: i for i, name in enumerate(CHAINS)}
     best = min(candidates, key=lambda c: (-round(c.objective, 9), rank[c.chain.name], c.distance, c.start))
     logger.debug("label refinement: %s chain from %s, score %.3f", best.chain.name,
@@ -232,11 +248,15 @@ def refine_labels(values: Sequence[float], config: LabelingConfig = LabelingConf
                            confidences=_confidences(best, candidates), chain=best.chain.name, score=best.score)
 
 
-def provisional_label(value: float) -> int:
-    """Nearest standard label id (C1..L5) of one regressed value, clamped to C1..L5 (live events).
+def provisional_label(value: float, calibration: Optional[LabelCalibration] = None) -> int:
+    """The most likely standard label id (C1..L5) of one regressed value (live events): the nearest one,
+    or with a ``calibration`` the one whose table reads the value most likely; ties go to the upper one.
 
     Raises:
         ValueError: ``value`` is not finite.
     """
     v = _check_values([value])[0]
-    return min(anatomy.STANDARD, key=lambda row: (abs(row.regression_value - v), row.rank)).label
+    if calibration is None:
+        return min(anatomy.STANDARD, key=lambda row: (abs(row.regression_value - v), row.rank)).label
+    return min(anatomy.STANDARD, key=lambda row: (-calibration.likelihood(v, (row.regression_value,)),
+                                                  row.rank)).label

@@ -2,7 +2,8 @@
 
 The steps follow the paper: resample to the model's isotropic grid (§3.1), normalise (CT: HU as the
 model says; MR: 5th/95th percentile to [-1, 1], §5), run the iterative traversal (§3.3), refine the
-labels by maximum likelihood (§3.4), map the instances back to the input grid (linear interpolation of
+labels by maximum likelihood (§3.4; through the model's label calibration when it has one,
+:mod:`.label_calibration`), map the instances back to the input grid (linear interpolation of
 each mask by default; nearest neighbour as in §3.1) and, for CT, remove voxels below 200 HU from each
 vertebra's surface (§3.1), a surface layer one model voxel thick
 (:func:`~vertebra_traversal.postprocess.surface_passes`); then keep each vertebra's largest connected
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -55,6 +56,8 @@ class SegmentConfig:
             scan) or ``"both"``; None = the model's ``completeness_rule``.
         max_steps: cap on patch positions (guard against runaway traversal).
         labeling: label refinement settings (T13 / L6 / four lumbar, paper §3.4 and beyond).
+        label_calibration: read the label values through the model's calibration table when it has one
+            (:mod:`~vertebra_traversal.label_calibration`); False = the paper's reading (§3.4).
     """
 
     batch_size: int = 4
@@ -66,6 +69,7 @@ class SegmentConfig:
     completeness_rule: Optional[str] = None
     max_steps: int = 2000
     labeling: LabelingConfig = field(default_factory=LabelingConfig)
+    label_calibration: bool = True
 
     def __post_init__(self) -> None:
         if self.completeness_rule is not None:
@@ -77,6 +81,14 @@ class SegmentConfig:
     def rule_for(self, meta: ModelMetadata) -> str:
         """The completeness rule of a run: this config's, else the model's."""
         return self.completeness_rule or meta.completeness_rule
+
+    def labeling_for(self, meta: ModelMetadata) -> LabelingConfig:
+        """The label refinement of a run: ``labeling``, with the model's calibration unless switched off
+        or already set."""
+        calibration = meta.calibration() if self.label_calibration else None
+        if calibration is None or self.labeling.calibration is not None:
+            return self.labeling
+        return replace(self.labeling, calibration=calibration)
 
 
 @dataclass(frozen=True)
@@ -130,8 +142,8 @@ def _traversal_config(meta: ModelMetadata, config: SegmentConfig) -> TraversalCo
     )
 
 
-def _event_adapter(model_image: sitk.Image, patch_mm: List[float],
-                    on_event: Optional[EventCallback]) -> Callable[[Any], None]:
+def _event_adapter(model_image: sitk.Image, patch_mm: List[float], on_event: Optional[EventCallback],
+                   labeling: LabelingConfig) -> Callable[[Any], None]:
     """Turn traversal events (model-grid voxels) into JSON-ready dicts with LPS millimetres."""
 
     def emit(event: Any) -> None:
@@ -142,7 +154,7 @@ def _event_adapter(model_image: sitk.Image, patch_mm: List[float],
             on_event({"event": "patch", "step": event.step, "center_lps_mm": center,
                       "size_mm": patch_mm, "phase": event.phase})
         elif isinstance(event, VertebraEvent):
-            label = provisional_label(event.label_value)
+            label = provisional_label(event.label_value, labeling.calibration)
             on_event({"event": "vertebra", "index": event.index, "provisional_label": label,
                       "provisional_name": anatomy.name_of(label), "label_value": round(event.label_value, 3),
                       "completeness": round(event.completeness, 4), "complete": event.completeness >= 0.5,
@@ -160,7 +172,8 @@ def run_traversal(image: sitk.Image, predictor: Predictor, meta: ModelMetadata,
     array = normalize(sitk.GetArrayFromImage(model_image), spec)
     patch_mm = [round(float(p) * float(s), 2) for p, s in zip(reversed(meta.patch_size), meta.spacing_mm)]
     result = traverse(array, predictor, _traversal_config(meta, config),
-                      on_event=_event_adapter(model_image, patch_mm, on_event), should_cancel=should_cancel)
+                      on_event=_event_adapter(model_image, patch_mm, on_event, config.labeling_for(meta)),
+                      should_cancel=should_cancel)
     return model_image, result
 
 
@@ -214,7 +227,8 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
     start = time.perf_counter()
     model_image, result = run_traversal(image, predictor, meta, config, on_event, should_cancel)
     passes = result.steps  # patches through the network (the paper's "network passes")
-    label_model, found, assignment = label_model_grid(model_image, result, config)
+    label_model, found, assignment = label_model_grid(model_image, result,
+                                                      replace(config, labeling=config.labeling_for(meta)))
     labels = from_model_grid(label_model, image, config.label_interpolation)
     labels = _postprocess(labels, image, meta, config) if found else labels
     vertebrae = _describe(labels, found, assignment, config.completeness_threshold, config.rule_for(meta))

@@ -113,6 +113,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--batch-size", type=int, default=4, help="patches per network call")
     parser.add_argument("--no-surface-refinement", action="store_true", help="CT: keep voxels below 200 HU")
+    parser.add_argument("--no-label-calibration", action="store_true",
+                        help="read the label values as the paper does (§3.4) even when the model carries a "
+                             "label calibration (vertebra-traversal calibrate)")
     parser.add_argument("--all-components", action="store_true",
                         help="keep every piece of a vertebra (default: only its largest connected piece)")
     parser.add_argument("--label-interpolation", choices=LABEL_INTERPOLATORS, default="linear",
@@ -151,12 +154,14 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
     out_dir = prepare_output_dir(args.out)
     config = SegmentConfig(batch_size=args.batch_size, surface_refinement=not args.no_surface_refinement,
                            largest_component=not args.all_components,
+                           label_calibration=not args.no_label_calibration,
                            completeness_rule=args.completeness_rule, label_interpolation=args.label_interpolation)
     meta = model.metadata
     model_info = {"path": str(model_path), "modality": meta.modality, "spacing_mm": list(meta.spacing_mm),
                   "patch_size": list(meta.patch_size), "direction": meta.direction,
                   "completeness_rule": config.rule_for(meta), "label_interpolation": config.label_interpolation,
-                  "largest_component": config.largest_component}
+                  "largest_component": config.largest_component,
+                  "label_calibration": config.labeling_for(meta).calibration is not None}
     patch_mm = [float(p) * float(s) for p, s in zip(reversed(meta.patch_size), meta.spacing_mm)]
     for number, path in enumerate(inputs, start=1):
         emit({"event": "start", "input": str(path), "case": number, "cases": len(inputs),

@@ -1,0 +1,97 @@
+"""`vertebra-traversal calibrate`: matching segment's outputs to a reference and writing a calibrated model."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from model_factory import tiny_model
+from vertebra_traversal import anatomy, dataset
+from vertebra_traversal.calibrate import calibrate_model
+from vertebra_traversal.checkpoint import CheckpointError, read_metadata
+from vertebra_traversal.imageio import InputError
+
+L = anatomy.label_of
+CLI = [sys.executable, "-m", "vertebra_traversal.cli.main"]
+# per case: reference vertebrae bottom-up as boxes along z, and the label value the "network" gave each
+CASES = {"a": [("L3", 12.0), ("L2", 11.0), ("L1", 10.0)], "b": [("L2", 11.0), ("L1", 10.0), ("T12", 9.0)]}
+
+
+def _image(array):
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((2.0, 2.0, 2.0))
+    return image
+
+
+def _labels(names):
+    array = np.zeros((26, 8, 8), np.uint8)
+    for i, name in enumerate(names):  # axis 0 runs inferior -> superior: the first name is the lowest
+        array[2 + 8 * i:8 + 8 * i, 1:7, 1:7] = L(name)
+    return array
+
+
+@pytest.fixture
+def folders(tmp_path):
+    model = tiny_model(tmp_path / "model.pt")
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    pred.mkdir()
+    for case_id, rows in CASES.items():
+        names = [n for n, _ in rows]
+        records = [dataset.VertebraRecord(L(n), n, True, [0.0, 0.0, 0.0]) for n in names]
+        info = dataset.CaseInfo(case_id, "ct", "vertebra", records)
+        dataset.write_case(ref, info, _image(np.zeros((26, 8, 8), np.float32)), _image(_labels(names)))
+        # the prediction: the same boxes, labelled wrongly by the paper's reading of the values
+        wrong = ["C3", "C2", "C1"]
+        sitk.WriteImage(_image(_labels(wrong)), str(pred / f"{case_id}_ct_seg-vert_msk.nii.gz"))
+        vertebrae = [{"order": 3 - i, "label": L(w), "label_value": value, "complete": True}
+                     for i, (w, (_, value)) in enumerate(zip(wrong, rows))]
+        report = {"format": "vertebra-traversal-report", "version": 1, "model": {"path": str(model)},
+                  "vertebrae": vertebrae}
+        (pred / f"{case_id}_ct_report.json").write_text(json.dumps(report))
+    return model, ref, pred
+
+
+def test_calibration_is_fitted_on_matched_levels_and_written_as_a_new_model(folders, tmp_path):
+    model, ref, pred = folders
+    before = model.read_bytes()
+    result = calibrate_model(model, pred, ref, tmp_path / "cal.pt", smoothing=0.3, sd_floor=0.3)
+    table = read_metadata(tmp_path / "cal.pt").calibration()
+    # T12 (19) -> 9, L1 (20) -> 10, L2 (21) -> 11, L3 (22) -> 12: the network answers y - 10
+    assert [table.mean(y) for y in (19.0, 20.0, 21.0, 22.0)] == pytest.approx([9.0, 10.0, 11.0, 12.0], abs=0.01)
+    assert (table.vertebrae, table.cases) == (6, 2)
+    assert result.matched == 6 and result.identified_before == 0.0 and result.identified_after == 1.0
+    assert model.read_bytes() == before  # the input model is untouched
+
+
+def test_cli_prints_a_summary_and_never_overwrites(folders, tmp_path):
+    model, ref, pred = folders
+    args = CLI + ["calibrate", "--model", str(model), "--pred", str(pred), "--ref", str(ref),
+                  "--smoothing", "0.3", "--sd-floor", "0.3", "--out"]
+    out = subprocess.run(args + [str(tmp_path / "cal.pt")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["vertebrae"] == 6 and summary["identification_in_sample_after"] == 1.0
+    (tmp_path / "mine.pt").write_bytes(b"user file")
+    again = subprocess.run(args + [str(tmp_path / "mine.pt")], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert (tmp_path / "mine.pt").read_bytes() == b"user file"
+
+
+def test_predictions_of_another_model_or_without_report_are_refused(folders, tmp_path):
+    model, ref, pred = folders
+    other = tiny_model(tmp_path / "other.pt", seed=1)
+    with pytest.raises(InputError, match="a_ct_report.json: segmented with .*model.pt, not with .*other.pt"):
+        calibrate_model(other, pred, ref, tmp_path / "cal.pt")
+    (pred / "b_ct_report.json").unlink()
+    with pytest.raises(InputError, match="no segment report for case b"):
+        calibrate_model(model, pred, ref, tmp_path / "cal.pt")
+    assert not (tmp_path / "cal.pt").exists()
+
+
+def test_an_existing_output_is_refused_before_any_work(folders, tmp_path):
+    model, ref, pred = folders
+    (tmp_path / "cal.pt").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="already exists"):
+        calibrate_model(model, pred, ref, tmp_path / "cal.pt")

@@ -1,0 +1,141 @@
+"""Fit a model's label calibration on cases it has segmented (folder layer of :mod:`.label_calibration`).
+
+The cases must be the model's *training* cases (or others never used to judge it): ``segment`` them with the
+model, then :func:`calibrate_model` matches every predicted instance to its reference vertebra with the
+metrics of ``evaluate`` (paper §4.2: the instance with the largest overlap), pairs the reference level with
+the label value the network gave the instance (from ``segment``'s report), fits the table and writes a
+new model file: the same network, its metadata with ``label_calibration``. The input model is never
+changed.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+from . import anatomy, dataset
+from .checkpoint import CheckpointError, load_model, save_torchscript
+from .evaluate import Progress, evaluate_case, find_prediction
+from .formats import REPORT_FORMAT
+from .imageio import InputError, PathLike, read_json_document
+from .label_calibration import LabelCalibration, fit_calibration
+from .labeling import LabelingConfig, refine_labels
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CalibrationCase:
+    """One segmented case: its instances' label values top first, and the reference label of each
+    matched instance (``None`` where an instance matched no reference vertebra)."""
+
+    case_id: str
+    label_values: Tuple[float, ...]
+    reference_labels: Tuple[Optional[int], ...]
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """The fitted table, where it was written, and identification on the fitting cases before and after
+    (in-sample: an upper bound of what held-out cases will show)."""
+
+    calibration: LabelCalibration
+    model: Path
+    identified_before: float
+    identified_after: float
+    matched: int
+
+
+def _report_values(path: Path, model: Path) -> List[Tuple[int, float]]:
+    data = read_json_document(path, REPORT_FORMAT, "report")
+    made_with = Path(str(data.get("model", {}).get("path", ""))).resolve()
+    if made_with != model.resolve():
+        raise InputError(f"{path}: segmented with {made_with}, not with {model}; calibrate the model that made "
+                         f"the predictions")
+    try:
+        rows = sorted(data["vertebrae"], key=lambda v: int(v["order"]))
+        return [(int(v["label"]), float(v["label_value"])) for v in rows]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read label values ({type(exc).__name__}: {exc})") from None
+
+
+def collect_cases(model: Path, pred_dir: PathLike, ref_dir: PathLike,
+                  progress: Optional[Progress] = None) -> List[CalibrationCase]:
+    """Match every case of the reference dataset ``ref_dir`` to ``segment``'s outputs in ``pred_dir``.
+
+    Raises:
+        InputError: a case without prediction or report, a report made by another model, bad files.
+    """
+    cases = dataset.list_cases(ref_dir)
+    out = []
+    for number, case in enumerate(cases):
+        if progress is not None:
+            progress(number / len(cases), f"matching {case.case_id}")
+        pred = find_prediction(Path(pred_dir), case)
+        if pred is None or pred.report is None:
+            raise InputError(f"{pred_dir}: no segment report for case {case.case_id} (calibration needs the "
+                             f"label values that `segment` writes into <case>_report.json)")
+        values = _report_values(pred.report, model)
+        score = evaluate_case(case, pred).score
+        reference_of: Dict[int, int] = {}  # an instance matched by two references keeps the better one
+        for v in sorted((v for v in score.vertebrae if v.matched), key=lambda v: v.dice):
+            reference_of[int(v.pred_label)] = v.label
+        out.append(CalibrationCase(case.case_id, tuple(v for _, v in values),
+                                   tuple(reference_of.get(label) for label, _ in values)))
+    if progress is not None:
+        progress(1.0, f"matched {len(cases)} case(s)")
+    return out
+
+
+def _identified(cases: List[CalibrationCase], config: LabelingConfig) -> Tuple[float, int]:
+    right = total = 0
+    for case in cases:
+        if not case.label_values:
+            continue
+        labels = refine_labels(case.label_values, config).labels
+        pairs = [(ref, lab) for ref, lab in zip(case.reference_labels, labels) if ref is not None]
+        right += sum(ref == lab for ref, lab in pairs)
+        total += len(pairs)
+    return (right / total if total else float("nan")), total
+
+
+def calibrate_model(model_path: PathLike, pred_dir: PathLike, ref_dir: PathLike, out: PathLike,
+                    smoothing: float = 1.0, sd_floor: float = 2.0,
+                    progress: Optional[Progress] = None) -> CalibrationResult:
+    """Fit the label calibration of ``model_path`` on its predictions and write it as a new model ``out``.
+
+    Raises:
+        InputError / CheckpointError: bad inputs (see :func:`collect_cases`), fewer than 2 matched
+            vertebrae, a model that is not TorchScript, or ``out`` exists already (nothing is overwritten).
+    """
+    model_path, out = Path(model_path), Path(out)
+    if out.exists():
+        raise CheckpointError(f"{out}: already exists; refusing to overwrite it")
+    loaded = load_model(model_path, device="cpu")
+    if not isinstance(loaded.module, torch.jit.ScriptModule):
+        raise CheckpointError(f"{model_path}: only TorchScript models (.pt) can be calibrated")
+    cases = collect_cases(model_path, pred_dir, ref_dir, progress)
+    pairs = [(anatomy.vertebra(ref).regression_value, value) for case in cases
+             for ref, value in zip(case.reference_labels, case.label_values) if ref is not None]
+    try:
+        calibration = fit_calibration(pairs, cases=len(cases), smoothing=smoothing, sd_floor=sd_floor)
+    except ValueError as exc:
+        raise InputError(f"{pred_dir}: {exc}") from None
+    before, matched = _identified(cases, LabelingConfig())
+    after, _ = _identified(cases, LabelingConfig(calibration=calibration))
+    metadata = replace(loaded.metadata, label_calibration=calibration.to_json())
+    save_torchscript(loaded.module, metadata, out)  # type: ignore[arg-type]
+    logger.info("label calibration from %d vertebrae of %d cases written to %s", len(pairs), len(cases), out)
+    return CalibrationResult(calibration, out, before, after, matched)
+
+
+def describe(result: CalibrationResult) -> Dict[str, object]:
+    """JSON-ready summary printed by the command line."""
+    return {"model": str(result.model), "cases": result.calibration.cases,
+            "vertebrae": result.calibration.vertebrae,
+            "identification_in_sample_before": round(result.identified_before, 4),
+            "identification_in_sample_after": round(result.identified_after, 4),
+            "means": [round(v, 2) for v in result.calibration.means]}

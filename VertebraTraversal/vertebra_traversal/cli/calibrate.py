@@ -1,0 +1,44 @@
+"""``vertebra-traversal calibrate --model MODEL --pred DIR --ref DIR --out NEW.pt [--smoothing S] [--sd-floor F]``.
+
+Fits what the model's label output means per level (:mod:`vertebra_traversal.label_calibration`) on cases
+it has segmented, and writes a new model file with that table in its metadata; ``segment`` then reads the
+label values through it (``segment --no-label-calibration``: the paper's reading, §3.4). Use the model's
+training cases, never the cases you judge it on:
+
+    vertebra-traversal segment data/ -o pred/ --model runs/ct/model.pt
+    vertebra-traversal calibrate --model runs/ct/model.pt --pred pred/ --ref data/ --out runs/ct/model-cal.pt
+
+Prints a JSON summary, including identification on the fitting cases before and after (in-sample).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from ..calibrate import calibrate_model, describe
+from ..models import resolve_model
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("calibrate", help="fit a model's label calibration on cases it has segmented",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="'ct' or 'mr' (bundled) or a checkpoint path")
+    parser.add_argument("--pred", required=True, type=Path, help="segment's outputs for the reference cases")
+    parser.add_argument("--ref", required=True, type=Path, help="reference dataset folder")
+    parser.add_argument("--out", required=True, type=Path, help="the calibrated model file to write (new)")
+    parser.add_argument("--smoothing", type=float, default=1.0, help="kernel width over levels (default 1)")
+    parser.add_argument("--sd-floor", type=float, default=2.0, help="smallest spread per level (default 2)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = calibrate_model(resolve_model(args.model), args.pred, args.ref, args.out, args.smoothing,
+                             args.sd_floor,
+                             progress=lambda fraction, message: logger.info("%3.0f%% %s", 100 * fraction, message))
+    sys.stdout.write(json.dumps(describe(result), indent=1) + "\n")
+    return 0
