@@ -1,12 +1,11 @@
 """What a network's label output means, measured on its own training cases (beyond the paper, §3.4).
 
 The paper reads a regressed label value ``v`` as ``p(y | v) = max(0, 1 - |v - y|)``: it takes for granted
-that the network answers close to the true regression value ``y``. A network trained briefly may not. On 30
-of its training phantoms the bundled compact CT model answers about 10 for C1-C7, rises to 22 at T10 and
-falls back to 15 at L5; the MR model answers about 15 from T1 to T8 (it found no cervical body), rises to 22 at L2 and
-falls to 19 at L5.
-Their output carries information about the level, but not on the scale the paper assumes, and not even
-monotonically, so no linear rescaling can repair it.
+that the network answers close to the true regression value ``y``. A network trained briefly may not. On
+30 of their training phantoms the bundled compact CT model answers about 10 for C1-C7, rises to 22 at T10
+and falls back to 15 at L5; the MR model answers about 15 from T1 to T8 (it found no cervical body), rises
+to 22 at L2 and falls to 19 at L5. Their output carries information about the level, but not on the scale
+the paper assumes, and not even monotonically, so no linear rescaling can repair it.
 
 A :class:`LabelCalibration` is a table over the regression values ``y = 1 .. 25`` (C1 .. L6): the mean
 ``m_y`` and the spread ``s_y`` of the value the network gives a vertebra of level ``y``, fitted on the
