@@ -217,3 +217,12 @@ def test_first_ctrl_c_asks_to_stop_and_the_second_interrupts(capsys):
     finally:
         restore()
     assert signal.getsignal(signal.SIGINT) == before
+
+
+def test_label_path_batch_and_beta_options_reach_the_configuration(capsys):
+    config = _parsed("--label-path-only", "--batch-size", "4", "--beta1", "0.9")
+    assert (config.trained_part, config.batch_size, config.beta1) == ("label-path", 4, 0.9)
+    assert (_parsed().trained_part, _parsed().batch_size, _parsed().beta1) == ("all", 1, 0.99)
+    with pytest.raises(SystemExit):
+        _parsed("--beta1", "1")
+    assert "expected a number in [0, 1)" in capsys.readouterr().err

@@ -160,3 +160,17 @@ def test_a_failed_preparation_leaves_the_new_folder_reusable(tmp_path):
     assert list((tmp_path / "run").iterdir()) == []
     sitk.WriteImage(good, str(labels_path))
     assert train([root], tmp_path / "run", _config(iterations=1), device="cpu").exists()
+
+
+def test_label_path_only_changes_nothing_but_the_label_path(data, tmp_path):
+    base = train([data], tmp_path / "base", _config(iterations=2), device="cpu")
+    tuned = train([data], tmp_path / "tuned", _config(iterations=3, trained_part="label-path", learning_rate=0.05),
+                  init=base, device="cpu")
+    before = load_model(base, device="cpu").module.state_dict()
+    after = load_model(tuned, device="cpu").module.state_dict()
+    changed = sorted(k for k in before if not torch.equal(before[k], after[k]))
+    assert changed and all(k.startswith("label_path.") for k in changed)  # BN statistics included elsewhere
+    assert any(k.endswith("running_mean") for k in before if not k.startswith("label_path."))
+    assert read_metadata(tuned).training["config"]["trained_part"] == "label-path"
+    with pytest.raises(InputError, match="needs an --init model"):
+        train([data], tmp_path / "scratch", _config(iterations=2, trained_part="label-path"), device="cpu")

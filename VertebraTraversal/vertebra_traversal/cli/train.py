@@ -65,6 +65,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--patch", type=_positive, metavar="N",
                         help="edge of the cubic patch in voxels (default: the preset's, or the preset's field "
                              "of view at --spacing); a multiple of 2**(depth + head_depth). Not with --init")
+    parser.add_argument("--label-path-only", action="store_true",
+                        help="train only the label path of the --init model, with the label term; the "
+                             "segmentation and completeness outputs stay exactly as they were")
+    parser.add_argument("--batch-size", type=_positive, metavar="N", help="patches per iteration (default 1)")
+    parser.add_argument("--beta1", type=_beta, metavar="B", help="Adam β₁ (default 0.99, paper §3.6)")
     parser.add_argument("--completeness-rule", choices=COMPLETENESS_RULES,
                         help="how the model calls a vertebra complete when it segments (stored in its metadata; "
                              "see segment --completeness-rule). Default: the --init model's, else network")
@@ -105,6 +110,13 @@ def _unit_interval(text: str) -> float:
     return value
 
 
+def _beta(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -115,8 +127,10 @@ def _fraction(text: str) -> float:
 def _config(args: argparse.Namespace) -> TrainingConfig:
     config = preset(args.preset, args.modality)
     names = ("iterations", "workers", "validate_every", "checkpoint_every", "threads", "seed", "learning_rate",
-             "completeness_rule", "centred_fraction")
+             "completeness_rule", "centred_fraction", "batch_size", "beta1")
     changes = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.label_path_only:
+        changes["trained_part"] = "label-path"
     if args.lambda_min is not None:
         changes["loss"] = replace(config.loss, lambda_min=args.lambda_min)
     return _custom_network(config.replace(**changes), args)

@@ -25,7 +25,9 @@ MODALITIES = ("ct", "mr")
 CENTRE_JITTER_MM = 5.0
 #: Fields added after run folders were first written, with the value that reproduces older runs; a field
 #: at that value stays out of the run identity, so those runs still resume.
-LATER_FIELDS = {"centred_fraction": 0.0}
+LATER_FIELDS = {"centred_fraction": 0.0, "trained_part": "all"}
+#: What a run trains: the whole network, or only the label path of an ``--init`` model (beyond the paper).
+TRAINED_PARTS = ("all", "label-path")
 #: Fields that do not change the trained weights; a run may be resumed with other values.
 RUNTIME_FIELDS = ("workers", "validate_every", "checkpoint_every", "threads", "validation_patches",
                   "completeness_rule")
@@ -57,6 +59,9 @@ class TrainingConfig:
         threads: torch intra-op threads (0 = leave torch's default).
         completeness_rule: the trained model's ``ModelMetadata.completeness_rule`` (an inference setting,
             not part of the run identity); None = the ``--init`` model's, else ``"network"``.
+        trained_part: ``"all"`` (the paper) or ``"label-path"``: only the label path of the ``--init``
+            model learns (label term only; every other weight and batch-norm statistic stays as it was, so
+            the segmentation and completeness outputs do not change).
     """
 
     preset: str
@@ -82,12 +87,15 @@ class TrainingConfig:
     validation_patches: int = 16
     threads: int = 0
     completeness_rule: Optional[str] = None
+    trained_part: str = "all"
 
     def __post_init__(self) -> None:
         if self.completeness_rule is not None:
             check_completeness_rule(self.completeness_rule)
         if self.modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+        if self.trained_part not in TRAINED_PARTS:
+            raise ValueError(f"trained_part must be one of {TRAINED_PARTS}, got {self.trained_part!r}")
         if self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
         for name in ("iterations", "batch_size", "validate_every", "checkpoint_every"):

@@ -108,7 +108,7 @@ class _Session:
         self.model = IterativeFCN(config.network).to(device)
         if device.type == "cpu":  # channels-last weights: oneDNN's conv3d ~20 % faster (benchmarks/network_speed.py)
             self.model = self.model.to(memory_format=torch.channels_last_3d)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate,
+        self.optimizer = torch.optim.Adam(_trainable(self.model, config.trained_part), lr=config.learning_rate,
                                           betas=(config.beta1, config.beta2))
         self.iteration, self.seconds, self.history = 0, 0.0, []  # type: ignore[var-annotated]
         spacing = (config.spacing_mm,) * 3
@@ -176,6 +176,19 @@ class _Session:
         return record
 
 
+def _trainable(model: IterativeFCN, part: str) -> List[torch.nn.Parameter]:
+    """The parameters a run trains; with ``"label-path"`` every other one is frozen (``requires_grad``
+    off). Batch-norm statistics stay fixed too, because such a run keeps the model in eval mode."""
+    if part == "all":
+        return list(model.parameters())
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    trained = list(model.label_path.parameters())
+    for parameter in trained:
+        parameter.requires_grad_(True)
+    return trained
+
+
 def _metadata(config: TrainingConfig, target: str, training: Dict[str, Any]) -> ModelMetadata:
     spacing = (config.spacing_mm,) * 3
     return ModelMetadata(modality=config.modality.upper(), target=target, spacing_mm=spacing,
@@ -188,7 +201,7 @@ def _loop(session: _Session, config: TrainingConfig, workers: int, samples: List
           metadata: ModelMetadata, should_stop: Optional[Callable[[], bool]]) -> None:
     dataset = PatchDataset(session.cases, session.settings, config.iterations * config.batch_size)
     loader = make_loader(dataset, config.batch_size, session.iteration, workers)
-    session.model.train()
+    session.model.train(config.trained_part == "all")  # label path only: frozen batch-norm statistics
     started, start_iteration = time.perf_counter(), session.iteration
     base_seconds = session.seconds
     for batch in loader:
@@ -233,6 +246,8 @@ def train(data_dirs: Sequence[Path], out_dir: Path, config: TrainingConfig, init
     if config.threads:
         torch.set_num_threads(config.threads)
     init_state, init_info = None, None
+    if init is None and config.trained_part != "all":
+        raise InputError(f"training only the {config.trained_part} needs an --init model to start from")
     if init is not None:
         config, init_state, init_info = _init_weights(Path(init), config)
     cases = find_cases(data_dirs, config.modality)
