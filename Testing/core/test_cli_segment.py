@@ -86,9 +86,11 @@ def test_a_calibrated_models_table_is_used_unless_switched_off(tmp_path):
     image = _ct(tmp_path / "scan_ct.nii.gz")
     for flags, used in (([], True), (["--no-label-calibration"], False)):
         out_dir = tmp_path / f"out{int(used)}"
-        out = _run(["segment", image, "-o", out_dir, "--model", calibrated, "--device", "cpu"] + flags)
+        out = _run(["segment", image, "-o", out_dir, "--model", calibrated.name, "--device", "cpu"] + flags,
+                   cwd=tmp_path)  # a relative model path: the report keeps the absolute one (for `calibrate`)
         assert out.returncode == 0, out.stderr
-        assert json.loads((out_dir / "scan_ct_report.json").read_text())["model"]["label_calibration"] is used
+        model_info = json.loads((out_dir / "scan_ct_report.json").read_text())["model"]
+        assert model_info["label_calibration"] is used and model_info["path"] == str(calibrated.resolve())
 
 
 @pytest.mark.parametrize("setup, message", [

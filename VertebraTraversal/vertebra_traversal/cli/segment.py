@@ -157,7 +157,7 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                            label_calibration=not args.no_label_calibration,
                            completeness_rule=args.completeness_rule, label_interpolation=args.label_interpolation)
     meta = model.metadata
-    model_info = {"path": str(model_path), "modality": meta.modality, "spacing_mm": list(meta.spacing_mm),
+    model_info = {"path": str(model_path.resolve()), "modality": meta.modality, "spacing_mm": list(meta.spacing_mm),
                   "patch_size": list(meta.patch_size), "direction": meta.direction,
                   "completeness_rule": config.rule_for(meta), "label_interpolation": config.label_interpolation,
                   "largest_component": config.largest_component,
