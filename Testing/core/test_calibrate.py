@@ -95,3 +95,19 @@ def test_an_existing_output_is_refused_before_any_work(folders, tmp_path):
     (tmp_path / "cal.pt").write_bytes(b"x")
     with pytest.raises(CheckpointError, match="already exists"):
         calibrate_model(model, pred, ref, tmp_path / "cal.pt")
+
+
+def test_gaussian_reading_needs_no_cases_and_the_options_are_exclusive(folders, tmp_path):
+    model, ref, pred = folders
+    base = CLI + ["calibrate", "--model", str(model)]
+    out = subprocess.run(base + ["--gaussian", "1.5", "--out", str(tmp_path / "g.pt")], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    table = read_metadata(tmp_path / "g.pt").calibration()
+    assert table.mean(12.0) == 12.0 and set(table.sds) == {1.5}
+    for extra in (["--gaussian", "1.5", "--pred", str(pred), "--ref", str(ref)], ["--pred", str(pred)], [],
+                  ["--gaussian", "0"]):
+        bad = subprocess.run(base + extra + ["--out", str(tmp_path / "h.pt")], capture_output=True, text=True,
+                             timeout=120)
+        assert bad.returncode == 2 and bad.stderr.count("error:") == 1, extra
+    assert not (tmp_path / "h.pt").exists()

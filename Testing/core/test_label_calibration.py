@@ -6,7 +6,8 @@ import pytest
 
 from vertebra_traversal import anatomy
 from vertebra_traversal.checkpoint import CheckpointError, ModelMetadata
-from vertebra_traversal.label_calibration import TABLE_VALUES, LabelCalibration, fit_calibration
+from vertebra_traversal.label_calibration import (TABLE_VALUES, LabelCalibration, fit_calibration,
+                                                  gaussian_reading)
 from vertebra_traversal.labeling import LabelingConfig, provisional_label, refine_labels
 
 L = anatomy.label_of
@@ -88,3 +89,20 @@ def test_a_non_monotonic_answer_is_resolved_by_the_sequence():
     values = [table.mean(anatomy.vertebra(n).regression_value) for n in names]
     result = refine_labels(values, LabelingConfig(calibration=table))
     assert [anatomy.name_of(label) for label in result.labels] == names
+
+
+def test_gaussian_reading_keeps_the_papers_values_and_forgives_a_level():
+    from vertebra_traversal.labeling import likelihood
+    table = gaussian_reading(1.5)
+    assert table.likelihood(13.0, (13.0,)) == 1.0 and table.likelihood(14.5, (13.0,)) == pytest.approx(math.exp(-0.5))
+    assert likelihood(14.5, (13.0,)) == 0.0  # the paper's triangle gives nothing one and a half levels off
+    # T10..L2 (17..21) answered 0.6 too high, except T12 answered 1.2 too low. Triangle: one level lower
+    # scores (0.6 * 4 + 0) / 5 = 0.48 against (0.4 * 4 + 0) / 5 = 0.32 for the truth, so it shifts all five;
+    # the Gaussian scores the truth 0.884 against 0.840 and keeps it.
+    values = [17.6, 18.6, 17.8, 20.6, 21.6]
+    only = dict(allow_t13=False, allow_l6=False, allow_four_lumbar=False)
+    truth = tuple(L(n) for n in ("T10", "T11", "T12", "L1", "L2"))
+    assert refine_labels(values, LabelingConfig(calibration=table, **only)).labels == truth
+    assert refine_labels(values, LabelingConfig(**only)).labels == tuple(L(n) for n in ("T11", "T12", "L1", "L2", "L3"))
+    with pytest.raises(ValueError, match="positive"):
+        gaussian_reading(0.0)

@@ -17,11 +17,11 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from . import anatomy, dataset
-from .checkpoint import CheckpointError, load_model, save_torchscript
+from .checkpoint import CheckpointError, LoadedModel, load_model, save_torchscript
 from .evaluate import Progress, evaluate_case, find_prediction
 from .formats import REPORT_FORMAT
 from .imageio import InputError, PathLike, read_json_document
-from .label_calibration import LabelCalibration, fit_calibration
+from .label_calibration import LabelCalibration, fit_calibration, gaussian_reading
 from .labeling import LabelingConfig, refine_labels
 
 logger = logging.getLogger(__name__)
@@ -112,11 +112,7 @@ def calibrate_model(model_path: PathLike, pred_dir: PathLike, ref_dir: PathLike,
             vertebrae, a model that is not TorchScript, or ``out`` exists already (nothing is overwritten).
     """
     model_path, out = Path(model_path), Path(out)
-    if out.exists():
-        raise CheckpointError(f"{out}: already exists; refusing to overwrite it")
-    loaded = load_model(model_path, device="cpu")
-    if not isinstance(loaded.module, torch.jit.ScriptModule):
-        raise CheckpointError(f"{model_path}: only TorchScript models (.pt) can be calibrated")
+    loaded = _loaded_torchscript(model_path, out)
     cases = collect_cases(model_path, pred_dir, ref_dir, progress)
     pairs = [(anatomy.vertebra(ref).regression_value, value) for case in cases
              for ref, value in zip(case.reference_labels, case.label_values) if ref is not None]
@@ -126,10 +122,35 @@ def calibrate_model(model_path: PathLike, pred_dir: PathLike, ref_dir: PathLike,
         raise InputError(f"{pred_dir}: {exc}") from None
     before, matched = _identified(cases, LabelingConfig())
     after, _ = _identified(cases, LabelingConfig(calibration=calibration))
-    metadata = replace(loaded.metadata, label_calibration=calibration.to_json())
-    save_torchscript(loaded.module, metadata, out)  # type: ignore[arg-type]
+    write_calibrated(loaded, calibration, out)
     logger.info("label calibration from %d vertebrae of %d cases written to %s", len(pairs), len(cases), out)
     return CalibrationResult(calibration, out, before, after, matched)
+
+
+def _loaded_torchscript(model_path: Path, out: Path) -> LoadedModel:
+    if out.exists():
+        raise CheckpointError(f"{out}: already exists; refusing to overwrite it")
+    loaded = load_model(model_path, device="cpu")
+    if not isinstance(loaded.module, torch.jit.ScriptModule):
+        raise CheckpointError(f"{model_path}: only TorchScript models (.pt) can be calibrated")
+    return loaded
+
+
+def write_calibrated(loaded: LoadedModel, calibration: LabelCalibration, out: PathLike) -> Path:
+    """Write ``loaded``'s network with ``calibration`` in its metadata as the new model file ``out``."""
+    metadata = replace(loaded.metadata, label_calibration=calibration.to_json())
+    return save_torchscript(loaded.module, metadata, out)  # type: ignore[arg-type]
+
+
+def gaussian_model(model_path: PathLike, sd: float, out: PathLike) -> Path:
+    """Write ``model_path`` as ``out`` reading its label values through a Gaussian of ``sd`` levels around
+    the paper's expected values (:func:`~vertebra_traversal.label_calibration.gaussian_reading`).
+
+    Raises:
+        CheckpointError / ValueError: as :func:`calibrate_model`; a spread that is not positive.
+    """
+    calibration = gaussian_reading(sd)
+    return write_calibrated(_loaded_torchscript(Path(model_path), Path(out)), calibration, out)
 
 
 def describe(result: CalibrationResult) -> Dict[str, object]:

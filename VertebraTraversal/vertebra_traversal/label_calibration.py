@@ -90,6 +90,19 @@ class LabelCalibration:
             raise ValueError(f"label calibration: {exc!r}") from exc
 
 
+def gaussian_reading(sd: float) -> LabelCalibration:
+    """The paper's expected values (``m_y = y``) read through a Gaussian of ``sd`` levels instead of the
+    paper's triangle ``max(0, 1 - |v - y|)``, which gives a vertebra nothing for its level as soon as the
+    network is one level off. For a network that answers on the right scale but with errors of a level or more.
+
+    Raises:
+        ValueError: ``sd`` is not a positive finite number.
+    """
+    if not (math.isfinite(sd) and sd > 0.0):
+        raise ValueError(f"the spread must be a positive number of levels, got {sd}")
+    return LabelCalibration(TABLE_VALUES, (float(sd),) * len(TABLE_VALUES))
+
+
 def fit_calibration(pairs: Sequence[Tuple[float, float]], cases: int = 0, smoothing: float = 1.0,
                     sd_floor: float = 2.0) -> LabelCalibration:
     """Fit the table from ``(true regression value y, regressed value v)`` pairs of matched vertebrae.

@@ -1,4 +1,4 @@
-"""``vertebra-traversal calibrate --model MODEL --pred DIR --ref DIR --out NEW.pt [--smoothing S] [--sd-floor F]``.
+"""``vertebra-traversal calibrate --model MODEL --out NEW.pt (--pred DIR --ref DIR | --gaussian SD)``.
 
 Fits what the model's label output means per level (:mod:`vertebra_traversal.label_calibration`) on cases
 it has segmented, and writes a new model file with that table in its metadata; ``segment`` then reads the
@@ -9,6 +9,10 @@ training cases, never the cases you judge it on:
     vertebra-traversal calibrate --model runs/ct/model.pt --pred pred/ --ref data/ --out runs/ct/model-cal.pt
 
 Prints a JSON summary, including identification on the fitting cases before and after (in-sample).
+
+``--gaussian SD`` needs no cases: the model keeps the paper's expected values but reads them through a
+Gaussian of SD levels instead of the paper's triangle, for a network that answers on the right scale
+with errors of a level or more (the bundled CT model: 1.5).
 """
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ import logging
 import sys
 from pathlib import Path
 
-from ..calibrate import calibrate_model, describe
+from ..calibrate import calibrate_model, describe, gaussian_model
+from ..imageio import InputError
 from ..models import resolve_model
 
 logger = logging.getLogger(__name__)
@@ -28,17 +33,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("calibrate", help="fit a model's label calibration on cases it has segmented",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="'ct' or 'mr' (bundled) or a checkpoint path")
-    parser.add_argument("--pred", required=True, type=Path, help="segment's outputs for the reference cases")
-    parser.add_argument("--ref", required=True, type=Path, help="reference dataset folder")
+    parser.add_argument("--pred", type=Path, help="segment's outputs for the reference cases")
+    parser.add_argument("--ref", type=Path, help="reference dataset folder")
     parser.add_argument("--out", required=True, type=Path, help="the calibrated model file to write (new)")
     parser.add_argument("--smoothing", type=float, default=1.0, help="kernel width over levels (default 1)")
     parser.add_argument("--sd-floor", type=float, default=2.0, help="smallest spread per level (default 2)")
+    parser.add_argument("--gaussian", type=float, metavar="SD",
+                        help="instead of fitting: the paper's expected values read through a Gaussian of SD levels")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    result = calibrate_model(resolve_model(args.model), args.pred, args.ref, args.out, args.smoothing,
-                             args.sd_floor,
+    fitting = args.pred is not None or args.ref is not None
+    if (args.gaussian is None) == (not fitting) or (fitting and (args.pred is None or args.ref is None)):
+        raise InputError("give either --pred and --ref (fit a table on segmented cases) or --gaussian SD")
+    model = resolve_model(args.model)
+    if args.gaussian is not None:
+        try:
+            path = gaussian_model(model, args.gaussian, args.out)
+        except ValueError as exc:
+            raise InputError(f"--gaussian {args.gaussian}: {exc}") from None
+        sys.stdout.write(json.dumps({"model": str(path), "gaussian_sd": args.gaussian}) + "\n")
+        return 0
+    result = calibrate_model(model, args.pred, args.ref, args.out, args.smoothing, args.sd_floor,
                              progress=lambda fraction, message: logger.info("%3.0f%% %s", 100 * fraction, message))
     sys.stdout.write(json.dumps(describe(result), indent=1) + "\n")
     return 0
