@@ -15,6 +15,11 @@ variants and average-likelihood scoring of :mod:`.labeling` are unchanged. The f
 neighbouring levels with a Gaussian kernel (``smoothing`` levels) and floors the spread (``sd_floor``), so
 that levels seen rarely borrow from their neighbours. Values between table points (T13 at 19.5) are
 interpolated linearly.
+
+A network that answers on the paper's scale but is often a level or more off needs no fitted table:
+:func:`gaussian_reading` keeps ``m_y = y`` and only widens the paper's triangle, which gives a vertebra
+nothing for its true level once the answer is a whole level away, into a Gaussian (``calibrate
+--gaussian SD``; the bundled CT model after its label path was retrained: SD 1.5).
 """
 from __future__ import annotations
 
