@@ -85,10 +85,10 @@ class SegmentConfig:
     def labeling_for(self, meta: ModelMetadata) -> LabelingConfig:
         """The label refinement of a run: ``labeling``, with the model's calibration unless switched off
         or already set."""
-        calibration = meta.calibration() if self.label_calibration else None
-        if calibration is None or self.labeling.calibration is not None:
+        if self.labeling.calibration is not None or not self.label_calibration:
             return self.labeling
-        return replace(self.labeling, calibration=calibration)
+        calibration = meta.calibration()
+        return self.labeling if calibration is None else replace(self.labeling, calibration=calibration)
 
 
 @dataclass(frozen=True)
@@ -225,10 +225,10 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
                            should_cancel: Optional[Callable[[], bool]] = None) -> SegmentationResult:
     """:func:`segment_image` with any :class:`~vertebra_traversal.predictor.Predictor` (e.g. an oracle)."""
     start = time.perf_counter()
+    config = replace(config, labeling=config.labeling_for(meta))  # the model's table read once, used twice
     model_image, result = run_traversal(image, predictor, meta, config, on_event, should_cancel)
     passes = result.steps  # patches through the network (the paper's "network passes")
-    label_model, found, assignment = label_model_grid(model_image, result,
-                                                      replace(config, labeling=config.labeling_for(meta)))
+    label_model, found, assignment = label_model_grid(model_image, result, config)
     labels = from_model_grid(label_model, image, config.label_interpolation)
     labels = _postprocess(labels, image, meta, config) if found else labels
     vertebrae = _describe(labels, found, assignment, config.completeness_threshold, config.rule_for(meta))
