@@ -91,15 +91,17 @@ def test_learning_rate_option_reaches_the_optimiser(tiny_presets, tmp_path, caps
         assert "expected a positive number" in capsys.readouterr().err
 
 
-def test_centred_fraction_option_is_part_of_the_run_and_checked(tiny_presets, tmp_path, capsys):
+@pytest.mark.parametrize("option", ["centred-fraction", "start-fraction"])
+def test_sampling_share_options_are_part_of_the_run_and_checked(option, tiny_presets, tmp_path, capsys):
     out, args = _one_case_run(tmp_path, 1)
-    assert cli.main(args + ["--centred-fraction", "0.4"]) == 0
-    assert json.loads((out / "run.json").read_text())["identity"]["config"]["centred_fraction"] == 0.4
+    field = option.replace("-", "_")
+    assert cli.main(args + [f"--{option}", "0.4"]) == 0
+    assert json.loads((out / "run.json").read_text())["identity"]["config"][field] == 0.4
     assert cli.main(args) == 2                                   # the paper's sampling is another run
     capsys.readouterr()
     for bad in ("-0.1", "1.5", "nan"):
         with pytest.raises(SystemExit):
-            cli.main(args + [f"--centred-fraction={bad}"])
+            cli.main(args + [f"--{option}={bad}"])
         assert "expected a number in [0, 1]" in capsys.readouterr().err
 
 
@@ -196,6 +198,7 @@ def test_centred_patch_jitter_is_five_mm_on_every_preset_grid():
     compact = preset("compact", "ct").replace(centred_fraction=0.5).sampling()
     assert compact.centre_jitter == 2 and compact.centred_fraction == 0.5                   # 2.5 mm grid
     assert "centred_fraction" not in preset("compact", "ct").identity()   # runs from before it still resume
+    assert "start_fraction" not in preset("compact", "ct").identity()
     assert preset("compact", "ct").replace(centred_fraction=0.5).identity()["centred_fraction"] == 0.5
     with pytest.raises(ValueError, match="centred_fraction"):
         preset("compact", "ct").replace(centred_fraction=2.0)

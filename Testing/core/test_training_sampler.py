@@ -190,6 +190,35 @@ def test_centred_fraction_splits_the_foreground_patches():
     assert np.mean([S.plan_patch(index, rng, paper).centre in middles for _ in range(4000)]) < 0.02
 
 
+def test_start_patches_have_an_empty_memory_and_target_the_lowest_vertebra_they_hold():
+    """What the traversal's search sees before it has found anything (§3.3): no memory, so the target
+    is the most caudal vertebra in the patch, which may lie below the vertebra the patch was drawn in."""
+    spine = _spine()
+    index = S.scan_index(spine, {})
+    config = S.SamplingConfig(patch_size=16, foreground_fraction=1.0, start_fraction=1.0)
+    rng = np.random.default_rng(7)
+    targets = set()
+    for _ in range(300):
+        plan = S.plan_patch(index, rng, config)
+        assert plan.memory_labels == frozenset() and plan.foreground
+        patch = S.extract_patch(spine, plan.centre, 16)
+        z_lo, z_hi = plan.centre[0] - 8, plan.centre[0] + 8          # the patch's z range, half open
+        lowest = min((z0, label) for z0, label in ((2, L5), (12, L4), (22, L3), (32, L2))
+                     if z0 < z_hi and z0 + 6 > z_lo)[1]
+        info = S.patch_targets(patch, plan, index, config)
+        assert info.label == lowest
+        targets.add((lowest, int(np.clip(plan.centre[0], 0, 39)) // 10))
+    assert (L4, 2) in targets and (L3, 2) in targets     # drawn in L3: L4 below it in the patch, or not
+
+
+def test_start_fraction_splits_the_foreground_patches():
+    index = S.scan_index(_spine(), {})
+    rng = np.random.default_rng(8)
+    config = S.SamplingConfig(patch_size=8, foreground_fraction=1.0, start_fraction=0.5)
+    empty = np.mean([not S.plan_patch(index, rng, config).memory_labels for _ in range(4000)])
+    assert abs(empty - (0.5 + 0.5 / 4)) < 0.03          # L5, the first of four, has an empty memory anyway
+
+
 def test_paper_sampling_draws_exactly_the_papers_random_numbers():
     """With no centred share, a vertebra patch costs the draws of §3.6 only: the choice of a
     foreground patch, of the vertebra and of the centre, so older runs replay the same patches."""
@@ -214,3 +243,5 @@ def test_config_validation():
         S.SamplingConfig(patch_size=8, centred_fraction=-0.1)
     with pytest.raises(ValueError, match="centre_jitter"):
         S.SamplingConfig(patch_size=8, centre_jitter=-1)
+    with pytest.raises(ValueError, match="start_fraction"):
+        S.SamplingConfig(patch_size=8, start_fraction=1.1)

@@ -56,6 +56,10 @@ def register(subparsers: Any) -> None:
                         help="share of the vertebra patches centred on the vertebra (within 5 mm) instead of "
                              "anywhere in its box, as the traversal sees it when it converges (default 0, the "
                              "paper's sampling, §3.6)")
+    parser.add_argument("--start-fraction", type=_fraction, metavar="F",
+                        help="share of the vertebra patches drawn with an empty instance memory, as the "
+                             "traversal's search sees a scan before it has found a vertebra (default 0, the "
+                             "paper's sampling, §3.6); teaches the network to start on any part of the spine")
     parser.add_argument("--filters", type=_positive, metavar="N",
                         help="feature maps in every layer of the network (default: the preset's); the run "
                              "becomes a custom one. Not with --init, whose network is fixed")
@@ -127,7 +131,7 @@ def _fraction(text: str) -> float:
 def _config(args: argparse.Namespace) -> TrainingConfig:
     config = preset(args.preset, args.modality)
     names = ("iterations", "workers", "validate_every", "checkpoint_every", "threads", "seed", "learning_rate",
-             "completeness_rule", "centred_fraction", "batch_size", "beta1")
+             "completeness_rule", "centred_fraction", "start_fraction", "batch_size", "beta1")
     changes = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.label_path_only:
         changes["trained_part"] = "label-path"

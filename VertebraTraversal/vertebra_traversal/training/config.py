@@ -25,7 +25,7 @@ MODALITIES = ("ct", "mr")
 CENTRE_JITTER_MM = 5.0
 #: Fields added after run folders were first written, with the value that reproduces older runs; a field
 #: at that value stays out of the run identity, so those runs still resume.
-LATER_FIELDS = {"centred_fraction": 0.0, "trained_part": "all"}
+LATER_FIELDS = {"centred_fraction": 0.0, "trained_part": "all", "start_fraction": 0.0}
 #: What a run trains: the whole network, or only the label path of an ``--init`` model (beyond the paper).
 TRAINED_PARTS = ("all", "label-path")
 #: Fields that do not change the trained weights; a run may be resumed with other values.
@@ -52,6 +52,8 @@ class TrainingConfig:
         foreground_fraction: share of patches inside a random vertebra's bounding box (§3.6: 75 %).
         centred_fraction: share of those centred on the middle of the box, within
             ``CENTRE_JITTER_MM``, as the traversal sees a vertebra when it converges (0 = the paper).
+        start_fraction: share of those drawn with an empty memory, as the traversal's search sees a scan
+            before it has found anything (0 = the paper).
         loss, augment: see :class:`LossConfig`, :class:`AugmentConfig`.
         verse_margin_mm: VerSe cases without sidecar are cropped along z to the labelled vertebrae
             plus this margin (paper §4.1).
@@ -81,6 +83,7 @@ class TrainingConfig:
     seed: int = 0
     foreground_fraction: float = 0.75
     centred_fraction: float = 0.0
+    start_fraction: float = 0.0
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     verse_margin_mm: float = 2.0
@@ -117,7 +120,8 @@ class TrainingConfig:
     def sampling(self) -> SamplingConfig:
         jitter = int(round(CENTRE_JITTER_MM / self.spacing_mm))
         return SamplingConfig(self.patch_size, self.foreground_fraction, self.direction,
-                              centred_fraction=self.centred_fraction, centre_jitter=jitter)
+                              centred_fraction=self.centred_fraction, centre_jitter=jitter,
+                              start_fraction=self.start_fraction)
 
     def to_json(self) -> Dict[str, Any]:
         data = asdict(self)

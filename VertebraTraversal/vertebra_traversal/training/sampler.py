@@ -13,7 +13,11 @@ Rules (paper §3.6, §3.3, §3.5):
   middle of the vertebra's visible bounding box (within a small jitter) instead: that is where the
   traversal converges and reads the completeness flag (§3.3, §3.5), and a uniform draw rarely holds a
   large vertebra whole (an extension of §3.6; 0 by default, as in the paper, and then the random
-  stream is the paper sampling's). The other patches are centred anywhere in
+  stream is the paper sampling's). Optionally a share of the vertebra patches gets an *empty* memory
+  instead, so the target is the lowest (``"up"``) vertebra the patch holds: what the traversal sees when
+  it starts (§3.3), searching a scan with nothing segmented yet. The paper's sampling gives that view
+  only for the scan's first vertebra and for a few background patches, and a dedicated neck scan's
+  traversal then never starts (an extension of §3.6; 0 by default). The other patches are centred anywhere in
   the scan with a random "progress": the memory holds the first ``k`` vertebrae in traversal order,
   ``k`` uniform in ``0..n``, so the network also learns to answer "nothing left".
 * The target is the first not-yet-segmented vertebra (traversal order) present in the patch, or
@@ -50,6 +54,8 @@ class SamplingConfig:
         centred_fraction: share of the foreground patches centred on the middle of the vertebra's
             visible bounding box instead of uniformly inside it (0 = the paper's sampling).
         centre_jitter: largest offset in voxels, per axis, of a centred patch from the box middle.
+        start_fraction: share of the foreground patches drawn with an empty memory, as the traversal's
+            search sees the scan before the first vertebra is found (0 = the paper's sampling).
     """
 
     patch_size: int
@@ -58,6 +64,7 @@ class SamplingConfig:
     completeness_tolerance: float = 0.02
     centred_fraction: float = 0.0
     centre_jitter: int = 0
+    start_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.patch_size < 4:
@@ -66,6 +73,8 @@ class SamplingConfig:
             raise ValueError(f"foreground_fraction must be in [0, 1], got {self.foreground_fraction}")
         if not 0.0 <= self.centred_fraction <= 1.0:
             raise ValueError(f"centred_fraction must be in [0, 1], got {self.centred_fraction}")
+        if not 0.0 <= self.start_fraction <= 1.0:
+            raise ValueError(f"start_fraction must be in [0, 1], got {self.start_fraction}")
         if self.centre_jitter < 0:
             raise ValueError(f"centre_jitter must not be negative, got {self.centre_jitter}")
         if self.direction not in DIRECTIONS:
@@ -230,6 +239,8 @@ def plan_patch(index: ScanIndex, rng: np.random.Generator, config: SamplingConfi
             centre = _near_middle(lo, hi, config.centre_jitter, rng)
         else:
             centre = _uniform_in(lo, hi, rng)
+        if config.start_fraction > 0 and rng.random() < config.start_fraction:
+            return PatchPlan(centre, frozenset(), True, window)
         return PatchPlan(centre, memory_before(label, index.labels, config.direction), True, window)
     centre = _uniform_in((window[0], 0, 0), (window[1], index.shape[1], index.shape[2]), rng)
     progress = int(rng.integers(len(order) + 1))
