@@ -36,8 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pred", type=Path, help="segment's outputs for the reference cases")
     parser.add_argument("--ref", type=Path, help="reference dataset folder")
     parser.add_argument("--out", required=True, type=Path, help="the calibrated model file to write (new)")
-    parser.add_argument("--smoothing", type=float, default=1.0, help="kernel width over levels (default 1)")
-    parser.add_argument("--sd-floor", type=float, default=2.0, help="smallest spread per level (default 2)")
+    parser.add_argument("--smoothing", type=float, help="kernel width over levels (default 1; fitting only)")
+    parser.add_argument("--sd-floor", type=float, help="smallest spread per level (default 2; fitting only)")
     parser.add_argument("--gaussian", type=float, metavar="SD",
                         help="instead of fitting: the paper's expected values read through a Gaussian of SD levels")
     parser.set_defaults(func=run)
@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     fitting = args.pred is not None or args.ref is not None
     if (args.gaussian is None) == (not fitting) or (fitting and (args.pred is None or args.ref is None)):
         raise InputError("give either --pred and --ref (fit a table on segmented cases) or --gaussian SD")
+    if args.gaussian is not None and (args.smoothing is not None or args.sd_floor is not None):
+        raise InputError("--smoothing and --sd-floor shape a fitted table; --gaussian SD fits none")
     model = resolve_model(args.model)
     if args.gaussian is not None:
         try:
@@ -55,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--gaussian {args.gaussian}: {exc}") from None
         sys.stdout.write(json.dumps({"model": str(path), "gaussian_sd": args.gaussian}) + "\n")
         return 0
-    result = calibrate_model(model, args.pred, args.ref, args.out, args.smoothing, args.sd_floor,
+    smoothing = 1.0 if args.smoothing is None else args.smoothing
+    sd_floor = 2.0 if args.sd_floor is None else args.sd_floor
+    result = calibrate_model(model, args.pred, args.ref, args.out, smoothing, sd_floor,
                              progress=lambda fraction, message: logger.info("%3.0f%% %s", 100 * fraction, message))
     sys.stdout.write(json.dumps(describe(result), indent=1) + "\n")
     return 0
