@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from test_training_fixtures import tiny_config, write_spine_case
-from vertebra_traversal.checkpoint import read_metadata
+from vertebra_traversal.calibrate import write_calibrated
+from vertebra_traversal.checkpoint import load_model, read_metadata
 from vertebra_traversal.cli import main as cli
 from vertebra_traversal.cli import train as train_cli
 from vertebra_traversal.imageio import InputError
+from vertebra_traversal.label_calibration import TABLE_VALUES, LabelCalibration, gaussian_reading
 from vertebra_traversal.network import NetworkConfig
 from vertebra_traversal.training.config import preset
 from vertebra_traversal.training.trainer import TrainingProgress
@@ -122,6 +124,24 @@ def test_completeness_rule_goes_into_the_model_and_fine_tunes_inherit_it(tiny_pr
     with pytest.raises(SystemExit):
         cli.main(args + ["--completeness-rule", "vote"])
     assert "invalid choice: 'vote'" in capsys.readouterr().err
+
+
+def test_fine_tunes_keep_a_gaussian_label_reading_and_drop_a_fitted_table(tiny_presets, tmp_path, caplog):
+    out, args = _one_case_run(tmp_path, 1)
+    assert cli.main(args) == 0
+    trained = load_model(out / "model.pt", device="cpu")
+    assert read_metadata(out / "model.pt").calibration() is None
+    fitted = LabelCalibration(tuple(v + 1.0 for v in TABLE_VALUES), (2.0,) * len(TABLE_VALUES), vertebrae=9, cases=3)
+    inits = {"gauss": write_calibrated(trained, gaussian_reading(1.5), tmp_path / "gauss.pt"),
+             "table": write_calibrated(trained, fitted, tmp_path / "table.pt")}
+    for name, init in inits.items():
+        assert cli.main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / name), "--iterations",
+                         "1", "--workers", "0", "--init", str(init)]) == 0
+    assert read_metadata(tmp_path / "gauss" / "model.pt").calibration() == gaussian_reading(1.5)
+    assert read_metadata(tmp_path / "table" / "model.pt").calibration() is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "fitted" in r.getMessage()]
+    assert len(warnings) == 1 and "table.pt" in warnings[0] and "calibrate" in warnings[0]
+    assert not gaussian_reading(1.5).fitted and fitted.fitted
 
 
 def _parsed(*options: str):

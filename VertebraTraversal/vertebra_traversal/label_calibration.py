@@ -61,6 +61,12 @@ class LabelCalibration:
         if min(self.sds) <= 0.0:
             raise ValueError("label calibration sds: every spread must be positive")
 
+    @property
+    def fitted(self) -> bool:
+        """True for a table fitted to a network's answers (it describes those weights only); False for a
+        reading of the paper's expected values (:func:`gaussian_reading`), which any weights may keep."""
+        return self.vertebrae > 0 or self.means != tuple(float(v) for v in TABLE_VALUES)
+
     def mean(self, y: float) -> float:
         """``m_y``, interpolated between table points."""
         return float(np.interp(y, TABLE_VALUES, self.means))

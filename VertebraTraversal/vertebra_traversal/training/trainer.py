@@ -78,15 +78,33 @@ def adopt_init(config: TrainingConfig, metadata: ModelMetadata) -> TrainingConfi
                           completeness_rule=config.completeness_rule or metadata.completeness_rule)
 
 
-def _init_weights(init: Path, config: TrainingConfig) -> "tuple[TrainingConfig, Dict[str, torch.Tensor], Dict]":
+def _init_weights(init: Path, config: TrainingConfig) -> "tuple[TrainingConfig, Dict[str, torch.Tensor], Dict, Dict]":
+    """The init model's configuration, weights, description (run identity) and kept label reading."""
     loaded = load_model(init, device="cpu", expect_modality=config.modality)
     if not loaded.metadata.network:
         raise CheckpointError(f"{init}: the model metadata has no network configuration; cannot fine-tune it")
     config = adopt_init(config, loaded.metadata)
     state = {k: v.detach().clone() for k, v in loaded.module.state_dict().items()}  # type: ignore[attr-defined]
     digest = hashlib.sha1(init.read_bytes()).hexdigest()[:16]
-    return config, state, {"path": str(init), "sha1": digest,
-                           "training": loaded.metadata.training.get("data_summary")}
+    info = {"path": str(init), "sha1": digest, "training": loaded.metadata.training.get("data_summary")}
+    return config, state, info, inherited_reading(init, loaded.metadata)
+
+
+def inherited_reading(init: Path, metadata: ModelMetadata) -> Dict[str, Any]:
+    """The label reading a model fine-tuned from ``init`` keeps (``ModelMetadata.label_calibration``).
+
+    A Gaussian reading of the paper's expected values does not depend on the weights and is kept; a
+    table fitted to the init model's answers describes those weights only and is dropped, with a warning
+    that says how to fit one for the new weights (``vertebra-traversal calibrate``).
+    """
+    calibration = metadata.calibration()
+    if calibration is None:
+        return {}
+    if calibration.fitted:
+        logger.warning("%s reads its labels through a table fitted to its own weights; the fine-tuned model "
+                       "does not keep it (fit one for it with vertebra-traversal calibrate)", init)
+        return {}
+    return calibration.to_json()
 
 
 def _target(cases: Sequence[PreparedCase]) -> str:
@@ -189,12 +207,13 @@ def _trainable(model: IterativeFCN, part: str) -> List[torch.nn.Parameter]:
     return trained
 
 
-def _metadata(config: TrainingConfig, target: str, training: Dict[str, Any]) -> ModelMetadata:
+def _metadata(config: TrainingConfig, target: str, training: Dict[str, Any],
+              reading: Dict[str, Any]) -> ModelMetadata:
     spacing = (config.spacing_mm,) * 3
     return ModelMetadata(modality=config.modality.upper(), target=target, spacing_mm=spacing,
                          patch_size=config.network.patch_size, normalization=config.normalization.to_json(),
                          direction=config.direction, completeness_rule=config.completeness_rule or "network",
-                         network=config.network.to_json(), training=training)
+                         network=config.network.to_json(), training=training, label_calibration=reading)
 
 
 def _loop(session: _Session, config: TrainingConfig, workers: int, samples: List[Dict[str, Any]],
@@ -245,11 +264,11 @@ def train(data_dirs: Sequence[Path], out_dir: Path, config: TrainingConfig, init
     run, torch_device = RunFolder(Path(out_dir)), resolve_device(device)
     if config.threads:
         torch.set_num_threads(config.threads)
-    init_state, init_info = None, None
+    init_state, init_info, reading = None, None, {}
     if init is None and config.trained_part != "all":
         raise InputError(f"training only the {config.trained_part} needs an --init model to start from")
     if init is not None:
-        config, init_state, init_info = _init_weights(Path(init), config)
+        config, init_state, init_info, reading = _init_weights(Path(init), config)
     cases = find_cases(data_dirs, config.modality)
     held_out = find_cases(validation_dirs, config.modality) if validation_dirs else []
     data = [describe_case(c) for c in cases]
@@ -274,7 +293,7 @@ def train(data_dirs: Sequence[Path], out_dir: Path, config: TrainingConfig, init
     run.start_log(session.iteration)
     training: Dict[str, Any] = {"preset": config.preset, "config": config.to_json(), "data": data,
                                 "validation_data": identity["validation"], "init": init_info}
-    metadata = _metadata(config, _target(session.cases), training)
+    metadata = _metadata(config, _target(session.cases), training, reading)
     samples = fixed_samples(session.cases if not held_out else _prepare_held_out(run, config, held_out),
                             session.settings, config.validation_patches)
     if session.iteration < config.iterations:
