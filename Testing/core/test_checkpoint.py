@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from vertebra_traversal import anatomy
-from vertebra_traversal.checkpoint import (FORMAT, FORMAT_VERSION, CheckpointError, ModelMetadata, load_model,
-                                           read_metadata, resolve_device, save_exported, save_torchscript)
+from vertebra_traversal.checkpoint import (CheckpointError, ModelMetadata, load_model, read_metadata, resolve_device,
+                                           save_exported, save_torchscript)
 from vertebra_traversal.imageio import InputError
+from vertebra_traversal.metadata import FORMAT, FORMAT_VERSION
 from vertebra_traversal.network import IterativeFCN, NetworkConfig
 
 torch.set_num_threads(1)

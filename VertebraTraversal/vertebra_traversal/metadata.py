@@ -1,0 +1,206 @@
+"""Model metadata: what a model file says about how it must be fed (docs/ARCHITECTURE.md, "Checkpoint metadata").
+
+Modality, target, model-grid spacing in mm, patch size in voxels ``(z, y, x)``, intensity normalisation,
+traversal direction (paper §3.3), label ids, minimum fragment size in mm^3 (paper §3.3 ``v_min``), the
+network configuration, how it was trained and, optionally, the calibration of its label output
+(:mod:`.label_calibration`). Every check raises one :class:`CheckpointError`; :mod:`.checkpoint` reads and
+writes the files that carry it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from . import anatomy
+from .imageio import InputError
+from .label_calibration import LabelCalibration
+from .network import NetworkConfig
+from .normalization import NormalizationSpec
+from .postprocess import COMPLETENESS_RULES
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "vertebra-traversal-model"
+FORMAT_VERSION = 1
+METADATA_NAME = "metadata.json"
+MODALITIES = ("CT", "MR")
+TARGETS = ("vertebra", "body")
+DIRECTIONS = ("up", "down")
+
+
+class CheckpointError(InputError):
+    """A model file that cannot be used; the message names the file and the problem."""
+
+
+def _default_labels() -> Tuple[int, ...]:
+    return tuple(v.label for v in anatomy.VERTEBRAE)
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What a model needs to be fed correctly (embedded as ``metadata.json``).
+
+    Attributes:
+        modality: ``"CT"`` or ``"MR"``.
+        target: ``"vertebra"`` (whole vertebra) or ``"body"`` (vertebral body only).
+        spacing_mm: model-grid spacing (x, y, z) in mm, as SimpleITK orders spacing (paper: 1 mm).
+        patch_size: patch size in voxels (z, y, x) (paper: 128^3).
+        normalization: ``NormalizationSpec.to_json()`` of the intensity normalisation.
+        direction: traversal direction ``"up"`` (increasing model-grid z) or ``"down"`` (paper §3.3).
+        labels: VerSe ids the model may produce (anatomy.py).
+        min_fragment_mm3: smallest fragment that moves the patch (paper §3.3 ``v_min``), mm^3.
+        completeness_rule: how this model's vertebrae are called complete (``COMPLETENESS_RULES``);
+            ``network`` is the paper's; chosen per model on training cases and stated in its card.
+        network: ``NetworkConfig.to_json()``; may be empty for foreign networks.
+        training: free-form JSON record of how the model was trained.
+        label_calibration: ``LabelCalibration.to_json()`` of the label output (``vertebra-traversal
+            calibrate``), or empty: the paper's reading of the label value (§3.4).
+        format_version: metadata format version (this code reads up to ``FORMAT_VERSION``).
+
+    Raises:
+        CheckpointError: on construction, for any invalid field (the message names the field).
+    """
+
+    modality: str
+    target: str
+    spacing_mm: Tuple[float, float, float]
+    patch_size: Tuple[int, int, int]
+    normalization: Dict[str, Any]
+    direction: str = "up"
+    labels: Tuple[int, ...] = field(default_factory=_default_labels)
+    min_fragment_mm3: float = 1000.0
+    completeness_rule: str = "network"
+    network: Dict[str, Any] = field(default_factory=dict)
+    training: Dict[str, Any] = field(default_factory=dict)
+    label_calibration: Dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        _check_choice("modality", self.modality, MODALITIES)
+        _check_choice("target", self.target, TARGETS)
+        _check_choice("direction", self.direction, DIRECTIONS)
+        _check_choice("completeness_rule", self.completeness_rule, COMPLETENESS_RULES)
+        normalised = {"spacing_mm": _triple("spacing_mm", self.spacing_mm, float),
+                      "patch_size": _triple("patch_size", self.patch_size, int),
+                      "labels": _labels(self.labels),
+                      "min_fragment_mm3": _positive("min_fragment_mm3", self.min_fragment_mm3, allow_zero=True)}
+        for name, value in normalised.items():
+            object.__setattr__(self, name, value)  # frozen dataclass: canonical types once, here
+        _check_version(self.format_version)
+        _check_normalization(self.normalization)
+        _check_network(self.network, self.patch_size)
+        _check_json("training", self.training)
+        _check_json("label_calibration", self.label_calibration)
+        self.calibration()
+
+    def calibration(self) -> Optional[LabelCalibration]:
+        """The label calibration, or None when the model has none.
+
+        Raises:
+            CheckpointError: the stored table is malformed.
+        """
+        if not self.label_calibration:
+            return None
+        try:
+            return LabelCalibration.from_json(dict(self.label_calibration))
+        except ValueError as exc:
+            raise CheckpointError(f"metadata: 'label_calibration' is invalid ({exc})") from None
+
+    def to_json(self) -> Dict[str, Any]:
+        """The ``metadata.json`` document (see docs/ARCHITECTURE.md)."""
+        data = asdict(self)
+        data.update(spacing_mm=list(self.spacing_mm), patch_size=list(self.patch_size), labels=list(self.labels))
+        return {"format": FORMAT, **data}
+
+    @classmethod
+    def from_json(cls, data: Any) -> "ModelMetadata":
+        """Parse and validate a ``metadata.json`` document.
+
+        Raises:
+            CheckpointError: not an object, wrong ``format``, newer ``format_version``, missing or invalid
+                fields (the message names the field; callers prefix the file name).
+        """
+        if not isinstance(data, Mapping):
+            raise CheckpointError(f"metadata: expected a JSON object, got {type(data).__name__}")
+        if data.get("format") != FORMAT:
+            raise CheckpointError(f"metadata: 'format' is {data.get('format')!r}, expected {FORMAT!r}")
+        _check_version(data.get("format_version"))
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known - {"format"})
+        if unknown:
+            logger.warning("metadata: ignoring unknown fields %s", unknown)
+        missing = sorted(name for name in ("modality", "target", "spacing_mm", "patch_size", "normalization")
+                         if name not in data)
+        if missing:
+            raise CheckpointError(f"metadata: missing fields {missing}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _check_choice(name: str, value: Any, choices: Tuple[str, ...]) -> None:
+    if value not in choices:
+        raise CheckpointError(f"metadata: '{name}' is {value!r}, expected one of {', '.join(choices)}")
+
+
+def _check_version(version: Any) -> None:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"metadata: 'format_version' must be a positive integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"metadata: format_version {version} is newer than this VertebraTraversal reads "
+                              f"(up to {FORMAT_VERSION}); update VertebraTraversal to use this model")
+
+
+def _positive(name: str, value: Any, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0 or (value == 0 and not allow_zero):
+        raise CheckpointError(f"metadata: '{name}' must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _triple(name: str, value: Any, kind: type) -> tuple:
+    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__len__") or len(value) != 3:
+        raise CheckpointError(f"metadata: '{name}' must hold three numbers, got {value!r}")
+    if kind is int and any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+        raise CheckpointError(f"metadata: '{name}' must hold three positive integers, got {value!r}")
+    return tuple(kind(_positive(name, v)) for v in value)
+
+
+def _labels(value: Any) -> Tuple[int, ...]:
+    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+        raise CheckpointError(f"metadata: 'labels' must be a list of vertebra ids, got {value!r}")
+    labels = tuple(value)
+    bad = [v for v in labels if isinstance(v, bool) or not isinstance(v, int) or not anatomy.is_valid_label(v)]
+    if not labels or bad or len(set(labels)) != len(labels):
+        raise CheckpointError(f"metadata: 'labels' must be distinct vertebra ids of the anatomy table, got {value!r}")
+    return labels
+
+
+def _check_normalization(value: Any) -> None:
+    try:
+        NormalizationSpec.from_json(value)
+    except ValueError as exc:
+        raise CheckpointError(f"metadata: {exc}") from None
+
+
+def _check_network(value: Any, patch_size: Tuple[int, int, int]) -> None:
+    _check_json("network", value)
+    if not value:
+        return
+    try:
+        config = NetworkConfig.from_json(value)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"metadata: 'network': {exc}") from None
+    if config.patch_size != patch_size:
+        raise CheckpointError(f"metadata: network patch_size {list(config.patch_size)} differs from "
+                              f"'patch_size' {list(patch_size)}")
+
+
+def _check_json(name: str, value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise CheckpointError(f"metadata: '{name}' must be a JSON object, got {type(value).__name__}")
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"metadata: '{name}' is not plain JSON ({exc})") from None
