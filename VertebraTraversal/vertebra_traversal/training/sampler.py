@@ -16,10 +16,11 @@ Rules (paper §3.6, §3.3, §3.5):
   stream is the paper sampling's). Optionally a share of the vertebra patches gets an *empty* memory
   instead, so the target is the lowest (``"up"``) vertebra the patch holds: what the traversal sees when
   it starts (§3.3), searching a scan with nothing segmented yet. The paper's sampling gives that view
-  only for the scan's first vertebra and for a few background patches, and a dedicated neck scan's
-  traversal then never starts (an extension of §3.6; 0 by default). The other patches are centred anywhere in
-  the scan with a random "progress": the memory holds the first ``k`` vertebrae in traversal order,
-  ``k`` uniform in ``0..n``, so the network also learns to answer "nothing left".
+  only for the scan's first vertebra and for a few background patches; compact models trained that way
+  never started on a dedicated neck scan (an extension of §3.6; 0 by default).
+* The other patches are centred anywhere in the scan with a random "progress": the memory holds the
+  first ``k`` vertebrae in traversal order, ``k`` uniform in ``0..n``, so the network also learns to
+  answer "nothing left".
 * The target is the first not-yet-segmented vertebra (traversal order) present in the patch, or
   none. Its regression value comes from the anatomy table (0 when there is no target, §3.4).
 * Completeness target (§3.5): 1 when the vertebra is marked complete in the scan and at most 2 % of
