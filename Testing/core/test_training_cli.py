@@ -139,6 +139,9 @@ def test_fine_tunes_keep_a_gaussian_label_reading_and_drop_a_fitted_table(tiny_p
                          "1", "--workers", "0", "--init", str(init)]) == 0
     assert read_metadata(tmp_path / "gauss" / "model.pt").calibration() == gaussian_reading(1.5)
     assert read_metadata(tmp_path / "table" / "model.pt").calibration() is None
+    assert [read_metadata(path).training["init_label_reading"] for path in
+            (out / "model.pt", tmp_path / "gauss" / "model.pt", tmp_path / "table" / "model.pt")] == \
+        [None, "kept", "dropped"]
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "fitted" in r.getMessage()]
     assert len(warnings) == 1 and "table.pt" in warnings[0] and "calibrate" in warnings[0]
     assert not gaussian_reading(1.5).fitted and fitted.fitted

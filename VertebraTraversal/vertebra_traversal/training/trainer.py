@@ -78,7 +78,7 @@ def adopt_init(config: TrainingConfig, metadata: ModelMetadata) -> TrainingConfi
                           completeness_rule=config.completeness_rule or metadata.completeness_rule)
 
 
-def _init_weights(init: Path, config: TrainingConfig) -> "tuple[TrainingConfig, Dict[str, torch.Tensor], Dict, Dict]":
+def _init_weights(init: Path, config: TrainingConfig) -> "tuple[TrainingConfig, Dict[str, torch.Tensor], Dict, tuple]":
     """The init model's configuration, weights, description (run identity) and kept label reading."""
     loaded = load_model(init, device="cpu", expect_modality=config.modality)
     if not loaded.metadata.network:
@@ -90,8 +90,10 @@ def _init_weights(init: Path, config: TrainingConfig) -> "tuple[TrainingConfig, 
     return config, state, info, inherited_reading(init, loaded.metadata)
 
 
-def inherited_reading(init: Path, metadata: ModelMetadata) -> Dict[str, Any]:
-    """The label reading a model fine-tuned from ``init`` keeps (``ModelMetadata.label_calibration``).
+def inherited_reading(init: Path, metadata: ModelMetadata) -> "tuple[Dict[str, Any], str]":
+    """The label reading a model fine-tuned from ``init`` keeps (``ModelMetadata.label_calibration``), and
+    what became of the init model's: ``"none"``, ``"kept"`` or ``"dropped"`` (recorded in the new model's
+    training metadata as ``init_label_reading``).
 
     A Gaussian reading of the paper's expected values does not depend on the weights and is kept; a
     table fitted to the init model's answers describes those weights only and is dropped, with a warning
@@ -99,12 +101,12 @@ def inherited_reading(init: Path, metadata: ModelMetadata) -> Dict[str, Any]:
     """
     calibration = metadata.calibration()
     if calibration is None:
-        return {}
+        return {}, "none"
     if calibration.fitted:
         logger.warning("%s reads its labels through a table fitted to its own weights; the fine-tuned model "
                        "does not keep it (fit one for it with vertebra-traversal calibrate)", init)
-        return {}
-    return calibration.to_json()
+        return {}, "dropped"
+    return calibration.to_json(), "kept"
 
 
 def _target(cases: Sequence[PreparedCase]) -> str:
@@ -264,11 +266,11 @@ def train(data_dirs: Sequence[Path], out_dir: Path, config: TrainingConfig, init
     run, torch_device = RunFolder(Path(out_dir)), resolve_device(device)
     if config.threads:
         torch.set_num_threads(config.threads)
-    init_state, init_info, reading = None, None, {}
+    init_state, init_info, (reading, reading_note) = None, None, ({}, None)
     if init is None and config.trained_part != "all":
         raise InputError(f"training only the {config.trained_part} needs an --init model to start from")
     if init is not None:
-        config, init_state, init_info, reading = _init_weights(Path(init), config)
+        config, init_state, init_info, (reading, reading_note) = _init_weights(Path(init), config)
     cases = find_cases(data_dirs, config.modality)
     held_out = find_cases(validation_dirs, config.modality) if validation_dirs else []
     data = [describe_case(c) for c in cases]
@@ -292,7 +294,8 @@ def train(data_dirs: Sequence[Path], out_dir: Path, config: TrainingConfig, init
         session.model.load_state_dict(init_state)
     run.start_log(session.iteration)
     training: Dict[str, Any] = {"preset": config.preset, "config": config.to_json(), "data": data,
-                                "validation_data": identity["validation"], "init": init_info}
+                                "validation_data": identity["validation"], "init": init_info,
+                                "init_label_reading": reading_note}
     metadata = _metadata(config, _target(session.cases), training, reading)
     samples = fixed_samples(session.cases if not held_out else _prepare_held_out(run, config, held_out),
                             session.settings, config.validation_patches)
