@@ -57,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--gaussian {args.gaussian}: {exc}") from None
         sys.stdout.write(json.dumps({"model": str(path), "gaussian_sd": args.gaussian}) + "\n")
         return 0
-    smoothing = 1.0 if args.smoothing is None else args.smoothing
-    sd_floor = 2.0 if args.sd_floor is None else args.sd_floor
-    result = calibrate_model(model, args.pred, args.ref, args.out, smoothing, sd_floor,
+    shape = {name: value for name, value in (("smoothing", args.smoothing), ("sd_floor", args.sd_floor))
+             if value is not None}  # calibrate_model's own defaults otherwise
+    result = calibrate_model(model, args.pred, args.ref, args.out, **shape,
                              progress=lambda fraction, message: logger.info("%3.0f%% %s", 100 * fraction, message))
     sys.stdout.write(json.dumps(describe(result), indent=1) + "\n")
     return 0

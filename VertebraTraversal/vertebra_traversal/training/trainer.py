@@ -78,8 +78,9 @@ def adopt_init(config: TrainingConfig, metadata: ModelMetadata) -> TrainingConfi
                           completeness_rule=config.completeness_rule or metadata.completeness_rule)
 
 
-def _init_weights(init: Path, config: TrainingConfig) -> "tuple[TrainingConfig, Dict[str, torch.Tensor], Dict, tuple]":
-    """The init model's configuration, weights, description (run identity) and kept label reading."""
+def _init_weights(init: Path,
+                  config: TrainingConfig) -> "tuple[TrainingConfig, Dict[str, torch.Tensor], Dict, ModelMetadata]":
+    """The run's configuration adopted from the init model, its weights, description (run identity) and metadata."""
     loaded = load_model(init, device="cpu", expect_modality=config.modality)
     if not loaded.metadata.network:
         raise CheckpointError(f"{init}: the model metadata has no network configuration; cannot fine-tune it")
@@ -87,7 +88,7 @@ def _init_weights(init: Path, config: TrainingConfig) -> "tuple[TrainingConfig, 
     state = {k: v.detach().clone() for k, v in loaded.module.state_dict().items()}  # type: ignore[attr-defined]
     digest = hashlib.sha1(init.read_bytes()).hexdigest()[:16]
     info = {"path": str(init), "sha1": digest, "training": loaded.metadata.training.get("data_summary")}
-    return config, state, info, inherited_reading(init, loaded.metadata)
+    return config, state, info, loaded.metadata
 
 
 def inherited_reading(init: Path, metadata: ModelMetadata) -> "tuple[Dict[str, Any], str]":
@@ -266,11 +267,12 @@ def train(data_dirs: Sequence[Path], out_dir: Path, config: TrainingConfig, init
     run, torch_device = RunFolder(Path(out_dir)), resolve_device(device)
     if config.threads:
         torch.set_num_threads(config.threads)
-    init_state, init_info, (reading, reading_note) = None, None, ({}, None)
+    init_state, init_info, reading, reading_note = None, None, {}, None
     if init is None and config.trained_part != "all":
         raise InputError(f"training only the {config.trained_part} needs an --init model to start from")
     if init is not None:
-        config, init_state, init_info, (reading, reading_note) = _init_weights(Path(init), config)
+        config, init_state, init_info, init_metadata = _init_weights(Path(init), config)
+        reading, reading_note = inherited_reading(Path(init), init_metadata)
     cases = find_cases(data_dirs, config.modality)
     held_out = find_cases(validation_dirs, config.modality) if validation_dirs else []
     data = [describe_case(c) for c in cases]
