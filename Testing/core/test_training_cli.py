@@ -16,6 +16,7 @@ from vertebra_traversal.cli import train as train_cli
 from vertebra_traversal.imageio import InputError
 from vertebra_traversal.label_calibration import TABLE_VALUES, LabelCalibration, gaussian_reading
 from vertebra_traversal.network import NetworkConfig
+from vertebra_traversal.start_network import networks
 from vertebra_traversal.training.config import preset
 from vertebra_traversal.training.trainer import TrainingProgress
 
@@ -142,9 +143,28 @@ def test_fine_tunes_keep_a_gaussian_label_reading_and_drop_a_fitted_table(tiny_p
     assert [read_metadata(path).training["init_label_reading"] for path in
             (out / "model.pt", tmp_path / "gauss" / "model.pt", tmp_path / "table" / "model.pt")] == \
         [None, "kept", "dropped"]
+    assert read_metadata(tmp_path / "table" / "model.pt").training["init_start_network"] == "none"
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "fitted" in r.getMessage()]
     assert len(warnings) == 1 and "table.pt" in warnings[0] and "calibrate" in warnings[0]
     assert not gaussian_reading(1.5).fitted and fitted.fitted
+
+
+def test_a_fine_tune_trains_the_main_network_and_keeps_the_start_network(tiny_presets, tmp_path, capsys):
+    out, args = _one_case_run(tmp_path, 1)
+    assert cli.main(args) == 0
+    assert cli.main(args[:-4] + ["--out", str(tmp_path / "start"), "--seed", "5", "--iterations", "1"]) == 0
+    both = tmp_path / "both.pt"
+    assert cli.main(["combine", "--model", str(out / "model.pt"), "--start", str(tmp_path / "start" / "model.pt"),
+                     "--out", str(both)]) == 0
+    assert cli.main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "tuned"), "--iterations",
+                     "1", "--workers", "0", "--init", str(both)]) == 0
+    init, tuned = (load_model(p, device="cpu") for p in (both, tmp_path / "tuned" / "model.pt"))
+    (init_main, init_start), (tuned_main, tuned_start) = networks(init), networks(tuned)
+    assert all(torch.equal(a, b) for a, b in zip(init_start.state_dict().values(), tuned_start.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(init_main.state_dict().values(), tuned_main.state_dict().values()))
+    assert tuned.metadata.start_network == init.metadata.start_network
+    assert [read_metadata(p).training["init_start_network"] for p in (out / "model.pt", tmp_path / "tuned" / "model.pt")] \
+        == [None, "kept"]
 
 
 def _parsed(*options: str):

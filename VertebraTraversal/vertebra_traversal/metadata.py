@@ -3,8 +3,8 @@
 Modality, target, model-grid spacing in mm, patch size in voxels ``(z, y, x)``, intensity normalisation,
 traversal direction (paper §3.3), label ids, minimum fragment size in mm^3 (paper §3.3 ``v_min``), the
 network configuration, how it was trained and, optionally, the calibration of its label output
-(:mod:`.label_calibration`). Every check raises one :class:`CheckpointError`; :mod:`.checkpoint` reads and
-writes the files that carry it.
+(:mod:`.label_calibration`) and its start network (:mod:`.start_network`). Every check raises one
+:class:`CheckpointError`; :mod:`.checkpoint` reads and writes the files that carry it.
 """
 from __future__ import annotations
 
@@ -58,6 +58,8 @@ class ModelMetadata:
         training: free-form JSON record of how the model was trained.
         label_calibration: ``LabelCalibration.to_json()`` of the label output (``vertebra-traversal
             calibrate``), or empty: the paper's reading of the label value (§3.4).
+        start_network: description of the start network the file holds beside the main one
+            (:mod:`.start_network`; ``vertebra-traversal combine``), or empty: one network.
         format_version: metadata format version (this code reads up to ``FORMAT_VERSION``).
 
     Raises:
@@ -76,6 +78,7 @@ class ModelMetadata:
     network: Dict[str, Any] = field(default_factory=dict)
     training: Dict[str, Any] = field(default_factory=dict)
     label_calibration: Dict[str, Any] = field(default_factory=dict)
+    start_network: Dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -94,6 +97,7 @@ class ModelMetadata:
         _check_network(self.network, self.patch_size)
         _check_json("training", self.training)
         _check_json("label_calibration", self.label_calibration)
+        _check_json("start_network", self.start_network)
         self.calibration()
 
     def calibration(self) -> Optional[LabelCalibration]:

@@ -15,7 +15,7 @@ from typing import List, Optional
 from .. import __version__
 from ..imageio import InputError
 
-COMMANDS = ("phantom", "evaluate", "segment", "train", "calibrate", "export", "demo")
+COMMANDS = ("phantom", "evaluate", "segment", "train", "calibrate", "combine", "export", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,6 +23,7 @@ from ..checkpoint import CheckpointError, ModelMetadata, load_model, resolve_dev
 from ..imageio import InputError
 from ..network import IterativeFCN, NetworkConfig
 from ..normalization import NormalizationSpec
+from ..start_network import StartSwitch, main_state, networks
 from .config import TrainingConfig
 from .data import PreparedCase, TrainingCase, describe_case, find_cases, prepare_cases
 from .loss import fp_weight, reference_voxels, total_loss
@@ -78,17 +79,39 @@ def adopt_init(config: TrainingConfig, metadata: ModelMetadata) -> TrainingConfi
                           completeness_rule=config.completeness_rule or metadata.completeness_rule)
 
 
-def _init_weights(init: Path,
-                  config: TrainingConfig) -> "tuple[TrainingConfig, Dict[str, torch.Tensor], Dict, ModelMetadata]":
-    """The run's configuration adopted from the init model, its weights, description (run identity) and metadata."""
+@dataclass(frozen=True)
+class _Init:
+    """What a fine-tune takes from its ``--init`` model (all empty without one).
+
+    ``state``: the main network's weights; ``info``: its description in the run identity; ``reading``
+    and ``reading_note``: :func:`inherited_reading`; ``start``: its start network (:mod:`..start_network`),
+    kept unchanged in the fine-tuned model, and ``start_network`` its metadata record.
+    """
+
+    state: Optional[Dict[str, torch.Tensor]] = None
+    info: Optional[Dict[str, Any]] = None
+    reading: Dict[str, Any] = field(default_factory=dict)
+    reading_note: Optional[str] = None
+    start: Optional[torch.nn.Module] = None
+    start_network: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def start_note(self) -> Optional[str]:
+        """``"kept"`` or ``"none"`` (the init model's start network), None without an init model."""
+        return None if self.info is None else ("kept" if self.start is not None else "none")
+
+
+def _init_weights(init: Path, config: TrainingConfig) -> "tuple[TrainingConfig, _Init]":
+    """The run's configuration adopted from the init model, and what the fine-tune takes from it."""
     loaded = load_model(init, device="cpu", expect_modality=config.modality)
     if not loaded.metadata.network:
         raise CheckpointError(f"{init}: the model metadata has no network configuration; cannot fine-tune it")
     config = adopt_init(config, loaded.metadata)
-    state = {k: v.detach().clone() for k, v in loaded.module.state_dict().items()}  # type: ignore[attr-defined]
     digest = hashlib.sha1(init.read_bytes()).hexdigest()[:16]
     info = {"path": str(init), "sha1": digest, "training": loaded.metadata.training.get("data_summary")}
-    return config, state, info, loaded.metadata
+    reading, note = inherited_reading(init, loaded.metadata)
+    _, start = networks(loaded)
+    return config, _Init(main_state(loaded), info, reading, note, start, loaded.metadata.start_network)
 
 
 def inherited_reading(init: Path, metadata: ModelMetadata) -> "tuple[Dict[str, Any], str]":
@@ -267,17 +290,16 @@ def train(data_dirs: Sequence[Path], out_dir: Path, config: TrainingConfig, init
     run, torch_device = RunFolder(Path(out_dir)), resolve_device(device)
     if config.threads:
         torch.set_num_threads(config.threads)
-    init_state, init_info, reading, reading_note = None, None, {}, None
+    inherited = _Init()
     if init is None and config.trained_part != "all":
         raise InputError(f"training only the {config.trained_part} needs an --init model to start from")
     if init is not None:
-        config, init_state, init_info, init_metadata = _init_weights(Path(init), config)
-        reading, reading_note = inherited_reading(Path(init), init_metadata)
+        config, inherited = _init_weights(Path(init), config)
     cases = find_cases(data_dirs, config.modality)
     held_out = find_cases(validation_dirs, config.modality) if validation_dirs else []
     data = [describe_case(c) for c in cases]
     identity = {"config": config.identity(), "data": data, "validation": [describe_case(c) for c in held_out],
-                "init": init_info}
+                "init": inherited.info}
     fresh = not run.identity_file.exists()
     resuming = run.claim(identity)
     if run.model.exists():
@@ -292,18 +314,20 @@ def train(data_dirs: Sequence[Path], out_dir: Path, config: TrainingConfig, init
     if resuming:
         session.restore(run.load_checkpoint())
         logger.info("resuming %s at iteration %d of %d", run.root, session.iteration, config.iterations)
-    elif init_state is not None:
-        session.model.load_state_dict(init_state)
+    elif inherited.state is not None:
+        session.model.load_state_dict(inherited.state)
     run.start_log(session.iteration)
     training: Dict[str, Any] = {"preset": config.preset, "config": config.to_json(), "data": data,
-                                "validation_data": identity["validation"], "init": init_info,
-                                "init_label_reading": reading_note}
-    metadata = _metadata(config, _target(session.cases), training, reading)
+                                "validation_data": identity["validation"], "init": inherited.info,
+                                "init_label_reading": inherited.reading_note,
+                                "init_start_network": inherited.start_note}
+    metadata = replace(_metadata(config, _target(session.cases), training, inherited.reading),
+                       start_network=inherited.start_network)
     samples = fixed_samples(session.cases if not held_out else _prepare_held_out(run, config, held_out),
                             session.settings, config.validation_patches)
     if session.iteration < config.iterations:
         _loop(session, config, config.workers, samples, metadata, should_stop)
-    return _finish(session, metadata, training)
+    return _finish(session, metadata, training, inherited.start)
 
 
 def _prepare(run: RunFolder, config: TrainingConfig, device: torch.device, cases: List[TrainingCase],
@@ -320,12 +344,15 @@ def _prepare_held_out(run: RunFolder, config: TrainingConfig, held_out: List[Tra
     return prepare_cases(held_out, run.cache, config.spacing_mm, config.normalization, config.verse_margin_mm)
 
 
-def _finish(session: _Session, metadata: ModelMetadata, training: Dict[str, Any]) -> Path:
+def _finish(session: _Session, metadata: ModelMetadata, training: Dict[str, Any],
+            start: Optional[torch.nn.Module]) -> Path:
+    """Write ``model.pt``: the trained network, with the init model's start network when it had one."""
     final = dict(training, iterations=session.iteration, wall_seconds=round(session.seconds, 1),
                  metrics=session.history[-1] if session.history else {}, device=str(session.device),
                  torch=torch.__version__, vertebra_traversal=__version__,
                  finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     final["data_summary"] = {"cases": len(training["data"]), "case_ids": [d["case"] for d in training["data"]]}
-    path = save_torchscript(session.model.cpu(), replace(metadata, training=final), session.run.model)
+    model = session.model.cpu() if start is None else StartSwitch(session.model.cpu(), start)
+    path = save_torchscript(model, replace(metadata, training=final), session.run.model)
     session.report("done", message=f"model written to {path}")
     return path
