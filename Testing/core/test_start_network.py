@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pytest
 import torch
 
 from model_factory import TINY, tiny_model
+from test_cli_segment import _ct, _run
 from vertebra_traversal.checkpoint import (CheckpointError, ModelMetadata, _quiet_torchscript, load_model,
                                           save_torchscript)
 from vertebra_traversal.cli import main as cli
@@ -111,3 +113,15 @@ def test_a_model_whose_metadata_and_network_disagree_is_refused(tmp_path):
     save_torchscript(main, ModelMetadata(**{**metadata.__dict__, "start_network": {"file": "x.pt"}}), claims)
     with pytest.raises(CheckpointError, match="claims.pt: the metadata and the network disagree"):
         networks(load_model(claims, device="cpu"))
+
+
+def test_segment_runs_a_combined_model_in_the_child_process_and_reports_it(tmp_path):
+    main, start = tiny_model(tmp_path / "main.pt", seed=0), tiny_model(tmp_path / "start.pt", seed=1)
+    both = tmp_path / "both.pt"
+    assert cli.main(["combine", "--model", str(main), "--start", str(start), "--out", str(both)]) == 0
+    image = _ct(tmp_path / "scan_ct.nii.gz")
+    for model, flag in ((main, False), (both, True)):
+        out_dir = tmp_path / f"out-{model.stem}"
+        out = _run(["segment", image, "-o", out_dir, "--model", model, "--device", "cpu"])
+        assert out.returncode == 0, out.stderr
+        assert json.loads((out_dir / "scan_ct_report.json").read_text())["model"]["start_network"] is flag

@@ -161,7 +161,8 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                   "patch_size": list(meta.patch_size), "direction": meta.direction,
                   "completeness_rule": config.rule_for(meta), "label_interpolation": config.label_interpolation,
                   "largest_component": config.largest_component,
-                  "label_calibration": config.labeling_for(meta).calibration is not None}
+                  "label_calibration": config.labeling_for(meta).calibration is not None,
+                  "start_network": bool(meta.start_network)}
     patch_mm = [float(p) * float(s) for p, s in zip(reversed(meta.patch_size), meta.spacing_mm)]
     for number, path in enumerate(inputs, start=1):
         emit({"event": "start", "input": str(path), "case": number, "cases": len(inputs),
