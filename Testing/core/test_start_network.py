@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,9 +11,9 @@ import torch
 
 from model_factory import TINY, tiny_model
 from test_cli_segment import _ct, _run
-from vertebra_traversal.checkpoint import (CheckpointError, ModelMetadata, _quiet_torchscript, load_model,
-                                          save_torchscript)
+from vertebra_traversal.checkpoint import CheckpointError, _quiet_torchscript, load_model, save_torchscript
 from vertebra_traversal.cli import main as cli
+from vertebra_traversal.models import resolve_model
 from vertebra_traversal.network import IterativeFCN
 from vertebra_traversal.start_network import StartSwitch, networks
 from vertebra_traversal.torch_predictor import TorchPredictor
@@ -110,7 +111,7 @@ def test_a_model_whose_metadata_and_network_disagree_is_refused(tmp_path):
     main, = _networks(0)
     metadata = load_model(tiny_model(tmp_path / "plain.pt"), device="cpu").metadata
     claims = tmp_path / "claims.pt"
-    save_torchscript(main, ModelMetadata(**{**metadata.__dict__, "start_network": {"file": "x.pt"}}), claims)
+    save_torchscript(main, replace(metadata, start_network={"file": "x.pt"}), claims)
     with pytest.raises(CheckpointError, match="claims.pt: the metadata and the network disagree"):
         networks(load_model(claims, device="cpu"))
 
@@ -125,3 +126,11 @@ def test_segment_runs_a_combined_model_in_the_child_process_and_reports_it(tmp_p
         out = _run(["segment", image, "-o", out_dir, "--model", model, "--device", "cpu"])
         assert out.returncode == 0, out.stderr
         assert json.loads((out_dir / "scan_ct_report.json").read_text())["model"]["start_network"] is flag
+
+
+def test_the_bundled_mr_model_holds_a_start_network_and_the_ct_model_none():
+    mr, ct = (load_model(resolve_model(name), device="cpu") for name in ("mr", "ct"))
+    main, start = networks(mr)
+    assert start is not None and mr.metadata.start_network["training"]["config"]["start_fraction"] == 1.0
+    assert networks(ct)[1] is None and not ct.metadata.start_network
+    assert mr.metadata.label_calibration    # the main network's fitted table is kept inside
