@@ -92,6 +92,7 @@ def test_combine_refuses_an_existing_file_another_grid_and_a_combined_start(tmp_
     mine.write_bytes(b"keep me")
     cases = [
         (start, mine, "mine.pt: already exists"),
+        (start, tmp_path / "d.pt2", "d.pt2: a combined model is TorchScript"),
         (tiny_model(tmp_path / "mr.pt", modality="MR"), tmp_path / "a.pt", "mr.pt: its modality 'MR' differs"),
         (tiny_model(tmp_path / "coarse.pt", spacing_mm=4.0), tmp_path / "b.pt", "coarse.pt: its spacing_mm"),
     ]
@@ -104,7 +105,7 @@ def test_combine_refuses_an_existing_file_another_grid_and_a_combined_start(tmp_
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
     assert mine.read_bytes() == b"keep me"
-    assert sorted(p.name for p in tmp_path.glob("[abc].pt")) == []
+    assert sorted(p.name for p in tmp_path.glob("[abcd].pt*")) == []
 
 
 def test_a_model_whose_metadata_and_network_disagree_is_refused(tmp_path):

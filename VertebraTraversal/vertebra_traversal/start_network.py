@@ -99,13 +99,16 @@ def attach_start(main_path: PathLike, start_path: PathLike, out: PathLike) -> Pa
     start network already in ``main_path`` is replaced.
 
     Raises:
-        CheckpointError: ``out`` exists (nothing is overwritten); either file is not a usable TorchScript
-            model; the start model holds two networks itself; the two disagree in one of
+        CheckpointError: ``out`` exists (nothing is overwritten) or ends in ``.pt2``; either file is not a
+            usable TorchScript model; the start model holds two networks itself; the two disagree in one of
             ``SHARED_FIELDS`` (the message names the field and both files).
     """
     main_path, start_path, out = Path(main_path), Path(start_path), Path(out)
     if out.exists():
         raise CheckpointError(f"{out}: already exists; refusing to overwrite it")
+    if out.suffix == ".pt2":
+        raise CheckpointError(f"{out}: a combined model is TorchScript; torch.export cannot trace its switch "
+                              f"(give a .pt file name)")
     main_model, start_model = (load_model(p, device="cpu") for p in (main_path, start_path))
     for path, loaded in ((main_path, main_model), (start_path, start_model)):
         if not isinstance(loaded.module, torch.jit.ScriptModule):
