@@ -135,3 +135,15 @@ def test_the_bundled_mr_model_holds_a_start_network_and_the_ct_model_none():
     assert start is not None and mr.metadata.start_network["training"]["config"]["start_fraction"] == 1.0
     assert networks(ct)[1] is None and not ct.metadata.start_network
     assert mr.metadata.label_calibration    # the main network's fitted table is kept inside
+
+
+def test_calibrating_a_combined_model_keeps_both_networks(tmp_path):
+    main, start = tiny_model(tmp_path / "main.pt", seed=0), tiny_model(tmp_path / "start.pt", seed=1)
+    both = tmp_path / "both.pt"
+    assert cli.main(["combine", "--model", str(main), "--start", str(start), "--out", str(both)]) == 0
+    read = tmp_path / "read.pt"
+    assert cli.main(["calibrate", "--model", str(both), "--gaussian", "1.5", "--out", str(read)]) == 0
+    before, after = load_model(both, device="cpu"), load_model(read, device="cpu")
+    assert after.metadata.start_network == before.metadata.start_network and after.metadata.label_calibration
+    for old, new in zip(networks(before), networks(after)):
+        assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), new.state_dict().values()))
