@@ -14,10 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-import torch
-
 from . import anatomy, dataset
-from .checkpoint import CheckpointError, LoadedModel, load_model, save_torchscript
+from .checkpoint import LoadedModel, load_to_rewrite, save_torchscript
 from .evaluate import Progress, evaluate_case, find_prediction
 from .formats import REPORT_FORMAT
 from .imageio import InputError, PathLike, read_json_document
@@ -112,7 +110,7 @@ def calibrate_model(model_path: PathLike, pred_dir: PathLike, ref_dir: PathLike,
             vertebrae, a model that is not TorchScript, or ``out`` exists already (nothing is overwritten).
     """
     model_path, out = Path(model_path), Path(out)
-    loaded = _loaded_torchscript(model_path, out)
+    loaded = load_to_rewrite(model_path, out, "calibrated")
     cases = collect_cases(model_path, pred_dir, ref_dir, progress)
     pairs = [(anatomy.vertebra(ref).regression_value, value) for case in cases
              for ref, value in zip(case.reference_labels, case.label_values) if ref is not None]
@@ -125,15 +123,6 @@ def calibrate_model(model_path: PathLike, pred_dir: PathLike, ref_dir: PathLike,
     write_calibrated(loaded, calibration, out)
     logger.info("label calibration from %d vertebrae of %d cases written to %s", len(pairs), len(cases), out)
     return CalibrationResult(calibration, out, before, after, matched)
-
-
-def _loaded_torchscript(model_path: Path, out: Path) -> LoadedModel:
-    if out.exists():
-        raise CheckpointError(f"{out}: already exists; refusing to overwrite it")
-    loaded = load_model(model_path, device="cpu")
-    if not isinstance(loaded.module, torch.jit.ScriptModule):
-        raise CheckpointError(f"{model_path}: only TorchScript models (.pt) can be calibrated")
-    return loaded
 
 
 def write_calibrated(loaded: LoadedModel, calibration: LabelCalibration, out: PathLike) -> Path:
@@ -150,7 +139,7 @@ def gaussian_model(model_path: PathLike, sd: float, out: PathLike) -> Path:
         CheckpointError / ValueError: as :func:`calibrate_model`; a spread that is not positive.
     """
     calibration = gaussian_reading(sd)
-    return write_calibrated(_loaded_torchscript(Path(model_path), Path(out)), calibration, out)
+    return write_calibrated(load_to_rewrite(model_path, out, "calibrated"), calibration, out)
 
 
 def describe(result: CalibrationResult) -> Dict[str, object]:

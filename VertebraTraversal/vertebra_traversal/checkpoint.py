@@ -230,3 +230,19 @@ def load_model(path: PathLike, device: str = "auto", expect_modality: Optional[s
     module = _load_module(path, kind, torch_device)
     logger.info("loaded %s %s model %s on %s", kind, metadata.modality, path, torch_device)
     return LoadedModel(module=module, metadata=metadata, device=torch_device, path=path)
+
+
+def load_to_rewrite(path: PathLike, out: PathLike, action: str) -> LoadedModel:
+    """Load the TorchScript model ``path`` on the CPU to write a new model file ``out`` from it.
+
+    Raises:
+        CheckpointError: ``out`` exists (checked first: nothing is loaded or overwritten); ``path`` is not a
+            usable model, or a ``.pt2`` one ("only TorchScript models (.pt) can be ``action``").
+    """
+    path, out = Path(path), Path(out)
+    if out.exists():
+        raise CheckpointError(f"{out}: already exists; refusing to overwrite it")
+    loaded = load_model(path, device="cpu")
+    if not isinstance(loaded.module, torch.jit.ScriptModule):
+        raise CheckpointError(f"{path}: only TorchScript models (.pt) can be {action}")
+    return loaded

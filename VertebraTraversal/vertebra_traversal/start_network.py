@@ -27,10 +27,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-import torch
 from torch import Tensor, nn
 
-from .checkpoint import CheckpointError, LoadedModel, load_model, save_torchscript
+from .checkpoint import CheckpointError, LoadedModel, load_to_rewrite, save_torchscript
 from .imageio import PathLike
 
 logger = logging.getLogger(__name__)
@@ -77,12 +76,6 @@ def networks(loaded: LoadedModel) -> Tuple[nn.Module, Optional[nn.Module]]:
     return (children["main"], children["start"]) if combined else (loaded.module, None)  # type: ignore
 
 
-def main_state(loaded: LoadedModel) -> Dict[str, Tensor]:
-    """A copy of the main network's weights (state dict) of a loaded model, with or without a start network."""
-    main, _ = networks(loaded)
-    return {k: v.detach().clone() for k, v in main.state_dict().items()}
-
-
 def describe_start(path: Path, loaded: LoadedModel) -> Dict[str, Any]:
     """The ``start_network`` metadata record of the start model ``path``: file name, SHA-1, network, training."""
     training = loaded.metadata.training
@@ -104,15 +97,10 @@ def attach_start(main_path: PathLike, start_path: PathLike, out: PathLike) -> Pa
             ``SHARED_FIELDS`` (the message names the field and both files).
     """
     main_path, start_path, out = Path(main_path), Path(start_path), Path(out)
-    if out.exists():
-        raise CheckpointError(f"{out}: already exists; refusing to overwrite it")
-    if out.suffix == ".pt2":
+    if out.suffix == ".pt2" and not out.exists():  # an existing file is refused as such by load_to_rewrite
         raise CheckpointError(f"{out}: a combined model is TorchScript; torch.export cannot trace its switch "
                               f"(give a .pt file name)")
-    main_model, start_model = (load_model(p, device="cpu") for p in (main_path, start_path))
-    for path, loaded in ((main_path, main_model), (start_path, start_model)):
-        if not isinstance(loaded.module, torch.jit.ScriptModule):
-            raise CheckpointError(f"{path}: only TorchScript models (.pt) can be combined")
+    main_model, start_model = (load_to_rewrite(p, out, "combined") for p in (main_path, start_path))
     if networks(start_model)[1] is not None:
         raise CheckpointError(f"{start_path}: holds a start network itself; give a model of one network")
     for name in SHARED_FIELDS:

@@ -23,7 +23,7 @@ from ..checkpoint import CheckpointError, ModelMetadata, load_model, resolve_dev
 from ..imageio import InputError
 from ..network import IterativeFCN, NetworkConfig
 from ..normalization import NormalizationSpec
-from ..start_network import StartSwitch, main_state, networks
+from ..start_network import StartSwitch, networks
 from .config import TrainingConfig
 from .data import PreparedCase, TrainingCase, describe_case, find_cases, prepare_cases
 from .loss import fp_weight, reference_voxels, total_loss
@@ -110,8 +110,9 @@ def _init_weights(init: Path, config: TrainingConfig) -> "tuple[TrainingConfig, 
     digest = hashlib.sha1(init.read_bytes()).hexdigest()[:16]
     info = {"path": str(init), "sha1": digest, "training": loaded.metadata.training.get("data_summary")}
     reading, note = inherited_reading(init, loaded.metadata)
-    _, start = networks(loaded)
-    return config, _Init(main_state(loaded), info, reading, note, start, loaded.metadata.start_network)
+    main, start = networks(loaded)
+    state = {k: v.detach().clone() for k, v in main.state_dict().items()}
+    return config, _Init(state, info, reading, note, start, loaded.metadata.start_network)
 
 
 def inherited_reading(init: Path, metadata: ModelMetadata) -> "tuple[Dict[str, Any], str]":
