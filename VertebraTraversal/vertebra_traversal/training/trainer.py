@@ -348,7 +348,7 @@ def _prepare_held_out(run: RunFolder, config: TrainingConfig, held_out: List[Tra
 def _finish(session: _Session, metadata: ModelMetadata, training: Dict[str, Any],
             start: Optional[torch.nn.Module]) -> Path:
     """Write ``model.pt``: the trained network, with the init model's start network when it had one."""
-    final = dict(training, iterations=session.iteration, wall_seconds=round(session.seconds, 1),
+    final = dict(training, iterations=session.iteration, wall_seconds=round(session.seconds, 3),
                  metrics=session.history[-1] if session.history else {}, device=str(session.device),
                  torch=torch.__version__, vertebra_traversal=__version__,
                  finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
