@@ -29,6 +29,10 @@ METADATA_NAME = "metadata.json"
 MODALITIES = ("CT", "MR")
 TARGETS = ("vertebra", "body")
 DIRECTIONS = ("up", "down")
+#: When a model's start network segments the empty-memory patches (:mod:`.start_network`): on every run
+#: (``always``), only when the main network alone finds no vertebra in the scan (``fallback``), or never
+#: (``off``, a segment-time choice only).
+START_USES = ("always", "fallback", "off")
 
 
 class CheckpointError(InputError):
@@ -59,7 +63,8 @@ class ModelMetadata:
         label_calibration: ``LabelCalibration.to_json()`` of the label output (``vertebra-traversal
             calibrate``), or empty: the paper's reading of the label value (§3.4).
         start_network: description of the start network the file holds beside the main one
-            (:mod:`.start_network`; ``vertebra-traversal combine``), or empty: one network.
+            (:mod:`.start_network`; ``vertebra-traversal combine``), or empty: one network. Its ``use``
+            (``"always"`` when absent, or ``"fallback"``) says when it runs; see :meth:`start_use`.
         format_version: metadata format version (this code reads up to ``FORMAT_VERSION``).
 
     Raises:
@@ -98,7 +103,21 @@ class ModelMetadata:
         _check_json("training", self.training)
         _check_json("label_calibration", self.label_calibration)
         _check_json("start_network", self.start_network)
+        self.start_use()
         self.calibration()
+
+    def start_use(self) -> str:
+        """When the start network runs (``START_USES``): ``"off"`` for a model of one network, else the
+        record's ``use``, ``"always"`` when the record has none (files written before ``use`` existed).
+
+        Raises:
+            CheckpointError: ``start_network.use`` is not ``"always"`` or ``"fallback"``.
+        """
+        if not self.start_network:
+            return "off"
+        use = self.start_network.get("use", "always")
+        _check_choice("start_network.use", use, START_USES[:2])
+        return use
 
     def calibration(self) -> Optional[LabelCalibration]:
         """The label calibration, or None when the model has none.

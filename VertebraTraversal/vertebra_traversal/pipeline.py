@@ -21,12 +21,14 @@ import SimpleITK as sitk
 
 from . import anatomy
 from .checkpoint import LoadedModel, ModelMetadata
+from .metadata import START_USES
 from .geometry import LABEL_INTERPOLATORS, from_model_grid, model_index_to_lps, to_model_grid
 from .labeling import LabelAssignment, LabelingConfig, provisional_label, refine_labels
 from .normalization import NormalizationSpec, normalize, pad_value
 from .predictor import Predictor
 from .postprocess import (check_completeness_rule, is_complete, labels_at_edge, largest_component_per_label,
                           refine_surface_ct, surface_passes)
+from .start_network import networks
 from .torch_predictor import TorchPredictor
 from .traversal import PatchEvent, TraversalConfig, TraversalResult, VertebraEvent, traverse
 
@@ -58,6 +60,10 @@ class SegmentConfig:
         labeling: label refinement settings (T13 / L6 / four lumbar, paper §3.4 and beyond).
         label_calibration: read the label values through the model's calibration table when it has one
             (:mod:`~vertebra_traversal.label_calibration`); False = the paper's reading (§3.4).
+        start_network: when a model's start network (:mod:`~vertebra_traversal.start_network`) segments
+            the empty-memory patches: ``"always"``, ``"fallback"`` (only when the main network alone finds
+            no vertebra in the scan; the traversal then runs again) or ``"off"``; None = the model's
+            (``ModelMetadata.start_use``). Ignored for a model of one network.
     """
 
     batch_size: int = 4
@@ -70,10 +76,13 @@ class SegmentConfig:
     max_steps: int = 2000
     labeling: LabelingConfig = field(default_factory=LabelingConfig)
     label_calibration: bool = True
+    start_network: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.completeness_rule is not None:
             check_completeness_rule(self.completeness_rule)
+        if self.start_network is not None and self.start_network not in START_USES:
+            raise ValueError(f"start_network must be one of {START_USES}, got {self.start_network!r}")
         if self.label_interpolation not in LABEL_INTERPOLATORS:
             raise ValueError(f"label_interpolation must be one of {LABEL_INTERPOLATORS}, "
                              f"got {self.label_interpolation!r}")
@@ -81,6 +90,10 @@ class SegmentConfig:
     def rule_for(self, meta: ModelMetadata) -> str:
         """The completeness rule of a run: this config's, else the model's."""
         return self.completeness_rule or meta.completeness_rule
+
+    def start_use_for(self, meta: ModelMetadata) -> str:
+        """When the start network runs in this run: ``"off"`` without one, else this config's or the model's."""
+        return "off" if not meta.start_network else (self.start_network or meta.start_use())
 
     def labeling_for(self, meta: ModelMetadata) -> LabelingConfig:
         """The label refinement of a run: ``labeling``, with the model's calibration unless switched off
@@ -119,7 +132,8 @@ class VertebraResult:
 
 @dataclass(frozen=True)
 class SegmentationResult:
-    """Outcome of :func:`segment_image`. ``labels`` is a uint8 VerSe-id map on the input grid."""
+    """Outcome of :func:`segment_image`. ``labels`` is a uint8 VerSe-id map on the input grid;
+    ``start_network_used``: the model's start network segmented this scan's empty-memory patches."""
 
     labels: sitk.Image
     vertebrae: Tuple[VertebraResult, ...]
@@ -128,6 +142,7 @@ class SegmentationResult:
     steps: int
     seconds: float
     cancelled: bool
+    start_network_used: bool = False
 
 
 def _traversal_config(meta: ModelMetadata, config: SegmentConfig) -> TraversalConfig:
@@ -206,9 +221,34 @@ def segment_image(image: sitk.Image, model: LoadedModel, config: SegmentConfig =
         model: a loaded checkpoint (:func:`vertebra_traversal.checkpoint.load_model`).
         on_event: receives ``patch`` and ``vertebra`` events (docs/ARCHITECTURE.md), LPS mm.
         should_cancel: polled between traversal steps.
+
+    With ``config.start_use_for(model.metadata) == "fallback"`` the traversal runs with the main network
+    alone and, when that finds no vertebra, once more with the start network; the second run's patch
+    steps continue the first's count, and the result counts the passes and seconds of both.
     """
-    predictor = TorchPredictor(model, batch_size=config.batch_size)
-    return segment_with_predictor(image, predictor, model.metadata, config, on_event, should_cancel)
+    use = config.start_use_for(model.metadata)
+    if use == "always":
+        result = segment_with_predictor(image, TorchPredictor(model, batch_size=config.batch_size),
+                                        model.metadata, config, on_event, should_cancel)
+        return replace(result, start_network_used=True)
+    main_only = replace(model, module=networks(model)[0])
+    first = segment_with_predictor(image, TorchPredictor(main_only, batch_size=config.batch_size),
+                                   model.metadata, config, on_event, should_cancel)
+    if use == "off" or first.vertebrae or first.cancelled:
+        return first
+    logger.info("the main network found no vertebra; traversing again with the start network")
+    second = segment_with_predictor(image, TorchPredictor(model, batch_size=config.batch_size), model.metadata,
+                                    config, _steps_after(first.steps, on_event), should_cancel)
+    return replace(second, network_passes=first.network_passes + second.network_passes,
+                   steps=first.steps + second.steps, seconds=first.seconds + second.seconds,
+                   start_network_used=True)
+
+
+def _steps_after(offset: int, on_event: Optional[EventCallback]) -> Optional[EventCallback]:
+    """``on_event`` with the ``step`` of patch events moved on by ``offset`` (a second traversal)."""
+    if on_event is None:
+        return None
+    return lambda event: on_event(dict(event, step=event["step"] + offset) if event["event"] == "patch" else event)
 
 
 def _plausible(instances: Tuple[Any, ...], longest: int) -> List[Any]:

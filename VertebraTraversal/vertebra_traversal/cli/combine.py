@@ -19,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..metadata import START_USES
 from ..models import resolve_model
 from ..start_network import attach_start
 
@@ -29,10 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, help="the main model: 'ct' or 'mr' (bundled) or a checkpoint path")
     parser.add_argument("--start", required=True, help="the start model (a checkpoint path)")
     parser.add_argument("--out", required=True, type=Path, help="the combined model file to write (new)")
+    parser.add_argument("--use", choices=START_USES[:2], default="always",
+                        help="when segment runs the start network: always (default), or fallback: only in a scan "
+                             "where the main network alone finds no vertebra (segment --start-network overrides)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    path = attach_start(resolve_model(args.model), resolve_model(args.start), args.out)
+    path = attach_start(resolve_model(args.model), resolve_model(args.start), args.out, use=args.use)
     sys.stdout.write(f"{path}\n")
     return 0

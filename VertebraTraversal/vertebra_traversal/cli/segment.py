@@ -19,6 +19,7 @@ from ..checkpoint import load_model
 from ..dataset import list_cases
 from ..geometry import LABEL_INTERPOLATORS
 from ..imageio import InputError, read_image
+from ..metadata import START_USES
 from ..models import resolve_model
 from ..outputs import input_stem, prepare_output_dir, write_outputs
 from ..pipeline import SegmentConfig, segment_image
@@ -124,6 +125,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--completeness-rule", choices=COMPLETENESS_RULES,
                         help="network: the completeness output (paper §3.5); edge: the vertebra does not reach the "
                              "scan's border; both. Default: the model's (its card says which and why)")
+    parser.add_argument("--start-network", choices=START_USES,
+                        help="for a model with a start network (combine): always, fallback (only when the main "
+                             "network alone finds no vertebra in a scan) or off. Default: the model's")
     parser.add_argument("--events", action="store_true", help="JSON lines on stdout (for the Slicer module)")
     parser.set_defaults(func=run)
 
@@ -150,19 +154,22 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
         raise InputError(f"--batch-size {args.batch_size}: must be at least 1")
     model_path = resolve_model(args.model)
     model = load_model(model_path, device=args.device)
+    if args.start_network and not model.metadata.start_network:
+        raise InputError(f"--start-network {args.start_network}: {model_path} holds no start network")
     inputs = expand_inputs(args.inputs, model.metadata.modality.lower())
     out_dir = prepare_output_dir(args.out)
     config = SegmentConfig(batch_size=args.batch_size, surface_refinement=not args.no_surface_refinement,
                            largest_component=not args.all_components,
                            label_calibration=not args.no_label_calibration,
-                           completeness_rule=args.completeness_rule, label_interpolation=args.label_interpolation)
+                           completeness_rule=args.completeness_rule, label_interpolation=args.label_interpolation,
+                           start_network=args.start_network)
     meta = model.metadata
     model_info = {"path": str(model_path.resolve()), "modality": meta.modality, "spacing_mm": list(meta.spacing_mm),
                   "patch_size": list(meta.patch_size), "direction": meta.direction,
                   "completeness_rule": config.rule_for(meta), "label_interpolation": config.label_interpolation,
                   "largest_component": config.largest_component,
                   "label_calibration": config.labeling_for(meta).calibration is not None,
-                  "start_network": bool(meta.start_network)}
+                  "start_network": bool(meta.start_network), "start_network_use": config.start_use_for(meta)}
     patch_mm = [float(p) * float(s) for p, s in zip(reversed(meta.patch_size), meta.spacing_mm)]
     for number, path in enumerate(inputs, start=1):
         emit({"event": "start", "input": str(path), "case": number, "cases": len(inputs),

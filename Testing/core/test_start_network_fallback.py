@@ -1,0 +1,106 @@
+"""When a model's start network runs: ``always``, ``fallback`` (only where the main network finds nothing), ``off``.
+
+The networks are tiny ones whose segmentation output is a constant: probability ~0 everywhere ("finds
+nothing") or ~1 everywhere ("bone everywhere"), so which network answered a scan is known exactly.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from model_factory import TINY
+from test_cli_segment import _ct, _run
+from vertebra_traversal.checkpoint import CheckpointError, load_model, save_torchscript
+from vertebra_traversal.cli import main as cli
+from vertebra_traversal.imageio import read_image
+from vertebra_traversal.metadata import ModelMetadata
+from vertebra_traversal.network import IterativeFCN
+from vertebra_traversal.pipeline import SegmentConfig, segment_image
+
+NOTHING, EVERYWHERE = -20.0, 20.0
+
+
+def _constant(path, logit: float, seed: int = 0):
+    """A tiny CT model (8 mm grid) whose segmentation is sigmoid(logit) in every voxel of every patch."""
+    torch.manual_seed(seed)
+    network = IterativeFCN(TINY).eval()
+    with torch.no_grad():
+        network.seg_out.weight.zero_()
+        network.seg_out.bias.fill_(logit)
+    metadata = ModelMetadata(modality="CT", target="vertebra", spacing_mm=(8.0,) * 3, patch_size=TINY.patch_size,
+                             network=TINY.to_json(), min_fragment_mm3=4 * 8.0 ** 3,
+                             normalization={"kind": "ct", "clip": [-1000, 2000], "scale": 0.001, "offset": 0.0})
+    return save_torchscript(network, metadata, path)
+
+
+def _combined(tmp_path, main_logit: float, start_logit: float, use: str):
+    main, start = _constant(tmp_path / "main.pt", main_logit), _constant(tmp_path / "start.pt", start_logit, seed=1)
+    out = tmp_path / f"{use}.pt"
+    assert cli.main(["combine", "--model", str(main), "--start", str(start), "--out", str(out), "--use", use]) == 0
+    return load_model(out, device="cpu")
+
+
+def _runs(tmp_path, model):
+    image = read_image(_ct(tmp_path / "scan_ct.nii.gz"))
+    events = []
+    results = {use: segment_image(image, model, SegmentConfig(start_network=use)) for use in ("always", "off")}
+    results["model"] = segment_image(image, model, on_event=events.append)  # the file's own use
+    return results, [e["step"] for e in events if e["event"] == "patch"]
+
+
+def _same_labels(a, b) -> bool:
+    return np.array_equal(sitk.GetArrayViewFromImage(a.labels), sitk.GetArrayViewFromImage(b.labels))
+
+
+def test_fallback_runs_the_start_network_only_where_the_main_network_finds_nothing(tmp_path):
+    model = _combined(tmp_path, NOTHING, EVERYWHERE, "fallback")
+    assert model.metadata.start_network["use"] == "fallback" and model.metadata.start_use() == "fallback"
+    results, steps = _runs(tmp_path, model)
+    off, always, fallback = results["off"], results["always"], results["model"]
+    assert off.vertebrae == () and not off.start_network_used
+    assert always.vertebrae and always.start_network_used
+    assert fallback.start_network_used and fallback.vertebrae == always.vertebrae and _same_labels(fallback, always)
+    assert fallback.steps == off.steps + always.steps
+    assert fallback.network_passes == off.network_passes + always.network_passes
+    assert len(steps) == fallback.steps and steps == sorted(set(steps))     # the second run counts on
+
+
+def test_fallback_keeps_the_main_networks_result_where_it_finds_a_vertebra(tmp_path):
+    model = _combined(tmp_path, EVERYWHERE, NOTHING, "fallback")
+    results, _ = _runs(tmp_path, model)
+    off, always, fallback = results["off"], results["always"], results["model"]
+    assert off.vertebrae and not fallback.start_network_used
+    assert fallback.vertebrae == off.vertebrae and _same_labels(fallback, off) and fallback.steps == off.steps
+    assert always.vertebrae == () and always.start_network_used    # the start network never starts
+
+
+def test_start_use_of_the_metadata(tmp_path):
+    metadata = load_model(_constant(tmp_path / "one.pt", NOTHING), device="cpu").metadata
+    assert metadata.start_use() == "off" and SegmentConfig(start_network="always").start_use_for(metadata) == "off"
+    older = replace(metadata, start_network={"file": "start.pt"})           # written before 'use' existed
+    assert older.start_use() == "always"
+    assert SegmentConfig(start_network="fallback").start_use_for(older) == "fallback"
+    with pytest.raises(CheckpointError, match="'start_network.use' is 'sometimes'"):
+        replace(metadata, start_network={"file": "start.pt", "use": "sometimes"})
+    with pytest.raises(ValueError, match="start_network must be one of"):
+        SegmentConfig(start_network="sometimes")
+
+
+def test_segment_reports_the_use_and_refuses_it_for_a_model_without_a_start_network(tmp_path):
+    _combined(tmp_path, NOTHING, EVERYWHERE, "fallback")
+    image = _ct(tmp_path / "scan_ct.nii.gz")
+    for option, used in (([], True), (["--start-network", "off"], False)):
+        out_dir = tmp_path / f"out{len(option)}"
+        out = _run(["segment", image, "-o", out_dir, "--model", tmp_path / "fallback.pt", "--device", "cpu"] + option)
+        assert out.returncode == 0, out.stderr
+        report = json.loads((out_dir / "scan_ct_report.json").read_text())
+        assert report["model"]["start_network_use"] == ("off" if option else "fallback")
+        assert report["start_network_used"] is used and bool(report["vertebrae"]) is used
+    out = _run(["segment", image, "-o", tmp_path / "none", "--model", tmp_path / "main.pt", "--start-network", "off"])
+    assert out.returncode == 2 and out.stderr.count("error:") == 1 and "main.pt holds no start network" in out.stderr
+    assert not (tmp_path / "none").exists()
