@@ -21,9 +21,9 @@ import SimpleITK as sitk
 
 from . import anatomy
 from .checkpoint import LoadedModel, ModelMetadata
-from .metadata import START_USES
 from .geometry import LABEL_INTERPOLATORS, from_model_grid, model_index_to_lps, to_model_grid
 from .labeling import LabelAssignment, LabelingConfig, provisional_label, refine_labels
+from .metadata import START_USES
 from .normalization import NormalizationSpec, normalize, pad_value
 from .predictor import Predictor
 from .postprocess import (check_completeness_rule, is_complete, labels_at_edge, largest_component_per_label,
