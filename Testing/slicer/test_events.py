@@ -74,16 +74,31 @@ def test_state_follows_the_run(mrml):
         {"event": "vertebra", "index": 2, "provisional_label": 19, "provisional_name": "T12", "label_value": 19.2,
          "completeness": 0.1, "complete": False, "center_lps_mm": [0, 0, 30]},
         {"event": "progress", "fraction": 1.7, "message": "x.nii.gz done"},
-        {"event": "result", "input": "x", "outputs": {"labels": "l.nii.gz", "report": "r.json"}, "vertebrae": []},
+        {"event": "result", "input": "x", "outputs": {"labels": "l.nii.gz", "report": "r.json"},
+         "vertebrae": [{"name": "T12", "complete": False}, {"name": "L1", "complete": True}]},
         {"event": "mystery"},
     ]
     state = None
     for event in stream:
         state = events.apply_event(roi, event, state)
-    assert state.vertebrae == ("L1", "T12 (incomplete)")
-    assert "2 found: L1, T12 (incomplete)" in state.status
+        if event["event"] == "progress":
+            assert state.vertebrae == ("L1", "T12 (incomplete)")        # provisional, in order found
+            assert "2 found: L1, T12 (incomplete)" in state.status
+    assert state.vertebrae == ("T12 (incomplete)", "L1")                # the result's final names, top first
+    assert state.status == "2 found: T12 (incomplete), L1"
     assert state.fraction == 1.0 and state.outputs == {"labels": "l.nii.gz", "report": "r.json"}
     assert not state.finished
     assert events.apply_event(roi, {"event": "done", "seconds": 2}, state).done
     assert events.apply_event(roi, {"event": "error", "message": "boom"}, state).error == "boom"
     assert events.apply_event(roi, {"event": "cancelled"}, state).finished
+
+
+def test_a_run_that_finds_nothing_says_so(mrml):
+    roi = events.create_patch_roi(mrml.scene)
+    state = events.apply_event(roi, {"event": "patch", "step": 1, "center_lps_mm": [0, 0, 0],
+                                     "size_mm": [120, 120, 120], "phase": "search"})
+    assert state.status == "patch 1 (search) - none found yet"
+    state = events.apply_event(roi, {"event": "result", "input": "x", "outputs": {"labels": "l.nii.gz"},
+                                     "vertebrae": []}, state)
+    assert state.vertebrae == () and state.status == "no vertebra found"
+    assert events.apply_event(roi, {"event": "done", "seconds": 2}, state).status == "done in 2 s - no vertebra found"

@@ -92,7 +92,7 @@ def test_successful_run_builds_the_segmentation_and_cleans_up(mrml, tmp_path, en
     state = run.wait(timeout_s=60, on_state=seen.append)
     assert state.done and state.error is None, (state, run.log)
     assert seen and not any(s.finished for s in seen)  # "finished" only once the node exists
-    assert state.patches == 3 and state.vertebrae == ("L2 (incomplete)", "L1", "T12")
+    assert state.patches == 3 and state.vertebrae == ("T12", "L1", "L2 (incomplete)")   # the result's, top first
     assert run.returncode == 0 and events.find_patch_roi(mrml.scene) is None
     node = run.segmentation_node
     seg = node.GetSegmentation()

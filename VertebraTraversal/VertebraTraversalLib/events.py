@@ -33,7 +33,8 @@ class RunState:
     Attributes:
         fraction: progress 0..1 (``progress`` events; 1 on ``result``).
         status: one line for the status label.
-        vertebrae: provisional names found so far, in order found (``"T1 (incomplete)"`` when flagged).
+        vertebrae: provisional names found so far, in order found (``"T1 (incomplete)"`` when flagged);
+            from the ``result`` event on, the final names (after the label refinement, top first).
         patches: number of patch positions visited.
         outputs: the ``result`` event's ``outputs`` (labels, segmentation, centroids, report paths).
         done / cancelled: the engine said ``done`` / ``cancelled``.
@@ -146,8 +147,16 @@ def move_roi(roi: "slicer.vtkMRMLMarkupsROINode", center_lps_mm: Sequence[float]
 
 
 def _status(state: RunState, tail: str) -> str:
-    found = f"{len(state.vertebrae)} found: {', '.join(state.vertebrae[-6:])}" if state.vertebrae else "none found yet"
+    if state.vertebrae:
+        found = f"{len(state.vertebrae)} found: {', '.join(state.vertebrae[-6:])}"
+    else:
+        found = "no vertebra found" if state.outputs is not None else "none found yet"
     return f"{tail} - {found}" if tail else found
+
+
+def _name(record: Mapping[str, Any], key: str) -> str:
+    """``"T1"``, or ``"T1 (incomplete)"`` when the record says it is not complete."""
+    return str(record.get(key, "?")) + ("" if record.get("complete", True) else " (incomplete)")
 
 
 def _on_patch(target: Any, event: Mapping[str, Any], state: RunState) -> RunState:
@@ -161,8 +170,7 @@ def _on_patch(target: Any, event: Mapping[str, Any], state: RunState) -> RunStat
 
 
 def _on_vertebra(event: Mapping[str, Any], state: RunState) -> RunState:
-    name = str(event.get("provisional_name", "?")) + ("" if event.get("complete", True) else " (incomplete)")
-    state = replace(state, vertebrae=state.vertebrae + (name,))
+    state = replace(state, vertebrae=state.vertebrae + (_name(event, "provisional_name"),))
     return replace(state, status=_status(state, ""))
 
 
@@ -191,8 +199,10 @@ def apply_event(target: Any, event: Mapping[str, Any], state: Optional[RunState]
     if kind == "progress":
         fraction = min(1.0, max(0.0, float(event.get("fraction", state.fraction))))
         return replace(state, fraction=fraction, status=_status(state, str(event.get("message", ""))))
-    if kind == "result":
-        return replace(state, fraction=1.0, outputs=dict(event.get("outputs", {})))
+    if kind == "result":  # the final labels replace the provisional ones
+        final = tuple(_name(v, "name") for v in event.get("vertebrae", []))
+        state = replace(state, fraction=1.0, outputs=dict(event.get("outputs", {})), vertebrae=final)
+        return replace(state, status=_status(state, ""))
     if kind == "done":
         return replace(state, done=True, status=_status(state, f"done in {event.get('seconds', '?')} s"))
     if kind == "error":
