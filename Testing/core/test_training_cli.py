@@ -155,9 +155,11 @@ def test_a_fine_tune_trains_the_main_network_and_keeps_the_start_network(tiny_pr
     assert cli.main(args[:-4] + ["--out", str(tmp_path / "start"), "--seed", "5", "--iterations", "1"]) == 0
     both = tmp_path / "both.pt"
     assert cli.main(["combine", "--model", str(out / "model.pt"), "--start", str(tmp_path / "start" / "model.pt"),
-                     "--out", str(both)]) == 0
+                     "--out", str(both), "--use", "fallback"]) == 0
     assert cli.main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "tuned"), "--iterations",
-                     "1", "--workers", "0", "--init", str(both)]) == 0
+                     "1", "--workers", "0", "--init", str(both), "--validation", str(tmp_path / "data")]) == 0
+    lines = (tmp_path / "tuned" / "validation.jsonl").read_text().splitlines()
+    assert lines and "scan_dice" in json.loads(lines[-1])                 # the whole-scan validation ran
     init, tuned = (load_model(p, device="cpu") for p in (both, tmp_path / "tuned" / "model.pt"))
     (init_main, init_start), (tuned_main, tuned_start) = networks(init), networks(tuned)
     assert all(torch.equal(a, b) for a, b in zip(init_start.state_dict().values(), tuned_start.state_dict().values()))

@@ -210,7 +210,8 @@ class _Session:
         record: Dict[str, Any] = {"iteration": self.iteration, "source": "held-out" if self.held_out else "training",
                                   **patch_metrics(self.model, samples, self.device, fp_lambda, self.seg_divisor)}
         if self.held_out:
-            scans = pipeline_metrics(self.model, metadata, self.held_out, self.device)
+            # the network being trained, alone: a start network kept from --init is not part of it
+            scans = pipeline_metrics(self.model, replace(metadata, start_network={}), self.held_out, self.device)
             if scans is not None:
                 record.update(scans)
         record = json_ready(record)
