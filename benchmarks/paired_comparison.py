@@ -27,7 +27,7 @@ def found_rows(path: Path) -> Dict[Key, dict]:
     rows = {}
     with open(path, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
-            if row["ref_complete"] == "True":
+            if row["ref_complete"] != "False":     # as evaluate: unknown completeness counts as complete
                 rows[(row["case"], int(row["label"]))] = dict(row, found=bool(row["pred_label"]))
     return rows
 

@@ -50,6 +50,8 @@ def _runs(tmp_path, model):
     events = []
     results = {use: segment_image(image, model, SegmentConfig(start_network=use)) for use in ("always", "off")}
     results["model"] = segment_image(image, model, on_event=events.append)  # the file's own use
+    indices = [e["index"] for e in events if e["event"] == "vertebra"]
+    assert indices == list(range(1, len(indices) + 1))
     return results, [e["step"] for e in events if e["event"] == "patch"]
 
 
@@ -101,6 +103,31 @@ def test_segment_reports_the_use_and_refuses_it_for_a_model_without_a_start_netw
         report = json.loads((out_dir / "scan_ct_report.json").read_text())
         assert report["model"]["start_network_use"] == ("off" if option else "fallback")
         assert report["start_network_used"] is used and bool(report["vertebrae"]) is used
-    out = _run(["segment", image, "-o", tmp_path / "none", "--model", tmp_path / "main.pt", "--start-network", "off"])
+    out = _run(["segment", image, "-o", tmp_path / "none", "--model", tmp_path / "main.pt", "--start-network",
+                "fallback"])
     assert out.returncode == 2 and out.stderr.count("error:") == 1 and "main.pt holds no start network" in out.stderr
     assert not (tmp_path / "none").exists()
+
+
+def test_cancel_stops_the_fallback_in_either_traversal(tmp_path):
+    model = _combined(tmp_path, NOTHING, EVERYWHERE, "fallback")
+    image = read_image(_ct(tmp_path / "scan_ct.nii.gz"))
+    off, always = (segment_image(image, model, SegmentConfig(start_network=use)) for use in ("off", "always"))
+    for polls, second_ran in ((1, False), (off.steps + 2, True)):
+        calls = []
+        result = segment_image(image, model, should_cancel=lambda: calls.append(1) or len(calls) > polls)
+        assert result.cancelled and result.start_network_used is second_ran
+        assert (result.steps > off.steps) is second_ran and result.steps < off.steps + always.steps
+
+
+def test_combine_keeps_the_use_of_the_start_network_it_replaces(tmp_path):
+    _combined(tmp_path, NOTHING, EVERYWHERE, "fallback")
+    other = _constant(tmp_path / "other.pt", EVERYWHERE, seed=2)
+    for use, expected in (([], "fallback"), (["--use", "always"], "always")):
+        out = tmp_path / f"again{len(use)}.pt"
+        assert cli.main(["combine", "--model", str(tmp_path / "fallback.pt"), "--start", str(other),
+                         "--out", str(out)] + use) == 0
+        assert load_model(out, device="cpu").metadata.start_use() == expected
+    fresh = tmp_path / "fresh.pt"
+    assert cli.main(["combine", "--model", str(tmp_path / "main.pt"), "--start", str(other), "--out", str(fresh)]) == 0
+    assert load_model(fresh, device="cpu").metadata.start_use() == "always"

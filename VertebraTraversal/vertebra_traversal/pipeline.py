@@ -232,23 +232,39 @@ def segment_image(image: sitk.Image, model: LoadedModel, config: SegmentConfig =
                                         model.metadata, config, on_event, should_cancel)
         return replace(result, start_network_used=True)
     main_only = replace(model, module=networks(model)[0])
+    counted = _Counted(on_event)
     first = segment_with_predictor(image, TorchPredictor(main_only, batch_size=config.batch_size),
-                                   model.metadata, config, on_event, should_cancel)
+                                   model.metadata, config, counted, should_cancel)
     if use == "off" or first.vertebrae or first.cancelled:
         return first
     logger.info("the main network found no vertebra; traversing again with the start network")
     second = segment_with_predictor(image, TorchPredictor(model, batch_size=config.batch_size), model.metadata,
-                                    config, _steps_after(first.steps, on_event), should_cancel)
+                                    config, counted.continued(), should_cancel)
     return replace(second, network_passes=first.network_passes + second.network_passes,
                    steps=first.steps + second.steps, seconds=first.seconds + second.seconds,
                    start_network_used=True)
 
 
-def _steps_after(offset: int, on_event: Optional[EventCallback]) -> Optional[EventCallback]:
-    """``on_event`` with the ``step`` of patch events moved on by ``offset`` (a second traversal)."""
-    if on_event is None:
-        return None
-    return lambda event: on_event(dict(event, step=event["step"] + offset) if event["event"] == "patch" else event)
+class _Counted:
+    """An event callback that counts what it passes on, so that a second traversal's ``patch`` steps and
+    ``vertebra`` indices can continue the first's (docs/ARCHITECTURE.md: both count from 1 per scan)."""
+
+    def __init__(self, on_event: Optional[EventCallback]) -> None:
+        self.on_event = on_event
+        self.last = {"step": 0, "index": 0}
+
+    def __call__(self, event: Dict[str, Any]) -> None:
+        for key in self.last:
+            self.last[key] = max(self.last[key], int(event.get(key, 0)))
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def continued(self) -> Optional[EventCallback]:
+        """The callback for the second traversal: ``step`` and ``index`` moved on by the first's last ones."""
+        if self.on_event is None:
+            return None
+        offsets, on_event = dict(self.last), self.on_event
+        return lambda event: on_event({k: v + offsets[k] if k in offsets else v for k, v in event.items()})
 
 
 def _plausible(instances: Tuple[Any, ...], longest: int) -> List[Any]:

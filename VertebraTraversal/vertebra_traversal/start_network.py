@@ -85,12 +85,13 @@ def describe_start(path: Path, loaded: LoadedModel) -> Dict[str, Any]:
                          if key in training}}
 
 
-def attach_start(main_path: PathLike, start_path: PathLike, out: PathLike, use: str = "always") -> Path:
+def attach_start(main_path: PathLike, start_path: PathLike, out: PathLike, use: Optional[str] = None) -> Path:
     """Write ``out``: the main network of ``main_path`` with the start network ``start_path`` (TorchScript).
 
     The metadata is ``main_path``'s (label reading, completeness rule, ...) with ``start_network`` set,
     its ``use`` (``"always"`` or ``"fallback"``, :meth:`~vertebra_traversal.metadata.ModelMetadata.start_use`)
-    included. A start network already in ``main_path`` is replaced.
+    included. A start network already in ``main_path`` is replaced; ``use=None`` keeps its use (else
+    ``"always"``).
 
     Raises:
         CheckpointError: ``out`` exists (nothing is overwritten) or ends in ``.pt2``; either file is not a
@@ -111,5 +112,6 @@ def attach_start(main_path: PathLike, start_path: PathLike, out: PathLike, use: 
     main, previous = networks(main_model)
     if previous is not None:
         logger.info("%s: replacing its start network", main_path)
+    use = use or (main_model.metadata.start_use() if previous is not None else "always")
     metadata = replace(main_model.metadata, start_network=dict(describe_start(start_path, start_model), use=use))
     return save_torchscript(StartSwitch(main, start_model.module), metadata, out)  # type: ignore[arg-type]

@@ -30,9 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, help="the main model: 'ct' or 'mr' (bundled) or a checkpoint path")
     parser.add_argument("--start", required=True, help="the start model (a checkpoint path)")
     parser.add_argument("--out", required=True, type=Path, help="the combined model file to write (new)")
-    parser.add_argument("--use", choices=START_USES[:2], default="always",
-                        help="when segment runs the start network: always (default), or fallback: only in a scan "
-                             "where the main network alone finds no vertebra (segment --start-network overrides)")
+    parser.add_argument("--use", choices=START_USES[:2],
+                        help="when segment runs the start network: always, or fallback: only in a scan where the "
+                             "main network alone finds no vertebra (segment --start-network overrides). Default: "
+                             "the use of the start network MAIN holds, else always")
     parser.set_defaults(func=run)
 
 

@@ -127,7 +127,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "scan's border; both. Default: the model's (its card says which and why)")
     parser.add_argument("--start-network", choices=START_USES,
                         help="for a model with a start network (combine): always, fallback (only when the main "
-                             "network alone finds no vertebra in a scan) or off. Default: the model's")
+                             "network alone finds no vertebra in a scan) or off (accepted for any model). "
+                             "Default: the model's")
     parser.add_argument("--events", action="store_true", help="JSON lines on stdout (for the Slicer module)")
     parser.set_defaults(func=run)
 
@@ -154,7 +155,7 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
         raise InputError(f"--batch-size {args.batch_size}: must be at least 1")
     model_path = resolve_model(args.model)
     model = load_model(model_path, device=args.device)
-    if args.start_network and not model.metadata.start_network:
+    if args.start_network in ("always", "fallback") and not model.metadata.start_network:
         raise InputError(f"--start-network {args.start_network}: {model_path} holds no start network")
     inputs = expand_inputs(args.inputs, model.metadata.modality.lower())
     out_dir = prepare_output_dir(args.out)
