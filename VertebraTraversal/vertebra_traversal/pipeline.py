@@ -224,22 +224,21 @@ def segment_image(image: sitk.Image, model: LoadedModel, config: SegmentConfig =
 
     With ``config.start_use_for(model.metadata) == "fallback"`` the traversal runs with the main network
     alone and, when that finds no vertebra, once more with the start network; the second run's patch
-    steps continue the first's count, and the result counts the passes and seconds of both.
+    steps and vertebra indices continue the first's, and the result counts the passes and seconds of both.
     """
+    def traverse_with(loaded: LoadedModel, events: Optional[EventCallback]) -> SegmentationResult:
+        return segment_with_predictor(image, TorchPredictor(loaded, batch_size=config.batch_size), model.metadata,
+                                      config, events, should_cancel)
+
     use = config.start_use_for(model.metadata)
     if use == "always":
-        result = segment_with_predictor(image, TorchPredictor(model, batch_size=config.batch_size),
-                                        model.metadata, config, on_event, should_cancel)
-        return replace(result, start_network_used=True)
-    main_only = replace(model, module=networks(model)[0])
+        return replace(traverse_with(model, on_event), start_network_used=True)
     counted = _Counted(on_event)
-    first = segment_with_predictor(image, TorchPredictor(main_only, batch_size=config.batch_size),
-                                   model.metadata, config, counted, should_cancel)
+    first = traverse_with(replace(model, module=networks(model)[0]), counted)
     if use == "off" or first.vertebrae or first.cancelled:
         return first
     logger.info("the main network found no vertebra; traversing again with the start network")
-    second = segment_with_predictor(image, TorchPredictor(model, batch_size=config.batch_size), model.metadata,
-                                    config, counted.continued(), should_cancel)
+    second = traverse_with(model, counted.continued())
     return replace(second, network_passes=first.network_passes + second.network_passes,
                    steps=first.steps + second.steps, seconds=first.seconds + second.seconds,
                    start_network_used=True)
