@@ -33,6 +33,8 @@ DIRECTIONS = ("up", "down")
 #: (``always``), only when the main network alone finds no vertebra in the scan (``fallback``), or never
 #: (``off``, a segment-time choice only).
 START_USES = ("always", "fallback", "off")
+#: The uses a model file can record (``off`` is a segment-time choice only).
+RECORDED_START_USES = START_USES[:2]
 
 
 class CheckpointError(InputError):
@@ -116,7 +118,7 @@ class ModelMetadata:
         if not self.start_network:
             return "off"
         use = self.start_network.get("use", "always")
-        _check_choice("start_network.use", use, START_USES[:2])
+        _check_choice("start_network.use", use, RECORDED_START_USES)
         return use
 
     def calibration(self) -> Optional[LabelCalibration]:

@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..metadata import START_USES
+from ..metadata import RECORDED_START_USES
 from ..models import resolve_model
 from ..start_network import attach_start
 
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, help="the main model: 'ct' or 'mr' (bundled) or a checkpoint path")
     parser.add_argument("--start", required=True, help="the start model (a checkpoint path)")
     parser.add_argument("--out", required=True, type=Path, help="the combined model file to write (new)")
-    parser.add_argument("--use", choices=START_USES[:2],
+    parser.add_argument("--use", choices=RECORDED_START_USES,
                         help="when segment runs the start network: always, or fallback: only in a scan where the "
                              "main network alone finds no vertebra (segment --start-network overrides). Default: "
                              "the use of the start network MAIN holds, else always")
