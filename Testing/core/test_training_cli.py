@@ -274,3 +274,21 @@ def test_label_path_batch_and_beta_options_reach_the_configuration(capsys):
     with pytest.raises(SystemExit):
         _parsed("--beta1", "1")
     assert "expected a number in [0, 1)" in capsys.readouterr().err
+
+
+def test_cosine_schedule_falls_from_the_rate_to_nearly_zero_and_constant_stays():
+    cosine = preset("compact", "ct").replace(iterations=10, learning_rate=1e-3, learning_rate_schedule="cosine")
+    rates = [cosine.learning_rate_at(step) for step in range(10)]
+    assert rates[0] == pytest.approx(1e-3) and rates[5] == pytest.approx(5e-4)
+    assert rates[9] == pytest.approx(1e-3 * (1 - math.cos(math.pi / 10)) / 2) and rates[9] < 3e-5
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    constant = cosine.replace(learning_rate_schedule="constant")
+    assert {constant.learning_rate_at(step) for step in range(10)} == {1e-3}
+    assert "learning_rate_schedule" not in constant.identity()              # runs from before it still resume
+    assert cosine.identity()["learning_rate_schedule"] == "cosine"
+    with pytest.raises(ValueError, match="learning_rate_schedule"):
+        cosine.replace(learning_rate_schedule="step")
+    assert _parsed("--lr-schedule", "cosine").learning_rate_schedule == "cosine"
+    assert _parsed().learning_rate_schedule == "constant"
+    with pytest.raises(SystemExit):
+        _parsed("--lr-schedule", "linear")

@@ -174,3 +174,19 @@ def test_label_path_only_changes_nothing_but_the_label_path(data, tmp_path):
     assert read_metadata(tuned).training["config"]["trained_part"] == "label-path"
     with pytest.raises(InputError, match="needs an --init model"):
         train([data], tmp_path / "scratch", _config(iterations=2, trained_part="label-path"), device="cpu")
+
+
+def test_cosine_schedule_sets_adams_rate_at_every_step_and_resumes_exactly(data, tmp_path):
+    config = _config(learning_rate_schedule="cosine")
+    train([data], tmp_path / "a", config, device="cpu")
+    final = _state(tmp_path / "a")
+    assert final["optimizer"]["param_groups"][0]["lr"] == pytest.approx(config.learning_rate_at(3))
+    stops = iter([False, True])                                   # stop cleanly after iteration 2
+    with pytest.raises(TrainingInterrupted):
+        train([data], tmp_path / "b", config, device="cpu", should_stop=lambda: next(stops))
+    assert _state(tmp_path / "b")["optimizer"]["param_groups"][0]["lr"] == pytest.approx(config.learning_rate_at(1))
+    train([data], tmp_path / "b", config, device="cpu")
+    _assert_same_state(final, _state(tmp_path / "b"))
+    train([data], tmp_path / "c", _config(), device="cpu")        # the constant rate moves the weights otherwise
+    constant = _state(tmp_path / "c")["model"]
+    assert any(not torch.equal(value, constant[key]) for key, value in final["model"].items())

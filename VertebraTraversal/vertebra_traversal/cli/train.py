@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, TextIO
 
 from ..imageio import InputError
 from ..postprocess import COMPLETENESS_RULES
-from ..training.config import MODALITIES, PRESETS, TrainingConfig, preset
+from ..training.config import LR_SCHEDULES, MODALITIES, PRESETS, TrainingConfig, preset
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--learning-rate", type=_positive_float, metavar="LR",
                         help="Adam learning rate (default 1e-3, paper §3.6); a smaller one, e.g. 1e-4, "
                              "when fine-tuning with --init")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, dest="learning_rate_schedule",
+                        help="constant (default, paper §3.6) or cosine: the learning rate falls from "
+                             "--learning-rate to 0 along half a cosine over the planned iterations, so the "
+                             "last weights are not caught in mid-swing")
     parser.add_argument("--centred-fraction", type=_fraction, metavar="F",
                         help="share of the vertebra patches centred on the vertebra (within 5 mm) instead of "
                              "anywhere in its box, as the traversal sees it when it converges (default 0, the "
@@ -131,7 +135,8 @@ def _fraction(text: str) -> float:
 def _config(args: argparse.Namespace) -> TrainingConfig:
     config = preset(args.preset, args.modality)
     names = ("iterations", "workers", "validate_every", "checkpoint_every", "threads", "seed", "learning_rate",
-             "completeness_rule", "centred_fraction", "start_fraction", "batch_size", "beta1")
+             "completeness_rule", "centred_fraction", "start_fraction", "batch_size", "beta1",
+             "learning_rate_schedule")
     changes = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.label_path_only:
         changes["trained_part"] = "label-path"

@@ -9,6 +9,7 @@ the same training CPU time (the CT model card, ``Resources/Models/ct.md``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, Optional
 
@@ -25,9 +26,12 @@ MODALITIES = ("ct", "mr")
 CENTRE_JITTER_MM = 5.0
 #: Fields added after run folders were first written, with the value that reproduces older runs; a field
 #: at that value stays out of the run identity, so those runs still resume.
-LATER_FIELDS = {"centred_fraction": 0.0, "trained_part": "all", "start_fraction": 0.0}
+LATER_FIELDS = {"centred_fraction": 0.0, "trained_part": "all", "start_fraction": 0.0,
+                "learning_rate_schedule": "constant"}
 #: What a run trains: the whole network, or only the label path of an ``--init`` model (beyond the paper).
 TRAINED_PARTS = ("all", "label-path")
+#: How the learning rate moves over a run: the paper's constant rate, or a cosine decay to 0 (beyond the paper).
+LR_SCHEDULES = ("constant", "cosine")
 #: Fields that do not change the trained weights; a run may be resumed with other values.
 RUNTIME_FIELDS = ("workers", "validate_every", "checkpoint_every", "threads", "validation_patches",
                   "completeness_rule")
@@ -46,6 +50,10 @@ class TrainingConfig:
         normalization: intensity normalisation (stored in the model metadata).
         direction: traversal direction (§3.3), ``"up"`` = caudal to cranial.
         batch_size, learning_rate, beta1, beta2: Adam settings (paper: 1 patch, 1e-3, β₁ = 0.99).
+        learning_rate_schedule: ``"constant"`` (the paper) or ``"cosine"``: the rate of step ``n``
+            (0-based) is ``learning_rate · (1 + cos(π n / iterations)) / 2``, so the last steps barely
+            move the weights and the exported model is not caught in mid-swing (see
+            :meth:`learning_rate_at`).
         validate_every, checkpoint_every: iterations between validation passes / resumable checkpoints.
         workers: DataLoader worker processes (0 = sample in the main process).
         seed: seeds weights and every patch (patch ``i`` uses the generator ``(seed, i)``).
@@ -91,6 +99,7 @@ class TrainingConfig:
     threads: int = 0
     completeness_rule: Optional[str] = None
     trained_part: str = "all"
+    learning_rate_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         if self.completeness_rule is not None:
@@ -99,6 +108,9 @@ class TrainingConfig:
             raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
         if self.trained_part not in TRAINED_PARTS:
             raise ValueError(f"trained_part must be one of {TRAINED_PARTS}, got {self.trained_part!r}")
+        if self.learning_rate_schedule not in LR_SCHEDULES:
+            raise ValueError(f"learning_rate_schedule must be one of {LR_SCHEDULES}, "
+                             f"got {self.learning_rate_schedule!r}")
         if self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
         for name in ("iterations", "batch_size", "validate_every", "checkpoint_every"):
@@ -116,6 +128,18 @@ class TrainingConfig:
     def patch_size(self) -> int:
         """Edge of the cubic patch in voxels (from the network configuration)."""
         return int(self.network.patch_size[0])
+
+    def learning_rate_at(self, step: int) -> float:
+        """Adam's learning rate for the 0-based step ``step`` (the step that makes iteration ``step + 1``).
+
+        ``constant``: ``learning_rate`` throughout. ``cosine``: ``learning_rate`` at step 0, half of it at
+        step ``iterations / 2``, and ``learning_rate · (1 − cos(π / iterations)) / 2`` (nearly 0) at the
+        last step, ``iterations − 1``.
+        """
+        if self.learning_rate_schedule == "constant":
+            return float(self.learning_rate)
+        fraction = min(max(step, 0), self.iterations) / self.iterations
+        return float(self.learning_rate * 0.5 * (1.0 + math.cos(math.pi * fraction)))
 
     def sampling(self) -> SamplingConfig:
         jitter = int(round(CENTRE_JITTER_MM / self.spacing_mm))

@@ -200,6 +200,8 @@ class _Session:
         terms = total_loss(seg_logits, label, complete_logit, batch, fp_lambda, self.seg_divisor)
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.learning_rate_at(self.iteration)
         self.optimizer.step()
         self.iteration += 1
         return terms.as_floats(), fp_lambda
