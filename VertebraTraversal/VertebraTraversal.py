@@ -24,6 +24,9 @@ from slicer.util import VTKObservationMixin
 
 MODEL_CHOICES = ["CT (bundled)", "MR (bundled)", "File"]
 DEVICE_CHOICES = ["auto", "cpu", "cuda"]
+#: When a model's start network runs (``segment --start-network``); the first entry keeps the file's choice.
+START_NETWORK_DEFAULT = "as the model says"
+START_NETWORK_CHOICES = [START_NETWORK_DEFAULT, "always", "fallback", "off"]
 MODALITY_CHOICES = ["ct", "mr"]
 POLL_INTERVAL_MS = 100
 PAPER = ("N. Lessmann, B. van Ginneken, P. A. de Jong, I. Išgum. Iterative fully convolutional neural networks "
@@ -54,6 +57,7 @@ class VertebraTraversalParameterNode:
     model: Annotated[str, Choice(MODEL_CHOICES)] = "CT (bundled)"
     modelPath: Path
     device: Annotated[str, Choice(DEVICE_CHOICES)] = "auto"
+    startNetwork: Annotated[str, Choice(START_NETWORK_CHOICES)] = START_NETWORK_DEFAULT
     outputSegmentation: vtkMRMLSegmentationNode
     datasetFolder: Path
     caseId: str = ""
@@ -141,8 +145,9 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         params = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Failed to start the segmentation.", waitCursor=True):
             self.logic.ensureDependencies(ask=True)
+            startNetwork = None if params.startNetwork == START_NETWORK_DEFAULT else params.startNetwork
             self._run = self.logic.startSegmentation(params.inputVolume, self.logic.modelSpec(params), params.device,
-                                                     params.outputSegmentation)
+                                                     params.outputSegmentation, startNetwork)
             self._logLines = 0
             self.ui.logTextEdit.clear()
             self.ui.progressBar.value = 0
@@ -273,10 +278,13 @@ class VertebraTraversalLogic(ScriptedLoadableModuleLogic):
             raise RuntimeError("PyTorch is required")
         slicer.util.pip_install("torch")
 
-    def startSegmentation(self, volume, model: str = "ct", device: str = "auto", target=None):
-        """Start the child process; poll the returned run (``poll()``/``cancel()``)."""
+    def startSegmentation(self, volume, model: str = "ct", device: str = "auto", target=None,
+                          startNetwork: Optional[str] = None):
+        """Start the child process; poll the returned run (``poll()``/``cancel()``).
+
+        ``startNetwork``: ``"always"``, ``"fallback"``, ``"off"`` or None (the model file's choice)."""
         from VertebraTraversalLib import RunConfig, SegmentationRun
-        config = RunConfig(python=self.pythonExecutable(), model=model, device=device,
+        config = RunConfig(python=self.pythonExecutable(), model=model, device=device, start_network=startNetwork,
                            work_dir=Path(slicer.app.temporaryPath))
         run = SegmentationRun(slicer.mrmlScene, volume, slicer.modules.segmentations.logic(), config, target)
         run.start()

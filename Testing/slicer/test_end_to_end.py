@@ -48,9 +48,10 @@ def _column_ct(path: Path) -> Path:
     return write_image_atomic(image, path)
 
 
-def _start(mrml: Mrml, volume, model: str, tmp_path: Path):
+def _start(mrml: Mrml, volume, model: str, tmp_path: Path, start_network=None):
     run = SegmentationRun(mrml.scene, volume, mrml.seg_logic,
-                          RunConfig(python=sys.executable, model=model, device="cpu", work_dir=tmp_path))
+                          RunConfig(python=sys.executable, model=model, device="cpu", work_dir=tmp_path,
+                                    start_network=start_network))
     run.start()
     moves = []
     events.find_patch_roi(mrml.scene).AddObserver(vtk.vtkCommand.ModifiedEvent, lambda *a: moves.append(1))
@@ -100,6 +101,22 @@ def test_real_engine_run_to_training_case(mrml, tmp_path, tiny):
     assert labels, "the tiny model found nothing; the chain after it was not exercised"
     exported = _export_and_load(mrml, run.segmentation_node, volume, tmp_path, labels)
     assert exported.shape == (120, 60, 60)
+
+
+def test_real_engine_takes_the_start_network_choice(mrml, tmp_path, tiny):
+    volume = load_volume(mrml.scene, _column_ct(tmp_path / "column_ct.nii.gz"), "column")
+    before = mrml.node_ids()
+    refused, _ = _start(mrml, volume, str(tiny), tmp_path, start_network="fallback")
+    state = refused.wait(TIMEOUT_S)        # the tiny model has one network: the child refuses, names the file
+    assert refused.returncode == 2 and "start network" in state.error and tiny.name in state.error, state.error
+    assert refused.segmentation_node is None and mrml.node_ids() == before
+    plain, _ = _start(mrml, volume, str(tiny), tmp_path)
+    off, _ = _start(mrml, volume, str(tiny), tmp_path, start_network="off")   # "off" is the tiny model's own use
+    for run in (plain, off):
+        assert run.wait(TIMEOUT_S).done and run.returncode == 0, run.log[-20:]
+    plain_segments, off_segments = (run.segmentation_node.GetSegmentation() for run in (plain, off))
+    assert [plain_segments.GetNthSegment(i).GetName() for i in range(plain_segments.GetNumberOfSegments())] == \
+        [off_segments.GetNthSegment(i).GetName() for i in range(off_segments.GetNumberOfSegments())]
 
 
 def test_real_engine_cancel_restores_the_scene(mrml, tmp_path, tiny):

@@ -48,6 +48,17 @@ def test_parameter_node_fields_and_gui_bindings_match():
     assert set(bound) == fields
     assert bound["inputVolume"] == "qMRMLNodeComboBox" and bound["model"] == "QComboBox"
     assert bound["modelPath"] == "ctkPathLineEdit" and bound["device"] == "QComboBox"
+    assert bound["startNetwork"] == "QComboBox"
+
+
+def test_start_network_choices_are_the_engines_after_the_models_own():
+    from vertebra_traversal.metadata import START_USES
+    values = {n.targets[0].id: n.value for n in _module_tree().body
+              if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)}
+    default = ast.literal_eval(values["START_NETWORK_DEFAULT"])
+    choices = [ast.literal_eval(e) if not isinstance(e, ast.Name) else {"START_NETWORK_DEFAULT": default}[e.id]
+               for e in values["START_NETWORK_CHOICES"].elts]
+    assert choices == [default, *START_USES] and default not in START_USES
 
 
 def test_ui_custom_widgets_are_declared():

@@ -2,7 +2,7 @@
 
 :class:`SegmentationRun` writes the input volume to a temporary ``.nii.gz``, starts
 ``<python> -m vertebra_traversal.cli.main segment INPUT -o OUT --model M --device D --events``
-(in Slicer ``python`` is ``shutil.which("PythonSlicer")``; peers such as SlicerTotalSegmentator also
+(plus ``--start-network U`` when the run overrides the model file's start-network use; in Slicer ``python`` is ``shutil.which("PythonSlicer")``; peers such as SlicerTotalSegmentator also
 run their engine out of process), and reads its stdout/stderr on two daemon threads into queues.
 The module's QTimer calls :meth:`SegmentationRun.poll`, which applies the queued events (the patch
 ROI moves, paper §3.3) and, once the child exited successfully, builds the segmentation node.
@@ -49,6 +49,9 @@ class RunConfig:
         python: interpreter of the child (Slicer: ``shutil.which("PythonSlicer")``).
         model: ``"ct"`` / ``"mr"`` (bundled) or a checkpoint path.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        start_network: ``"always"``, ``"fallback"`` or ``"off"`` (``segment --start-network``), or None
+            for what the model file records. The child refuses ``always``/``fallback`` for a model of one
+            network (exit 2, its message in the run's error).
         work_dir: parent of the temporary folder (default: the system temp folder).
         segmentation_name: name of the result node (default ``"<volume> vertebrae"``).
         terminate_timeout_s: grace period after SIGTERM before the process group is killed.
@@ -59,6 +62,7 @@ class RunConfig:
     python: str = sys.executable
     model: str = "ct"
     device: str = "auto"
+    start_network: Optional[str] = None
     work_dir: Optional[Path] = None
     segmentation_name: Optional[str] = None
     terminate_timeout_s: float = 5.0
@@ -69,8 +73,9 @@ class RunConfig:
 def engine_command(config: RunConfig, input_path: Path, out_dir: Path) -> List[str]:
     """The child's argv."""
     module, *sub = config.command
+    start = ["--start-network", config.start_network] if config.start_network is not None else []
     return [config.python, "-m", module, *sub, str(input_path), "-o", str(out_dir), "--model", config.model,
-            "--device", config.device, "--events"]
+            "--device", config.device, *start, "--events"]
 
 
 def child_environment(config: RunConfig) -> Dict[str, str]:
