@@ -2,8 +2,9 @@
 
 :class:`SegmentationRun` writes the input volume to a temporary ``.nii.gz``, starts
 ``<python> -m vertebra_traversal.cli.main segment INPUT -o OUT --model M --device D --events``
-(plus ``--start-network U`` when the run overrides the model file's start-network use; in Slicer ``python`` is ``shutil.which("PythonSlicer")``; peers such as SlicerTotalSegmentator also
-run their engine out of process), and reads its stdout/stderr on two daemon threads into queues.
+(plus ``--start-network U`` when the run overrides the model file's start-network use; in Slicer
+``python`` is ``shutil.which("PythonSlicer")``; peers such as SlicerTotalSegmentator also run their
+engine out of process), and reads its stdout/stderr on two daemon threads into queues.
 The module's QTimer calls :meth:`SegmentationRun.poll`, which applies the queued events (the patch
 ROI moves, paper §3.3) and, once the child exited successfully, builds the segmentation node.
 :meth:`SegmentationRun.request_cancel` asks the child to stop and returns at once; polling then ends
