@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import slicer
 
+from vertebra_traversal.formats import INCOMPLETE_SUFFIX
+
 logger = logging.getLogger(__name__)
 
 ROI_NAME = "Traversal patch"
@@ -156,7 +158,8 @@ def _status(state: RunState, tail: str) -> str:
 
 def _name(record: Mapping[str, Any], key: str) -> str:
     """``"T1"``, or ``"T1 (incomplete)"`` when the record says it is not complete."""
-    return str(record.get(key, "?")) + ("" if record.get("complete", True) else " (incomplete)")
+    name = str(record.get(key, "?"))
+    return name if record.get("complete", True) else f"{name} {INCOMPLETE_SUFFIX}"
 
 
 def _on_patch(target: Any, event: Mapping[str, Any], state: RunState) -> RunState:

@@ -19,7 +19,7 @@ from ..checkpoint import load_model
 from ..dataset import list_cases
 from ..geometry import LABEL_INTERPOLATORS
 from ..imageio import InputError, read_image
-from ..metadata import START_USES
+from ..metadata import RECORDED_START_USES, START_USES
 from ..models import resolve_model
 from ..outputs import input_stem, prepare_output_dir, write_outputs
 from ..pipeline import SegmentConfig, segment_image
@@ -155,7 +155,7 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
         raise InputError(f"--batch-size {args.batch_size}: must be at least 1")
     model_path = resolve_model(args.model)
     model = load_model(model_path, device=args.device)
-    if args.start_network in ("always", "fallback") and not model.metadata.start_network:
+    if args.start_network in RECORDED_START_USES and not model.metadata.start_network:
         raise InputError(f"--start-network {args.start_network}: {model_path} holds no start network")
     inputs = expand_inputs(args.inputs, model.metadata.modality.lower())
     out_dir = prepare_output_dir(args.out)
