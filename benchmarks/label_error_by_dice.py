@@ -1,0 +1,97 @@
+"""Does a vertebra's label depend on how well it and its neighbour were segmented (paper §3.2–3.4)?
+
+    python benchmarks/label_error_by_dice.py --pred SEGMENT_OUT --eval EVALUATE_OUT [--direction up|down]
+
+SEGMENT_OUT holds ``segment`` outputs (``<case>[_<modality>]_report.json`` with each vertebra's regressed
+``label_value``), EVALUATE_OUT the ``evaluate --out`` folder for the same predictions (``per_vertebra.csv``:
+the matched instance and Dice of every reference vertebra). For every completely visible reference
+vertebra that was found, the label error is ``|v - y|`` in levels: ``v`` the value the network regressed
+for the matched instance where the traversal converged, ``y`` the vertebra's own regression value (C1 = 1
+.. L5 = 24, anatomy table). The errors are binned by the Dice of the vertebra itself and by the Dice of the
+vertebra traversed just before it (the one below when the traversal runs up, the paper's choice), whose
+mask is in the instance memory when the label is read. The network was trained with the reference masks
+in its memory (§3.6); at inference the memory holds its own masks. If the error grows as that
+neighbour's Dice falls, the labels are held back by the segmentation, not by the label path alone.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from vertebra_traversal import anatomy
+from vertebra_traversal.formats import REPORT_SUFFIX
+
+BINS: Tuple[Tuple[float, float], ...] = ((0.0, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.01))
+
+
+def label_values(pred: Path, case: str) -> Dict[str, float]:
+    """Predicted vertebra name -> regressed label value, from the case's ``segment`` report."""
+    for stem in (case, *(f"{case}_{m}" for m in ("ct", "mr"))):
+        path = pred / f"{stem}{REPORT_SUFFIX}"
+        if path.exists():
+            report = json.loads(path.read_text(encoding="utf-8"))
+            return {v["name"]: float(v["label_value"]) for v in report["vertebrae"]}
+    raise SystemExit(f"{pred}: no report for case {case}")
+
+
+def neighbour_before(name: str, direction: str) -> Optional[str]:
+    """The standard vertebra the traversal stores before ``name``: the one below when going up."""
+    order = [v.name for v in anatomy.STANDARD]
+    if name not in order:
+        return None
+    i = order.index(name) + (1 if direction == "up" else -1)
+    return order[i] if 0 <= i < len(order) else None
+
+
+def errors(pred: Path, per_vertebra: Path, direction: str) -> List[Tuple[float, float, Optional[float]]]:
+    """(label error, own Dice, Dice of the neighbour before or None) per found complete vertebra."""
+    with open(per_vertebra, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    dice = {(r["case"], r["name"]): float(r["dice"] or 0.0) for r in rows}
+    out, values = [], {}
+    for r in rows:
+        if r["ref_complete"] == "False" or not r["pred_name"]:
+            continue
+        case = r["case"]
+        values.setdefault(case, label_values(pred, case))
+        if r["pred_name"] not in values[case]:
+            continue
+        error = abs(values[case][r["pred_name"]] - anatomy.vertebra(r["name"]).regression_value)
+        before = neighbour_before(r["name"], direction)
+        out.append((error, float(r["dice"]), dice.get((case, before)) if before else None))
+    return out
+
+
+def binned(pairs: np.ndarray) -> List[dict]:
+    """Mean label error of the rows whose Dice (column 1) falls in each bin."""
+    rows = []
+    for low, high in BINS:
+        inside = (pairs[:, 1] >= low) & (pairs[:, 1] < high)
+        mae = round(float(pairs[inside, 0].mean()), 2) if inside.any() else None
+        rows.append({"dice": f"{low:.1f}-{min(high, 1.0):.1f}", "vertebrae": int(inside.sum()), "mae": mae})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pred", type=Path, required=True, help="segment output folder")
+    parser.add_argument("--eval", type=Path, required=True, help="evaluate --out folder of those predictions")
+    parser.add_argument("--direction", choices=("up", "down"), default="up")
+    args = parser.parse_args()
+    found = errors(args.pred, args.eval / "per_vertebra.csv", args.direction)
+    if not found:
+        raise SystemExit(f"{args.eval}: no found complete vertebra")
+    own = np.array([(e, d) for e, d, _ in found])
+    before = np.array([(e, b) for e, _, b in found if b is not None])
+    summary = {"vertebrae": len(found), "mae": round(float(own[:, 0].mean()), 2),
+               "by_own_dice": binned(own), "by_dice_of_vertebra_before": binned(before)}
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
