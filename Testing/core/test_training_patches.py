@@ -110,3 +110,21 @@ def test_memory_and_targets_on_a_phantom_follow_anatomy(tmp_path):
         inside = np.count_nonzero(patch == info.label) / case.index.volumes[info.label]
         assert info.complete == float(flags[info.label] and inside >= 0.98)
     assert checked >= 10
+
+
+def test_partial_memory_changes_only_the_memory_of_training_samples(case):
+    """Same seed, partial memory on and off: image, target, weights, label and completeness are equal;
+    the memory is a subset, smaller in some samples; the fixed validation patches keep the full memory."""
+    def settings(partial):
+        return PatchSettings(SamplingConfig(patch_size=16, partial_memory=partial), AugmentConfig(), LossConfig(),
+                             pad_value=-1.0, seed=3)
+    paper, partial = PatchDataset([case], settings(0.0), 30), PatchDataset([case], settings(1.0), 30)
+    smaller = 0
+    for item in range(30):
+        a, b = paper[item], partial[item]
+        assert all(np.array_equal(a[k], b[k]) for k in ("target", "weights", "label", "complete"))
+        assert np.array_equal(a["input"][0], b["input"][0]) and np.all(b["input"][1] <= a["input"][1])
+        smaller += b["input"][1].sum() < a["input"][1].sum()
+    assert smaller >= 5
+    fixed = fixed_samples([case], settings(1.0), 12), fixed_samples([case], settings(0.0), 12)
+    assert all(np.array_equal(x["input"], y["input"]) for x, y in zip(*fixed))

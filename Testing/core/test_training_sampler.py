@@ -245,3 +245,40 @@ def test_config_validation():
         S.SamplingConfig(patch_size=8, centre_jitter=-1)
     with pytest.raises(ValueError, match="start_fraction"):
         S.SamplingConfig(patch_size=8, start_fraction=1.1)
+    with pytest.raises(ValueError, match="partial_memory"):
+        S.SamplingConfig(patch_size=8, partial_memory=-0.5)
+
+
+def test_partial_memory_leaves_out_a_cap_of_each_chosen_vertebra_and_nothing_else():
+    """Probability 1: every memory vertebra keeps more than half of its voxels, loses a cap on one side of
+    a plane (whatever the orientation, the kept voxels are those below a projection threshold), and
+    voxels of vertebrae outside the memory never enter it."""
+    labels = _spine()
+    full = S.memory_mask(labels, {L5, L4})
+    lost_any = False
+    for seed in range(20):
+        rng, replay = np.random.default_rng(seed), np.random.default_rng(seed)
+        partial = S.partial_memory_mask(labels, {L4, L5}, 1.0, rng)
+        assert partial.dtype == np.float32 and np.all(partial <= full)          # a subset of the memory
+        for label in (L4, L5):                                                  # ascending order: L4 first
+            replay.random()
+            direction, share = replay.normal(size=3), replay.uniform(0.0, S.PARTIAL_MEMORY_MAX_CUT)
+            coords = np.argwhere(labels == label)
+            kept = partial[tuple(coords.T)] > 0
+            assert kept.mean() >= 1.0 - S.PARTIAL_MEMORY_MAX_CUT
+            assert abs((1.0 - kept.mean()) - share) <= 2.0 / len(coords)         # the drawn share is left out
+            projection = coords @ (direction / np.linalg.norm(direction))
+            if not kept.all():
+                lost_any = True
+                assert projection[kept].max() <= projection[~kept].min()        # a cap beyond a plane
+        assert rng.random() == replay.random()                                  # two draws-sets, no more
+    assert lost_any
+
+
+def test_partial_memory_at_probability_zero_is_the_reference_memory_and_draws_nothing():
+    labels = _spine()
+    rng = np.random.default_rng(4)
+    assert np.array_equal(S.partial_memory_mask(labels, {L5, L4, L3}, 0.0, rng), S.memory_mask(labels, {L5, L4, L3}))
+    assert rng.random() == np.random.default_rng(4).random()
+    half = [S.partial_memory_mask(labels, {L5, L4, L3}, 0.5, np.random.default_rng(seed)).sum() for seed in range(40)]
+    assert min(half) < S.memory_mask(labels, {L5, L4, L3}).sum() == max(half)  # some vertebrae kept whole

@@ -64,6 +64,11 @@ def register(subparsers: Any) -> None:
                         help="share of the vertebra patches drawn with an empty instance memory, as the "
                              "traversal's search sees a scan before it has found a vertebra (default 0, the "
                              "paper's sampling, §3.6); teaches the network to start on any part of the spine")
+    parser.add_argument("--partial-memory", type=_fraction, metavar="P",
+                        help="chance of each vertebra in a training patch's instance memory being shown only "
+                             "in part (a cap of up to half of it left out), as the traversal's own imperfect "
+                             "masks sit in the memory at inference (default 0, the paper's reference memory, "
+                             "§3.6)")
     parser.add_argument("--filters", type=_positive, metavar="N",
                         help="feature maps in every layer of the network (default: the preset's); the run "
                              "becomes a custom one. Not with --init, whose network is fixed")
@@ -135,8 +140,8 @@ def _fraction(text: str) -> float:
 def _config(args: argparse.Namespace) -> TrainingConfig:
     config = preset(args.preset, args.modality)
     names = ("iterations", "workers", "validate_every", "checkpoint_every", "threads", "seed", "learning_rate",
-             "completeness_rule", "centred_fraction", "start_fraction", "batch_size", "beta1",
-             "learning_rate_schedule")
+             "completeness_rule", "centred_fraction", "start_fraction", "partial_memory", "batch_size",
+             "beta1", "learning_rate_schedule")
     changes = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.label_path_only:
         changes["trained_part"] = "label-path"

@@ -21,6 +21,12 @@ Rules (paper §3.6, §3.3, §3.5):
 * The other patches are centred anywhere in the scan with a random "progress": the memory holds the
   first ``k`` vertebrae in traversal order, ``k`` uniform in ``0..n``, so the network also learns to
   answer "nothing left".
+* Optionally each memory vertebra of a training patch is shown only in part (a *partial memory*): with
+  probability ``partial_memory`` a cap of it, beyond a plane of random orientation, a random share below
+  ``PARTIAL_MEMORY_MAX_CUT`` of its voxels in the patch, is left out of the memory. The paper's memory
+  is the reference (§3.6), but at inference it holds the network's own masks (§3.2), and a compact
+  model's miss part of each vertebra; the leftover bone is then neither memory nor target, so the
+  network learns to pass over it to the next vertebra (an extension of §3.6; 0 by default).
 * The target is the first not-yet-segmented vertebra (traversal order) present in the patch, or
   none. Its regression value comes from the anatomy table (0 when there is no target, §3.4).
 * Completeness target (§3.5): 1 when the vertebra is marked complete in the scan and at most 2 % of
@@ -40,6 +46,8 @@ Index3 = Tuple[int, int, int]
 Box = Tuple[Index3, Index3]
 
 DIRECTIONS = ("up", "down")
+#: Largest share of a memory vertebra's voxels in the patch that a partial memory leaves out.
+PARTIAL_MEMORY_MAX_CUT = 0.5
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,8 @@ class SamplingConfig:
         centre_jitter: largest offset in voxels, per axis, of a centred patch from the box middle.
         start_fraction: share of the foreground patches drawn with an empty memory, as the traversal's
             search sees the scan before the first vertebra is found (0 = the paper's sampling).
+        partial_memory: chance of each memory vertebra of a training patch being shown only in part
+            (:func:`partial_memory_mask`; 0 = the paper's memory).
     """
 
     patch_size: int
@@ -66,6 +76,7 @@ class SamplingConfig:
     centred_fraction: float = 0.0
     centre_jitter: int = 0
     start_fraction: float = 0.0
+    partial_memory: float = 0.0
 
     def __post_init__(self) -> None:
         if self.patch_size < 4:
@@ -76,6 +87,8 @@ class SamplingConfig:
             raise ValueError(f"centred_fraction must be in [0, 1], got {self.centred_fraction}")
         if not 0.0 <= self.start_fraction <= 1.0:
             raise ValueError(f"start_fraction must be in [0, 1], got {self.start_fraction}")
+        if not 0.0 <= self.partial_memory <= 1.0:
+            raise ValueError(f"partial_memory must be in [0, 1], got {self.partial_memory}")
         if self.centre_jitter < 0:
             raise ValueError(f"centre_jitter must not be negative, got {self.centre_jitter}")
         if self.direction not in DIRECTIONS:
@@ -268,3 +281,29 @@ def memory_mask(label_patch: np.ndarray, memory_labels: Iterable[int]) -> np.nda
     if not labels:
         return np.zeros(label_patch.shape, np.float32)
     return np.isin(label_patch, labels).astype(np.float32)
+
+
+def partial_memory_mask(label_patch: np.ndarray, memory_labels: Iterable[int], probability: float,
+                        rng: np.random.Generator, max_cut: float = PARTIAL_MEMORY_MAX_CUT) -> np.ndarray:
+    """float32 memory mask (D, H, W) in which each memory vertebra, with ``probability``, misses a cap.
+
+    For a chosen vertebra a unit direction is drawn uniformly and a share ``u ~ U(0, max_cut)``: its
+    voxels in the patch whose projection on the direction lies above the ``1 - u`` quantile leave the
+    memory (a slab of the vertebra on a random side: a process, an endplate, part of the body). Labels
+    are visited in ascending order, so the result is a pure function of the inputs and the generator's
+    state; with ``probability`` 0 the generator is not touched and the mask is :func:`memory_mask`'s.
+    """
+    memory = memory_mask(label_patch, memory_labels)
+    if probability <= 0.0:
+        return memory
+    for label in sorted(memory_labels):
+        if rng.random() >= probability:
+            continue
+        direction, share = rng.normal(size=3), rng.uniform(0.0, max_cut)
+        coords = np.argwhere(label_patch == label)
+        if len(coords) == 0:
+            continue
+        projection = coords @ (direction / np.linalg.norm(direction))
+        cut = coords[projection > np.quantile(projection, 1.0 - share)]
+        memory[tuple(cut.T)] = 0.0
+    return memory
