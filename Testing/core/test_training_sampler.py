@@ -250,7 +250,7 @@ def test_config_validation():
 
 
 def test_partial_memory_leaves_out_a_cap_of_each_chosen_vertebra_and_nothing_else():
-    """Probability 1: every memory vertebra keeps more than half of its voxels, loses a cap on one side of
+    """Probability 1: every memory vertebra keeps at least half of its voxels, loses a cap on one side of
     a plane (whatever the orientation, the kept voxels are those below a projection threshold), and
     voxels of vertebrae outside the memory never enter it."""
     labels = _spine()
@@ -271,7 +271,7 @@ def test_partial_memory_leaves_out_a_cap_of_each_chosen_vertebra_and_nothing_els
             if not kept.all():
                 lost_any = True
                 assert projection[kept].max() <= projection[~kept].min()        # a cap beyond a plane
-        assert rng.random() == replay.random()                                  # two draws-sets, no more
+        assert rng.random() == replay.random()                                  # three draws a vertebra, no more
     assert lost_any
 
 

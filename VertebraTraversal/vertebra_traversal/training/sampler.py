@@ -25,7 +25,7 @@ Rules (paper §3.6, §3.3, §3.5):
   probability ``partial_memory`` a cap of it, beyond a plane of random orientation, a random share below
   ``PARTIAL_MEMORY_MAX_CUT`` of its voxels in the patch, is left out of the memory. The paper's memory
   is the reference (§3.6), but at inference it holds the network's own masks (§3.2), and a compact
-  model's miss part of each vertebra; the leftover bone is then neither memory nor target, so the
+  model's masks miss part of each vertebra; the leftover bone is then neither memory nor target, so the
   network learns to pass over it to the next vertebra (an extension of §3.6; 0 by default).
 * The target is the first not-yet-segmented vertebra (traversal order) present in the patch, or
   none. Its regression value comes from the anatomy table (0 when there is no target, §3.4).
