@@ -24,7 +24,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from vertebra_traversal import anatomy
-from vertebra_traversal.formats import REPORT_SUFFIX
+from vertebra_traversal.formats import REPORT_FORMAT, REPORT_SUFFIX
+from vertebra_traversal.imageio import read_json_document
 
 BINS: Tuple[Tuple[float, float], ...] = ((0.0, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.01))
 
@@ -34,13 +35,17 @@ def label_values(pred: Path, case: str) -> Dict[str, float]:
     for stem in (case, *(f"{case}_{m}" for m in ("ct", "mr"))):
         path = pred / f"{stem}{REPORT_SUFFIX}"
         if path.exists():
-            report = json.loads(path.read_text(encoding="utf-8"))
+            report = read_json_document(path, REPORT_FORMAT, "report")
             return {v["name"]: float(v["label_value"]) for v in report["vertebrae"]}
     raise SystemExit(f"{pred}: no report for case {case}")
 
 
 def neighbour_before(name: str, direction: str) -> Optional[str]:
-    """The standard vertebra the traversal stores before ``name``: the one below when going up."""
+    """The standard vertebra the traversal stores before ``name``: the one below when going up.
+
+    Taken from the standard chain C1..L5, not from the scan: in a spine with T13 the vertebra before T12
+    is counted as L1, and T13, L6 and the vertebra above an L6 get none (they leave the neighbour bins).
+    """
     order = [v.name for v in anatomy.STANDARD]
     if name not in order:
         return None
@@ -58,7 +63,8 @@ def errors(pred: Path, per_vertebra: Path, direction: str) -> List[Tuple[float, 
         if r["ref_complete"] == "False" or not r["pred_name"]:
             continue
         case = r["case"]
-        values.setdefault(case, label_values(pred, case))
+        if case not in values:                    # one report read per case, not per row
+            values[case] = label_values(pred, case)
         if r["pred_name"] not in values[case]:
             continue
         error = abs(values[case][r["pred_name"]] - anatomy.vertebra(r["name"]).regression_value)

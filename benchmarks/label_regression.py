@@ -16,7 +16,6 @@ With ``--centred`` every patch is centred on a vertebra (within the 5 mm jitter 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -50,7 +49,7 @@ def main() -> None:
     loaded = load_model(resolve_model(args.model), device="cpu")
     config = adopt_init(preset("compact", loaded.metadata.modality.lower()), loaded.metadata)
     if args.centred:
-        config = dataclasses.replace(config, foreground_fraction=1.0, centred_fraction=1.0)
+        config = config.replace(foreground_fraction=1.0, centred_fraction=1.0)
     cases = find_cases([args.data], config.modality)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = prepare_cases(cases, args.cache or Path(tmp), config.spacing_mm, config.normalization,

@@ -293,10 +293,11 @@ def partial_memory_mask(label_patch: np.ndarray, memory_labels: Iterable[int], p
     are visited in ascending order, so the result is a pure function of the inputs and the generator's
     state; with ``probability`` 0 the generator is not touched and the mask is :func:`memory_mask`'s.
     """
-    memory = memory_mask(label_patch, memory_labels)
+    labels = sorted(memory_labels)
+    memory = memory_mask(label_patch, labels)
     if probability <= 0.0:
         return memory
-    for label in sorted(memory_labels):
+    for label in labels:
         if rng.random() >= probability:
             continue
         direction, share = rng.normal(size=3), rng.uniform(0.0, max_cut)
