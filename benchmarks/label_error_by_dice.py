@@ -26,6 +26,7 @@ import numpy as np
 from vertebra_traversal import anatomy
 from vertebra_traversal.formats import REPORT_FORMAT, REPORT_SUFFIX
 from vertebra_traversal.imageio import read_json_document
+from vertebra_traversal.training.sampler import traversal_order
 
 BINS: Tuple[Tuple[float, float], ...] = ((0.0, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.01))
 
@@ -40,17 +41,15 @@ def label_values(pred: Path, case: str) -> Dict[str, float]:
     raise SystemExit(f"{pred}: no report for case {case}")
 
 
-def neighbour_before(name: str, direction: str) -> Optional[str]:
-    """The standard vertebra the traversal stores before ``name``: the one below when going up.
+def neighbours_before(labels: List[int], direction: str) -> Dict[str, Optional[str]]:
+    """Each reference vertebra of one scan -> the vertebra of the same scan the traversal stores before it.
 
-    Taken from the standard chain C1..L5, not from the scan: in a spine with T13 the vertebra before T12
-    is counted as L1, and T13, L6 and the vertebra above an L6 get none (they leave the neighbour bins).
+    ``labels`` are the scan's reference ids (all of them, complete or not). The order is the scan's own
+    (``sampler.traversal_order``), so in a spine with T13 the vertebra before T12 is T13, and with L6 the
+    vertebra before L5 is L6. The first vertebra of the scan has none.
     """
-    order = [v.name for v in anatomy.STANDARD]
-    if name not in order:
-        return None
-    i = order.index(name) + (1 if direction == "up" else -1)
-    return order[i] if 0 <= i < len(order) else None
+    order = [anatomy.name_of(label) for label in traversal_order(labels, direction)]
+    return {name: (order[i - 1] if i else None) for i, name in enumerate(order)}
 
 
 def errors(pred: Path, per_vertebra: Path, direction: str) -> List[Tuple[float, float, Optional[float]]]:
@@ -58,6 +57,10 @@ def errors(pred: Path, per_vertebra: Path, direction: str) -> List[Tuple[float, 
     with open(per_vertebra, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     dice = {(r["case"], r["name"]): float(r["dice"] or 0.0) for r in rows}
+    scans: Dict[str, List[int]] = {}
+    for r in rows:
+        scans.setdefault(r["case"], []).append(int(r["label"]))
+    before_of = {case: neighbours_before(labels, direction) for case, labels in scans.items()}
     out, values = [], {}
     for r in rows:
         if r["ref_complete"] == "False" or not r["pred_name"]:
@@ -68,7 +71,7 @@ def errors(pred: Path, per_vertebra: Path, direction: str) -> List[Tuple[float, 
         if r["pred_name"] not in values[case]:
             continue
         error = abs(values[case][r["pred_name"]] - anatomy.vertebra(r["name"]).regression_value)
-        before = neighbour_before(r["name"], direction)
+        before = before_of[case][r["name"]]
         out.append((error, float(r["dice"]), dice.get((case, before)) if before else None))
     return out
 
