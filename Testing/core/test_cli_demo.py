@@ -18,3 +18,15 @@ def test_table_lists_flags_edge_and_agreement_with_the_truth():
     assert lines[2].split()[:4] + lines[2].split()[6:] == ["L1", "NO", "0.12", "yes", "L1", "100.0", "0.00"]
     assert lines[3] == "ground truth: T12, L1*"
     assert lines[4] == "mean Dice 100.0 %, mean ASSD 0.00 mm, identification 100 %, completeness 100 %"
+
+
+def test_an_instance_matched_by_two_reference_vertebrae_shows_the_one_it_agrees_with_best():
+    result = _result()
+    pred = sitk.GetArrayFromImage(result.labels)
+    ref = pred.copy()
+    ref[8:10, 4:10, 3:9] = 21  # a reference L2 that only the predicted L1 touches (72 voxels)
+    pred[8:10, 4:10, 3:9] = 20  # the predicted L1 (216 + 72 voxels) covers the true L1 and that L2
+    score = score_case(ref, pred, result.labels.GetSpacing()[::-1])
+    assert sorted((v.label, v.pred_label) for v in score.vertebrae) == [(19, 19), (20, 20), (21, 20)]
+    row = table(result, score, ["T12", "L1", "L2"]).splitlines()[2].split()
+    assert row[0] == "L1" and row[6:8] == ["L1", f"{100 * 2 * 216 / (216 + 288):.1f}"]

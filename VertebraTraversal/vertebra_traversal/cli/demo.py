@@ -43,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def table(result: SegmentationResult, score: CaseScore, truth_names: List[str]) -> str:
     """Per-vertebra table: predicted name, flags, confidence, and agreement with the ground truth."""
-    by_label = {s.pred_label: s for s in score.vertebrae if s.pred_label is not None}
+    by_label = {}  # an instance matched by several reference vertebrae shows the one it agrees with best
+    for s in sorted((s for s in score.vertebrae if s.pred_label is not None), key=lambda s: s.dice):
+        by_label[s.pred_label] = s
     lines = [f"{'vertebra':<18}{'complete':>9}{'p(compl.)':>10}{'at edge':>8}{'label p':>9}{'volume mL':>10}"
              f"{'truth':>7}{'Dice %':>8}{'ASSD mm':>9}"]
     for v in result.vertebrae:
