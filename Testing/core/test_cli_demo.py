@@ -28,5 +28,16 @@ def test_an_instance_matched_by_two_reference_vertebrae_shows_the_one_it_agrees_
     pred[8:10, 4:10, 3:9] = 20  # the predicted L1 (216 + 72 voxels) covers the true L1 and that L2
     score = score_case(ref, pred, result.labels.GetSpacing()[::-1])
     assert sorted((v.label, v.pred_label) for v in score.vertebrae) == [(19, 19), (20, 20), (21, 20)]
-    row = table(result, score, ["T12", "L1", "L2"]).splitlines()[2].split()
+    lines = table(result, score, ["T12", "L1", "L2"]).splitlines()
+    row = lines[2].split()
     assert row[0] == "L1" and row[6:8] == ["L1", f"{100 * 2 * 216 / (216 + 288):.1f}"]
+    assert lines[4] == f"without an instance of their own: L2 (in the instance named L1, Dice {100 * 2 * 72 / (72 + 288):.1f} %)"
+
+
+def test_a_true_vertebra_nobody_segmented_is_listed_as_not_found():
+    result = _result()
+    pred = sitk.GetArrayFromImage(result.labels)
+    ref = pred.copy()
+    ref[17:19, 4:10, 3:9] = 18  # a true T11 where the prediction has nothing
+    lines = table(result, score_case(ref, pred, result.labels.GetSpacing()[::-1]), ["T11", "T12", "L1"]).splitlines()
+    assert lines[4] == "without an instance of their own: T11 (not found)"

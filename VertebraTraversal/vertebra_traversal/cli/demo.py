@@ -56,6 +56,12 @@ def table(result: SegmentationResult, score: CaseScore, truth_names: List[str]) 
                      f"{'yes' if v.at_scan_edge else 'no':>8}{v.label_likelihood:>9.2f}{v.volume_mm3 / 1000:>10.1f}"
                      f"{truth:>7}{dice:>8}{assd:>9}")
     lines.append(f"ground truth: {', '.join(truth_names)}")
+    shown = {s.label for s in by_label.values()}
+    alone = [f"{name_of(s.label)} (" + ("not found" if s.pred_label is None else
+                                        f"in the instance named {name_of(s.pred_label)}, Dice {100 * s.dice:.1f} %") + ")"
+             for s in score.vertebrae if s.label not in shown]
+    if alone:
+        lines.append(f"without an instance of their own: {', '.join(alone)}")
     lines.append(f"mean Dice {100 * score.mean_dice:.1f} %, mean ASSD {score.mean_assd:.2f} mm, identification "
                  f"{100 * score.identification_accuracy:.0f} %, completeness {100 * score.completeness_accuracy:.0f} %")
     return "\n".join(lines)
