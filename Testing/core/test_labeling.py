@@ -141,6 +141,34 @@ def test_invalid_values_and_config():
         LabelingConfig(variant_penalty=-0.1)
 
 
+def test_a_skipped_level_keeps_the_labels_beyond_it_when_gaps_are_allowed():
+    values = [14.0, 15.0, 17.0, 18.0, 19.0]  # T7, T8, T10, T11, T12: the T9 was merged into a neighbour
+    # gap-free (the paper): T8..T12 scores (0 + 0 + 1 + 1 + 1) / 5 = 0.6, every other window less
+    assert names(refine_labels(values, STANDARD_ONLY)) == span("T8", "T12")
+    one_gap = LabelingConfig(allow_t13=False, allow_l6=False, allow_four_lumbar=False, max_gaps=1, gap_penalty=0.3)
+    result = refine_labels(values, one_gap)  # 1.0 - 0.3 > 0.6
+    assert names(result) == ["T7", "T8", "T10", "T11", "T12"] and result.score == pytest.approx(1.0)
+    dear = LabelingConfig(allow_t13=False, allow_l6=False, allow_four_lumbar=False, max_gaps=1, gap_penalty=0.5)
+    assert names(refine_labels(values, dear)) == span("T8", "T12")  # 1.0 - 0.5 < 0.6
+
+
+def test_each_skipped_level_costs_and_needs_an_allowed_gap():
+    values = [14.0, 16.0, 18.0]  # T7, T9, T11: two gaps
+    two = dict(allow_t13=False, allow_l6=False, allow_four_lumbar=False, gap_penalty=0.1)
+    # one gap allowed: T7, T9, T10 or T8, T9, T11 score 2/3 - 0.1 = 0.567 > any window's 1/3
+    assert refine_labels(values, LabelingConfig(max_gaps=1, **two)).score == pytest.approx(2 / 3)
+    assert names(refine_labels(values, LabelingConfig(max_gaps=2, **two))) == ["T7", "T9", "T11"]  # 1 - 0.2
+    # with no evidence of a gap the gap-free sequence wins: contiguous values never take a gap
+    contiguous = [20.0, 21.0, 22.0]
+    assert names(refine_labels(contiguous, LabelingConfig(max_gaps=2, gap_penalty=0.0))) == span("L1", "L3")
+
+
+def test_gap_settings_are_checked():
+    for bad in (dict(max_gaps=-1), dict(max_gaps=4), dict(max_gaps=1.0), dict(max_gaps=True), dict(gap_penalty=1.5)):
+        with pytest.raises(ValueError, match="max_gaps|gap_penalty"):
+            LabelingConfig(**bad)
+
+
 def test_provisional_label_is_nearest_standard_and_clamped():
     assert provisional_label(22.8) == anatomy.label_of("L4")
     assert provisional_label(19.4) == anatomy.label_of("T12")  # never T13: standard labels only

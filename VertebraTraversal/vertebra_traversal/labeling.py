@@ -34,6 +34,7 @@ it separates long sequences sharply, yet unlike the plain product it survives on
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from dataclasses import dataclass
@@ -56,6 +57,10 @@ class LabelingConfig:
         variant_penalty: subtracted from a variant sequence's average likelihood (0..1).
         calibration: read the values through this table of what the network answers per level
             (:mod:`.label_calibration`) instead of the paper's ``max(0, 1 - |v - y|)``; None = the paper's.
+        max_gaps: how many single levels a sequence may skip (0 = the paper's gap-free sequences). A
+            skipped level stands for a vertebra the traversal merged into its neighbour's instance or
+            did not find, so that one such error does not shift every label beyond it.
+        gap_penalty: subtracted from the sequence's average likelihood per skipped level (0..1).
     """
 
     allow_t13: bool = True
@@ -63,14 +68,19 @@ class LabelingConfig:
     allow_four_lumbar: bool = True
     variant_penalty: float = 0.15
     calibration: Optional[LabelCalibration] = None
+    max_gaps: int = 0
+    gap_penalty: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("allow_t13", "allow_l6", "allow_four_lumbar"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"LabelingConfig.{name}: expected true/false, got {getattr(self, name)!r}")
-        penalty = self.variant_penalty
-        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not 0.0 <= penalty <= 1.0:
-            raise ValueError(f"LabelingConfig.variant_penalty: expected a number in [0, 1], got {penalty!r}")
+        for name in ("variant_penalty", "gap_penalty"):
+            penalty = getattr(self, name)
+            if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not 0.0 <= penalty <= 1.0:
+                raise ValueError(f"LabelingConfig.{name}: expected a number in [0, 1], got {penalty!r}")
+        if isinstance(self.max_gaps, bool) or not isinstance(self.max_gaps, int) or not 0 <= self.max_gaps <= 3:
+            raise ValueError(f"LabelingConfig.max_gaps: expected an integer from 0 to 3, got {self.max_gaps!r}")
         if self.calibration is not None and not isinstance(self.calibration, LabelCalibration):
             raise ValueError(f"LabelingConfig.calibration: expected a LabelCalibration, got {self.calibration!r}")
 
@@ -111,13 +121,18 @@ class _Chain:
 @dataclass(frozen=True)
 class _Candidate:
     chain: _Chain
-    start: int
+    positions: Tuple[int, ...]  # member index of each vertebra, increasing by 1 (or 2 at a gap)
     likelihoods: Tuple[float, ...]
     distance: float  # sum of |v - nearest expected value|, tie-breaker
+    gap_penalty: float = 0.0
 
     @property
     def labels(self) -> Tuple[int, ...]:
-        return tuple(m.label for m in self.chain.members[self.start:self.start + len(self.likelihoods)])
+        return tuple(self.chain.members[k].label for k in self.positions)
+
+    @property
+    def gaps(self) -> int:
+        return self.positions[-1] - self.positions[0] + 1 - len(self.positions)
 
     @property
     def score(self) -> float:
@@ -125,7 +140,7 @@ class _Candidate:
 
     @property
     def objective(self) -> float:
-        return self.score - self.chain.penalty
+        return self.score - self.chain.penalty - self.gap_penalty * self.gaps
 
 
 def likelihood(value: float, expected: Sequence[float]) -> float:
@@ -168,19 +183,33 @@ def _chains(config: LabelingConfig) -> List[_Chain]:
     return chains
 
 
+def _position_runs(n: int, members: int, max_gaps: int) -> List[Tuple[int, ...]]:
+    """Member indices for ``n`` vertebrae: every window of a chain of ``members``, and with up to
+    ``max_gaps`` single skipped members between two vertebrae."""
+    out = []
+    for gaps in range(max_gaps + 1):
+        for after in itertools.combinations(range(n - 1), gaps):  # a gap after these vertebrae
+            steps = [0] + [2 if i in after else 1 for i in range(n - 1)]
+            offsets = tuple(itertools.accumulate(steps))
+            out += [tuple(start + o for o in offsets) for start in range(members - offsets[-1])]
+    return out
+
+
 def _candidates(values: Sequence[float], chains: Sequence[_Chain],
-                calibration: Optional[LabelCalibration] = None) -> List[_Candidate]:
-    """Every window of each chain that fits the values and holds the chain's required members."""
+                config: LabelingConfig = LabelingConfig()) -> List[_Candidate]:
+    """Every window of each chain (with up to ``config.max_gaps`` skipped members) that fits the values and
+    holds the chain's required members."""
+    calibration = config.calibration
     score = likelihood if calibration is None else calibration.likelihood
-    n = len(values)
     out = []
     for chain in chains:
-        for start in range(len(chain.members) - n + 1):
-            if any(not start <= r < start + n for r in chain.required):
+        p = [[score(v, m.expected) for m in chain.members] for v in values]
+        d = [[_distance(v, m.expected, calibration) for m in chain.members] for v in values]
+        for positions in _position_runs(len(values), len(chain.members), config.max_gaps):
+            if any(r not in positions for r in chain.required):
                 continue
-            members = chain.members[start:start + n]
-            out.append(_Candidate(chain, start, tuple(score(v, m.expected) for v, m in zip(values, members)),
-                                  sum(_distance(v, m.expected, calibration) for v, m in zip(values, members))))
+            out.append(_Candidate(chain, positions, tuple(p[i][k] for i, k in enumerate(positions)),
+                                  sum(d[i][k] for i, k in enumerate(positions)), config.gap_penalty))
     return out
 
 
@@ -239,9 +268,10 @@ def refine_labels(values: Sequence[float], config: LabelingConfig = LabelingConf
     if len(vals) > longest:
         raise ValueError(f"{len(vals)} vertebrae detected but the allowed chains hold at most {longest}; "
                          f"no labelling without duplicates exists")
-    candidates = _candidates(vals, chains, config.calibration)
+    candidates = _candidates(vals, chains, config)
     rank = {name: i for i, name in enumerate(CHAINS)}
-    best = min(candidates, key=lambda c: (-round(c.objective, 9), rank[c.chain.name], c.distance, c.start))
+    best = min(candidates, key=lambda c: (-round(c.objective, 9), rank[c.chain.name], c.gaps, c.distance,
+                                          c.positions))
     logger.debug("label refinement: %s chain from %s, score %.3f", best.chain.name,
                  anatomy.name_of(best.labels[0]), best.score)
     return LabelAssignment(labels=best.labels, likelihoods=best.likelihoods,
