@@ -105,9 +105,15 @@ def test_gaussian_reading_needs_no_cases_and_the_options_are_exclusive(folders, 
     assert out.returncode == 0, out.stderr
     table = read_metadata(tmp_path / "g.pt").calibration()
     assert table.mean(12.0) == 12.0 and set(table.sds) == {1.5}
+    assert read_metadata(tmp_path / "g.pt").label_gaps() == {}
+    out = subprocess.run(base + ["--gaussian", "1.5", "--gaps", "1", "--gap-penalty", "0.2", "--out",
+                                 str(tmp_path / "gaps.pt")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert read_metadata(tmp_path / "gaps.pt").label_gaps() == {"max_gaps": 1, "gap_penalty": 0.2}
     for extra in (["--gaussian", "1.5", "--pred", str(pred), "--ref", str(ref)], ["--pred", str(pred)], [],
                   ["--gaussian", "0"], ["--gaussian", "1.5", "--sd-floor", "1"],
-                  ["--gaussian", "1.5", "--smoothing", "2"]):
+                  ["--gaussian", "1.5", "--smoothing", "2"], ["--gaussian", "1.5", "--gaps", "5"],
+                  ["--gaussian", "1.5", "--gaps", "1", "--gap-penalty", "2"]):
         bad = subprocess.run(base + extra + ["--out", str(tmp_path / "h.pt")], capture_output=True, text=True,
                              timeout=120)
         assert bad.returncode == 2 and bad.stderr.count("error:") == 1, extra

@@ -67,6 +67,12 @@ def test_model_metadata_carries_the_table_and_names_a_bad_one():
     assert ModelMetadata(**base).calibration() is None
     with pytest.raises(CheckpointError, match="label_calibration"):
         ModelMetadata(**base, label_calibration={"values": list(TABLE_VALUES), "means": [1.0]})
+    gaps = {"max_gaps": 1, "gap_penalty": 0.2}
+    meta = ModelMetadata(**base, label_calibration={**table.to_json(), "gaps": gaps})
+    assert ModelMetadata.from_json(meta.to_json()).label_gaps() == gaps and ModelMetadata(**base).label_gaps() == {}
+    for bad in ({"max_gaps": 9, "gap_penalty": 0.2}, {"max_gaps": 1}, [1, 0.2]):
+        with pytest.raises(CheckpointError, match="label_calibration.gaps"):
+            ModelMetadata(**base, label_calibration={**table.to_json(), "gaps": bad})
 
 
 def test_refinement_reads_values_through_the_table():

@@ -152,6 +152,22 @@ def test_unknown_completeness_rule_is_refused():
         replace(_meta(), completeness_rule="majority")
 
 
+def test_the_models_skipped_level_allowance_comes_with_its_calibration():
+    from vertebra_traversal.label_calibration import gaussian_reading
+    # the traversal found no T11 (its level is missing from the scan's instances): T9 T10 | T12 L1 L2 L3
+    ids = [anatomy.label_of(n) for n in ("L3", "L2", "L1", "T12", "T10", "T9")]
+    spine = box_spine((110, 30, 30), ids, height=12, gap=4, z0=4)
+    reading = {**gaussian_reading(0.5).to_json(), "gaps": {"max_gaps": 1, "gap_penalty": 0.1}}
+    meta = replace(_meta(), label_calibration=reading)
+    assert SegmentConfig().labeling_for(meta).max_gaps == 1
+    assert SegmentConfig(label_calibration=False).labeling_for(meta).max_gaps == 0
+    skipping = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), meta)
+    assert [v.name for v in skipping.vertebrae] == ["T9", "T10", "T12", "L1", "L2", "L3"]
+    gap_free = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"),
+                                      replace(meta, label_calibration=gaussian_reading(0.5).to_json()))
+    assert [v.name for v in gap_free.vertebrae] != ["T9", "T10", "T12", "L1", "L2", "L3"]
+
+
 def test_the_models_label_calibration_is_used_unless_switched_off():
     from vertebra_traversal.label_calibration import TABLE_VALUES, LabelCalibration
     spine = box_spine((110, 30, 30), IDS_BOTTOM_UP, height=12, gap=4, z0=4)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import anatomy, dataset
 from .checkpoint import LoadedModel, load_to_rewrite, save_torchscript
@@ -101,9 +101,10 @@ def _identified(cases: List[CalibrationCase], config: LabelingConfig) -> Tuple[f
 
 
 def calibrate_model(model_path: PathLike, pred_dir: PathLike, ref_dir: PathLike, out: PathLike,
-                    smoothing: float = 1.0, sd_floor: float = 2.0,
+                    smoothing: float = 1.0, sd_floor: float = 2.0, gaps: Optional[Dict[str, Any]] = None,
                     progress: Optional[Progress] = None) -> CalibrationResult:
-    """Fit the label calibration of ``model_path`` on its predictions and write it as a new model ``out``.
+    """Fit the label calibration of ``model_path`` on its predictions and write it as a new model ``out``
+    (``gaps``: as :func:`write_calibrated`, and used for the in-sample identification after).
 
     Raises:
         InputError / CheckpointError: bad inputs (see :func:`collect_cases`), fewer than 2 matched
@@ -119,19 +120,24 @@ def calibrate_model(model_path: PathLike, pred_dir: PathLike, ref_dir: PathLike,
     except ValueError as exc:
         raise InputError(f"{pred_dir}: {exc}") from None
     before, matched = _identified(cases, LabelingConfig())
-    after, _ = _identified(cases, LabelingConfig(calibration=calibration))
-    write_calibrated(loaded, calibration, out)
+    after, _ = _identified(cases, LabelingConfig(calibration=calibration, **(gaps or {})))
+    write_calibrated(loaded, calibration, out, gaps)
     logger.info("label calibration from %d vertebrae of %d cases written to %s", len(pairs), len(cases), out)
     return CalibrationResult(calibration, out, before, after, matched)
 
 
-def write_calibrated(loaded: LoadedModel, calibration: LabelCalibration, out: PathLike) -> Path:
-    """Write ``loaded``'s network with ``calibration`` in its metadata as the new model file ``out``."""
-    metadata = replace(loaded.metadata, label_calibration=calibration.to_json())
+def write_calibrated(loaded: LoadedModel, calibration: LabelCalibration, out: PathLike,
+                     gaps: Optional[Dict[str, Any]] = None) -> Path:
+    """Write ``loaded``'s network with ``calibration`` in its metadata as the new model file ``out``;
+    ``gaps``: ``{"max_gaps": G, "gap_penalty": D}`` for the label refinement (``ModelMetadata.label_gaps``)."""
+    record = calibration.to_json()
+    if gaps and gaps.get("max_gaps"):
+        record["gaps"] = {"max_gaps": gaps["max_gaps"], "gap_penalty": gaps["gap_penalty"]}
+    metadata = replace(loaded.metadata, label_calibration=record)
     return save_torchscript(loaded.module, metadata, out)  # type: ignore[arg-type]
 
 
-def gaussian_model(model_path: PathLike, sd: float, out: PathLike) -> Path:
+def gaussian_model(model_path: PathLike, sd: float, out: PathLike, gaps: Optional[Dict[str, Any]] = None) -> Path:
     """Write ``model_path`` as ``out`` reading its label values through a Gaussian of ``sd`` levels around
     the paper's expected values (:func:`~vertebra_traversal.label_calibration.gaussian_reading`).
 
@@ -139,7 +145,7 @@ def gaussian_model(model_path: PathLike, sd: float, out: PathLike) -> Path:
         CheckpointError / ValueError: as :func:`calibrate_model`; a spread that is not positive.
     """
     calibration = gaussian_reading(sd)
-    return write_calibrated(load_to_rewrite(model_path, out, "calibrated"), calibration, out)
+    return write_calibrated(load_to_rewrite(model_path, out, "calibrated"), calibration, out, gaps)
 
 
 def describe(result: CalibrationResult) -> Dict[str, object]:

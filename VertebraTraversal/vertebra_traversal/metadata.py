@@ -17,6 +17,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from . import anatomy
 from .imageio import InputError
 from .label_calibration import LabelCalibration
+from .labeling import LabelingConfig
 from .network import NetworkConfig
 from .normalization import NormalizationSpec
 from .postprocess import COMPLETENESS_RULES
@@ -63,7 +64,9 @@ class ModelMetadata:
         network: ``NetworkConfig.to_json()``; may be empty for foreign networks.
         training: free-form JSON record of how the model was trained.
         label_calibration: ``LabelCalibration.to_json()`` of the label output (``vertebra-traversal
-            calibrate``), or empty: the paper's reading of the label value (§3.4).
+            calibrate``), or empty: the paper's reading of the label value (§3.4). An optional ``gaps``
+            entry ``{"max_gaps": G, "gap_penalty": D}`` lets the label refinement skip levels
+            (``LabelingConfig``; ``calibrate --gaps``); see :meth:`label_gaps`.
         start_network: description of the start network the file holds beside the main one
             (:mod:`.start_network`; ``vertebra-traversal combine``), or empty: one network. Its ``use``
             (``"always"`` when absent, or ``"fallback"``) says when it runs; see :meth:`start_use`.
@@ -107,6 +110,7 @@ class ModelMetadata:
         _check_json("start_network", self.start_network)
         self.start_use()
         self.calibration()
+        self.label_gaps()
 
     def start_use(self) -> str:
         """When the start network runs (``START_USES``): ``"off"`` for a model of one network, else the
@@ -133,6 +137,24 @@ class ModelMetadata:
             return LabelCalibration.from_json(dict(self.label_calibration))
         except ValueError as exc:
             raise CheckpointError(f"metadata: 'label_calibration' is invalid ({exc})") from None
+
+    def label_gaps(self) -> Dict[str, Any]:
+        """``{"max_gaps": G, "gap_penalty": D}`` for ``LabelingConfig`` when the calibration carries a
+        ``gaps`` entry, else ``{}`` (gap-free sequences, the paper).
+
+        Raises:
+            CheckpointError: the entry is not such an object or its values are out of range.
+        """
+        gaps = self.label_calibration.get("gaps") if self.label_calibration else None
+        if gaps is None:
+            return {}
+        try:
+            if not isinstance(gaps, dict) or sorted(gaps) != ["gap_penalty", "max_gaps"]:
+                raise ValueError(f"expected {{'max_gaps': G, 'gap_penalty': D}}, got {gaps!r}")
+            LabelingConfig(max_gaps=gaps["max_gaps"], gap_penalty=gaps["gap_penalty"])
+        except ValueError as exc:
+            raise CheckpointError(f"metadata: 'label_calibration.gaps' is invalid ({exc})") from None
+        return dict(gaps)
 
     def to_json(self) -> Dict[str, Any]:
         """The ``metadata.json`` document (see docs/ARCHITECTURE.md)."""

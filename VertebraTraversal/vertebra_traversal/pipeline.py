@@ -96,12 +96,14 @@ class SegmentConfig:
         return "off" if not meta.start_network else (self.start_network or meta.start_use())
 
     def labeling_for(self, meta: ModelMetadata) -> LabelingConfig:
-        """The label refinement of a run: ``labeling``, with the model's calibration unless switched off
-        or already set."""
+        """The label refinement of a run: ``labeling``, with the model's calibration and skipped-level
+        allowance (``ModelMetadata.label_gaps``) unless switched off or a calibration is already set."""
         if self.labeling.calibration is not None or not self.label_calibration:
             return self.labeling
         calibration = meta.calibration()
-        return self.labeling if calibration is None else replace(self.labeling, calibration=calibration)
+        if calibration is None:
+            return self.labeling
+        return replace(self.labeling, calibration=calibration, **meta.label_gaps())
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,10 @@ Prints a JSON summary, including identification on the fitting cases before and 
 ``--gaussian SD`` needs no cases: the model keeps the paper's expected values but reads them through a
 Gaussian of SD levels instead of the paper's triangle, for a network that answers on the right scale
 with errors of a level or more (the bundled CT model: 1.5).
+
+``--gaps G [--gap-penalty D]`` (either mode) also lets the maximum-likelihood step skip up to G single
+levels, each costing D of a sequence's average likelihood, so that a vertebra merged into its
+neighbour's instance does not shift every label beyond it (the bundled CT model: 1 and 0.1).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from pathlib import Path
 
 from ..calibrate import calibrate_model, describe, gaussian_model
 from ..imageio import InputError
+from ..labeling import LabelingConfig
 from ..models import resolve_model
 
 logger = logging.getLogger(__name__)
@@ -40,6 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sd-floor", type=float, help="smallest spread per level (default 2; fitting only)")
     parser.add_argument("--gaussian", type=float, metavar="SD",
                         help="instead of fitting: the paper's expected values read through a Gaussian of SD levels")
+    parser.add_argument("--gaps", type=int, default=0, metavar="G",
+                        help="let the label refinement skip up to G single levels (a vertebra merged into its "
+                             "neighbour's instance or not found), each costing --gap-penalty (default 0: the "
+                             "paper's gap-free sequences)")
+    parser.add_argument("--gap-penalty", type=float, default=0.1, metavar="D",
+                        help="subtracted from a sequence's average likelihood per skipped level (default 0.1)")
     parser.set_defaults(func=run)
 
 
@@ -49,17 +60,22 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give either --pred and --ref (fit a table on segmented cases) or --gaussian SD")
     if args.gaussian is not None and (args.smoothing is not None or args.sd_floor is not None):
         raise InputError("--smoothing and --sd-floor shape a fitted table; --gaussian SD fits none")
+    try:
+        LabelingConfig(max_gaps=args.gaps, gap_penalty=args.gap_penalty)
+    except ValueError as exc:
+        raise InputError(f"--gaps / --gap-penalty: {exc}") from None
+    gaps = {"max_gaps": args.gaps, "gap_penalty": args.gap_penalty} if args.gaps else None
     model = resolve_model(args.model)
     if args.gaussian is not None:
         try:
-            path = gaussian_model(model, args.gaussian, args.out)
+            path = gaussian_model(model, args.gaussian, args.out, gaps)
         except ValueError as exc:
             raise InputError(f"--gaussian {args.gaussian}: {exc}") from None
-        sys.stdout.write(json.dumps({"model": str(path), "gaussian_sd": args.gaussian}) + "\n")
+        sys.stdout.write(json.dumps({"model": str(path), "gaussian_sd": args.gaussian, "gaps": gaps}) + "\n")
         return 0
     shape = {name: value for name, value in (("smoothing", args.smoothing), ("sd_floor", args.sd_floor))
              if value is not None}  # calibrate_model's own defaults otherwise
-    result = calibrate_model(model, args.pred, args.ref, args.out, **shape,
+    result = calibrate_model(model, args.pred, args.ref, args.out, **shape, gaps=gaps,
                              progress=lambda fraction, message: logger.info("%3.0f%% %s", 100 * fraction, message))
     sys.stdout.write(json.dumps(describe(result), indent=1) + "\n")
     return 0

@@ -170,6 +170,7 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                   "completeness_rule": config.rule_for(meta), "label_interpolation": config.label_interpolation,
                   "largest_component": config.largest_component,
                   "label_calibration": config.labeling_for(meta).calibration is not None,
+                  "label_gaps": config.labeling_for(meta).max_gaps,
                   "start_network": bool(meta.start_network), "start_network_use": config.start_use_for(meta)}
     patch_mm = [float(p) * float(s) for p, s in zip(reversed(meta.patch_size), meta.spacing_mm)]
     for number, path in enumerate(inputs, start=1):

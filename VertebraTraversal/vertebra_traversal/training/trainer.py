@@ -120,7 +120,8 @@ def inherited_reading(init: Path, metadata: ModelMetadata) -> "tuple[Dict[str, A
     what became of the init model's: ``"none"``, ``"kept"`` or ``"dropped"`` (recorded in the new model's
     training metadata as ``init_label_reading``).
 
-    A Gaussian reading of the paper's expected values does not depend on the weights and is kept; a
+    A Gaussian reading of the paper's expected values does not depend on the weights and is kept, with
+    its allowance for skipped levels (``ModelMetadata.label_gaps``); a
     table fitted to the init model's answers describes those weights only and is dropped, with a warning
     that says how to fit one for the new weights (``vertebra-traversal calibrate``).
     """
@@ -131,7 +132,8 @@ def inherited_reading(init: Path, metadata: ModelMetadata) -> "tuple[Dict[str, A
         logger.warning("%s reads its labels through a table fitted to its own weights; the fine-tuned model "
                        "does not keep it (fit one for it with vertebra-traversal calibrate)", init)
         return {}, "dropped"
-    return calibration.to_json(), "kept"
+    gaps = metadata.label_gaps()
+    return {**calibration.to_json(), **({"gaps": gaps} if gaps else {})}, "kept"
 
 
 def _target(cases: Sequence[PreparedCase]) -> str:
