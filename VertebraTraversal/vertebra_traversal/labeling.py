@@ -26,6 +26,13 @@ standard chain must either break the T12 anchor or the sacrum anchor (average we
 four-lumbar chain explains both (T12, L1..L4 with p = 0.9 each) and wins despite the penalty. When the
 values are just a standard spine, the variant can at best tie before the penalty, so standard wins.
 
+Also beyond the paper, and off by default: ``LabelingConfig.max_gaps`` lets a sequence skip single
+levels, each costing ``gap_penalty`` of its average likelihood. The paper's sequences are gap-free
+because its traversal rarely merges or misses a vertebra; where one does, a gap-free sequence must put
+every label on one side of that place a level off. ``[14, 15, 17, 18, 19]`` (T9 merged into T8's
+instance): gap-free, T8..T12 scores 0.6; with one gap, T7 T8 T10 T11 T12 scores 1 minus the penalty.
+A model carries its setting with its label reading (``ModelMetadata.label_gaps``).
+
 Confidence: ``likelihoods`` are the raw ``p(y | v)`` of the chosen labels; ``confidences`` are
 per-vertebra marginals over all candidate sequences: the share of the candidates' weight that agrees
 with the chosen label. A candidate of n vertebrae weighs ``s**n``, ``s`` its (penalised) average
