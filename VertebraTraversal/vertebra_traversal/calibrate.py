@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import anatomy, dataset
-from .checkpoint import LoadedModel, load_to_rewrite, save_torchscript
+from .checkpoint import LoadedModel, ModelMetadata, load_to_rewrite, save_torchscript
 from .evaluate import Progress, evaluate_case, find_prediction
 from .formats import REPORT_FORMAT
 from .imageio import InputError, PathLike, read_json_document
@@ -130,10 +130,7 @@ def write_calibrated(loaded: LoadedModel, calibration: LabelCalibration, out: Pa
                      gaps: Optional[Dict[str, Any]] = None) -> Path:
     """Write ``loaded``'s network with ``calibration`` in its metadata as the new model file ``out``;
     ``gaps``: ``{"max_gaps": G, "gap_penalty": D}`` for the label refinement (``ModelMetadata.label_gaps``)."""
-    record = calibration.to_json()
-    if gaps and gaps.get("max_gaps"):
-        record["gaps"] = {"max_gaps": gaps["max_gaps"], "gap_penalty": gaps["gap_penalty"]}
-    metadata = replace(loaded.metadata, label_calibration=record)
+    metadata = replace(loaded.metadata, label_calibration=ModelMetadata.reading_record(calibration, gaps))
     return save_torchscript(loaded.module, metadata, out)  # type: ignore[arg-type]
 
 

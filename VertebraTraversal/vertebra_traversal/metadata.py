@@ -138,6 +138,15 @@ class ModelMetadata:
         except ValueError as exc:
             raise CheckpointError(f"metadata: 'label_calibration' is invalid ({exc})") from None
 
+    @staticmethod
+    def reading_record(calibration: LabelCalibration, gaps: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+        """The ``label_calibration`` field for ``calibration`` with the skipped-level allowance ``gaps``
+        (``{"max_gaps": G, "gap_penalty": D}``; none, or G = 0: no ``gaps`` entry)."""
+        record = calibration.to_json()
+        if gaps and gaps.get("max_gaps"):
+            record["gaps"] = {"max_gaps": gaps["max_gaps"], "gap_penalty": gaps["gap_penalty"]}
+        return record
+
     def label_gaps(self) -> Dict[str, Any]:
         """``{"max_gaps": G, "gap_penalty": D}`` for ``LabelingConfig`` when the calibration carries a
         ``gaps`` entry, else ``{}`` (gap-free sequences, the paper).

@@ -18,7 +18,7 @@ import SimpleITK as sitk
 from ..anatomy import name_of
 from ..checkpoint import load_model
 from ..imageio import InputError, write_image_atomic
-from ..metrics import CaseScore, score_case
+from ..metrics import CaseScore, VertebraScore, score_case
 from ..models import resolve_model
 from ..outputs import prepare_output_dir, write_outputs
 from ..phantom import generate_case
@@ -40,6 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _where(score: VertebraScore) -> str:
+    """Where a true vertebra without an instance of its own went."""
+    if score.pred_label is None:
+        return "not found"
+    return f"in the instance named {name_of(score.pred_label)}, Dice {100 * score.dice:.1f} %"
+
+
 def table(result: SegmentationResult, score: CaseScore, truth_names: List[str]) -> str:
     """Per-vertebra table: predicted name, flags, confidence, and agreement with the ground truth."""
     by_label = {}  # an instance matched by several reference vertebrae shows the one it agrees with best
@@ -57,9 +64,7 @@ def table(result: SegmentationResult, score: CaseScore, truth_names: List[str]) 
                      f"{truth:>7}{dice:>8}{assd:>9}")
     lines.append(f"ground truth: {', '.join(truth_names)}")
     shown = {s.label for s in by_label.values()}
-    alone = [f"{name_of(s.label)} (" + ("not found" if s.pred_label is None else
-                                        f"in the instance named {name_of(s.pred_label)}, Dice {100 * s.dice:.1f} %") + ")"
-             for s in score.vertebrae if s.label not in shown]
+    alone = [f"{name_of(s.label)} ({_where(s)})" for s in score.vertebrae if s.label not in shown]
     if alone:
         lines.append(f"without an instance of their own: {', '.join(alone)}")
     lines.append(f"mean Dice {100 * score.mean_dice:.1f} %, mean ASSD {score.mean_assd:.2f} mm, identification "

@@ -165,12 +165,12 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                            completeness_rule=args.completeness_rule, label_interpolation=args.label_interpolation,
                            start_network=args.start_network)
     meta = model.metadata
+    labeling = config.labeling_for(meta)
     model_info = {"path": str(model_path.resolve()), "modality": meta.modality, "spacing_mm": list(meta.spacing_mm),
                   "patch_size": list(meta.patch_size), "direction": meta.direction,
                   "completeness_rule": config.rule_for(meta), "label_interpolation": config.label_interpolation,
                   "largest_component": config.largest_component,
-                  "label_calibration": config.labeling_for(meta).calibration is not None,
-                  "label_gaps": config.labeling_for(meta).max_gaps,
+                  "label_calibration": labeling.calibration is not None, "label_gaps": labeling.max_gaps,
                   "start_network": bool(meta.start_network), "start_network_use": config.start_use_for(meta)}
     patch_mm = [float(p) * float(s) for p, s in zip(reversed(meta.patch_size), meta.spacing_mm)]
     for number, path in enumerate(inputs, start=1):

@@ -132,8 +132,7 @@ def inherited_reading(init: Path, metadata: ModelMetadata) -> "tuple[Dict[str, A
         logger.warning("%s reads its labels through a table fitted to its own weights; the fine-tuned model "
                        "does not keep it (fit one for it with vertebra-traversal calibrate)", init)
         return {}, "dropped"
-    gaps = metadata.label_gaps()
-    return {**calibration.to_json(), **({"gaps": gaps} if gaps else {})}, "kept"
+    return ModelMetadata.reading_record(calibration, metadata.label_gaps()), "kept"
 
 
 def _target(cases: Sequence[PreparedCase]) -> str:
