@@ -79,6 +79,22 @@ def test_all_components_switches_the_largest_piece_filter_off(tmp_path, model):
     assert report["model"]["largest_component"] is False
 
 
+def test_surface_growth_adds_only_bone_next_to_a_vertebra_and_can_be_switched_off(tmp_path, model):
+    image = _ct(tmp_path / "scan_ct.nii.gz")
+    maps = {}
+    for flags, grown in (([], True), (["--no-surface-growth"], False)):
+        out = _run(["segment", image, "-o", tmp_path / f"out{int(grown)}", "--model", model, "--device", "cpu"] + flags)
+        assert out.returncode == 0, out.stderr
+        report = json.loads((tmp_path / f"out{int(grown)}" / "scan_ct_report.json").read_text())
+        assert report["model"]["surface_growth"] is grown
+        maps[grown] = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"out{int(grown)}" / "scan_ct_seg-vert_msk.nii.gz")))
+    hu = sitk.GetArrayFromImage(sitk.ReadImage(str(image)))
+    added = (maps[True] > 0) & (maps[False] == 0)
+    assert added.any() and (hu[added] >= 200).all()  # the tiny model's mask leaves bone of the column out
+    kept = maps[False] > 0
+    np.testing.assert_array_equal(maps[True][kept], maps[False][kept])
+
+
 def test_a_calibrated_models_table_is_used_unless_switched_off(tmp_path):
     from vertebra_traversal.label_calibration import fit_calibration
     table = fit_calibration([(1.0, 5.0), (24.0, 20.0)]).to_json()

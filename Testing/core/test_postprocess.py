@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vertebra_traversal.postprocess import (is_complete, keep_largest_component, labels_at_edge,
+from vertebra_traversal.postprocess import (grow_into_bone, is_complete, keep_largest_component, labels_at_edge,
                                             largest_component_per_label, refine_surface_ct, surface_passes,
                                             surface_voxels)
 
@@ -170,3 +170,42 @@ def test_is_complete_under_each_rule(probability, at_edge, network, edge, both):
         network, edge, both]
     with pytest.raises(ValueError, match="completeness rule 'vote'"):
         is_complete(probability, at_edge, 0.5, "vote")
+
+
+def _rod(shape=(6, 6, 30)):
+    """Two vertebrae along x (1 at x < 10, 2 at x >= 20) with bone (400 HU) from x 10 to 19 between them,
+    soft tissue (50 HU) everywhere else."""
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[..., :10], labels[..., 20:] = 1, 2
+    hu = np.full(shape, 50.0)
+    hu[..., 10:20] = 400.0
+    return labels, hu
+
+
+def test_bone_within_the_distance_joins_the_nearest_vertebra():
+    labels, hu = _rod()
+    grown = grow_into_bone(labels, hu, (1.0, 1.0, 1.0), distance_mm=2.5)
+    # centres 1 and 2 mm from vertebra 1 (x 10, 11) and from vertebra 2 (x 18, 19); 3 mm is too far
+    np.testing.assert_array_equal(grown[0, 0, 8:22], [1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2])
+    assert (grown[..., 10:12] == 1).all() and (grown[..., 18:20] == 2).all() and not grown[..., 12:18].any()
+    assert labels[..., 10:20].max() == 0 and grown.dtype == labels.dtype  # the input is untouched
+
+
+def test_soft_tissue_and_far_bone_stay_background_and_the_spacing_is_in_mm():
+    labels, hu = _rod()
+    hu[..., 10] = 199.0  # just below the threshold
+    grown = grow_into_bone(labels, hu, (1.0, 1.0, 1.0), distance_mm=2.5)
+    assert not grown[..., 10].any() and (grown[..., 11] == 1).all()  # x 11 is 2 mm away: bone, joins
+    coarse = grow_into_bone(labels, _rod()[1], (3.0, 1.0, 1.0), distance_mm=2.5)  # 3 mm voxels along x
+    np.testing.assert_array_equal(coarse, labels)
+    assert (grow_into_bone(labels, _rod()[1], (3.0, 1.0, 1.0), distance_mm=3.0)[..., 10] == 1).all()
+
+
+def test_growth_of_an_empty_map_and_bad_distances():
+    labels, hu = _rod()
+    empty = np.zeros_like(labels)
+    np.testing.assert_array_equal(grow_into_bone(empty, hu, (1.0,) * 3, 2.5), empty)
+    with pytest.raises(ValueError, match="distance_mm"):
+        grow_into_bone(labels, hu, (1.0,) * 3, 0.0)
+    with pytest.raises(ValueError, match="same shape|one shape"):
+        grow_into_bone(labels, hu[:-1], (1.0,) * 3, 2.5)

@@ -7,7 +7,8 @@ labels by maximum likelihood (§3.4; through the model's label calibration when 
 each mask by default; nearest neighbour as in §3.1) and, for CT, remove voxels below 200 HU from each
 vertebra's surface (§3.1), a surface layer one model voxel thick
 (:func:`~vertebra_traversal.postprocess.surface_passes`); then keep each vertebra's largest connected
-piece (not in the paper; ``SegmentConfig.largest_component``).
+piece (not in the paper; ``SegmentConfig.largest_component``) and, for CT, give bone voxels within one
+model voxel of a vertebra to the nearest one (not in the paper; ``SegmentConfig.surface_growth``).
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ from .labeling import LabelAssignment, LabelingConfig, provisional_label, refine
 from .metadata import START_USES
 from .normalization import NormalizationSpec, normalize, pad_value
 from .predictor import Predictor
-from .postprocess import (check_completeness_rule, is_complete, labels_at_edge, largest_component_per_label,
-                          refine_surface_ct, surface_passes)
+from .postprocess import (check_completeness_rule, grow_into_bone, is_complete, labels_at_edge,
+                          largest_component_per_label, refine_surface_ct, surface_passes)
 from .start_network import networks
 from .torch_predictor import TorchPredictor
 from .traversal import PatchEvent, TraversalConfig, TraversalResult, VertebraEvent, traverse
@@ -49,6 +50,12 @@ class SegmentConfig:
             surface refinement): detached specks are dropped. Not in the paper; on 10 validation CT phantoms
             (seeds 800000-800009) it lowered the bundled CT model's ASSD from 3.56 to 3.01 mm (Dice 61.7 ->
             62.6 %); MR bodies unchanged (13 validation phantoms: Dice 57.7 %, ASSD 0.88 -> 0.89 mm).
+        surface_growth: CT only, after the two steps above: background voxels of at least
+            ``surface_threshold_hu`` within one model voxel (the model's largest spacing, mm) of a vertebra
+            join the nearest one (:func:`~vertebra_traversal.postprocess.grow_into_bone`), then each vertebra's
+            largest piece is kept again (with ``largest_component``). Not in the paper; on 60 validation
+            phantoms (seeds 994000-994029, 995000-995029) the bundled CT model's Dice rose 67.88 -> 68.05 %,
+            ASSD 2.870 -> 2.861 mm.
         label_interpolation: how the model-grid result is mapped back onto the input
             (:func:`~vertebra_traversal.geometry.from_model_grid`): ``"linear"`` (default; on a model grid
             coarser than the image it follows the surface between the model voxel centres) or
@@ -70,6 +77,7 @@ class SegmentConfig:
     surface_refinement: bool = True
     surface_threshold_hu: float = 200.0
     largest_component: bool = True
+    surface_growth: bool = True
     label_interpolation: str = "linear"
     completeness_threshold: float = 0.5
     completeness_rule: Optional[str] = None
@@ -297,13 +305,20 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
 
 
 def _postprocess(labels: sitk.Image, image: sitk.Image, meta: ModelMetadata, config: SegmentConfig) -> sitk.Image:
-    """CT surface refinement (§3.1), then each vertebra's largest piece; both on the input grid."""
+    """CT surface refinement (§3.1), each vertebra's largest piece, then CT surface growth and the largest
+    piece again; all on the input grid."""
     array = sitk.GetArrayFromImage(labels)
-    if meta.modality.upper() == "CT" and config.surface_refinement:
-        array = refine_surface_ct(array, sitk.GetArrayViewFromImage(image), threshold_hu=config.surface_threshold_hu,
+    ct, hu = meta.modality.upper() == "CT", sitk.GetArrayViewFromImage(image)
+    if ct and config.surface_refinement:
+        array = refine_surface_ct(array, hu, threshold_hu=config.surface_threshold_hu,
                                   iterations=surface_passes(meta.spacing_mm, image.GetSpacing()))
     if config.largest_component:
         array = largest_component_per_label(array, connectivity=3)
+    if ct and config.surface_growth:
+        array = grow_into_bone(array, hu, image.GetSpacing(), max(float(s) for s in meta.spacing_mm),
+                               threshold_hu=config.surface_threshold_hu)
+        if config.largest_component:
+            array = largest_component_per_label(array, connectivity=3)
     out = sitk.GetImageFromArray(array.astype(np.uint8))
     out.CopyInformation(image)
     return out

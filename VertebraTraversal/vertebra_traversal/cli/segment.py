@@ -114,6 +114,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--batch-size", type=int, default=4, help="patches per network call")
     parser.add_argument("--no-surface-refinement", action="store_true", help="CT: keep voxels below 200 HU")
+    parser.add_argument("--no-surface-growth", action="store_true",
+                        help="CT: do not give bone within one model voxel of a vertebra to the nearest one")
     parser.add_argument("--no-label-calibration", action="store_true",
                         help="read the label values as the paper does (§3.4) even when the model carries a "
                              "label calibration (vertebra-traversal calibrate)")
@@ -160,6 +162,7 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
     inputs = expand_inputs(args.inputs, model.metadata.modality.lower())
     out_dir = prepare_output_dir(args.out)
     config = SegmentConfig(batch_size=args.batch_size, surface_refinement=not args.no_surface_refinement,
+                           surface_growth=not args.no_surface_growth,
                            largest_component=not args.all_components,
                            label_calibration=not args.no_label_calibration,
                            completeness_rule=args.completeness_rule, label_interpolation=args.label_interpolation,
@@ -169,7 +172,7 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
     model_info = {"path": str(model_path.resolve()), "modality": meta.modality, "spacing_mm": list(meta.spacing_mm),
                   "patch_size": list(meta.patch_size), "direction": meta.direction,
                   "completeness_rule": config.rule_for(meta), "label_interpolation": config.label_interpolation,
-                  "largest_component": config.largest_component,
+                  "largest_component": config.largest_component, "surface_growth": config.surface_growth,
                   "label_calibration": labeling.calibration is not None, "label_gaps": labeling.max_gaps,
                   "start_network": bool(meta.start_network), "start_network_use": config.start_use_for(meta)}
     patch_mm = [float(p) * float(s) for p, s in zip(reversed(meta.patch_size), meta.spacing_mm)]
