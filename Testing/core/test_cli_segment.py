@@ -93,6 +93,13 @@ def test_surface_growth_adds_only_bone_next_to_a_vertebra_and_can_be_switched_of
     assert added.any() and (hu[added] >= 200).all()  # the tiny model's mask leaves bone of the column out
     kept = maps[False] > 0
     np.testing.assert_array_equal(maps[True][kept], maps[False][kept])
+    lower = _run(["segment", image, "-o", tmp_path / "out100", "--model", model, "--device", "cpu",
+                  "--growth-threshold-hu", "100"])
+    assert lower.returncode == 0, lower.stderr
+    assert json.loads((tmp_path / "out100" / "scan_ct_report.json").read_text())["model"]["growth_threshold_hu"] == 100.0
+    refused = _run(["segment", image, "-o", tmp_path / "bad", "--model", model, "--growth-threshold-hu", "nan"])
+    assert refused.returncode != 0 and "--growth-threshold-hu nan: must be a finite number" in refused.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_calibrated_models_table_is_used_unless_switched_off(tmp_path):

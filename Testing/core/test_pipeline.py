@@ -180,3 +180,9 @@ def test_the_models_label_calibration_is_used_unless_switched_off():
     paper = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), meta,
                                    SegmentConfig(label_calibration=False))
     assert [v.name for v in paper.vertebrae] == ["T10", "T11", "T12", "L1", "L2", "L3"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_growth_threshold_that_is_not_a_number_of_hu_is_refused(value):
+    with pytest.raises(ValueError, match="growth_threshold_hu must be finite"):
+        SegmentConfig(growth_threshold_hu=value)

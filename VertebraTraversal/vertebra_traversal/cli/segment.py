@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import signal
 import sys
 import time
@@ -116,6 +117,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-surface-refinement", action="store_true", help="CT: keep voxels below 200 HU")
     parser.add_argument("--no-surface-growth", action="store_true",
                         help="CT: do not give bone within one model voxel of a vertebra to the nearest one")
+    parser.add_argument("--growth-threshold-hu", type=float, default=200.0, metavar="HU",
+                        help="CT: what counts as bone for that growth (default 200; the CT card compares 100)")
     parser.add_argument("--no-label-calibration", action="store_true",
                         help="read the label values as the paper does (§3.4) even when the model carries a "
                              "label calibration (vertebra-traversal calibrate)")
@@ -155,6 +158,8 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
     started = time.perf_counter()
     if args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size}: must be at least 1")
+    if not math.isfinite(args.growth_threshold_hu):
+        raise InputError(f"--growth-threshold-hu {args.growth_threshold_hu}: must be a finite number of HU")
     model_path = resolve_model(args.model)
     model = load_model(model_path, device=args.device)
     if args.start_network in RECORDED_START_USES and not model.metadata.start_network:
@@ -162,7 +167,7 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
     inputs = expand_inputs(args.inputs, model.metadata.modality.lower())
     out_dir = prepare_output_dir(args.out)
     config = SegmentConfig(batch_size=args.batch_size, surface_refinement=not args.no_surface_refinement,
-                           surface_growth=not args.no_surface_growth,
+                           surface_growth=not args.no_surface_growth, growth_threshold_hu=args.growth_threshold_hu,
                            largest_component=not args.all_components,
                            label_calibration=not args.no_label_calibration,
                            completeness_rule=args.completeness_rule, label_interpolation=args.label_interpolation,
@@ -173,6 +178,7 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                   "patch_size": list(meta.patch_size), "direction": meta.direction,
                   "completeness_rule": config.rule_for(meta), "label_interpolation": config.label_interpolation,
                   "largest_component": config.largest_component, "surface_growth": config.surface_growth,
+                  "growth_threshold_hu": config.growth_threshold_hu,
                   "label_calibration": labeling.calibration is not None, "label_gaps": labeling.max_gaps,
                   "start_network": bool(meta.start_network), "start_network_use": config.start_use_for(meta)}
     patch_mm = [float(p) * float(s) for p, s in zip(reversed(meta.patch_size), meta.spacing_mm)]
