@@ -79,10 +79,10 @@ def test_all_components_switches_the_largest_piece_filter_off(tmp_path, model):
     assert report["model"]["largest_component"] is False
 
 
-def test_surface_growth_adds_only_bone_next_to_a_vertebra_and_can_be_switched_off(tmp_path, model):
+def test_surface_growth_on_request_adds_only_bone_next_to_a_vertebra(tmp_path, model):
     image = _ct(tmp_path / "scan_ct.nii.gz")
     maps = {}
-    for flags, grown in (([], True), (["--no-surface-growth"], False)):
+    for flags, grown in ((["--surface-growth"], True), ([], False)):
         out = _run(["segment", image, "-o", tmp_path / f"out{int(grown)}", "--model", model, "--device", "cpu"] + flags)
         assert out.returncode == 0, out.stderr
         report = json.loads((tmp_path / f"out{int(grown)}" / "scan_ct_report.json").read_text())
@@ -94,7 +94,7 @@ def test_surface_growth_adds_only_bone_next_to_a_vertebra_and_can_be_switched_of
     kept = maps[False] > 0
     np.testing.assert_array_equal(maps[True][kept], maps[False][kept])
     lower = _run(["segment", image, "-o", tmp_path / "out100", "--model", model, "--device", "cpu",
-                  "--growth-threshold-hu", "100"])
+                  "--surface-growth", "--growth-threshold-hu", "100"])
     assert lower.returncode == 0, lower.stderr
     assert json.loads((tmp_path / "out100" / "scan_ct_report.json").read_text())["model"]["growth_threshold_hu"] == 100.0
     refused = _run(["segment", image, "-o", tmp_path / "bad", "--model", model, "--growth-threshold-hu", "nan"])

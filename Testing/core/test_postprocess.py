@@ -174,7 +174,7 @@ def test_is_complete_under_each_rule(probability, at_edge, network, edge, both):
 
 def _rod(shape=(6, 6, 30)):
     """Two vertebrae along x (1 at x < 10, 2 at x >= 20) with bone (400 HU) from x 10 to 19 between them,
-    soft tissue (50 HU) everywhere else."""
+    soft tissue (50 HU) everywhere else. The interior ``[1:-1, 1:-1]`` in z and y lies off the scan's faces."""
     labels = np.zeros(shape, dtype=np.uint8)
     labels[..., :10], labels[..., 20:] = 1, 2
     hu = np.full(shape, 50.0)
@@ -184,21 +184,30 @@ def _rod(shape=(6, 6, 30)):
 
 def test_bone_within_the_distance_joins_the_nearest_vertebra():
     labels, hu = _rod()
-    grown = grow_into_bone(labels, hu, (1.0, 1.0, 1.0), distance_mm=2.5)
+    grown = grow_into_bone(labels, hu, (1.0, 1.0, 1.0), distance_mm=2.5)[1:-1, 1:-1]
     # centres 1 and 2 mm from vertebra 1 (x 10, 11) and from vertebra 2 (x 18, 19); 3 mm is too far
     np.testing.assert_array_equal(grown[0, 0, 8:22], [1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2])
     assert (grown[..., 10:12] == 1).all() and (grown[..., 18:20] == 2).all() and not grown[..., 12:18].any()
     assert labels[..., 10:20].max() == 0 and grown.dtype == labels.dtype  # the input is untouched
 
 
+def test_growth_never_reaches_the_scans_faces():
+    labels, hu = _rod()
+    grown = grow_into_bone(labels, hu, (1.0, 1.0, 1.0), distance_mm=2.5)
+    for face in (grown[0], grown[-1], grown[:, 0], grown[:, -1]):
+        assert not face[..., 10:20].any()  # bone on the border stays out: no new contact with the border
+    assert (grown[1:-1, 1:-1, 10:12] == 1).all()
+    np.testing.assert_array_equal(labels_at_edge(grown), labels_at_edge(labels))
+
+
 def test_soft_tissue_and_far_bone_stay_background_and_the_spacing_is_in_mm():
     labels, hu = _rod()
     hu[..., 10] = 199.0  # just below the threshold
-    grown = grow_into_bone(labels, hu, (1.0, 1.0, 1.0), distance_mm=2.5)
+    grown = grow_into_bone(labels, hu, (1.0, 1.0, 1.0), distance_mm=2.5)[1:-1, 1:-1]
     assert not grown[..., 10].any() and (grown[..., 11] == 1).all()  # x 11 is 2 mm away: bone, joins
     coarse = grow_into_bone(labels, _rod()[1], (3.0, 1.0, 1.0), distance_mm=2.5)  # 3 mm voxels along x
     np.testing.assert_array_equal(coarse, labels)
-    assert (grow_into_bone(labels, _rod()[1], (3.0, 1.0, 1.0), distance_mm=3.0)[..., 10] == 1).all()
+    assert (grow_into_bone(labels, _rod()[1], (3.0, 1.0, 1.0), distance_mm=3.0)[1:-1, 1:-1, 10] == 1).all()
 
 
 def test_growth_of_an_empty_map_and_bad_distances():

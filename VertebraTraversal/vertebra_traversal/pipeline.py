@@ -7,8 +7,8 @@ labels by maximum likelihood (§3.4; through the model's label calibration when 
 each mask by default; nearest neighbour as in §3.1) and, for CT, remove voxels below 200 HU from each
 vertebra's surface (§3.1), a surface layer one model voxel thick
 (:func:`~vertebra_traversal.postprocess.surface_passes`); then keep each vertebra's largest connected
-piece (not in the paper; ``SegmentConfig.largest_component``) and, for CT, give bone voxels within one
-model voxel of a vertebra to the nearest one (not in the paper; ``SegmentConfig.surface_growth``).
+piece (not in the paper; ``SegmentConfig.largest_component``). On request, for CT, bone voxels within
+one model voxel of a vertebra then join the nearest one (not in the paper; ``SegmentConfig.surface_growth``).
 """
 from __future__ import annotations
 
@@ -52,14 +52,14 @@ class SegmentConfig:
             (seeds 800000-800009) it lowered the bundled CT model's ASSD from 3.56 to 3.01 mm (Dice 61.7 ->
             62.6 %); MR bodies unchanged (13 validation phantoms: Dice 57.7 %, ASSD 0.88 -> 0.89 mm).
         surface_growth: CT only, after the two steps above: background voxels of at least
-            ``growth_threshold_hu`` within one model voxel (the model's largest spacing, mm) of a vertebra
-            join the nearest one (:func:`~vertebra_traversal.postprocess.grow_into_bone`), then each vertebra's
-            largest piece is kept again (with ``largest_component``). Not in the paper; on 60 validation
-            phantoms (seeds 994000-994029, 995000-995029) the bundled CT model's Dice rose 67.88 -> 68.05 %,
-            ASSD 2.870 -> 2.861 mm.
-        growth_threshold_hu: the bone threshold of ``surface_growth``. 100 HU gave Dice +3.4 points and ASSD
-            -0.13 to -0.15 mm against 200 on two sets of 60 validation phantoms, but one complete vertebra fewer
-            identified on each, so the default stays at the refinement's 200 (the CT card).
+            ``growth_threshold_hu`` within one model voxel (the model's largest spacing, mm) of a vertebra,
+            off the scan's faces, join the nearest one (:func:`~vertebra_traversal.postprocess.grow_into_bone`),
+            then each vertebra's largest piece is kept again (with ``largest_component``). Not in the paper
+            and off by default: on 60 validation phantoms (seeds 994000-994029, 995000-995029) it moved the
+            bundled CT model's Dice only from 67.88 to 68.06 % and ASSD from 2.870 to 2.861 mm (the CT card).
+        growth_threshold_hu: the bone threshold of ``surface_growth``. 100 HU instead of 200 gave Dice +3.4
+            points and ASSD -0.13 to -0.15 mm on two sets of 60 validation phantoms, with one complete
+            vertebra fewer identified on each (the CT card).
         label_interpolation: how the model-grid result is mapped back onto the input
             (:func:`~vertebra_traversal.geometry.from_model_grid`): ``"linear"`` (default; on a model grid
             coarser than the image it follows the surface between the model voxel centres) or
@@ -81,7 +81,7 @@ class SegmentConfig:
     surface_refinement: bool = True
     surface_threshold_hu: float = 200.0
     largest_component: bool = True
-    surface_growth: bool = True
+    surface_growth: bool = False
     growth_threshold_hu: float = 200.0
     label_interpolation: str = "linear"
     completeness_threshold: float = 0.5
@@ -312,8 +312,8 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
 
 
 def _postprocess(labels: sitk.Image, image: sitk.Image, meta: ModelMetadata, config: SegmentConfig) -> sitk.Image:
-    """CT surface refinement (§3.1), each vertebra's largest piece, then CT surface growth and the largest
-    piece again; all on the input grid."""
+    """CT surface refinement (§3.1), each vertebra's largest piece, then (on request) CT surface growth and
+    the largest piece again; all on the input grid."""
     array = sitk.GetArrayFromImage(labels)
     ct, hu = meta.modality.upper() == "CT", sitk.GetArrayViewFromImage(image)
     if ct and config.surface_refinement:

@@ -119,6 +119,9 @@ def grow_into_bone(instances: np.ndarray, image_hu: np.ndarray, spacing_mm: Sequ
     (Euclidean, in mm) of a labelled voxel's centre takes the label of the nearest labelled voxel.
     A mask mapped back from a coarser model grid misses up to one model voxel of bone along its
     surface, as much as it overshoots (the overshoot is what the refinement peels). Not in the paper.
+    Voxels on the six faces of the scan never join: whether a vertebra reaches the scan's border
+    (:func:`labels_at_edge`, the ``edge`` completeness rule) stays the network's evidence, not that of
+    a rib or process next to it that leaves the field of view.
 
     Args:
         instances: integer label map (z, y, x), 0 = background.
@@ -140,15 +143,30 @@ def grow_into_bone(instances: np.ndarray, image_hu: np.ndarray, spacing_mm: Sequ
         return out
     spacing_zyx = np.asarray(spacing_mm, dtype=float)[::-1]
     margin = np.ceil(distance_mm / spacing_zyx).astype(int) + 1
-    box = tuple(slice(max(int(lo - m), 0), int(hi + m + 1))
-                for lo, hi, m in zip(labelled.min(axis=0), labelled.max(axis=0), margin))
+    box = tuple(slice(max(int(lo - m), 0), min(int(hi + m + 1), n))
+                for lo, hi, m, n in zip(labelled.min(axis=0), labelled.max(axis=0), margin, out.shape))
     region = out[box]  # a view: filled in place
     background = region == 0
     distance, nearest = ndimage.distance_transform_edt(background, sampling=spacing_zyx, return_indices=True)
     grow = background & (distance <= distance_mm) & (np.asarray(image_hu)[box] >= threshold_hu)
+    grow &= ~_on_faces(out.shape, box)
     region[grow] = region[tuple(index[grow] for index in nearest)]
     logger.debug("surface growth: %d bone voxels within %.2f mm joined a vertebra", int(grow.sum()), distance_mm)
     return out
+
+
+def _on_faces(shape: Sequence[int], box: tuple) -> np.ndarray:
+    """Which voxels of the sub-array ``box`` (slices of an array of ``shape``) lie on the array's faces."""
+    faces = np.zeros(tuple(s.stop - s.start for s in box), dtype=bool)
+    for axis, (s, n) in enumerate(zip(box, shape)):
+        index = [slice(None)] * len(shape)
+        if s.start == 0:
+            index[axis] = 0
+            faces[tuple(index)] = True
+        if s.stop == n:
+            index[axis] = -1
+            faces[tuple(index)] = True
+    return faces
 
 
 def keep_largest_component(mask: np.ndarray, connectivity: int = 1) -> np.ndarray:

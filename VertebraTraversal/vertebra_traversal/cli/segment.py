@@ -115,10 +115,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--batch-size", type=int, default=4, help="patches per network call")
     parser.add_argument("--no-surface-refinement", action="store_true", help="CT: keep voxels below 200 HU")
-    parser.add_argument("--no-surface-growth", action="store_true",
-                        help="CT: do not give bone within one model voxel of a vertebra to the nearest one")
+    parser.add_argument("--surface-growth", action="store_true",
+                        help="CT: give bone within one model voxel of a vertebra to the nearest one, after the "
+                             "surface refinement (not in the paper; the CT card has its numbers)")
     parser.add_argument("--growth-threshold-hu", type=float, default=200.0, metavar="HU",
-                        help="CT: what counts as bone for that growth (default 200; the CT card compares 100)")
+                        help="CT: what counts as bone for --surface-growth (default 200; the CT card compares 100)")
     parser.add_argument("--no-label-calibration", action="store_true",
                         help="read the label values as the paper does (§3.4) even when the model carries a "
                              "label calibration (vertebra-traversal calibrate)")
@@ -167,7 +168,7 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
     inputs = expand_inputs(args.inputs, model.metadata.modality.lower())
     out_dir = prepare_output_dir(args.out)
     config = SegmentConfig(batch_size=args.batch_size, surface_refinement=not args.no_surface_refinement,
-                           surface_growth=not args.no_surface_growth, growth_threshold_hu=args.growth_threshold_hu,
+                           surface_growth=args.surface_growth, growth_threshold_hu=args.growth_threshold_hu,
                            largest_component=not args.all_components,
                            label_calibration=not args.no_label_calibration,
                            completeness_rule=args.completeness_rule, label_interpolation=args.label_interpolation,
