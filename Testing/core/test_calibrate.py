@@ -118,3 +118,29 @@ def test_gaussian_reading_needs_no_cases_and_the_options_are_exclusive(folders, 
                              timeout=120)
         assert bad.returncode == 2 and bad.stderr.count("error:") == 1, extra
     assert not (tmp_path / "h.pt").exists()
+
+
+def test_keep_reading_writes_only_the_skipped_levels_and_needs_a_reading(folders, tmp_path):
+    model, ref, pred = folders
+    base = CLI + ["calibrate", "--model"]
+    made = subprocess.run(base + [str(model), "--gaussian", "1.5", "--out", str(tmp_path / "g.pt")],
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    kept = subprocess.run(base + [str(tmp_path / "g.pt"), "--keep-reading", "--gaps", "1", "--gap-penalty", "0.15",
+                                  "--out", str(tmp_path / "kept.pt")], capture_output=True, text=True, timeout=120)
+    assert kept.returncode == 0, kept.stderr
+    before, after = read_metadata(tmp_path / "g.pt"), read_metadata(tmp_path / "kept.pt")
+    assert after.calibration() == before.calibration()  # the reading itself is untouched
+    assert after.label_gaps() == {"max_gaps": 1, "gap_penalty": 0.15}
+    assert {k: v for k, v in after.label_calibration.items() if k != "gaps"} == before.label_calibration
+    removed = subprocess.run(base + [str(tmp_path / "kept.pt"), "--keep-reading", "--out", str(tmp_path / "none.pt")],
+                             capture_output=True, text=True, timeout=120)
+    assert removed.returncode == 0, removed.stderr
+    assert read_metadata(tmp_path / "none.pt").label_gaps() == {}
+    for extra, message in (([str(model), "--keep-reading"], "carries no label reading to keep"),
+                           ([str(tmp_path / "g.pt"), "--keep-reading", "--gaussian", "1.5"], "give one of"),
+                           ([str(tmp_path / "g.pt"), "--keep-reading", "--sd-floor", "1"], "fit none")):
+        bad = subprocess.run(base + extra + ["--out", str(tmp_path / "h.pt")], capture_output=True, text=True,
+                             timeout=120)
+        assert bad.returncode == 2 and message in bad.stderr, (extra, bad.stderr)
+    assert not (tmp_path / "h.pt").exists()

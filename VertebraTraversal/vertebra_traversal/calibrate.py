@@ -145,6 +145,21 @@ def gaussian_model(model_path: PathLike, sd: float, out: PathLike, gaps: Optiona
     return write_calibrated(load_to_rewrite(model_path, out, "calibrated"), calibration, out, gaps)
 
 
+def regapped_model(model_path: PathLike, out: PathLike, gaps: Optional[Dict[str, Any]] = None) -> Path:
+    """Write ``model_path`` as ``out`` with its own label reading (fitted table or Gaussian) unchanged and the
+    skipped-level allowance set to ``gaps`` (None: the paper's gap-free sequences).
+
+    Raises:
+        InputError: the model carries no label reading to keep.
+        CheckpointError: as :func:`calibrate_model`.
+    """
+    loaded = load_to_rewrite(model_path, out, "calibrated")
+    calibration = loaded.metadata.calibration()
+    if calibration is None:
+        raise InputError(f"{model_path}: carries no label reading to keep; fit one (--pred, --ref) or use --gaussian")
+    return write_calibrated(loaded, calibration, out, gaps)
+
+
 def describe(result: CalibrationResult) -> Dict[str, object]:
     """JSON-ready summary printed by the command line."""
     return {"model": str(result.model), "cases": result.calibration.cases,

@@ -1,4 +1,4 @@
-"""``vertebra-traversal calibrate --model MODEL --out NEW.pt (--pred DIR --ref DIR | --gaussian SD)``.
+"""``vertebra-traversal calibrate --model MODEL --out NEW.pt (--pred DIR --ref DIR | --gaussian SD | --keep-reading)``.
 
 Fits what the model's label output means per level (:mod:`vertebra_traversal.label_calibration`) on cases
 it has segmented, and writes a new model file with that table in its metadata; ``segment`` then reads the
@@ -14,9 +14,12 @@ Prints a JSON summary, including identification on the fitting cases before and 
 Gaussian of SD levels instead of the paper's triangle, for a network that answers on the right scale
 with errors of a level or more (the bundled CT model: 1.5).
 
-``--gaps G [--gap-penalty D]`` (either mode) also lets the maximum-likelihood step skip up to G single
+``--gaps G [--gap-penalty D]`` (any mode) also lets the maximum-likelihood step skip up to G single
 levels, each costing D of a sequence's average likelihood, so that a vertebra merged into its
 neighbour's instance does not shift every label beyond it (the bundled CT model: 1 and 0.1).
+
+``--keep-reading`` fits nothing: the model keeps the label reading it carries (a fitted table or a
+Gaussian) and only its ``--gaps`` setting is written (``--gaps 0`` removes one).
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ..calibrate import calibrate_model, describe, gaussian_model
+from ..calibrate import calibrate_model, describe, gaussian_model, regapped_model
 from ..imageio import InputError
 from ..labeling import LabelingConfig
 from ..models import resolve_model
@@ -45,6 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sd-floor", type=float, help="smallest spread per level (default 2; fitting only)")
     parser.add_argument("--gaussian", type=float, metavar="SD",
                         help="instead of fitting: the paper's expected values read through a Gaussian of SD levels")
+    parser.add_argument("--keep-reading", action="store_true",
+                        help="instead of fitting: keep the model's own label reading and write only --gaps")
     parser.add_argument("--gaps", type=int, default=0, metavar="G",
                         help="let the label refinement skip up to G single levels (a vertebra merged into its "
                              "neighbour's instance or not found), each costing --gap-penalty (default 0: the "
@@ -56,16 +61,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     fitting = args.pred is not None or args.ref is not None
-    if (args.gaussian is None) == (not fitting) or (fitting and (args.pred is None or args.ref is None)):
-        raise InputError("give either --pred and --ref (fit a table on segmented cases) or --gaussian SD")
-    if args.gaussian is not None and (args.smoothing is not None or args.sd_floor is not None):
-        raise InputError("--smoothing and --sd-floor shape a fitted table; --gaussian SD fits none")
+    modes = int(fitting) + int(args.gaussian is not None) + int(args.keep_reading)
+    if modes != 1 or (fitting and (args.pred is None or args.ref is None)):
+        raise InputError("give one of --pred and --ref (fit a table on segmented cases), --gaussian SD, "
+                         "or --keep-reading")
+    if not fitting and (args.smoothing is not None or args.sd_floor is not None):
+        raise InputError("--smoothing and --sd-floor shape a fitted table; --gaussian and --keep-reading fit none")
     try:
         LabelingConfig(max_gaps=args.gaps, gap_penalty=args.gap_penalty)
     except ValueError as exc:
         raise InputError(f"--gaps / --gap-penalty: {exc}") from None
     gaps = {"max_gaps": args.gaps, "gap_penalty": args.gap_penalty} if args.gaps else None
     model = resolve_model(args.model)
+    if args.keep_reading:
+        path = regapped_model(model, args.out, gaps)
+        sys.stdout.write(json.dumps({"model": str(path), "kept_reading": True, "gaps": gaps}) + "\n")
+        return 0
     if args.gaussian is not None:
         try:
             path = gaussian_model(model, args.gaussian, args.out, gaps)
