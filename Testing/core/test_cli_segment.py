@@ -87,6 +87,7 @@ def test_surface_growth_on_request_adds_only_bone_next_to_a_vertebra(tmp_path, m
         assert out.returncode == 0, out.stderr
         report = json.loads((tmp_path / f"out{int(grown)}" / "scan_ct_report.json").read_text())
         assert report["model"]["surface_growth"] is grown
+        assert report["model"]["surface_threshold_hu"] == 200.0  # the tiny model records none: the paper's
         maps[grown] = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"out{int(grown)}" / "scan_ct_seg-vert_msk.nii.gz")))
     hu = sitk.GetArrayFromImage(sitk.ReadImage(str(image)))
     added = (maps[True] > 0) & (maps[False] == 0)
@@ -97,9 +98,24 @@ def test_surface_growth_on_request_adds_only_bone_next_to_a_vertebra(tmp_path, m
                   "--surface-growth", "--growth-threshold-hu", "100"])
     assert lower.returncode == 0, lower.stderr
     assert json.loads((tmp_path / "out100" / "scan_ct_report.json").read_text())["model"]["growth_threshold_hu"] == 100.0
-    refused = _run(["segment", image, "-o", tmp_path / "bad", "--model", model, "--growth-threshold-hu", "nan"])
-    assert refused.returncode != 0 and "--growth-threshold-hu nan: must be a finite number" in refused.stderr
-    assert not (tmp_path / "bad").exists()
+    for option in ("--growth-threshold-hu", "--surface-threshold-hu"):
+        refused = _run(["segment", image, "-o", tmp_path / "bad", "--model", model, option, "nan"])
+        assert refused.returncode != 0 and f"{option} nan: must be a finite number" in refused.stderr
+        assert not (tmp_path / "bad").exists()
+
+
+def test_the_surface_threshold_option_overrides_the_models_and_reaches_the_report(tmp_path, model):
+    image = _ct(tmp_path / "scan_ct.nii.gz")  # its bony column is 600 HU: 700 peels its surface, 200 does not
+    voxels = {}
+    for threshold in ("200", "700"):
+        out = _run(["segment", image, "-o", tmp_path / threshold, "--model", model, "--device", "cpu",
+                    "--surface-threshold-hu", threshold])
+        assert out.returncode == 0, out.stderr
+        report = json.loads((tmp_path / threshold / "scan_ct_report.json").read_text())
+        assert report["model"]["surface_threshold_hu"] == float(threshold)
+        labels = sitk.ReadImage(str(tmp_path / threshold / "scan_ct_seg-vert_msk.nii.gz"))
+        voxels[threshold] = int((sitk.GetArrayFromImage(labels) > 0).sum())
+    assert 0 < voxels["700"] < voxels["200"]
 
 
 def test_a_calibrated_models_table_is_used_unless_switched_off(tmp_path):

@@ -186,3 +186,30 @@ def test_the_models_label_calibration_is_used_unless_switched_off():
 def test_a_growth_threshold_that_is_not_a_number_of_hu_is_refused(value):
     with pytest.raises(ValueError, match="growth_threshold_hu must be finite"):
         SegmentConfig(growth_threshold_hu=value)
+
+
+def test_the_surface_threshold_comes_from_the_run_then_the_model_then_the_paper():
+    assert SegmentConfig().threshold_for(_meta(modality="CT")) == 200.0
+    model = replace(_meta(modality="CT"), surface_threshold_hu=100.0)
+    assert SegmentConfig().threshold_for(model) == 100.0
+    assert SegmentConfig(surface_threshold_hu=150.0).threshold_for(model) == 150.0
+    with pytest.raises(ValueError, match="surface_threshold_hu must be finite"):
+        SegmentConfig(surface_threshold_hu=float("nan"))
+
+
+def test_the_models_surface_threshold_decides_what_the_refinement_peels():
+    # a CT box of 150 HU inside air: the paper's 200 peels its surface, the model's 100 keeps it
+    labels = np.zeros((40, 30, 30), dtype=np.int16)
+    labels[10:30, 8:22, 8:22] = anatomy.label_of("L1")
+    image = sitk.GetImageFromArray(np.where(labels > 0, 150.0, -1000.0).astype(np.float32))
+    image.SetSpacing((SPACING,) * 3)
+    oracle = oracle_for(box_spine((40, 30, 30), [anatomy.label_of("L1")], height=20, z0=10, size_yx=(14, 14)), "up")
+
+    def on_labels(images, memories):  # the oracle reads vertebra ids from its image: show it the label map
+        return oracle(np.where(images > -0.5, float(anatomy.label_of("L1")), 0.0).astype(np.float32), memories)
+
+    kept, peeled = (segment_with_predictor(image, on_labels, replace(_meta(modality="CT"), surface_threshold_hu=t))
+                    for t in (100.0, None))
+    inside = labels > 0
+    assert (sitk.GetArrayFromImage(kept.labels) > 0).sum() == inside.sum()
+    assert 0 < (sitk.GetArrayFromImage(peeled.labels) > 0).sum() < inside.sum()

@@ -67,6 +67,8 @@ class ModelMetadata:
             calibrate``), or empty: the paper's reading of the label value (§3.4). An optional ``gaps``
             entry ``{"max_gaps": G, "gap_penalty": D}`` lets the label refinement skip levels
             (``LabelingConfig``; ``calibrate --gaps``); see :meth:`label_gaps`.
+        surface_threshold_hu: CT only: the HU below which the surface refinement (§3.1) peels this model's
+            mask surfaces, or None: the paper's 200. Chosen per model on validation cases and stated in its card.
         start_network: description of the start network the file holds beside the main one
             (:mod:`.start_network`; ``vertebra-traversal combine``), or empty: one network. Its ``use``
             (``"always"`` when absent, or ``"fallback"``) says when it runs; see :meth:`start_use`.
@@ -89,6 +91,7 @@ class ModelMetadata:
     training: Dict[str, Any] = field(default_factory=dict)
     label_calibration: Dict[str, Any] = field(default_factory=dict)
     start_network: Dict[str, Any] = field(default_factory=dict)
+    surface_threshold_hu: Optional[float] = None
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -108,6 +111,8 @@ class ModelMetadata:
         _check_json("training", self.training)
         _check_json("label_calibration", self.label_calibration)
         _check_json("start_network", self.start_network)
+        if self.surface_threshold_hu is not None:
+            object.__setattr__(self, "surface_threshold_hu", _hu("surface_threshold_hu", self.surface_threshold_hu))
         self.start_use()
         self.calibration()
         self.label_gaps()
@@ -193,6 +198,13 @@ class ModelMetadata:
         if missing:
             raise CheckpointError(f"metadata: missing fields {missing}")
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _hu(name: str, value: Any) -> float:
+    """``value`` as a float within CT's range (-1024 .. 3071 HU); else CheckpointError naming the field."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1024 <= float(value) <= 3071:
+        raise CheckpointError(f"metadata: '{name}' is {value!r}, expected a number of HU from -1024 to 3071")
+    return float(value)
 
 
 def _check_choice(name: str, value: Any, choices: Tuple[str, ...]) -> None:

@@ -20,6 +20,9 @@ neighbour's instance does not shift every label beyond it (the bundled CT model:
 
 ``--keep-reading`` fits nothing: the model keeps the label reading it carries (a fitted table or a
 Gaussian) and only its ``--gaps`` setting is written (``--gaps 0`` removes one).
+
+``--surface-threshold-hu HU`` (any mode) also records the threshold below which ``segment``'s CT surface
+refinement peels this model's masks (default: the paper's 200; the bundled CT model: 100).
 """
 from __future__ import annotations
 
@@ -54,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="let the label refinement skip up to G single levels (a vertebra merged into its "
                              "neighbour's instance or not found), each costing --gap-penalty (default 0: the "
                              "paper's gap-free sequences)")
+    parser.add_argument("--surface-threshold-hu", type=float, metavar="HU",
+                        help="record the CT surface refinement threshold of this model's masks (default: keep the "
+                             "model's; without one segment uses the paper's 200)")
     parser.add_argument("--gap-penalty", type=float, default=0.1, metavar="D",
                         help="subtracted from a sequence's average likelihood per skipped level (default 0.1)")
     parser.set_defaults(func=run)
@@ -72,21 +78,25 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError(f"--gaps / --gap-penalty: {exc}") from None
     gaps = {"max_gaps": args.gaps, "gap_penalty": args.gap_penalty} if args.gaps else None
+    threshold = args.surface_threshold_hu
+    if threshold is not None and not -1024 <= threshold <= 3071:
+        raise InputError(f"--surface-threshold-hu {threshold}: expected a number of HU from -1024 to 3071")
     model = resolve_model(args.model)
     if args.keep_reading:
-        path = regapped_model(model, args.out, gaps)
-        sys.stdout.write(json.dumps({"model": str(path), "kept_reading": True, "gaps": gaps}) + "\n")
+        path = regapped_model(model, args.out, gaps, threshold)
+        sys.stdout.write(json.dumps({"model": str(path), "kept_reading": True, "gaps": gaps,
+                                     "surface_threshold_hu": threshold}) + "\n")
         return 0
     if args.gaussian is not None:
         try:
-            path = gaussian_model(model, args.gaussian, args.out, gaps)
+            path = gaussian_model(model, args.gaussian, args.out, gaps, threshold)
         except ValueError as exc:
             raise InputError(f"--gaussian {args.gaussian}: {exc}") from None
         sys.stdout.write(json.dumps({"model": str(path), "gaussian_sd": args.gaussian, "gaps": gaps}) + "\n")
         return 0
     shape = {name: value for name, value in (("smoothing", args.smoothing), ("sd_floor", args.sd_floor))
              if value is not None}  # calibrate_model's own defaults otherwise
-    result = calibrate_model(model, args.pred, args.ref, args.out, **shape, gaps=gaps,
+    result = calibrate_model(model, args.pred, args.ref, args.out, **shape, gaps=gaps, surface_threshold_hu=threshold,
                              progress=lambda fraction, message: logger.info("%3.0f%% %s", 100 * fraction, message))
     sys.stdout.write(json.dumps(describe(result), indent=1) + "\n")
     return 0

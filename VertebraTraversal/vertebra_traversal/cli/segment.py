@@ -114,7 +114,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default="ct", help="'ct' or 'mr' (bundled) or a checkpoint path (default: ct)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--batch-size", type=int, default=4, help="patches per network call")
-    parser.add_argument("--no-surface-refinement", action="store_true", help="CT: keep voxels below 200 HU")
+    parser.add_argument("--no-surface-refinement", action="store_true",
+                        help="CT: keep the surface voxels below the refinement's threshold")
+    parser.add_argument("--surface-threshold-hu", type=float, metavar="HU",
+                        help="CT: the surface refinement peels voxels below this (default: the model's, else the "
+                             "paper's 200; the bundled CT model's is 100)")
     parser.add_argument("--surface-growth", action="store_true",
                         help="CT: give bone within one model voxel of a vertebra to the nearest one, after the "
                              "surface refinement (not in the paper; the CT card has its numbers)")
@@ -159,8 +163,10 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
     started = time.perf_counter()
     if args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size}: must be at least 1")
-    if not math.isfinite(args.growth_threshold_hu):
-        raise InputError(f"--growth-threshold-hu {args.growth_threshold_hu}: must be a finite number of HU")
+    for option, value in (("--surface-threshold-hu", args.surface_threshold_hu),
+                          ("--growth-threshold-hu", args.growth_threshold_hu)):
+        if value is not None and not math.isfinite(value):
+            raise InputError(f"{option} {value}: must be a finite number of HU")
     model_path = resolve_model(args.model)
     model = load_model(model_path, device=args.device)
     if args.start_network in RECORDED_START_USES and not model.metadata.start_network:
@@ -168,6 +174,7 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
     inputs = expand_inputs(args.inputs, model.metadata.modality.lower())
     out_dir = prepare_output_dir(args.out)
     config = SegmentConfig(batch_size=args.batch_size, surface_refinement=not args.no_surface_refinement,
+                           surface_threshold_hu=args.surface_threshold_hu,
                            surface_growth=args.surface_growth, growth_threshold_hu=args.growth_threshold_hu,
                            largest_component=not args.all_components,
                            label_calibration=not args.no_label_calibration,
@@ -178,6 +185,7 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
     model_info = {"path": str(model_path.resolve()), "modality": meta.modality, "spacing_mm": list(meta.spacing_mm),
                   "patch_size": list(meta.patch_size), "direction": meta.direction,
                   "completeness_rule": config.rule_for(meta), "label_interpolation": config.label_interpolation,
+                  "surface_threshold_hu": config.threshold_for(meta),
                   "largest_component": config.largest_component, "surface_growth": config.surface_growth,
                   "growth_threshold_hu": config.growth_threshold_hu,
                   "label_calibration": labeling.calibration is not None, "label_gaps": labeling.max_gaps,
