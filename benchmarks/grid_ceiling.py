@@ -1,6 +1,7 @@
 """What a perfect network could score on a model grid: the reference through the pipeline's resampling.
 
     python benchmarks/grid_ceiling.py --ref ct-test [--spacing 2.5] [--interpolator linear|nearest] [--passes N]
+        [--threshold-hu HU]
 
 Every reference label map is resampled to the model grid the way the training cache does it
 (nearest neighbour, :func:`geometry.to_model_grid`), mapped back the way ``segment`` maps its result
@@ -26,10 +27,11 @@ from vertebra_traversal.postprocess import refine_surface_ct, surface_passes
 
 
 def through_grid(case: dataset.CaseFiles, reference: sitk.Image, spacing_mm: float, passes: Optional[int],
-                 interpolator: str) -> np.ndarray:
+                 interpolator: str, threshold_hu: float = 200.0) -> np.ndarray:
     """The case's reference label map after the model grid, as a (z, y, x) array on the reference grid.
 
-    ``passes``: CT surface-refinement passes; None = as ``segment`` (:func:`surface_passes`), 0 = none.
+    ``passes``: CT surface-refinement passes; None = as ``segment`` (:func:`surface_passes`), 0 = none;
+    ``threshold_hu``: the refinement's threshold (the paper's 200; the bundled CT model's 100).
     """
     coarse = to_model_grid(reference, (spacing_mm,) * 3, "nearest")
     back = sitk.GetArrayFromImage(from_model_grid(coarse, reference, interpolator))
@@ -37,7 +39,7 @@ def through_grid(case: dataset.CaseFiles, reference: sitk.Image, spacing_mm: flo
         passes = surface_passes((spacing_mm,) * 3, reference.GetSpacing())
     if passes > 0 and case.modality.lower() == "ct":
         image = sitk.GetArrayFromImage(sitk.ReadImage(str(case.image), sitk.sitkFloat32))
-        back = refine_surface_ct(back, image, iterations=passes)
+        back = refine_surface_ct(back, image, threshold_hu=threshold_hu, iterations=passes)
     return back
 
 
@@ -60,6 +62,7 @@ def main() -> None:
     parser.add_argument("--ref", type=Path, required=True, help="reference dataset folder")
     parser.add_argument("--spacing", type=float, default=2.5, help="model grid spacing in mm (compact: 2.5)")
     parser.add_argument("--passes", type=int, help="CT surface-refinement passes (default: as segment; 0: none)")
+    parser.add_argument("--threshold-hu", type=float, default=200.0, help="CT surface-refinement threshold (200)")
     parser.add_argument("--interpolator", choices=LABEL_INTERPOLATORS, default="linear",
                         help="how the model-grid labels are mapped back (segment's default: linear)")
     args = parser.parse_args()
@@ -67,7 +70,7 @@ def main() -> None:
     for case in dataset.list_cases(args.ref):
         reference = imageio.read_label_map(case.labels)
         case_scores = complete_scorer(case, reference)(through_grid(case, reference, args.spacing, args.passes,
-                                                                    args.interpolator))
+                                                                    args.interpolator, args.threshold_hu))
         scores += case_scores
         print(f"{case.case_id}: {len(case_scores)} complete vertebrae, Dice {100 * metrics.mean_dice(case_scores):.1f} %, "
               f"ASSD {metrics.mean_assd(case_scores):.2f} mm", flush=True)
