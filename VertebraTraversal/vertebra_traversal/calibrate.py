@@ -154,7 +154,8 @@ def gaussian_model(model_path: PathLike, sd: float, out: PathLike, gaps: Optiona
 def regapped_model(model_path: PathLike, out: PathLike, gaps: Optional[Dict[str, Any]] = None,
                    surface_threshold_hu: Optional[float] = None) -> Path:
     """Write ``model_path`` as ``out`` with its own label reading (fitted table or Gaussian) unchanged and the
-    skipped-level allowance set to ``gaps`` (None: the paper's gap-free sequences).
+    skipped-level allowance set to ``gaps`` (None: the paper's gap-free sequences); ``surface_threshold_hu``
+    as :func:`write_calibrated`.
 
     Raises:
         InputError: the model carries no label reading to keep.

@@ -19,7 +19,8 @@ levels, each costing D of a sequence's average likelihood, so that a vertebra me
 neighbour's instance does not shift every label beyond it (the bundled CT model: 1 and 0.1).
 
 ``--keep-reading`` fits nothing: the model keeps the label reading it carries (a fitted table or a
-Gaussian) and only its ``--gaps`` setting is written (``--gaps 0`` removes one).
+Gaussian) and only its ``--gaps`` setting is written (``--gaps 0`` removes one), with
+``--surface-threshold-hu`` when given.
 
 ``--surface-threshold-hu HU`` (any mode) also records the threshold below which ``segment``'s CT surface
 refinement peels this model's masks (default: the paper's 200; the bundled CT model: 100).
@@ -52,16 +53,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gaussian", type=float, metavar="SD",
                         help="instead of fitting: the paper's expected values read through a Gaussian of SD levels")
     parser.add_argument("--keep-reading", action="store_true",
-                        help="instead of fitting: keep the model's own label reading and write only --gaps")
+                        help="instead of fitting: keep the model's own label reading and write only --gaps "
+                             "(and --surface-threshold-hu)")
     parser.add_argument("--gaps", type=int, default=0, metavar="G",
                         help="let the label refinement skip up to G single levels (a vertebra merged into its "
                              "neighbour's instance or not found), each costing --gap-penalty (default 0: the "
                              "paper's gap-free sequences)")
+    parser.add_argument("--gap-penalty", type=float, default=0.1, metavar="D",
+                        help="subtracted from a sequence's average likelihood per skipped level (default 0.1)")
     parser.add_argument("--surface-threshold-hu", type=float, metavar="HU",
                         help="record the CT surface refinement threshold of this model's masks (default: keep the "
                              "model's; without one segment uses the paper's 200)")
-    parser.add_argument("--gap-penalty", type=float, default=0.1, metavar="D",
-                        help="subtracted from a sequence's average likelihood per skipped level (default 0.1)")
     parser.set_defaults(func=run)
 
 
@@ -92,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
             path = gaussian_model(model, args.gaussian, args.out, gaps, threshold)
         except ValueError as exc:
             raise InputError(f"--gaussian {args.gaussian}: {exc}") from None
-        sys.stdout.write(json.dumps({"model": str(path), "gaussian_sd": args.gaussian, "gaps": gaps}) + "\n")
+        sys.stdout.write(json.dumps({"model": str(path), "gaussian_sd": args.gaussian, "gaps": gaps,
+                                     "surface_threshold_hu": threshold}) + "\n")
         return 0
     shape = {name: value for name, value in (("smoothing", args.smoothing), ("sd_floor", args.sd_floor))
              if value is not None}  # calibrate_model's own defaults otherwise

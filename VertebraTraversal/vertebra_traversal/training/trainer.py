@@ -85,7 +85,9 @@ class _Init:
 
     ``state``: the main network's weights; ``info``: its description in the run identity; ``reading``
     and ``reading_note``: :func:`inherited_reading`; ``start``: its start network (:mod:`..start_network`),
-    kept unchanged in the fine-tuned model, and ``start_network`` its metadata record.
+    kept unchanged in the fine-tuned model, and ``start_network`` its metadata record;
+    ``surface_threshold_hu``: its CT surface refinement threshold, kept like a Gaussian reading (it
+    describes the masks, not the weights).
     """
 
     state: Optional[Dict[str, torch.Tensor]] = None
@@ -94,6 +96,7 @@ class _Init:
     reading_note: Optional[str] = None
     start: Optional[torch.nn.Module] = None
     start_network: Dict[str, Any] = field(default_factory=dict)
+    surface_threshold_hu: Optional[float] = None
 
     @property
     def start_note(self) -> Optional[str]:
@@ -112,7 +115,8 @@ def _init_weights(init: Path, config: TrainingConfig) -> "tuple[TrainingConfig, 
     reading, note = inherited_reading(init, loaded.metadata)
     main, start = networks(loaded)
     state = {k: v.detach().clone() for k, v in main.state_dict().items()}
-    return config, _Init(state, info, reading, note, start, loaded.metadata.start_network)
+    return config, _Init(state, info, reading, note, start, loaded.metadata.start_network,
+                         loaded.metadata.surface_threshold_hu)
 
 
 def inherited_reading(init: Path, metadata: ModelMetadata) -> "tuple[Dict[str, Any], str]":
@@ -327,7 +331,7 @@ def train(data_dirs: Sequence[Path], out_dir: Path, config: TrainingConfig, init
                                 "init_label_reading": inherited.reading_note,
                                 "init_start_network": inherited.start_note}
     metadata = replace(_metadata(config, _target(session.cases), training, inherited.reading),
-                       start_network=inherited.start_network)
+                       start_network=inherited.start_network, surface_threshold_hu=inherited.surface_threshold_hu)
     samples = fixed_samples(session.cases if not held_out else _prepare_held_out(run, config, held_out),
                             session.settings, config.validation_patches)
     if session.iteration < config.iterations:
