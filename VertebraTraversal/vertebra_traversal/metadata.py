@@ -30,6 +30,8 @@ METADATA_NAME = "metadata.json"
 MODALITIES = ("CT", "MR")
 TARGETS = ("vertebra", "body")
 DIRECTIONS = ("up", "down")
+#: HU values a CT image stores (12-bit, air at -1024), e.g. for ``surface_threshold_hu``.
+CT_HU_RANGE = (-1024.0, 3071.0)
 #: When a model's start network segments the empty-memory patches (:mod:`.start_network`): on every run
 #: (``always``), only when the main network alone finds no vertebra in the scan (``fallback``), or never
 #: (``off``, a segment-time choice only).
@@ -200,10 +202,17 @@ class ModelMetadata:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def in_ct_range(value: Any) -> bool:
+    """Whether ``value`` is a number of HU that CT stores (``CT_HU_RANGE``, inclusive)."""
+    low, high = CT_HU_RANGE
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and low <= float(value) <= high
+
+
 def _hu(name: str, value: Any) -> float:
-    """``value`` as a float within CT's range (-1024 .. 3071 HU); else CheckpointError naming the field."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1024 <= float(value) <= 3071:
-        raise CheckpointError(f"metadata: '{name}' is {value!r}, expected a number of HU from -1024 to 3071")
+    """``value`` as a float within ``CT_HU_RANGE``; else CheckpointError naming the field."""
+    if not in_ct_range(value):
+        raise CheckpointError(f"metadata: '{name}' is {value!r}, expected a number of HU from "
+                              f"{CT_HU_RANGE[0]:g} to {CT_HU_RANGE[1]:g}")
     return float(value)
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from ..calibrate import calibrate_model, describe, gaussian_model, regapped_model
 from ..imageio import InputError
 from ..labeling import LabelingConfig
+from ..metadata import CT_HU_RANGE, in_ct_range
 from ..models import resolve_model
 
 logger = logging.getLogger(__name__)
@@ -81,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--gaps / --gap-penalty: {exc}") from None
     gaps = {"max_gaps": args.gaps, "gap_penalty": args.gap_penalty} if args.gaps else None
     threshold = args.surface_threshold_hu
-    if threshold is not None and not -1024 <= threshold <= 3071:
-        raise InputError(f"--surface-threshold-hu {threshold}: expected a number of HU from -1024 to 3071")
+    if threshold is not None and not in_ct_range(threshold):
+        raise InputError(f"--surface-threshold-hu {threshold}: expected a number of HU from "
+                         f"{CT_HU_RANGE[0]:g} to {CT_HU_RANGE[1]:g}")
     model = resolve_model(args.model)
     if args.keep_reading:
         path = regapped_model(model, args.out, gaps, threshold)
