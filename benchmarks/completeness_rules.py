@@ -2,21 +2,23 @@
 ``ModelMetadata.completeness_rule``): the network's output at 0.5 (paper §3.5), the scan-edge check,
 both, and the base rate of calling every vertebra complete.
 
-    python benchmarks/completeness_rules.py --pred ct-pred --ref ct-test [--threshold 0.5]
+    python benchmarks/completeness_rules.py --pred ct-pred --ref ct-test [--threshold 0.5] [--margins 0 2 4]
 
 ``--pred`` holds ``segment`` outputs (label map + report per case), ``--ref`` a dataset folder. Each
 reference vertebra is matched to the predicted instance it overlaps most (as ``evaluate`` does); the
 rules are applied to the matched instances' completeness probability (report) and to whether their
 mask reaches a face of the scan (label map), so the numbers do not depend on the rule the outputs
 were written with. Prints one row per rule: accuracy over all matched vertebrae, complete vertebrae
-called incomplete, and cut-off vertebrae called complete.
+called incomplete, and cut-off vertebrae called complete. With ``--margins``, the rules that look at
+the scan's border (``edge``, ``both``) get one row per margin in mm (``labels_at_edge``'s
+``margin_mm``; 0 = the mask touches a face).
 """
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import SimpleITK as sitk
 
@@ -27,8 +29,12 @@ from vertebra_traversal.postprocess import is_complete, labels_at_edge
 RULES = ("all complete", "network", "edge", "both")
 
 
-def matched_vertebrae(pred_dir: Path, ref_dir: Path) -> List[Tuple[bool, float, bool]]:
-    """(reference complete, predicted probability, at scan edge) of every matched reference vertebra."""
+Row = Tuple[bool, float, Dict[float, bool]]
+
+
+def matched_vertebrae(pred_dir: Path, ref_dir: Path, margins: Sequence[float] = (0.0,)) -> List[Row]:
+    """(reference complete, predicted probability, {margin mm: at scan edge}) of every matched
+    reference vertebra."""
     rows = []
     for case in dataset.list_cases(ref_dir):
         pred = find_prediction(pred_dir, case)
@@ -36,13 +42,15 @@ def matched_vertebrae(pred_dir: Path, ref_dir: Path) -> List[Tuple[bool, float, 
             continue
         reference = imageio.read_label_map(case.labels)
         ref_complete = {r.label: r.complete for r in dataset.read_case_info(case, labels=reference).vertebrae}
-        pred_array = sitk.GetArrayFromImage(imageio.read_label_map(pred.labels))
+        pred_image = imageio.read_label_map(pred.labels)
+        pred_array = sitk.GetArrayFromImage(pred_image)
         report = json.loads(pred.report.read_text())
         probability = {int(v["label"]): float(v["completeness_probability"]) for v in report["vertebrae"]}
-        at_edge = labels_at_edge(pred_array)
+        at_edge = {m: labels_at_edge(pred_array, pred_image.GetSpacing()[::-1], m) for m in margins}
         score = metrics.score_case(sitk.GetArrayFromImage(reference), pred_array, reference.GetSpacing()[::-1],
                                    ref_complete, None, case.case_id)
-        rows += [(bool(v.ref_complete), probability.get(v.pred_label, 0.0), v.pred_label in at_edge)
+        rows += [(bool(v.ref_complete), probability.get(v.pred_label, 0.0),
+                  {m: v.pred_label in edge for m, edge in at_edge.items()})
                  for v in score.vertebrae if v.matched and v.ref_complete is not None]
     return rows
 
@@ -51,17 +59,19 @@ def decide(rule: str, probability: float, at_edge: bool, threshold: float) -> bo
     return True if rule == "all complete" else is_complete(probability, at_edge, threshold, rule)
 
 
-def table(rows: List[Tuple[bool, float, bool]], threshold: float) -> str:
+def table(rows: List[Row], threshold: float, margins: Sequence[float] = (0.0,)) -> str:
     complete = sum(r[0] for r in rows)
     lines = [f"{len(rows)} matched vertebrae, {complete} complete, {len(rows) - complete} cut off by the scan",
-             f"{'rule':<14}{'accuracy %':>11}{'complete called incomplete':>28}{'cut-off called complete':>25}"]
+             f"{'rule':<20}{'accuracy %':>11}{'complete called incomplete':>28}{'cut-off called complete':>25}"]
     for rule in RULES:
-        calls: Dict[bool, List[bool]] = {True: [], False: []}
-        for ref, probability, at_edge in rows:
-            calls[ref].append(decide(rule, probability, at_edge, threshold))
-        correct = sum(calls[True]) + sum(not c for c in calls[False])
-        lines.append(f"{rule:<14}{100 * correct / max(len(rows), 1):>11.1f}"
-                     f"{sum(not c for c in calls[True]):>28d}{sum(calls[False]):>25d}")
+        for margin in (margins if rule in ("edge", "both") else margins[:1]):
+            name = f"{rule} ({margin:g} mm)" if rule in ("edge", "both") and len(margins) > 1 else rule
+            calls: Dict[bool, List[bool]] = {True: [], False: []}
+            for ref, probability, at_edge in rows:
+                calls[ref].append(decide(rule, probability, at_edge[margin], threshold))
+            correct = sum(calls[True]) + sum(not c for c in calls[False])
+            lines.append(f"{name:<20}{100 * correct / max(len(rows), 1):>11.1f}"
+                         f"{sum(not c for c in calls[True]):>28d}{sum(calls[False]):>25d}")
     return "\n".join(lines)
 
 
@@ -70,8 +80,10 @@ def main() -> None:
     parser.add_argument("--pred", type=Path, required=True, help="folder of segment outputs")
     parser.add_argument("--ref", type=Path, required=True, help="reference dataset folder")
     parser.add_argument("--threshold", type=float, default=0.5, help="network completeness threshold")
+    parser.add_argument("--margins", type=float, nargs="+", default=[0.0],
+                        help="distances to the scan's border (mm) for the edge rules; 0 = touching a face")
     args = parser.parse_args()
-    print(table(matched_vertebrae(args.pred, args.ref), args.threshold))
+    print(table(matched_vertebrae(args.pred, args.ref, args.margins), args.threshold, args.margins))
 
 
 if __name__ == "__main__":

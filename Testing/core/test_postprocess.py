@@ -162,6 +162,24 @@ def test_labels_at_edge_are_those_on_any_of_the_six_faces():
         labels_at_edge(np.zeros((3, 3), np.uint8))
 
 
+def test_labels_at_edge_margin_counts_layers_by_each_axis_spacing():
+    labels = np.zeros((12, 30, 14), np.uint8)     # every label >= 6 mm from the faces not named
+    labels[2, 15, 7] = 1           # centre 2 layers x 2.0 mm = 4 mm from the z=0 layer
+    labels[6, 28, 7] = 2           # 1 layer x 0.5 mm = 0.5 mm from the y=29 layer
+    labels[6, 15, 4] = 3           # 4 layers x 1.0 mm = 4 mm from the x=0 layer
+    spacing = (2.0, 0.5, 1.0)      # z, y, x (mm)
+    assert labels_at_edge(labels, spacing) == set()
+    assert labels_at_edge(labels, spacing, 0.5) == {2}
+    assert labels_at_edge(labels, spacing, 3.99) == {2}
+    assert labels_at_edge(labels, spacing, 4.0) == {1, 2, 3}
+    assert labels_at_edge(labels, (1.0, 1.0, 1.0), 100.0) == {1, 2, 3}   # wider than the volume
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="margin_mm"):
+            labels_at_edge(labels, spacing, bad)
+    with pytest.raises(ValueError, match="spacing_zyx"):
+        labels_at_edge(labels, (1.0, 0.0, 1.0), 1.0)
+
+
 @pytest.mark.parametrize("probability, at_edge, network, edge, both", [
     (0.5, False, True, True, True), (0.49, False, False, True, False),
     (0.9, True, True, False, False), (0.1, True, False, False, False)])

@@ -206,18 +206,30 @@ def largest_component_per_label(labels: np.ndarray, connectivity: int = 1) -> np
 
 
 
-def labels_at_edge(labels: np.ndarray) -> Set[int]:
-    """Nonzero labels of a label map (z, y, x) with a voxel on any of its six faces.
+def labels_at_edge(labels: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0),
+                   margin_mm: float = 0.0) -> Set[int]:
+    """Nonzero labels of a label map (z, y, x) with a voxel on any of its six faces, or, with
+    ``margin_mm`` > 0, with a voxel whose centre lies within ``margin_mm`` (mm, along that axis, with that
+    axis' ``spacing_zyx``) of the centre of a face layer.
 
     On the scan's own grid these are the vertebrae that the field of view cuts: a fact a reader can
     check, used next to the network's completeness classifier (paper §3.5; see
-    ``ModelMetadata.completeness_rule``).
+    ``ModelMetadata.completeness_rule``). The margin counts a mask that stops a few voxels short of
+    the border as cut (``ModelMetadata.edge_margin_mm``).
     """
     labels = np.asarray(labels)
     if labels.ndim != 3:
         raise ValueError(f"labels must be a 3D array (z, y, x), got shape {labels.shape}")
-    faces = (labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1])
-    return {int(v) for face in faces for v in np.unique(face) if v}
+    if len(spacing_zyx) != 3 or min(spacing_zyx) <= 0 or not math.isfinite(sum(spacing_zyx)):
+        raise ValueError(f"spacing_zyx must be three positive spacings (mm), got {tuple(spacing_zyx)}")
+    if not (math.isfinite(margin_mm) and margin_mm >= 0):
+        raise ValueError(f"margin_mm must be a finite distance >= 0 (mm), got {margin_mm!r}")
+    found: Set[int] = set()
+    for axis, spacing in enumerate(spacing_zyx):
+        layers = min(int(math.floor(margin_mm / spacing + 1e-9)) + 1, labels.shape[axis])
+        for side in (np.arange(layers), labels.shape[axis] - 1 - np.arange(layers)):
+            found |= {int(v) for v in np.unique(np.take(labels, side, axis=axis)) if v}
+    return found
 
 
 def check_completeness_rule(rule: str) -> str:
