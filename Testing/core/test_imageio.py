@@ -1,9 +1,13 @@
 """Image reading refuses bad input with one message naming the file; writes are atomic."""
+import os
+import stat
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from vertebra_traversal.imageio import InputError, read_image, read_label_map, same_grid, write_image_atomic
+from vertebra_traversal.imageio import (InputError, read_image, read_label_map, same_grid, write_bytes_atomic,
+                                       write_image_atomic)
 
 
 def _image(array, spacing=(1.0, 1.0, 1.0)):
@@ -29,6 +33,16 @@ def test_reads_back_what_was_written(tmp_path, ramp):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(image), ramp)
     assert image.GetSpacing() == pytest.approx((0.5, 0.7, 2.0))
     assert [p.name for p in tmp_path.iterdir()] == ["a.nii.gz"]  # no temporary file left
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_atomic_writes_get_the_permissions_of_a_new_file_not_of_a_temporary_one(tmp_path):
+    old = os.umask(0o027)
+    try:
+        written = write_bytes_atomic(b"{}", tmp_path / "report.json")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(written.stat().st_mode) == 0o640  # 0o666 less the umask; mkstemp alone gives 0o600
 
 
 @pytest.mark.parametrize("make, message", [

@@ -136,7 +136,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same extensions); rename it onto ``path`` on success.
 
     On any exception the temporary file is removed and ``path`` is left as it was, so a reader
-    never sees a half-written file.
+    never sees a half-written file. The file gets the permissions of any new file (``0o666`` less the
+    umask), not the owner-only ones of a temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,10 +146,18 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, then restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def read_json_document(path: PathLike, expected_format: str, what: str) -> dict:
