@@ -102,6 +102,22 @@ def test_completeness_rule_decides_from_the_network_the_scan_edge_or_both(rule, 
         assert [v.completeness_probability for v in result.vertebrae] == [0.0] + [1.0] * 5
 
 
+def test_the_edge_margin_counts_masks_near_the_border_as_cut_and_comes_from_the_run_then_the_model():
+    spine = box_spine((110, 30, 30), IDS_BOTTOM_UP, height=12, gap=4, z0=-4)  # L3 cut at the bottom
+    predictor = oracle_for(spine, "up")  # every box lies 6 voxels (24 mm) from the x faces
+    edge, every = replace(_meta(), completeness_rule="edge"), {anatomy.name_of(v) for v in IDS_BOTTOM_UP}
+    for config, meta, cut in ((SegmentConfig(edge_margin_mm=23.9), edge, {"L3"}),
+                              (SegmentConfig(), replace(edge, edge_margin_mm=24.0), every),
+                              (SegmentConfig(edge_margin_mm=0.0), replace(edge, edge_margin_mm=24.0), {"L3"})):
+        result = segment_with_predictor(_stored(spine.labels), predictor, meta, config)
+        assert {v.name for v in result.vertebrae if v.at_scan_edge} == cut
+        assert {v.name for v in result.vertebrae if not v.complete} == cut
+        assert config.margin_for(meta) == (config.edge_margin_mm if config.edge_margin_mm is not None else 24.0)
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(ValueError, match="edge_margin_mm"):
+            SegmentConfig(edge_margin_mm=bad)
+
+
 def _bright_voxels(images: np.ndarray, memories: np.ndarray) -> PatchPrediction:
     """A stand-in network that segments the bright voxels not yet in memory, as one L1."""
     probs = ((images > 0.5) & (memories <= 0.5)).astype(np.float32)

@@ -128,10 +128,13 @@ def test_init_fine_tunes_and_refuses_another_modality(data, tmp_path):
     assert meta.network["filters"] == 8  # the init model's network wins over the config's
     assert meta.training["init"]["path"] == str(model)
     assert read_metadata(model).surface_threshold_hu is None and meta.surface_threshold_hu is None
+    assert meta.edge_margin_mm == 0.0
     from vertebra_traversal.calibrate import gaussian_model
-    peeled = gaussian_model(model, 1.5, tmp_path / "peeled.pt", surface_threshold_hu=100.0)
-    again = train([data], tmp_path / "again", _config(iterations=2), init=peeled, device="cpu")
-    assert read_metadata(again).surface_threshold_hu == 100.0  # it describes the masks: kept like a Gaussian reading
+    from vertebra_traversal.metadata import PostSettings
+    peeled = gaussian_model(model, 1.5, tmp_path / "peeled.pt",
+                            settings=PostSettings(surface_threshold_hu=100.0, edge_margin_mm=2.0))
+    again = read_metadata(train([data], tmp_path / "again", _config(iterations=2), init=peeled, device="cpu"))
+    assert (again.surface_threshold_hu, again.edge_margin_mm) == (100.0, 2.0)  # they describe the masks: kept
     mr = tiny_config(modality="mr", network=FAST_NET)
     with pytest.raises(InputError, match="CT model"):
         train([data], tmp_path / "mr", mr, init=model, device="cpu")

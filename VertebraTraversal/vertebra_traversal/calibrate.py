@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import anatomy, dataset
 from .checkpoint import LoadedModel, ModelMetadata, load_to_rewrite, save_torchscript
+from .metadata import PostSettings
 from .evaluate import Progress, evaluate_case, find_prediction
 from .formats import REPORT_FORMAT
 from .imageio import InputError, PathLike, read_json_document
@@ -102,10 +103,11 @@ def _identified(cases: List[CalibrationCase], config: LabelingConfig) -> Tuple[f
 
 def calibrate_model(model_path: PathLike, pred_dir: PathLike, ref_dir: PathLike, out: PathLike,
                     smoothing: float = 1.0, sd_floor: float = 2.0, gaps: Optional[Dict[str, Any]] = None,
-                    progress: Optional[Progress] = None, surface_threshold_hu: Optional[float] = None
+                    progress: Optional[Progress] = None, settings: PostSettings = PostSettings()
                     ) -> CalibrationResult:
     """Fit the label calibration of ``model_path`` on its predictions and write it as a new model ``out``
-    (``gaps``: as :func:`write_calibrated`, and used for the in-sample identification after).
+    (``gaps``, ``settings``: as :func:`write_calibrated`; ``gaps`` is also used for the in-sample
+    identification after).
 
     Raises:
         InputError / CheckpointError: bad inputs (see :func:`collect_cases`), fewer than 2 matched
@@ -122,24 +124,23 @@ def calibrate_model(model_path: PathLike, pred_dir: PathLike, ref_dir: PathLike,
         raise InputError(f"{pred_dir}: {exc}") from None
     before, matched = _identified(cases, LabelingConfig())
     after, _ = _identified(cases, LabelingConfig(calibration=calibration, **(gaps or {})))
-    write_calibrated(loaded, calibration, out, gaps, surface_threshold_hu)
+    write_calibrated(loaded, calibration, out, gaps, settings)
     logger.info("label calibration from %d vertebrae of %d cases written to %s", len(pairs), len(cases), out)
     return CalibrationResult(calibration, out, before, after, matched)
 
 
 def write_calibrated(loaded: LoadedModel, calibration: LabelCalibration, out: PathLike,
-                     gaps: Optional[Dict[str, Any]] = None, surface_threshold_hu: Optional[float] = None) -> Path:
+                     gaps: Optional[Dict[str, Any]] = None, settings: PostSettings = PostSettings()) -> Path:
     """Write ``loaded``'s network with ``calibration`` in its metadata as the new model file ``out``;
     ``gaps``: ``{"max_gaps": G, "gap_penalty": D}`` for the label refinement (``ModelMetadata.label_gaps``);
-    ``surface_threshold_hu``: the CT surface refinement's threshold to record (None: keep the model's)."""
-    metadata = replace(loaded.metadata, label_calibration=ModelMetadata.reading_record(calibration, gaps))
-    if surface_threshold_hu is not None:
-        metadata = replace(metadata, surface_threshold_hu=surface_threshold_hu)
+    ``settings``: post-processing settings to record (those not given keep the model's)."""
+    metadata = settings.apply(replace(loaded.metadata,
+                                      label_calibration=ModelMetadata.reading_record(calibration, gaps)))
     return save_torchscript(loaded.module, metadata, out)  # type: ignore[arg-type]
 
 
 def gaussian_model(model_path: PathLike, sd: float, out: PathLike, gaps: Optional[Dict[str, Any]] = None,
-                   surface_threshold_hu: Optional[float] = None) -> Path:
+                   settings: PostSettings = PostSettings()) -> Path:
     """Write ``model_path`` as ``out`` reading its label values through a Gaussian of ``sd`` levels around
     the paper's expected values (:func:`~vertebra_traversal.label_calibration.gaussian_reading`).
 
@@ -147,15 +148,14 @@ def gaussian_model(model_path: PathLike, sd: float, out: PathLike, gaps: Optiona
         CheckpointError / ValueError: as :func:`calibrate_model`; a spread that is not positive.
     """
     calibration = gaussian_reading(sd)
-    return write_calibrated(load_to_rewrite(model_path, out, "calibrated"), calibration, out, gaps,
-                            surface_threshold_hu)
+    return write_calibrated(load_to_rewrite(model_path, out, "calibrated"), calibration, out, gaps, settings)
 
 
 def regapped_model(model_path: PathLike, out: PathLike, gaps: Optional[Dict[str, Any]] = None,
-                   surface_threshold_hu: Optional[float] = None) -> Path:
+                   settings: PostSettings = PostSettings()) -> Path:
     """Write ``model_path`` as ``out`` with its own label reading (fitted table or Gaussian) unchanged and the
-    skipped-level allowance set to ``gaps`` (None: the paper's gap-free sequences); ``surface_threshold_hu``
-    as :func:`write_calibrated`.
+    skipped-level allowance set to ``gaps`` (None: the paper's gap-free sequences); ``settings`` as
+    :func:`write_calibrated`.
 
     Raises:
         InputError: the model carries no label reading to keep.
@@ -165,7 +165,7 @@ def regapped_model(model_path: PathLike, out: PathLike, gaps: Optional[Dict[str,
     calibration = loaded.metadata.calibration()
     if calibration is None:
         raise InputError(f"{model_path}: carries no label reading to keep; fit one (--pred, --ref) or use --gaussian")
-    return write_calibrated(loaded, calibration, out, gaps, surface_threshold_hu)
+    return write_calibrated(loaded, calibration, out, gaps, settings)
 
 
 def describe(result: CalibrationResult) -> Dict[str, object]:

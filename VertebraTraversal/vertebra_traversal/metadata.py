@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from . import anatomy
@@ -71,6 +71,9 @@ class ModelMetadata:
             (``LabelingConfig``; ``calibrate --gaps``); see :meth:`label_gaps`.
         surface_threshold_hu: CT only: the HU below which the surface refinement (§3.1) peels this model's
             mask surfaces, or None: the paper's 200. Chosen per model on validation cases and stated in its card.
+        edge_margin_mm: for the ``edge`` and ``both`` completeness rules, how close (mm, along each axis) to
+            a face of the scan a vertebra's mask must come to count as cut by the scan; 0 = it must touch a
+            face. Chosen per model on validation cases and stated in its card.
         start_network: description of the start network the file holds beside the main one
             (:mod:`.start_network`; ``vertebra-traversal combine``), or empty: one network. Its ``use``
             (``"always"`` when absent, or ``"fallback"``) says when it runs; see :meth:`start_use`.
@@ -94,6 +97,7 @@ class ModelMetadata:
     label_calibration: Dict[str, Any] = field(default_factory=dict)
     start_network: Dict[str, Any] = field(default_factory=dict)
     surface_threshold_hu: Optional[float] = None
+    edge_margin_mm: float = 0.0
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -104,7 +108,8 @@ class ModelMetadata:
         normalised = {"spacing_mm": _triple("spacing_mm", self.spacing_mm, float),
                       "patch_size": _triple("patch_size", self.patch_size, int),
                       "labels": _labels(self.labels),
-                      "min_fragment_mm3": _positive("min_fragment_mm3", self.min_fragment_mm3, allow_zero=True)}
+                      "min_fragment_mm3": _positive("min_fragment_mm3", self.min_fragment_mm3, allow_zero=True),
+                      "edge_margin_mm": _positive("edge_margin_mm", self.edge_margin_mm, allow_zero=True)}
         for name, value in normalised.items():
             object.__setattr__(self, name, value)  # frozen dataclass: canonical types once, here
         _check_version(self.format_version)
@@ -219,6 +224,26 @@ def _hu(name: str, value: Any) -> float:
 def _check_choice(name: str, value: Any, choices: Tuple[str, ...]) -> None:
     if value not in choices:
         raise CheckpointError(f"metadata: '{name}' is {value!r}, expected one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class PostSettings:
+    """Post-processing settings that describe a model's masks, recorded in its metadata beside the label
+    reading (``ModelMetadata``; None = keep the model's): the CT surface refinement's threshold (HU) and
+    the distance to the scan's border (mm) within which a mask counts as cut (the ``edge`` rules)."""
+
+    surface_threshold_hu: Optional[float] = None
+    edge_margin_mm: Optional[float] = None
+
+    @classmethod
+    def of(cls, metadata: ModelMetadata) -> "PostSettings":
+        """The settings ``metadata`` records (what a fine-tuned model keeps from its init model)."""
+        return cls(surface_threshold_hu=metadata.surface_threshold_hu, edge_margin_mm=metadata.edge_margin_mm)
+
+    def apply(self, metadata: ModelMetadata) -> ModelMetadata:
+        """``metadata`` with every setting given here (validated by ``ModelMetadata``)."""
+        given = {name: value for name, value in vars(self).items() if value is not None}
+        return replace(metadata, **given) if given else metadata
 
 
 def _check_version(version: Any) -> None:

@@ -73,6 +73,8 @@ class SegmentConfig:
         completeness_threshold: the network calls a vertebra complete when its probability is at least this.
         completeness_rule: ``"network"`` (paper §3.5), ``"edge"`` (the mask does not reach a face of the
             scan) or ``"both"``; None = the model's ``completeness_rule``.
+        edge_margin_mm: for ``edge`` and ``both``: a mask within this distance (mm, along each axis) of a
+            face of the scan counts as reaching it; None = the model's ``edge_margin_mm`` (0: touching).
         max_steps: cap on patch positions (guard against runaway traversal).
         labeling: label refinement settings (T13 / L6 / four lumbar, paper §3.4 and beyond).
         label_calibration: read the label values through the model's calibration table when it has one
@@ -92,6 +94,7 @@ class SegmentConfig:
     label_interpolation: str = "linear"
     completeness_threshold: float = 0.5
     completeness_rule: Optional[str] = None
+    edge_margin_mm: Optional[float] = None
     max_steps: int = 2000
     labeling: LabelingConfig = field(default_factory=LabelingConfig)
     label_calibration: bool = True
@@ -104,6 +107,8 @@ class SegmentConfig:
             raise ValueError(f"start_network must be one of {START_USES}, got {self.start_network!r}")
         if self.surface_threshold_hu is not None and not math.isfinite(self.surface_threshold_hu):
             raise ValueError(f"surface_threshold_hu must be finite, got {self.surface_threshold_hu!r}")
+        if self.edge_margin_mm is not None and not (math.isfinite(self.edge_margin_mm) and self.edge_margin_mm >= 0):
+            raise ValueError(f"edge_margin_mm must be a finite distance >= 0 (mm), got {self.edge_margin_mm!r}")
         if not math.isfinite(self.growth_threshold_hu):
             raise ValueError(f"growth_threshold_hu must be finite, got {self.growth_threshold_hu!r}")
         if self.label_interpolation not in LABEL_INTERPOLATORS:
@@ -120,6 +125,11 @@ class SegmentConfig:
     def rule_for(self, meta: ModelMetadata) -> str:
         """The completeness rule of a run: this config's, else the model's."""
         return self.completeness_rule or meta.completeness_rule
+
+    def margin_for(self, meta: ModelMetadata) -> float:
+        """How close to the scan's border (mm) a mask counts as reaching it in a run: this config's, else
+        the model's."""
+        return float(meta.edge_margin_mm if self.edge_margin_mm is None else self.edge_margin_mm)
 
     def start_use_for(self, meta: ModelMetadata) -> str:
         """When the start network runs in this run: ``"off"`` without one, else this config's or the model's."""
@@ -138,7 +148,8 @@ class SegmentConfig:
 
 @dataclass(frozen=True)
 class VertebraResult:
-    """One segmented vertebra. ``order`` counts cranio-caudally from 1 (top-most)."""
+    """One segmented vertebra. ``order`` counts cranio-caudally from 1 (top-most); ``at_scan_edge``: its
+    mask reaches a face of the scan, or comes within the run's edge margin of one (``SegmentConfig``)."""
 
     order: int
     label: int
@@ -318,7 +329,8 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
     label_model, found, assignment = label_model_grid(model_image, result, config)
     labels = from_model_grid(label_model, image, config.label_interpolation)
     labels = _postprocess(labels, image, meta, config) if found else labels
-    vertebrae = _describe(labels, found, assignment, config.completeness_threshold, config.rule_for(meta))
+    vertebrae = _describe(labels, found, assignment, config.completeness_threshold, config.rule_for(meta),
+                          config.margin_for(meta))
     seconds = time.perf_counter() - start
     logger.info("%d vertebrae (%s chain) in %.1f s, %d network passes", len(vertebrae),
                 assignment.chain if assignment else "-", seconds, passes)
@@ -347,14 +359,14 @@ def _postprocess(labels: sitk.Image, image: sitk.Image, meta: ModelMetadata, con
 
 
 def _describe(labels: sitk.Image, found: list, assignment: Any, threshold: float,
-              rule: str) -> List[VertebraResult]:
+              rule: str, margin_mm: float) -> List[VertebraResult]:
     """Per-vertebra report rows measured on the final label map (input grid)."""
     if not found:
         return []
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(labels)
     present = set(stats.GetLabels())
-    at_edge = labels_at_edge(sitk.GetArrayViewFromImage(labels))
+    at_edge = labels_at_edge(sitk.GetArrayViewFromImage(labels), labels.GetSpacing()[::-1], margin_mm)
     out = []
     for i, v in enumerate(found):
         label = assignment.labels[i]

@@ -20,20 +20,23 @@ neighbour's instance does not shift every label beyond it (the bundled CT model:
 
 ``--keep-reading`` fits nothing: the model keeps the label reading it carries (a fitted table or a
 Gaussian) and only its ``--gaps`` setting is written (``--gaps 0`` removes one), with
-``--surface-threshold-hu`` when given.
+``--surface-threshold-hu`` and ``--edge-margin-mm`` when given.
 
 ``--surface-threshold-hu HU`` (any mode) also records the threshold below which ``segment``'s CT surface
 refinement peels this model's masks (default: the paper's 200; the bundled CT model: 100).
+``--edge-margin-mm MM`` (any mode) records how close to the scan's border a mask counts as cut by it
+for the ``edge`` and ``both`` completeness rules (default 0: touching; the bundled MR model: 2).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
-from ..calibrate import calibrate_model, describe, gaussian_model, regapped_model
+from ..calibrate import PostSettings, calibrate_model, describe, gaussian_model, regapped_model
 from ..imageio import InputError
 from ..labeling import LabelingConfig
 from ..metadata import CT_HU_RANGE, in_ct_range
@@ -55,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="instead of fitting: the paper's expected values read through a Gaussian of SD levels")
     parser.add_argument("--keep-reading", action="store_true",
                         help="instead of fitting: keep the model's own label reading and write only --gaps "
-                             "(and --surface-threshold-hu)")
+                             "(and --surface-threshold-hu, --edge-margin-mm)")
     parser.add_argument("--gaps", type=int, default=0, metavar="G",
                         help="let the label refinement skip up to G single levels (a vertebra merged into its "
                              "neighbour's instance or not found), each costing --gap-penalty (default 0: the "
@@ -65,6 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--surface-threshold-hu", type=float, metavar="HU",
                         help="record the CT surface refinement threshold of this model's masks (default: keep the "
                              "model's; without one segment uses the paper's 200)")
+    parser.add_argument("--edge-margin-mm", type=float, metavar="MM",
+                        help="record how close to the scan's border a mask counts as cut by it, for the edge and "
+                             "both completeness rules (default: keep the model's; 0 = touching)")
     parser.set_defaults(func=run)
 
 
@@ -85,23 +91,27 @@ def run(args: argparse.Namespace) -> int:
     if threshold is not None and not in_ct_range(threshold):
         raise InputError(f"--surface-threshold-hu {threshold}: expected a number of HU from "
                          f"{CT_HU_RANGE[0]:g} to {CT_HU_RANGE[1]:g}")
+    margin = args.edge_margin_mm
+    if margin is not None and not (math.isfinite(margin) and margin >= 0):
+        raise InputError(f"--edge-margin-mm {margin}: expected a finite distance of 0 mm or more")
+    settings = PostSettings(surface_threshold_hu=threshold, edge_margin_mm=margin)
+    recorded = vars(settings)  # printed as written: None = the model's own kept
     model = resolve_model(args.model)
     if args.keep_reading:
-        path = regapped_model(model, args.out, gaps, threshold)
-        sys.stdout.write(json.dumps({"model": str(path), "kept_reading": True, "gaps": gaps,
-                                     "surface_threshold_hu": threshold}) + "\n")
+        path = regapped_model(model, args.out, gaps, settings)
+        sys.stdout.write(json.dumps({"model": str(path), "kept_reading": True, "gaps": gaps, **recorded}) + "\n")
         return 0
     if args.gaussian is not None:
         try:
-            path = gaussian_model(model, args.gaussian, args.out, gaps, threshold)
+            path = gaussian_model(model, args.gaussian, args.out, gaps, settings)
         except ValueError as exc:
             raise InputError(f"--gaussian {args.gaussian}: {exc}") from None
         sys.stdout.write(json.dumps({"model": str(path), "gaussian_sd": args.gaussian, "gaps": gaps,
-                                     "surface_threshold_hu": threshold}) + "\n")
+                                     **recorded}) + "\n")
         return 0
     shape = {name: value for name, value in (("smoothing", args.smoothing), ("sd_floor", args.sd_floor))
              if value is not None}  # calibrate_model's own defaults otherwise
-    result = calibrate_model(model, args.pred, args.ref, args.out, **shape, gaps=gaps, surface_threshold_hu=threshold,
+    result = calibrate_model(model, args.pred, args.ref, args.out, **shape, gaps=gaps, settings=settings,
                              progress=lambda fraction, message: logger.info("%3.0f%% %s", 100 * fraction, message))
     sys.stdout.write(json.dumps(describe(result), indent=1) + "\n")
     return 0

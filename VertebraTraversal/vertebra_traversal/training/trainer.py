@@ -21,6 +21,7 @@ import torch
 from .. import __version__
 from ..checkpoint import CheckpointError, ModelMetadata, load_model, resolve_device, save_torchscript
 from ..imageio import InputError
+from ..metadata import PostSettings
 from ..network import IterativeFCN, NetworkConfig
 from ..normalization import NormalizationSpec
 from ..start_network import StartSwitch, networks
@@ -86,8 +87,8 @@ class _Init:
     ``state``: the main network's weights; ``info``: its description in the run identity; ``reading``
     and ``reading_note``: :func:`inherited_reading`; ``start``: its start network (:mod:`..start_network`),
     kept unchanged in the fine-tuned model, and ``start_network`` its metadata record;
-    ``surface_threshold_hu``: its CT surface refinement threshold, kept like a Gaussian reading (it
-    describes the masks, not the weights).
+    ``post``: its post-processing settings (the CT surface refinement threshold, the edge margin), kept
+    like a Gaussian reading (they describe the masks, not the weights).
     """
 
     state: Optional[Dict[str, torch.Tensor]] = None
@@ -96,7 +97,7 @@ class _Init:
     reading_note: Optional[str] = None
     start: Optional[torch.nn.Module] = None
     start_network: Dict[str, Any] = field(default_factory=dict)
-    surface_threshold_hu: Optional[float] = None
+    post: PostSettings = PostSettings()
 
     @property
     def start_note(self) -> Optional[str]:
@@ -116,7 +117,7 @@ def _init_weights(init: Path, config: TrainingConfig) -> "tuple[TrainingConfig, 
     main, start = networks(loaded)
     state = {k: v.detach().clone() for k, v in main.state_dict().items()}
     return config, _Init(state, info, reading, note, start, loaded.metadata.start_network,
-                         loaded.metadata.surface_threshold_hu)
+                         PostSettings.of(loaded.metadata))
 
 
 def inherited_reading(init: Path, metadata: ModelMetadata) -> "tuple[Dict[str, Any], str]":
@@ -330,8 +331,8 @@ def train(data_dirs: Sequence[Path], out_dir: Path, config: TrainingConfig, init
                                 "validation_data": identity["validation"], "init": inherited.info,
                                 "init_label_reading": inherited.reading_note,
                                 "init_start_network": inherited.start_note}
-    metadata = replace(_metadata(config, _target(session.cases), training, inherited.reading),
-                       start_network=inherited.start_network, surface_threshold_hu=inherited.surface_threshold_hu)
+    metadata = inherited.post.apply(replace(_metadata(config, _target(session.cases), training, inherited.reading),
+                                            start_network=inherited.start_network))
     samples = fixed_samples(session.cases if not held_out else _prepare_held_out(run, config, held_out),
                             session.settings, config.validation_patches)
     if session.iteration < config.iterations:
