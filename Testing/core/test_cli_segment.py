@@ -74,18 +74,21 @@ def test_settings_reach_the_report_and_bad_choices_are_refused(tmp_path, model, 
 def test_the_edge_margin_option_reaches_the_report_and_the_flags(tmp_path, model):
     image = _ct(tmp_path / "scan_ct.nii.gz")
     reports = {}
-    for margin in ("0", "1000"):  # 1000 mm: every mask lies within it of the border
-        out = _run(["segment", image, "-o", tmp_path / margin, "--model", model, "--device", "cpu",
-                    "--completeness-rule", "edge", "--edge-margin-mm", margin])
+    for margin, contact in (("0", "0"), ("1000", "0"), ("1000", "1e9")):  # 1000 mm: every mask is within it
+        out = _run(["segment", image, "-o", tmp_path / f"{margin}-{contact}", "--model", model, "--device", "cpu",
+                    "--completeness-rule", "edge", "--edge-margin-mm", margin, "--edge-min-contact-mm2", contact])
         assert out.returncode == 0, out.stderr
-        reports[margin] = json.loads((tmp_path / margin / "scan_ct_report.json").read_text())
-        assert reports[margin]["model"]["edge_margin_mm"] == float(margin)
-    assert reports["1000"]["vertebrae"] and all(v["at_scan_edge"] and not v["complete"]
-                                                for v in reports["1000"]["vertebrae"])
-    assert len(reports["0"]["vertebrae"]) == len(reports["1000"]["vertebrae"])
-    refused = _run(["segment", image, "-o", tmp_path / "bad", "--model", model, "--edge-margin-mm", "-1"])
-    assert refused.returncode != 0 and "--edge-margin-mm -1.0: must be a finite distance" in refused.stderr
-    assert not (tmp_path / "bad").exists()
+        reports[margin, contact] = json.loads((tmp_path / f"{margin}-{contact}" / "scan_ct_report.json").read_text())
+        assert reports[margin, contact]["model"]["edge_margin_mm"] == float(margin)
+        assert reports[margin, contact]["model"]["edge_min_contact_mm2"] == float(contact)
+    near, covering_nothing = reports["1000", "0"]["vertebrae"], reports["1000", "1e9"]["vertebrae"]
+    assert near and all(v["at_scan_edge"] and not v["complete"] for v in near)
+    assert all(not v["at_scan_edge"] and v["complete"] for v in covering_nothing)  # no mask covers 1e9 mm²
+    assert len(reports["0", "0"]["vertebrae"]) == len(near) == len(covering_nothing)
+    for option in ("--edge-margin-mm", "--edge-min-contact-mm2"):
+        refused = _run(["segment", image, "-o", tmp_path / "bad", "--model", model, option, "-1"])
+        assert refused.returncode != 0 and f"{option} -1.0: must be a finite number of 0 or more" in refused.stderr
+        assert not (tmp_path / "bad").exists()
 
 
 def test_all_components_switches_the_largest_piece_filter_off(tmp_path, model):

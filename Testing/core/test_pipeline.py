@@ -116,6 +116,20 @@ def test_the_edge_margin_counts_masks_near_the_border_as_cut_and_comes_from_the_
     for bad in (-0.5, float("nan")):
         with pytest.raises(ValueError, match="edge_margin_mm"):
             SegmentConfig(edge_margin_mm=bad)
+        with pytest.raises(ValueError, match="edge_min_contact_mm2"):
+            SegmentConfig(edge_min_contact_mm2=bad)
+
+
+def test_the_edge_contact_area_ignores_masks_that_only_graze_the_border():
+    spine = box_spine((110, 30, 30), IDS_BOTTOM_UP, height=12, gap=4, z0=-4)  # L3 cut at the bottom
+    face = 16 * 18 * SPACING ** 2  # L3's cut face: 16 x 18 voxels of 4 x 4 mm
+    edge = replace(_meta(), completeness_rule="edge")
+    for config, meta, cut in ((SegmentConfig(edge_min_contact_mm2=face), edge, {"L3"}),
+                              (SegmentConfig(), replace(edge, edge_min_contact_mm2=face + 1), set()),
+                              (SegmentConfig(edge_min_contact_mm2=0.0), replace(edge, edge_min_contact_mm2=1e6), {"L3"})):
+        result = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), meta, config)
+        assert {v.name for v in result.vertebrae if v.at_scan_edge} == cut
+        assert {v.name for v in result.vertebrae if not v.complete} == cut
 
 
 def _bright_voxels(images: np.ndarray, memories: np.ndarray) -> PatchPrediction:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vertebra_traversal.postprocess import (grow_into_bone, is_complete, keep_largest_component, labels_at_edge,
+from vertebra_traversal.postprocess import (edge_contact_mm2, grow_into_bone, is_complete, keep_largest_component,
+                                            labels_at_edge,
                                             largest_component_per_label, refine_surface_ct, surface_passes,
                                             surface_voxels)
 
@@ -178,6 +179,22 @@ def test_labels_at_edge_margin_counts_layers_by_each_axis_spacing():
             labels_at_edge(labels, spacing, bad)
     with pytest.raises(ValueError, match="spacing_zyx"):
         labels_at_edge(labels, (1.0, 0.0, 1.0), 1.0)
+
+
+def test_edge_contact_is_the_area_a_label_covers_on_the_faces_and_decides_with_a_smallest_area():
+    labels = np.zeros((10, 12, 14), np.uint8)
+    labels[0, 4:7, 5:9] = 1        # 3 x 4 voxels on the z=0 face
+    labels[1, 4:8, 5:9] = 1        # one layer in: counts only within a margin (4 x 4 projected)
+    labels[4:6, 11, 5:8] = 2       # 2 x 3 voxels on the y=11 face
+    labels[5, 5, 5] = 3            # inside, beyond 2 mm of every face
+    spacing = (2.0, 1.0, 0.5)      # z, y, x (mm): a z face voxel is 0.5 mm², a y face voxel 1 mm²
+    assert edge_contact_mm2(labels, spacing) == {1: 6.0, 2: 6.0}
+    assert edge_contact_mm2(labels, spacing, margin_mm=2.0) == {1: 8.0, 2: 6.0}
+    assert labels_at_edge(labels, spacing, min_contact_mm2=6.0) == {1, 2}
+    assert labels_at_edge(labels, spacing, min_contact_mm2=6.1) == set()
+    assert labels_at_edge(labels, spacing, 2.0, min_contact_mm2=8.0) == {1}
+    with pytest.raises(ValueError, match="min_contact_mm2"):
+        labels_at_edge(labels, spacing, min_contact_mm2=-1.0)
 
 
 @pytest.mark.parametrize("probability, at_edge, network, edge, both", [

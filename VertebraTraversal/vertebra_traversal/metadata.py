@@ -74,6 +74,8 @@ class ModelMetadata:
         edge_margin_mm: for the ``edge`` and ``both`` completeness rules, how close (mm, along each axis) to
             a face of the scan a vertebra's mask must come to count as cut by the scan; 0 = it must touch a
             face. Chosen per model on validation cases and stated in its card.
+        edge_min_contact_mm2: for the same rules, the smallest area (mm²) a mask must cover on the scan's
+            faces (within ``edge_margin_mm``) to count as cut; 0 = any voxel. Chosen likewise.
         start_network: description of the start network the file holds beside the main one
             (:mod:`.start_network`; ``vertebra-traversal combine``), or empty: one network. Its ``use``
             (``"always"`` when absent, or ``"fallback"``) says when it runs; see :meth:`start_use`.
@@ -98,6 +100,7 @@ class ModelMetadata:
     start_network: Dict[str, Any] = field(default_factory=dict)
     surface_threshold_hu: Optional[float] = None
     edge_margin_mm: float = 0.0
+    edge_min_contact_mm2: float = 0.0
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -109,7 +112,9 @@ class ModelMetadata:
                       "patch_size": _triple("patch_size", self.patch_size, int),
                       "labels": _labels(self.labels),
                       "min_fragment_mm3": _positive("min_fragment_mm3", self.min_fragment_mm3, allow_zero=True),
-                      "edge_margin_mm": _positive("edge_margin_mm", self.edge_margin_mm, allow_zero=True)}
+                      "edge_margin_mm": _positive("edge_margin_mm", self.edge_margin_mm, allow_zero=True),
+                      "edge_min_contact_mm2": _positive("edge_min_contact_mm2", self.edge_min_contact_mm2,
+                                                        allow_zero=True)}
         for name, value in normalised.items():
             object.__setattr__(self, name, value)  # frozen dataclass: canonical types once, here
         _check_version(self.format_version)
@@ -229,16 +234,18 @@ def _check_choice(name: str, value: Any, choices: Tuple[str, ...]) -> None:
 @dataclass(frozen=True)
 class PostSettings:
     """Post-processing settings that describe a model's masks, recorded in its metadata beside the label
-    reading (``ModelMetadata``; None = keep the model's): the CT surface refinement's threshold (HU) and
-    the distance to the scan's border (mm) within which a mask counts as cut (the ``edge`` rules)."""
+    reading (``ModelMetadata``; None = keep the model's): the CT surface refinement's threshold (HU), and
+    for the ``edge`` rules the distance to the scan's border (mm) within which a mask counts as cut and
+    the area (mm²) it must cover there."""
 
     surface_threshold_hu: Optional[float] = None
     edge_margin_mm: Optional[float] = None
+    edge_min_contact_mm2: Optional[float] = None
 
     @classmethod
     def of(cls, metadata: ModelMetadata) -> "PostSettings":
         """The settings ``metadata`` records (what a fine-tuned model keeps from its init model)."""
-        return cls(surface_threshold_hu=metadata.surface_threshold_hu, edge_margin_mm=metadata.edge_margin_mm)
+        return cls(**{name: getattr(metadata, name) for name in cls.__dataclass_fields__})
 
     def apply(self, metadata: ModelMetadata) -> ModelMetadata:
         """``metadata`` with every setting given here (validated by ``ModelMetadata``)."""

@@ -75,6 +75,8 @@ class SegmentConfig:
             scan) or ``"both"``; None = the model's ``completeness_rule``.
         edge_margin_mm: for ``edge`` and ``both``: a mask within this distance (mm, along each axis) of a
             face of the scan counts as reaching it; None = the model's ``edge_margin_mm`` (0: touching).
+        edge_min_contact_mm2: for ``edge`` and ``both``: the smallest area (mm²) a mask must cover on the
+            scan's faces to count as reaching them; None = the model's ``edge_min_contact_mm2`` (0: any).
         max_steps: cap on patch positions (guard against runaway traversal).
         labeling: label refinement settings (T13 / L6 / four lumbar, paper §3.4 and beyond).
         label_calibration: read the label values through the model's calibration table when it has one
@@ -95,6 +97,7 @@ class SegmentConfig:
     completeness_threshold: float = 0.5
     completeness_rule: Optional[str] = None
     edge_margin_mm: Optional[float] = None
+    edge_min_contact_mm2: Optional[float] = None
     max_steps: int = 2000
     labeling: LabelingConfig = field(default_factory=LabelingConfig)
     label_calibration: bool = True
@@ -107,8 +110,10 @@ class SegmentConfig:
             raise ValueError(f"start_network must be one of {START_USES}, got {self.start_network!r}")
         if self.surface_threshold_hu is not None and not math.isfinite(self.surface_threshold_hu):
             raise ValueError(f"surface_threshold_hu must be finite, got {self.surface_threshold_hu!r}")
-        if self.edge_margin_mm is not None and not (math.isfinite(self.edge_margin_mm) and self.edge_margin_mm >= 0):
-            raise ValueError(f"edge_margin_mm must be a finite distance >= 0 (mm), got {self.edge_margin_mm!r}")
+        for name in ("edge_margin_mm", "edge_min_contact_mm2"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
         if not math.isfinite(self.growth_threshold_hu):
             raise ValueError(f"growth_threshold_hu must be finite, got {self.growth_threshold_hu!r}")
         if self.label_interpolation not in LABEL_INTERPOLATORS:
@@ -131,6 +136,11 @@ class SegmentConfig:
         the model's."""
         return float(meta.edge_margin_mm if self.edge_margin_mm is None else self.edge_margin_mm)
 
+    def contact_for(self, meta: ModelMetadata) -> float:
+        """The area on the scan's faces (mm²) a mask must cover to count as reaching them in a run: this
+        config's, else the model's."""
+        return float(meta.edge_min_contact_mm2 if self.edge_min_contact_mm2 is None else self.edge_min_contact_mm2)
+
     def start_use_for(self, meta: ModelMetadata) -> str:
         """When the start network runs in this run: ``"off"`` without one, else this config's or the model's."""
         return "off" if not meta.start_network else (self.start_network or meta.start_use())
@@ -149,7 +159,7 @@ class SegmentConfig:
 @dataclass(frozen=True)
 class VertebraResult:
     """One segmented vertebra. ``order`` counts cranio-caudally from 1 (top-most); ``at_scan_edge``: its
-    mask reaches a face of the scan, or comes within the run's edge margin of one (``SegmentConfig``)."""
+    mask reaches the scan's border as the run's edge margin and contact area define it (``SegmentConfig``)."""
 
     order: int
     label: int
@@ -330,7 +340,7 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
     labels = from_model_grid(label_model, image, config.label_interpolation)
     labels = _postprocess(labels, image, meta, config) if found else labels
     vertebrae = _describe(labels, found, assignment, config.completeness_threshold, config.rule_for(meta),
-                          config.margin_for(meta))
+                          (config.margin_for(meta), config.contact_for(meta)))
     seconds = time.perf_counter() - start
     logger.info("%d vertebrae (%s chain) in %.1f s, %d network passes", len(vertebrae),
                 assignment.chain if assignment else "-", seconds, passes)
@@ -359,14 +369,15 @@ def _postprocess(labels: sitk.Image, image: sitk.Image, meta: ModelMetadata, con
 
 
 def _describe(labels: sitk.Image, found: list, assignment: Any, threshold: float,
-              rule: str, margin_mm: float) -> List[VertebraResult]:
-    """Per-vertebra report rows measured on the final label map (input grid)."""
+              rule: str, edge: Tuple[float, float]) -> List[VertebraResult]:
+    """Per-vertebra report rows measured on the final label map (input grid); ``edge``: the margin (mm)
+    and the smallest contact area (mm²) of :func:`~vertebra_traversal.postprocess.labels_at_edge`."""
     if not found:
         return []
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(labels)
     present = set(stats.GetLabels())
-    at_edge = labels_at_edge(sitk.GetArrayViewFromImage(labels), labels.GetSpacing()[::-1], margin_mm)
+    at_edge = labels_at_edge(sitk.GetArrayViewFromImage(labels), labels.GetSpacing()[::-1], *edge)
     out = []
     for i, v in enumerate(found):
         label = assignment.labels[i]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Sequence, Set
+from typing import Dict, Sequence, Set
 
 import numpy as np
 from scipy import ndimage
@@ -207,15 +207,31 @@ def largest_component_per_label(labels: np.ndarray, connectivity: int = 1) -> np
 
 
 def labels_at_edge(labels: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0),
-                   margin_mm: float = 0.0) -> Set[int]:
-    """Nonzero labels of a label map (z, y, x) with a voxel on any of its six faces, or, with
-    ``margin_mm`` > 0, with a voxel whose centre lies within ``margin_mm`` (mm, along that axis, with that
-    axis' ``spacing_zyx``) of the centre of a face layer.
+                   margin_mm: float = 0.0, min_contact_mm2: float = 0.0) -> Set[int]:
+    """Nonzero labels of a label map (z, y, x) that reach the scan's border: with a voxel on any of its six
+    faces, or, with ``margin_mm`` > 0, within ``margin_mm`` of one, and there covering at least
+    ``min_contact_mm2`` (:func:`edge_contact_mm2`; 0 = any voxel).
 
     On the scan's own grid these are the vertebrae that the field of view cuts: a fact a reader can
     check, used next to the network's completeness classifier (paper §3.5; see
     ``ModelMetadata.completeness_rule``). The margin counts a mask that stops a few voxels short of
-    the border as cut (``ModelMetadata.edge_margin_mm``).
+    the border as cut (``ModelMetadata.edge_margin_mm``), the contact area ignores a mask that only
+    grazes it (``ModelMetadata.edge_min_contact_mm2``).
+    """
+    if not (math.isfinite(min_contact_mm2) and min_contact_mm2 >= 0):
+        raise ValueError(f"min_contact_mm2 must be a finite area >= 0 (mm^2), got {min_contact_mm2!r}")
+    contact = edge_contact_mm2(labels, spacing_zyx, margin_mm)
+    return {label for label, area in contact.items() if area >= min_contact_mm2}
+
+
+def edge_contact_mm2(labels: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0),
+                     margin_mm: float = 0.0) -> Dict[int, float]:
+    """Area (mm²) that each nonzero label of ``labels`` (z, y, x) covers on the six faces of the volume,
+    for the labels that reach one; only labels that do are keys.
+
+    A face counts the voxels of its outermost layer, or with ``margin_mm`` > 0 of every layer whose
+    centre lies within ``margin_mm`` (along that axis, with that axis' ``spacing_zyx``) of that layer's
+    centre, projected onto the face: each covered position adds the area of one voxel face.
     """
     labels = np.asarray(labels)
     if labels.ndim != 3:
@@ -224,12 +240,17 @@ def labels_at_edge(labels: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0,
         raise ValueError(f"spacing_zyx must be three positive spacings (mm), got {tuple(spacing_zyx)}")
     if not (math.isfinite(margin_mm) and margin_mm >= 0):
         raise ValueError(f"margin_mm must be a finite distance >= 0 (mm), got {margin_mm!r}")
-    found: Set[int] = set()
+    area: Dict[int, float] = {}
     for axis, spacing in enumerate(spacing_zyx):
+        pixel = float(np.prod([s for a, s in enumerate(spacing_zyx) if a != axis]))
         layers = min(int(math.floor(margin_mm / spacing + 1e-9)) + 1, labels.shape[axis])
         for side in (np.arange(layers), labels.shape[axis] - 1 - np.arange(layers)):
-            found |= {int(v) for v in np.unique(np.take(labels, side, axis=axis)) if v}
-    return found
+            band = np.take(labels, side, axis=axis)
+            for value in np.unique(band):
+                if value:
+                    covered = np.count_nonzero(np.any(band == value, axis=axis))
+                    area[int(value)] = area.get(int(value), 0.0) + pixel * covered
+    return area
 
 
 def check_completeness_rule(rule: str) -> str:

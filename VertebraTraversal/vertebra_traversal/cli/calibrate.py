@@ -20,24 +20,26 @@ neighbour's instance does not shift every label beyond it (the bundled CT model:
 
 ``--keep-reading`` fits nothing: the model keeps the label reading it carries (a fitted table or a
 Gaussian) and only its ``--gaps`` setting is written (``--gaps 0`` removes one), with
-``--surface-threshold-hu`` and ``--edge-margin-mm`` when given.
+``--surface-threshold-hu``, ``--edge-margin-mm`` and ``--edge-min-contact-mm2`` when given.
 
 ``--surface-threshold-hu HU`` (any mode) also records the threshold below which ``segment``'s CT surface
 refinement peels this model's masks (default: the paper's 200; the bundled CT model: 100).
-``--edge-margin-mm MM`` (any mode) records how close to the scan's border a mask counts as cut by it
-for the ``edge`` and ``both`` completeness rules (default 0: touching; the bundled MR model: 2).
+``--edge-margin-mm MM`` and ``--edge-min-contact-mm2 MM2`` (any mode) record how close to the scan's
+border a mask counts as cut by it, and what area it must cover there, for the ``edge`` and ``both``
+completeness rules (default 0 and 0: touching, by any voxel; the bundled MR model: 2 mm, the CT model:
+50 mm²).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 
 from ..calibrate import PostSettings, calibrate_model, describe, gaussian_model, regapped_model
 from ..imageio import InputError
+from .edge_options import add_edge_options, edge_options
 from ..labeling import LabelingConfig
 from ..metadata import CT_HU_RANGE, in_ct_range
 from ..models import resolve_model
@@ -58,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="instead of fitting: the paper's expected values read through a Gaussian of SD levels")
     parser.add_argument("--keep-reading", action="store_true",
                         help="instead of fitting: keep the model's own label reading and write only --gaps "
-                             "(and --surface-threshold-hu, --edge-margin-mm)")
+                             "(and the settings below)")
     parser.add_argument("--gaps", type=int, default=0, metavar="G",
                         help="let the label refinement skip up to G single levels (a vertebra merged into its "
                              "neighbour's instance or not found), each costing --gap-penalty (default 0: the "
@@ -68,9 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--surface-threshold-hu", type=float, metavar="HU",
                         help="record the CT surface refinement threshold of this model's masks (default: keep the "
                              "model's; without one segment uses the paper's 200)")
-    parser.add_argument("--edge-margin-mm", type=float, metavar="MM",
-                        help="record how close to the scan's border a mask counts as cut by it, for the edge and "
-                             "both completeness rules (default: keep the model's; 0 = touching)")
+    add_edge_options(parser, recorded=True)
     parser.set_defaults(func=run)
 
 
@@ -91,10 +91,8 @@ def run(args: argparse.Namespace) -> int:
     if threshold is not None and not in_ct_range(threshold):
         raise InputError(f"--surface-threshold-hu {threshold}: expected a number of HU from "
                          f"{CT_HU_RANGE[0]:g} to {CT_HU_RANGE[1]:g}")
-    margin = args.edge_margin_mm
-    if margin is not None and not (math.isfinite(margin) and margin >= 0):
-        raise InputError(f"--edge-margin-mm {margin}: expected a finite distance of 0 mm or more")
-    settings = PostSettings(surface_threshold_hu=threshold, edge_margin_mm=margin)
+    margin, contact = edge_options(args)
+    settings = PostSettings(surface_threshold_hu=threshold, edge_margin_mm=margin, edge_min_contact_mm2=contact)
     recorded = vars(settings)  # printed as written: None = the model's own kept
     model = resolve_model(args.model)
     if args.keep_reading:

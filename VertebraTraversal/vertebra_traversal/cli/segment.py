@@ -25,6 +25,7 @@ from ..models import resolve_model
 from ..outputs import input_stem, prepare_output_dir, write_outputs
 from ..pipeline import SegmentConfig, segment_image
 from ..postprocess import COMPLETENESS_RULES
+from .edge_options import add_edge_options, edge_options
 
 logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -135,9 +136,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--completeness-rule", choices=COMPLETENESS_RULES,
                         help="network: the completeness output (paper §3.5); edge: the vertebra does not reach the "
                              "scan's border; both. Default: the model's (its card says which and why)")
-    parser.add_argument("--edge-margin-mm", type=float, metavar="MM",
-                        help="edge and both rules: a vertebra within this distance of the scan's border counts as "
-                             "reaching it (default: the model's; 0 = touching; the bundled MR model's is 2)")
+    add_edge_options(parser, recorded=False)
     parser.add_argument("--start-network", choices=START_USES,
                         help="for a model with a start network (combine): always, fallback (only when the main "
                              "network alone finds no vertebra in a scan) or off (accepted for any model). "
@@ -170,8 +169,7 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                           ("--growth-threshold-hu", args.growth_threshold_hu)):
         if value is not None and not math.isfinite(value):
             raise InputError(f"{option} {value}: must be a finite number of HU")
-    if args.edge_margin_mm is not None and not (math.isfinite(args.edge_margin_mm) and args.edge_margin_mm >= 0):
-        raise InputError(f"--edge-margin-mm {args.edge_margin_mm}: must be a finite distance of 0 mm or more")
+    margin, contact = edge_options(args)
     model_path = resolve_model(args.model)
     model = load_model(model_path, device=args.device)
     if args.start_network in RECORDED_START_USES and not model.metadata.start_network:
@@ -183,13 +181,14 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                            surface_growth=args.surface_growth, growth_threshold_hu=args.growth_threshold_hu,
                            largest_component=not args.all_components,
                            label_calibration=not args.no_label_calibration,
-                           completeness_rule=args.completeness_rule, edge_margin_mm=args.edge_margin_mm,
+                           completeness_rule=args.completeness_rule, edge_margin_mm=margin, edge_min_contact_mm2=contact,
                            label_interpolation=args.label_interpolation, start_network=args.start_network)
     meta = model.metadata
     labeling = config.labeling_for(meta)
     model_info = {"path": str(model_path.resolve()), "modality": meta.modality, "spacing_mm": list(meta.spacing_mm),
                   "patch_size": list(meta.patch_size), "direction": meta.direction,
                   "completeness_rule": config.rule_for(meta), "edge_margin_mm": config.margin_for(meta),
+                  "edge_min_contact_mm2": config.contact_for(meta),
                   "label_interpolation": config.label_interpolation,
                   "surface_threshold_hu": config.threshold_for(meta),
                   "largest_component": config.largest_component, "surface_growth": config.surface_growth,

@@ -1,0 +1,38 @@
+"""The two options that say when a mask reaches the scan's border (``segment`` uses them, ``calibrate``
+records them in a model): ``--edge-margin-mm`` and ``--edge-min-contact-mm2``
+(:func:`~vertebra_traversal.postprocess.labels_at_edge`, ``ModelMetadata.edge_margin_mm``)."""
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Optional, Tuple
+
+from ..imageio import InputError
+
+EDGE_OPTIONS = (("--edge-margin-mm", "MM", "a mask within this distance (mm) of the scan's border counts as reaching "
+                 "it (0 = touching; the bundled MR model's is 2)"),
+                ("--edge-min-contact-mm2", "MM2", "a mask must cover at least this area (mm²) on the scan's faces "
+                 "to count as reaching them (0 = any voxel; the bundled CT model's is 50)"))
+
+
+def add_edge_options(parser: argparse.ArgumentParser, recorded: bool) -> None:
+    """Add both options; ``recorded``: they are written into a model (``calibrate``), else used in a run."""
+    default = "default: keep the model's" if recorded else "default: the model's"
+    for option, metavar, text in EDGE_OPTIONS:
+        parser.add_argument(option, type=float, metavar=metavar,
+                            help=f"edge and both completeness rules: {text}; {default}")
+
+
+def edge_options(args: argparse.Namespace) -> Tuple[Optional[float], Optional[float]]:
+    """(margin mm, contact mm²) from parsed options, None where not given.
+
+    Raises:
+        InputError: a value that is negative or not finite (the message names the option).
+    """
+    values = []
+    for option, _, _ in EDGE_OPTIONS:
+        value = getattr(args, option[2:].replace("-", "_"))
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise InputError(f"{option} {value}: must be a finite number of 0 or more")
+        values.append(value)
+    return values[0], values[1]
