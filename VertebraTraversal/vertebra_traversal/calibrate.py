@@ -16,12 +16,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import anatomy, dataset
 from .checkpoint import LoadedModel, ModelMetadata, load_to_rewrite, save_torchscript
-from .metadata import PostSettings
 from .evaluate import Progress, evaluate_case, find_prediction
 from .formats import REPORT_FORMAT
 from .imageio import InputError, PathLike, read_json_document
 from .label_calibration import LabelCalibration, fit_calibration, gaussian_reading
 from .labeling import LabelingConfig, refine_labels
+from .metadata import PostSettings
 
 logger = logging.getLogger(__name__)
 

@@ -120,8 +120,9 @@ def grow_into_bone(instances: np.ndarray, image_hu: np.ndarray, spacing_mm: Sequ
     A mask mapped back from a coarser model grid misses up to one model voxel of bone along its
     surface, as much as it overshoots (the overshoot is what the refinement peels). Not in the paper.
     Voxels on the six faces of the scan never join: whether a vertebra reaches the scan's border
-    (:func:`labels_at_edge`, the ``edge`` completeness rule) stays the network's evidence, not that of
-    a rib or process next to it that leaves the field of view.
+    (:func:`labels_at_edge` with no margin, the ``edge`` completeness rule) stays the network's evidence,
+    not that of a rib or process next to it that leaves the field of view. (With an edge margin, grown
+    voxels within it do count.)
 
     Args:
         instances: integer label map (z, y, x), 0 = background.

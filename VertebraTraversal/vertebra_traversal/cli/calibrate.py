@@ -37,12 +37,12 @@ import logging
 import sys
 from pathlib import Path
 
-from ..calibrate import PostSettings, calibrate_model, describe, gaussian_model, regapped_model
+from ..calibrate import calibrate_model, describe, gaussian_model, regapped_model
 from ..imageio import InputError
-from .edge_options import add_edge_options, edge_options
 from ..labeling import LabelingConfig
-from ..metadata import CT_HU_RANGE, in_ct_range
+from ..metadata import CT_HU_RANGE, PostSettings, in_ct_range
 from ..models import resolve_model
+from .edge_options import add_edge_options, edge_options
 
 logger = logging.getLogger(__name__)
 

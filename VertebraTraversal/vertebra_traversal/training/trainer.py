@@ -87,7 +87,7 @@ class _Init:
     ``state``: the main network's weights; ``info``: its description in the run identity; ``reading``
     and ``reading_note``: :func:`inherited_reading`; ``start``: its start network (:mod:`..start_network`),
     kept unchanged in the fine-tuned model, and ``start_network`` its metadata record;
-    ``post``: its post-processing settings (the CT surface refinement threshold, the edge margin), kept
+    ``post``: its post-processing settings (the CT surface refinement threshold, the border settings), kept
     like a Gaussian reading (they describe the masks, not the weights).
     """
 
