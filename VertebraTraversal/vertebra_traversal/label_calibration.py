@@ -19,7 +19,7 @@ interpolated linearly.
 A network that answers on the paper's scale but is often a level or more off needs no fitted table:
 :func:`gaussian_reading` keeps ``m_y = y`` and only widens the paper's triangle, which gives a vertebra
 nothing for its true level once the answer is a whole level away, into a Gaussian (``calibrate
---gaussian SD``; the bundled CT model after its label path was retrained: SD 1.5).
+--gaussian SD``; the bundled CT model: SD 1.25).
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ Prints a JSON summary, including identification on the fitting cases before and 
 
 ``--gaussian SD`` needs no cases: the model keeps the paper's expected values but reads them through a
 Gaussian of SD levels instead of the paper's triangle, for a network that answers on the right scale
-with errors of a level or more (the bundled CT model: 1.5).
+with errors of a level or more (the bundled CT model: 1.25).
 
 ``--gaps G [--gap-penalty D]`` (any mode) also lets the maximum-likelihood step skip up to G single
 levels, each costing D of a sequence's average likelihood, so that a vertebra merged into its
