@@ -3,17 +3,17 @@
 both, and the base rate of calling every vertebra complete.
 
     python benchmarks/completeness_rules.py --pred ct-pred --ref ct-test [--threshold 0.5] [--margins 0 2 4]
+        [--contacts 0 50]
 
 ``--pred`` holds ``segment`` outputs (label map + report per case), ``--ref`` a dataset folder. Each
 reference vertebra is matched to the predicted instance it overlaps most (as ``evaluate`` does); the
 rules are applied to the matched instances' completeness probability (report) and to whether their
 mask reaches a face of the scan (label map), so the numbers do not depend on the rule the outputs
 were written with. Prints one row per rule: accuracy over all matched vertebrae, complete vertebrae
-called incomplete, and cut-off vertebrae called complete. With ``--margins``, the rules that look at
-the scan's border (``edge``, ``both``) get one row per margin in mm (``labels_at_edge``'s
-``margin_mm``; 0 = the mask touches a face). With ``--contacts``, the same rules get one row per
-smallest contact area in mm² instead: a mask counts as cut only where its voxels on the scan's faces
-cover at least that area (each face voxel counts the area of its face).
+called incomplete, and cut-off vertebrae called complete. The rules that look at the scan's border
+(``edge``, ``both``) get one row per pair of ``--margins`` (mm; 0 = the mask touches a face) and
+``--contacts`` (the smallest area in mm² the mask must cover there; 0 = any voxel), as
+``labels_at_edge`` takes them.
 """
 from __future__ import annotations
 
@@ -22,30 +22,22 @@ import json
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-import numpy as np
 import SimpleITK as sitk
 
 from vertebra_traversal import dataset, imageio, metrics
 from vertebra_traversal.evaluate import find_prediction
-from vertebra_traversal.postprocess import edge_contact_mm2, is_complete, labels_at_edge
+from vertebra_traversal.postprocess import is_complete, labels_at_edge
 
 RULES = ("all complete", "network", "edge", "both")
 
 
-Row = Tuple[bool, float, Dict[float, bool]]
+Setting = Tuple[float, float]  # (margin mm, smallest contact mm²)
+Row = Tuple[bool, float, Dict[Setting, bool]]
 
 
-def at_edge_by_contact(labels: np.ndarray, spacing_zyx: Sequence[float], contacts: Sequence[float]
-                       ) -> Dict[float, set]:
-    """{smallest area A (mm²): labels whose face contact is at least A (any voxel where A = 0)}."""
-    area = edge_contact_mm2(labels, spacing_zyx)
-    return {a: {v for v, c in area.items() if c >= a} for a in contacts}
-
-
-def matched_vertebrae(pred_dir: Path, ref_dir: Path, margins: Sequence[float] = (0.0,),
-                      contacts: Sequence[float] = ()) -> List[Row]:
-    """(reference complete, predicted probability, {margin mm or contact mm²: at scan edge}) of every
-    matched reference vertebra; by contact area when ``contacts`` is given, else by margin."""
+def matched_vertebrae(pred_dir: Path, ref_dir: Path, settings: Sequence[Setting] = ((0.0, 0.0),)) -> List[Row]:
+    """(reference complete, predicted probability, {(margin mm, contact mm²): at scan edge}) of every
+    matched reference vertebra."""
     rows = []
     for case in dataset.list_cases(ref_dir):
         pred = find_prediction(pred_dir, case)
@@ -58,12 +50,11 @@ def matched_vertebrae(pred_dir: Path, ref_dir: Path, margins: Sequence[float] = 
         report = json.loads(pred.report.read_text())
         probability = {int(v["label"]): float(v["completeness_probability"]) for v in report["vertebrae"]}
         spacing = pred_image.GetSpacing()[::-1]
-        at_edge = (at_edge_by_contact(pred_array, spacing, contacts) if contacts else
-                   {m: labels_at_edge(pred_array, spacing, m) for m in margins})
+        at_edge = {(m, a): labels_at_edge(pred_array, spacing, m, a) for m, a in settings}
         score = metrics.score_case(sitk.GetArrayFromImage(reference), pred_array, reference.GetSpacing()[::-1],
                                    ref_complete, None, case.case_id)
         rows += [(bool(v.ref_complete), probability.get(v.pred_label, 0.0),
-                  {m: v.pred_label in edge for m, edge in at_edge.items()})
+                  {key: v.pred_label in edge for key, edge in at_edge.items()})
                  for v in score.vertebrae if v.matched and v.ref_complete is not None]
     return rows
 
@@ -72,18 +63,19 @@ def decide(rule: str, probability: float, at_edge: bool, threshold: float) -> bo
     return True if rule == "all complete" else is_complete(probability, at_edge, threshold, rule)
 
 
-def table(rows: List[Row], threshold: float, margins: Sequence[float] = (0.0,), unit: str = "mm") -> str:
+def table(rows: List[Row], threshold: float, settings: Sequence[Setting] = ((0.0, 0.0),)) -> str:
     complete = sum(r[0] for r in rows)
     lines = [f"{len(rows)} matched vertebrae, {complete} complete, {len(rows) - complete} cut off by the scan",
-             f"{'rule':<20}{'accuracy %':>11}{'complete called incomplete':>28}{'cut-off called complete':>25}"]
+             f"{'rule':<26}{'accuracy %':>11}{'complete called incomplete':>28}{'cut-off called complete':>25}"]
     for rule in RULES:
-        for margin in (margins if rule in ("edge", "both") else margins[:1]):
-            name = f"{rule} ({margin:g} {unit})" if rule in ("edge", "both") and len(margins) > 1 else rule
+        for margin, contact in (settings if rule in ("edge", "both") else settings[:1]):
+            name = (f"{rule} ({margin:g} mm, {contact:g} mm²)" if rule in ("edge", "both") and len(settings) > 1
+                    else rule)
             calls: Dict[bool, List[bool]] = {True: [], False: []}
             for ref, probability, at_edge in rows:
-                calls[ref].append(decide(rule, probability, at_edge[margin], threshold))
+                calls[ref].append(decide(rule, probability, at_edge[margin, contact], threshold))
             correct = sum(calls[True]) + sum(not c for c in calls[False])
-            lines.append(f"{name:<20}{100 * correct / max(len(rows), 1):>11.1f}"
+            lines.append(f"{name:<26}{100 * correct / max(len(rows), 1):>11.1f}"
                          f"{sum(not c for c in calls[True]):>28d}{sum(calls[False]):>25d}")
     return "\n".join(lines)
 
@@ -95,11 +87,11 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.5, help="network completeness threshold")
     parser.add_argument("--margins", type=float, nargs="+", default=[0.0],
                         help="distances to the scan's border (mm) for the edge rules; 0 = touching a face")
-    parser.add_argument("--contacts", type=float, nargs="+", default=[],
+    parser.add_argument("--contacts", type=float, nargs="+", default=[0.0],
                         help="smallest areas on the scan's faces (mm²) for the edge rules; 0 = any voxel")
     args = parser.parse_args()
-    rows = matched_vertebrae(args.pred, args.ref, args.margins, args.contacts)
-    print(table(rows, args.threshold, args.contacts or args.margins, "mm²" if args.contacts else "mm"))
+    settings = [(m, a) for m in args.margins for a in args.contacts]
+    print(table(matched_vertebrae(args.pred, args.ref, settings), args.threshold, settings))
 
 
 if __name__ == "__main__":
