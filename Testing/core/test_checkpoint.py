@@ -88,7 +88,8 @@ def test_saving_and_loading_emits_no_torchscript_deprecation_warning(saved, tmp_
 
 def test_metadata_json_round_trip_and_documented_example():
     meta = _metadata(direction="down", labels=(20, 21, 22, 23, 24), min_fragment_mm3=250.0, completeness_rule="edge",
-                     surface_threshold_hu=100, edge_margin_mm=2, edge_min_contact_mm2=50)
+                     surface_threshold_hu=100, edge_margin_mm=2, edge_min_contact_mm2=50,
+                     edge_margin_faces="cranio-caudal")
     doc = json.loads(json.dumps(meta.to_json()))
     assert doc["surface_threshold_hu"] == 100.0 and doc["edge_margin_mm"] == 2.0
     assert doc["format"] == FORMAT and doc["format_version"] == FORMAT_VERSION
@@ -102,6 +103,7 @@ def test_metadata_json_round_trip_and_documented_example():
     assert parsed.completeness_rule == "network"  # older models: the paper's rule
     assert parsed.surface_threshold_hu is None  # ... and the paper's surface refinement threshold
     assert parsed.edge_margin_mm == parsed.edge_min_contact_mm2 == 0.0  # ... a mask touching the border is cut
+    assert parsed.edge_margin_faces == "all"
     assert _metadata().labels == tuple(v.label for v in anatomy.VERTEBRAE)
 
 
@@ -112,7 +114,7 @@ def test_metadata_json_round_trip_and_documented_example():
     ("min_fragment_mm3", float("nan")), ("normalization", {"kind": "zscore"}), ("training", {"x": {1, 2}}),
     ("surface_threshold_hu", float("nan")), ("surface_threshold_hu", 5000), ("surface_threshold_hu", "100"),
     ("edge_margin_mm", -1.0), ("edge_margin_mm", float("inf")), ("edge_margin_mm", "2"),
-    ("edge_min_contact_mm2", -5.0), ("edge_min_contact_mm2", float("nan")),
+    ("edge_min_contact_mm2", -5.0), ("edge_min_contact_mm2", float("nan")), ("edge_margin_faces", "lateral"),
     ("network", {"filters": 4, "depth": 2, "head_depth": 1, "patch_size": [32, 32, 32]}),
 ])
 def test_invalid_metadata_fields_are_refused_by_name(field, value):

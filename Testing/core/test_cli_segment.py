@@ -81,6 +81,7 @@ def test_the_edge_margin_option_reaches_the_report_and_the_flags(tmp_path, model
         reports[margin, contact] = json.loads((tmp_path / f"{margin}-{contact}" / "scan_ct_report.json").read_text())
         assert reports[margin, contact]["model"]["edge_margin_mm"] == float(margin)
         assert reports[margin, contact]["model"]["edge_min_contact_mm2"] == float(contact)
+        assert reports[margin, contact]["model"]["edge_margin_faces"] == "all"  # the tiny model's
     near, covering_nothing = reports["1000", "0"]["vertebrae"], reports["1000", "1e9"]["vertebrae"]
     assert near and all(v["at_scan_edge"] and not v["complete"] for v in near)
     assert all(not v["at_scan_edge"] and v["complete"] for v in covering_nothing)  # no mask covers 1e9 mm²

@@ -120,6 +120,21 @@ def test_the_edge_margin_counts_masks_near_the_border_as_cut_and_comes_from_the_
             SegmentConfig(edge_min_contact_mm2=bad)
 
 
+@pytest.mark.parametrize("permutation", [(0, 1, 2), (1, 2, 0)])
+def test_a_cranio_caudal_edge_margin_looks_only_across_the_patients_superior_axis(permutation):
+    spine = box_spine((110, 30, 30), IDS_BOTTOM_UP, height=12, gap=4, z0=-4)  # L3 cut at the bottom
+    edge = replace(_meta(), completeness_rule="edge", edge_margin_mm=24.0)  # reaches every box sideways
+    every = {anatomy.name_of(v) for v in IDS_BOTTOM_UP}
+    for faces, cut in (("all", every), ("cranio-caudal", {"L3"})):  # L2 lies 48 mm above the bottom face
+        stored = _stored(spine.labels, permutation)  # however the file's axes lie, S-I is found
+        result = segment_with_predictor(stored, oracle_for(spine, "up"), replace(edge, edge_margin_faces=faces))
+        assert {v.name for v in result.vertebrae if v.at_scan_edge} == cut
+        by_run = segment_with_predictor(stored, oracle_for(spine, "up"), edge, SegmentConfig(edge_margin_faces=faces))
+        assert {v.name for v in by_run.vertebrae if v.at_scan_edge} == cut
+    with pytest.raises(ValueError, match="edge_margin_faces"):
+        SegmentConfig(edge_margin_faces="lateral")
+
+
 def test_the_edge_contact_area_ignores_masks_that_only_graze_the_border():
     spine = box_spine((110, 30, 30), IDS_BOTTOM_UP, height=12, gap=4, z0=-4)  # L3 cut at the bottom
     face = 16 * 18 * SPACING ** 2  # L3's cut face: 16 x 18 voxels of 4 x 4 mm

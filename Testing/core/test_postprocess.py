@@ -193,6 +193,8 @@ def test_edge_contact_is_the_area_a_label_covers_on_the_faces_and_decides_with_a
     assert labels_at_edge(labels, spacing, min_contact_mm2=6.0) == {1, 2}
     assert labels_at_edge(labels, spacing, min_contact_mm2=6.1) == set()
     assert labels_at_edge(labels, spacing, 2.0, min_contact_mm2=8.0) == {1}
+    assert edge_contact_mm2(labels, spacing, margin_mm=2.0, margin_axes=(1,)) == {1: 6.0, 2: 6.0}  # z: outer layer
+    assert edge_contact_mm2(labels, spacing, margin_mm=2.0, margin_axes=(0,)) == {1: 8.0, 2: 6.0}
     with pytest.raises(ValueError, match="min_contact_mm2"):
         labels_at_edge(labels, spacing, min_contact_mm2=-1.0)
 

@@ -20,7 +20,7 @@ from .label_calibration import LabelCalibration
 from .labeling import LabelingConfig
 from .network import NetworkConfig
 from .normalization import NormalizationSpec
-from .postprocess import COMPLETENESS_RULES
+from .postprocess import COMPLETENESS_RULES, EDGE_MARGIN_FACES
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ class ModelMetadata:
             face. Chosen per model on validation cases and stated in its card.
         edge_min_contact_mm2: for the same rules, the smallest area (mm²) a mask must cover on the scan's
             faces (within ``edge_margin_mm``) to count as cut; 0 = any voxel. Chosen likewise.
+        edge_margin_faces: where ``edge_margin_mm`` applies (``EDGE_MARGIN_FACES``): ``"all"`` six faces, or
+            only the two across the patient's cranio-caudal axis (the others count their outermost layer).
         start_network: description of the start network the file holds beside the main one
             (:mod:`.start_network`; ``vertebra-traversal combine``), or empty: one network. Its ``use``
             (``"always"`` when absent, or ``"fallback"``) says when it runs; see :meth:`start_use`.
@@ -101,6 +103,7 @@ class ModelMetadata:
     surface_threshold_hu: Optional[float] = None
     edge_margin_mm: float = 0.0
     edge_min_contact_mm2: float = 0.0
+    edge_margin_faces: str = "all"
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -108,6 +111,7 @@ class ModelMetadata:
         _check_choice("target", self.target, TARGETS)
         _check_choice("direction", self.direction, DIRECTIONS)
         _check_choice("completeness_rule", self.completeness_rule, COMPLETENESS_RULES)
+        _check_choice("edge_margin_faces", self.edge_margin_faces, EDGE_MARGIN_FACES)
         normalised = {"spacing_mm": _triple("spacing_mm", self.spacing_mm, float),
                       "patch_size": _triple("patch_size", self.patch_size, int),
                       "labels": _labels(self.labels),
@@ -236,11 +240,12 @@ class PostSettings:
     """Post-processing settings that describe a model's masks, recorded in its metadata beside the label
     reading (``ModelMetadata``; None = keep the model's): the CT surface refinement's threshold (HU), and
     for the ``edge`` rules the distance to the scan's border (mm) within which a mask counts as cut and
-    the area (mm²) it must cover there."""
+    the area (mm²) it must cover there, and which faces the distance applies to."""
 
     surface_threshold_hu: Optional[float] = None
     edge_margin_mm: Optional[float] = None
     edge_min_contact_mm2: Optional[float] = None
+    edge_margin_faces: Optional[str] = None
 
     @classmethod
     def of(cls, metadata: ModelMetadata) -> "PostSettings":

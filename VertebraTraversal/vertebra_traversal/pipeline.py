@@ -23,12 +23,12 @@ import SimpleITK as sitk
 
 from . import anatomy
 from .checkpoint import LoadedModel, ModelMetadata
-from .geometry import LABEL_INTERPOLATORS, from_model_grid, model_index_to_lps, to_model_grid
+from .geometry import LABEL_INTERPOLATORS, from_model_grid, model_index_to_lps, superior_axis, to_model_grid
 from .labeling import LabelAssignment, LabelingConfig, provisional_label, refine_labels
 from .metadata import START_USES
 from .normalization import NormalizationSpec, normalize, pad_value
 from .predictor import Predictor
-from .postprocess import (check_completeness_rule, grow_into_bone, is_complete, labels_at_edge,
+from .postprocess import (EDGE_MARGIN_FACES, check_completeness_rule, grow_into_bone, is_complete, labels_at_edge,
                           largest_component_per_label, refine_surface_ct, surface_passes)
 from .start_network import networks
 from .torch_predictor import TorchPredictor
@@ -78,6 +78,8 @@ class SegmentConfig:
             face of the scan counts as reaching it; None = the model's ``edge_margin_mm`` (0: touching).
         edge_min_contact_mm2: for ``edge`` and ``both``: the smallest area (mm²) a mask must cover on the
             scan's faces to count as reaching them; None = the model's ``edge_min_contact_mm2`` (0: any).
+        edge_margin_faces: the faces ``edge_margin_mm`` applies to: ``"all"`` or ``"cranio-caudal"`` (the two
+            across the patient's S-I axis, found from the image's direction); None = the model's.
         max_steps: cap on patch positions (guard against runaway traversal).
         labeling: label refinement settings (T13 / L6 / four lumbar, paper §3.4 and beyond).
         label_calibration: read the label values through the model's calibration table when it has one
@@ -99,6 +101,7 @@ class SegmentConfig:
     completeness_rule: Optional[str] = None
     edge_margin_mm: Optional[float] = None
     edge_min_contact_mm2: Optional[float] = None
+    edge_margin_faces: Optional[str] = None
     max_steps: int = 2000
     labeling: LabelingConfig = field(default_factory=LabelingConfig)
     label_calibration: bool = True
@@ -111,6 +114,8 @@ class SegmentConfig:
             raise ValueError(f"start_network must be one of {START_USES}, got {self.start_network!r}")
         if self.surface_threshold_hu is not None and not math.isfinite(self.surface_threshold_hu):
             raise ValueError(f"surface_threshold_hu must be finite, got {self.surface_threshold_hu!r}")
+        if self.edge_margin_faces is not None and self.edge_margin_faces not in EDGE_MARGIN_FACES:
+            raise ValueError(f"edge_margin_faces must be one of {EDGE_MARGIN_FACES}, got {self.edge_margin_faces!r}")
         for name in ("edge_margin_mm", "edge_min_contact_mm2"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
@@ -136,6 +141,10 @@ class SegmentConfig:
         """How close to the scan's border (mm) a mask counts as reaching it in a run: this config's, else
         the model's."""
         return float(meta.edge_margin_mm if self.edge_margin_mm is None else self.edge_margin_mm)
+
+    def faces_for(self, meta: ModelMetadata) -> str:
+        """The faces the edge margin applies to in a run: this config's, else the model's."""
+        return self.edge_margin_faces or meta.edge_margin_faces
 
     def contact_for(self, meta: ModelMetadata) -> float:
         """The area on the scan's faces (mm²) a mask must cover to count as reaching them in a run: this
@@ -341,7 +350,7 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
     labels = from_model_grid(label_model, image, config.label_interpolation)
     labels = _postprocess(labels, image, meta, config) if found else labels
     vertebrae = _describe(labels, found, assignment, config.completeness_threshold, config.rule_for(meta),
-                          (config.margin_for(meta), config.contact_for(meta)))
+                          (config.margin_for(meta), config.contact_for(meta), config.faces_for(meta)))
     seconds = time.perf_counter() - start
     logger.info("%d vertebrae (%s chain) in %.1f s, %d network passes", len(vertebrae),
                 assignment.chain if assignment else "-", seconds, passes)
@@ -370,15 +379,19 @@ def _postprocess(labels: sitk.Image, image: sitk.Image, meta: ModelMetadata, con
 
 
 def _describe(labels: sitk.Image, found: list, assignment: Any, threshold: float,
-              rule: str, edge: Tuple[float, float]) -> List[VertebraResult]:
-    """Per-vertebra report rows measured on the final label map (input grid); ``edge``: the margin (mm)
-    and the smallest contact area (mm²) of :func:`~vertebra_traversal.postprocess.labels_at_edge`."""
+              rule: str, edge: Tuple[float, float, str]) -> List[VertebraResult]:
+    """Per-vertebra report rows measured on the final label map (input grid); ``edge``: the margin (mm),
+    the smallest contact area (mm²) of :func:`~vertebra_traversal.postprocess.labels_at_edge` and the
+    faces the margin applies to (``EDGE_MARGIN_FACES``)."""
     if not found:
         return []
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(labels)
     present = set(stats.GetLabels())
-    at_edge = labels_at_edge(sitk.GetArrayViewFromImage(labels), labels.GetSpacing()[::-1], *edge)
+    margin_mm, contact_mm2, faces = edge
+    axes = None if faces == "all" else (2 - superior_axis(labels),)  # index axis i, j, k -> array axis
+    at_edge = labels_at_edge(sitk.GetArrayViewFromImage(labels), labels.GetSpacing()[::-1], margin_mm,
+                             contact_mm2, axes)
     out = []
     for i, v in enumerate(found):
         label = assignment.labels[i]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Dict, Sequence, Set
+from typing import Dict, Optional, Sequence, Set
 
 import numpy as np
 from scipy import ndimage
@@ -18,6 +18,9 @@ logger = logging.getLogger(__name__)
 #: ``network`` = the completeness output >= the threshold (paper §3.5); ``edge`` = its mask does not
 #: reach a face of the scan (:func:`labels_at_edge`); ``both`` = both hold.
 COMPLETENESS_RULES = ("network", "edge", "both")
+#: Which faces of the scan an edge margin applies to (``ModelMetadata.edge_margin_faces``): all six, or
+#: only the two across the patient's cranio-caudal axis (where a scan cuts the spine).
+EDGE_MARGIN_FACES = ("all", "cranio-caudal")
 
 #: 6-connectivity (faces) in 3D.
 FACES = ndimage.generate_binary_structure(3, 1)
@@ -208,10 +211,12 @@ def largest_component_per_label(labels: np.ndarray, connectivity: int = 1) -> np
 
 
 def labels_at_edge(labels: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0),
-                   margin_mm: float = 0.0, min_contact_mm2: float = 0.0) -> Set[int]:
+                   margin_mm: float = 0.0, min_contact_mm2: float = 0.0,
+                   margin_axes: Optional[Sequence[int]] = None) -> Set[int]:
     """Nonzero labels of a label map (z, y, x) that reach the scan's border: with a voxel on any of its six
     faces, or, with ``margin_mm`` > 0, within ``margin_mm`` of one, and there covering at least
-    ``min_contact_mm2`` (:func:`edge_contact_mm2`; 0 = any voxel).
+    ``min_contact_mm2`` (:func:`edge_contact_mm2`; 0 = any voxel). ``margin_axes``: the array axes
+    across whose faces the margin applies (None = all three; the others count their outermost layer).
 
     On the scan's own grid these are the vertebrae that the field of view cuts: a fact a reader can
     check, used next to the network's completeness classifier (paper §3.5; see
@@ -221,18 +226,19 @@ def labels_at_edge(labels: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0,
     """
     if not (math.isfinite(min_contact_mm2) and min_contact_mm2 >= 0):
         raise ValueError(f"min_contact_mm2 must be a finite area >= 0 (mm^2), got {min_contact_mm2!r}")
-    contact = edge_contact_mm2(labels, spacing_zyx, margin_mm)
+    contact = edge_contact_mm2(labels, spacing_zyx, margin_mm, margin_axes)
     return {label for label, area in contact.items() if area >= min_contact_mm2}
 
 
 def edge_contact_mm2(labels: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0),
-                     margin_mm: float = 0.0) -> Dict[int, float]:
+                     margin_mm: float = 0.0, margin_axes: Optional[Sequence[int]] = None) -> Dict[int, float]:
     """Area (mm²) that each nonzero label of ``labels`` (z, y, x) covers on the six faces of the volume,
     for the labels that reach one; only labels that do are keys.
 
     A face counts the voxels of its outermost layer, or with ``margin_mm`` > 0 of every layer whose
     centre lies within ``margin_mm`` (along that axis, with that axis' ``spacing_zyx``) of that layer's
-    centre, projected onto the face: each covered position adds the area of one voxel face.
+    centre, projected onto the face: each covered position adds the area of one voxel face. With
+    ``margin_axes``, only the faces across those array axes look beyond their outermost layer.
     """
     labels = np.asarray(labels)
     if labels.ndim != 3:
@@ -244,7 +250,8 @@ def edge_contact_mm2(labels: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.
     area: Dict[int, float] = {}
     for axis, spacing in enumerate(spacing_zyx):
         pixel = float(np.prod([s for a, s in enumerate(spacing_zyx) if a != axis]))
-        layers = min(int(math.floor(margin_mm / spacing + 1e-9)) + 1, labels.shape[axis])
+        reach = margin_mm if margin_axes is None or axis in margin_axes else 0.0
+        layers = min(int(math.floor(reach / spacing + 1e-9)) + 1, labels.shape[axis])
         for side in (np.arange(layers), labels.shape[axis] - 1 - np.arange(layers)):
             band = np.take(labels, side, axis=axis)
             for value in np.unique(band):

@@ -24,10 +24,10 @@ Gaussian) and only its ``--gaps`` setting is written (``--gaps 0`` removes one),
 
 ``--surface-threshold-hu HU`` (any mode) also records the threshold below which ``segment``'s CT surface
 refinement peels this model's masks (default: the paper's 200; the bundled CT model: 100).
-``--edge-margin-mm MM`` and ``--edge-min-contact-mm2 MM2`` (any mode) record how close to the scan's
-border a mask counts as cut by it, and what area it must cover there, for the ``edge`` and ``both``
-completeness rules (default 0 and 0: touching, by any voxel; the bundled MR model: 2 mm, the CT model:
-50 mm²).
+``--edge-margin-mm MM``, ``--edge-min-contact-mm2 MM2`` and ``--edge-margin-faces`` (any mode) record how
+close to the scan's border a mask counts as cut by it, what area it must cover there, and which faces
+the distance applies to, for the ``edge`` and ``both`` completeness rules (default 0, 0 and all:
+touching, by any voxel; the bundled MR model: 2 mm on all faces, the CT model: 50 mm²).
 """
 from __future__ import annotations
 
@@ -91,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
     if threshold is not None and not in_ct_range(threshold):
         raise InputError(f"--surface-threshold-hu {threshold}: expected a number of HU from "
                          f"{CT_HU_RANGE[0]:g} to {CT_HU_RANGE[1]:g}")
-    margin, contact = edge_options(args)
-    settings = PostSettings(surface_threshold_hu=threshold, edge_margin_mm=margin, edge_min_contact_mm2=contact)
+    margin, contact, faces = edge_options(args)
+    settings = PostSettings(surface_threshold_hu=threshold, edge_margin_mm=margin, edge_min_contact_mm2=contact,
+                            edge_margin_faces=faces)
     recorded = vars(settings)  # printed as written: None = the model's own kept
     model = resolve_model(args.model)
     if args.keep_reading:

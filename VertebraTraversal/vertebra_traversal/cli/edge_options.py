@@ -1,5 +1,5 @@
-"""The two options that say when a mask reaches the scan's border (``segment`` uses them, ``calibrate``
-records them in a model): ``--edge-margin-mm`` and ``--edge-min-contact-mm2``
+"""The options that say when a mask reaches the scan's border (``segment`` uses them, ``calibrate``
+records them in a model): ``--edge-margin-mm``, ``--edge-min-contact-mm2`` and ``--edge-margin-faces``
 (:func:`~vertebra_traversal.postprocess.labels_at_edge`, ``ModelMetadata.edge_margin_mm``)."""
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import math
 from typing import Optional, Tuple
 
 from ..imageio import InputError
+from ..postprocess import EDGE_MARGIN_FACES
 
 EDGE_OPTIONS = (("--edge-margin-mm", "MM", "a mask within this distance (mm) of the scan's border counts as reaching "
                  "it (0 = touching; the bundled MR model's is 2)"),
                 ("--edge-min-contact-mm2", "MM2", "a mask must cover at least this area (mm²) on the scan's faces "
                  "to count as reaching them (0 = any voxel; the bundled CT model's is 50)"))
+FACES_HELP = ("the faces --edge-margin-mm applies to: all, or cranio-caudal (the two across the patient's "
+              "superior-inferior axis; the others need the mask on their outermost layer)")
 
 
 def add_edge_options(parser: argparse.ArgumentParser, recorded: bool) -> None:
@@ -21,10 +24,11 @@ def add_edge_options(parser: argparse.ArgumentParser, recorded: bool) -> None:
     for option, metavar, text in EDGE_OPTIONS:
         parser.add_argument(option, type=float, metavar=metavar,
                             help=f"edge and both completeness rules: {text}; {default}")
+    parser.add_argument("--edge-margin-faces", choices=EDGE_MARGIN_FACES, help=f"{FACES_HELP}; {default}")
 
 
-def edge_options(args: argparse.Namespace) -> Tuple[Optional[float], Optional[float]]:
-    """(margin mm, contact mm²) from parsed options, None where not given.
+def edge_options(args: argparse.Namespace) -> Tuple[Optional[float], Optional[float], Optional[str]]:
+    """(margin mm, contact mm², margin faces) from parsed options, None where not given.
 
     Raises:
         InputError: a value that is negative or not finite (the message names the option).
@@ -35,4 +39,4 @@ def edge_options(args: argparse.Namespace) -> Tuple[Optional[float], Optional[fl
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise InputError(f"{option} {value}: must be a finite number of 0 or more")
         values.append(value)
-    return values[0], values[1]
+    return values[0], values[1], args.edge_margin_faces

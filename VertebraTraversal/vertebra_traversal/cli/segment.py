@@ -169,7 +169,7 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                           ("--growth-threshold-hu", args.growth_threshold_hu)):
         if value is not None and not math.isfinite(value):
             raise InputError(f"{option} {value}: must be a finite number of HU")
-    margin, contact = edge_options(args)
+    margin, contact, faces = edge_options(args)
     model_path = resolve_model(args.model)
     model = load_model(model_path, device=args.device)
     if args.start_network in RECORDED_START_USES and not model.metadata.start_network:
@@ -182,13 +182,14 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                            largest_component=not args.all_components,
                            label_calibration=not args.no_label_calibration,
                            completeness_rule=args.completeness_rule, edge_margin_mm=margin, edge_min_contact_mm2=contact,
+                           edge_margin_faces=faces,
                            label_interpolation=args.label_interpolation, start_network=args.start_network)
     meta = model.metadata
     labeling = config.labeling_for(meta)
     model_info = {"path": str(model_path.resolve()), "modality": meta.modality, "spacing_mm": list(meta.spacing_mm),
                   "patch_size": list(meta.patch_size), "direction": meta.direction,
                   "completeness_rule": config.rule_for(meta), "edge_margin_mm": config.margin_for(meta),
-                  "edge_min_contact_mm2": config.contact_for(meta),
+                  "edge_min_contact_mm2": config.contact_for(meta), "edge_margin_faces": config.faces_for(meta),
                   "label_interpolation": config.label_interpolation,
                   "surface_threshold_hu": config.threshold_for(meta),
                   "largest_component": config.largest_component, "surface_growth": config.surface_growth,
