@@ -27,7 +27,8 @@ refinement peels this model's masks (default: the paper's 200; the bundled CT mo
 ``--edge-margin-mm MM``, ``--edge-min-contact-mm2 MM2`` and ``--edge-margin-faces`` (any mode) record how
 close to the scan's border a mask counts as cut by it, what area it must cover there, and which faces
 the distance applies to, for the ``edge`` and ``both`` completeness rules (default 0, 0 and all:
-touching, by any voxel; the bundled MR model: 2 mm on all faces, the CT model: 50 mm²).
+touching, by any voxel; the bundled MR model: 2 mm on all faces, the CT model: 50 mm², 3 mm on the
+cranio-caudal faces).
 """
 from __future__ import annotations
 

@@ -11,11 +11,11 @@ from ..imageio import InputError
 from ..postprocess import EDGE_MARGIN_FACES
 
 EDGE_OPTIONS = (("--edge-margin-mm", "MM", "a mask within this distance (mm) of the scan's border counts as reaching "
-                 "it (0 = touching; the bundled MR model's is 2)"),
+                 "it (0 = touching; the bundled models': MR 2, CT 3)"),
                 ("--edge-min-contact-mm2", "MM2", "a mask must cover at least this area (mm²) on the scan's faces "
                  "to count as reaching them (0 = any voxel; the bundled CT model's is 50)"))
 FACES_HELP = ("the faces --edge-margin-mm applies to: all, or cranio-caudal (the two across the patient's "
-              "superior-inferior axis; the others need the mask on their outermost layer)")
+              "superior-inferior axis; the others need the mask on their outermost layer; the bundled CT model's)")
 
 
 def add_edge_options(parser: argparse.ArgumentParser, recorded: bool) -> None:
