@@ -181,8 +181,8 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                            surface_growth=args.surface_growth, growth_threshold_hu=args.growth_threshold_hu,
                            largest_component=not args.all_components,
                            label_calibration=not args.no_label_calibration,
-                           completeness_rule=args.completeness_rule, edge_margin_mm=margin, edge_min_contact_mm2=contact,
-                           edge_margin_faces=faces,
+                           completeness_rule=args.completeness_rule, edge_margin_mm=margin,
+                           edge_min_contact_mm2=contact, edge_margin_faces=faces,
                            label_interpolation=args.label_interpolation, start_network=args.start_network)
     meta = model.metadata
     labeling = config.labeling_for(meta)
