@@ -3,7 +3,7 @@
 both, and the base rate of calling every vertebra complete.
 
     python benchmarks/completeness_rules.py --pred ct-pred --ref ct-test [--threshold 0.5] [--margins 0 2 4]
-        [--contacts 0 50]
+        [--contacts 0 50] [--margin-faces all|cranio-caudal]
 
 ``--pred`` holds ``segment`` outputs (label map + report per case), ``--ref`` a dataset folder. Each
 reference vertebra is matched to the predicted instance it overlaps most (as ``evaluate`` does); the
@@ -12,8 +12,8 @@ mask reaches a face of the scan (label map), so the numbers do not depend on the
 were written with. Prints one row per rule: accuracy over all matched vertebrae, complete vertebrae
 called incomplete, and cut-off vertebrae called complete. The rules that look at the scan's border
 (``edge``, ``both``) get one row per pair of ``--margins`` (mm; 0 = the mask touches a face) and
-``--contacts`` (the smallest area in mm² the mask must cover there; 0 = any voxel), as
-``labels_at_edge`` takes them.
+``--contacts`` (the smallest area in mm² the mask must cover there; 0 = any voxel), with the margin on
+``--margin-faces``, as ``segment`` applies them (``pipeline.scan_edge_labels``).
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ import SimpleITK as sitk
 
 from vertebra_traversal import dataset, imageio, metrics
 from vertebra_traversal.evaluate import find_prediction
-from vertebra_traversal.postprocess import is_complete, labels_at_edge
+from vertebra_traversal.pipeline import scan_edge_labels
+from vertebra_traversal.postprocess import EDGE_MARGIN_FACES, is_complete
 
 RULES = ("all complete", "network", "edge", "both")
 
@@ -35,9 +36,10 @@ Setting = Tuple[float, float]  # (margin mm, smallest contact mm²)
 Row = Tuple[bool, float, Dict[Setting, bool]]
 
 
-def matched_vertebrae(pred_dir: Path, ref_dir: Path, settings: Sequence[Setting] = ((0.0, 0.0),)) -> List[Row]:
+def matched_vertebrae(pred_dir: Path, ref_dir: Path, settings: Sequence[Setting] = ((0.0, 0.0),),
+                      margin_faces: str = "all") -> List[Row]:
     """(reference complete, predicted probability, {(margin mm, contact mm²): at scan edge}) of every
-    matched reference vertebra."""
+    matched reference vertebra, the margin applied to ``margin_faces``."""
     rows = []
     for case in dataset.list_cases(ref_dir):
         pred = find_prediction(pred_dir, case)
@@ -49,8 +51,7 @@ def matched_vertebrae(pred_dir: Path, ref_dir: Path, settings: Sequence[Setting]
         pred_array = sitk.GetArrayFromImage(pred_image)
         report = json.loads(pred.report.read_text())
         probability = {int(v["label"]): float(v["completeness_probability"]) for v in report["vertebrae"]}
-        spacing = pred_image.GetSpacing()[::-1]
-        at_edge = {(m, a): labels_at_edge(pred_array, spacing, m, a) for m, a in settings}
+        at_edge = {(m, a): scan_edge_labels(pred_image, m, a, margin_faces) for m, a in settings}
         score = metrics.score_case(sitk.GetArrayFromImage(reference), pred_array, reference.GetSpacing()[::-1],
                                    ref_complete, None, case.case_id)
         rows += [(bool(v.ref_complete), probability.get(v.pred_label, 0.0),
@@ -89,9 +90,11 @@ def main() -> None:
                         help="distances to the scan's border (mm) for the edge rules; 0 = touching a face")
     parser.add_argument("--contacts", type=float, nargs="+", default=[0.0],
                         help="smallest areas on the scan's faces (mm²) for the edge rules; 0 = any voxel")
+    parser.add_argument("--margin-faces", choices=EDGE_MARGIN_FACES, default="all",
+                        help="the faces the margins apply to (default all)")
     args = parser.parse_args()
     settings = [(m, a) for m in args.margins for a in args.contacts]
-    print(table(matched_vertebrae(args.pred, args.ref, settings), args.threshold, settings))
+    print(table(matched_vertebrae(args.pred, args.ref, settings, args.margin_faces), args.threshold, settings))
 
 
 if __name__ == "__main__":

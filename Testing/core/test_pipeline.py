@@ -8,7 +8,7 @@ import SimpleITK as sitk
 from oracle import OraclePredictor, box_spine, oracle_for
 from vertebra_traversal import anatomy
 from vertebra_traversal.checkpoint import CheckpointError, ModelMetadata
-from vertebra_traversal.pipeline import SegmentConfig, segment_with_predictor
+from vertebra_traversal.pipeline import SegmentConfig, scan_edge_labels, segment_with_predictor
 from vertebra_traversal.predictor import PatchPrediction
 
 SPACING = 4.0
@@ -133,6 +133,8 @@ def test_a_cranio_caudal_edge_margin_looks_only_across_the_patients_superior_axi
         assert {v.name for v in by_run.vertebrae if v.at_scan_edge} == cut
     with pytest.raises(ValueError, match="edge_margin_faces"):
         SegmentConfig(edge_margin_faces="lateral")
+    with pytest.raises(ValueError, match="margin_faces"):
+        scan_edge_labels(_stored(spine.labels), 24.0, 0.0, "lateral")
 
 
 def test_the_edge_contact_area_ignores_masks_that_only_graze_the_border():

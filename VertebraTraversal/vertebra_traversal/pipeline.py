@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -349,8 +349,8 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
     label_model, found, assignment = label_model_grid(model_image, result, config)
     labels = from_model_grid(label_model, image, config.label_interpolation)
     labels = _postprocess(labels, image, meta, config) if found else labels
-    vertebrae = _describe(labels, found, assignment, config.completeness_threshold, config.rule_for(meta),
-                          (config.margin_for(meta), config.contact_for(meta), config.faces_for(meta)))
+    at_edge = scan_edge_labels(labels, config.margin_for(meta), config.contact_for(meta), config.faces_for(meta))
+    vertebrae = _describe(labels, found, assignment, config.completeness_threshold, config.rule_for(meta), at_edge)
     seconds = time.perf_counter() - start
     logger.info("%d vertebrae (%s chain) in %.1f s, %d network passes", len(vertebrae),
                 assignment.chain if assignment else "-", seconds, passes)
@@ -378,20 +378,27 @@ def _postprocess(labels: sitk.Image, image: sitk.Image, meta: ModelMetadata, con
     return out
 
 
+def scan_edge_labels(labels: sitk.Image, margin_mm: float = 0.0, min_contact_mm2: float = 0.0,
+                     margin_faces: str = "all") -> Set[int]:
+    """:func:`~vertebra_traversal.postprocess.labels_at_edge` on a label image: spacing from the image, and
+    with ``margin_faces="cranio-caudal"`` the margin only across the array axis closest to the patient's
+    superior axis (found from the image's direction, :func:`~vertebra_traversal.geometry.superior_axis`)."""
+    if margin_faces not in EDGE_MARGIN_FACES:
+        raise ValueError(f"margin_faces must be one of {EDGE_MARGIN_FACES}, got {margin_faces!r}")
+    axes = None if margin_faces == "all" else (2 - superior_axis(labels),)  # index axis i, j, k -> array axis
+    return labels_at_edge(sitk.GetArrayViewFromImage(labels), labels.GetSpacing()[::-1], margin_mm,
+                          min_contact_mm2, axes)
+
+
 def _describe(labels: sitk.Image, found: list, assignment: Any, threshold: float,
-              rule: str, edge: Tuple[float, float, str]) -> List[VertebraResult]:
-    """Per-vertebra report rows measured on the final label map (input grid); ``edge``: the margin (mm),
-    the smallest contact area (mm²) of :func:`~vertebra_traversal.postprocess.labels_at_edge` and the
-    faces the margin applies to (``EDGE_MARGIN_FACES``)."""
+              rule: str, at_edge: Set[int]) -> List[VertebraResult]:
+    """Per-vertebra report rows measured on the final label map (input grid); ``at_edge``: the labels
+    that reach the scan's border (:func:`scan_edge_labels`)."""
     if not found:
         return []
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(labels)
     present = set(stats.GetLabels())
-    margin_mm, contact_mm2, faces = edge
-    axes = None if faces == "all" else (2 - superior_axis(labels),)  # index axis i, j, k -> array axis
-    at_edge = labels_at_edge(sitk.GetArrayViewFromImage(labels), labels.GetSpacing()[::-1], margin_mm,
-                             contact_mm2, axes)
     out = []
     for i, v in enumerate(found):
         label = assignment.labels[i]
