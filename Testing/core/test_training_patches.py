@@ -128,3 +128,22 @@ def test_partial_memory_changes_only_the_memory_of_training_samples(case):
     assert smaller >= 5
     fixed = fixed_samples([case], settings(1.0), 12), fixed_samples([case], settings(0.0), 12)
     assert all(np.array_equal(x["input"], y["input"]) for x, y in zip(*fixed))
+
+
+def test_overreaching_memory_moves_target_voxels_into_the_memory_of_training_samples(case):
+    """Same seed, overreach on and off: image, label and completeness are equal; the memory gains exactly
+    the target voxels that leave the target, in some samples; the fixed validation patches keep the paper's."""
+    def settings(overreach):
+        return PatchSettings(SamplingConfig(patch_size=16, overreach_memory=overreach), AugmentConfig(), LossConfig(),
+                             pad_value=-1.0, seed=3)
+    paper, over = PatchDataset([case], settings(0.0), 30), PatchDataset([case], settings(1.0), 30)
+    moved_in = 0
+    for item in range(30):
+        a, b = paper[item], over[item]
+        assert all(np.array_equal(a[k], b[k]) for k in ("label", "complete")) and np.array_equal(a["input"][0], b["input"][0])
+        gained, lost = b["input"][1] - a["input"][1], a["target"][0] - b["target"][0]
+        assert np.all(gained >= 0) and np.array_equal(gained, lost)
+        moved_in += gained.sum() > 0
+    assert moved_in >= 5
+    fixed = fixed_samples([case], settings(1.0), 12), fixed_samples([case], settings(0.0), 12)
+    assert all(np.array_equal(x["input"], y["input"]) and np.array_equal(x["target"], y["target"]) for x, y in zip(*fixed))

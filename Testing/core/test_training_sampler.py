@@ -282,3 +282,42 @@ def test_partial_memory_at_probability_zero_is_the_reference_memory_and_draws_no
     assert rng.random() == np.random.default_rng(4).random()
     half = [S.partial_memory_mask(labels, {L5, L4, L3}, 0.5, np.random.default_rng(seed)).sum() for seed in range(40)]
     assert min(half) < S.memory_mask(labels, {L5, L4, L3}).sum() == max(half)  # some vertebrae kept whole
+
+
+def test_overreaching_memory_moves_a_cap_of_the_target_on_the_memorys_side_into_the_memory():
+    """Probability 1, L4 the target above L5 in memory: the memory gains exactly the voxels the target loses,
+    at most half of L4 and the drawn share of it, all of them below (up) or above (down) the kept ones
+    along the plane's normal, whose axis component points to the memory."""
+    labels = _spine()
+    reference = S.memory_mask(labels, {L5})
+    for direction, sign in (("up", -1.0), ("down", 1.0)):
+        for seed in range(20):
+            rng, replay = np.random.default_rng(seed), np.random.default_rng(seed)
+            memory, target = S.overreaching_memory(labels, reference, L4, 1.0, rng, direction)
+            replay.random()
+            tilt, share = replay.normal(0.0, S.OVERREACH_TILT, size=2), replay.uniform(0.0, S.OVERREACH_MAX_SHARE)
+            moved = (memory > 0) & (reference == 0)
+            assert memory.dtype == np.float32 and np.all(memory >= reference)
+            assert np.array_equal(moved | target, labels == L4) and not np.any(moved & target)
+            assert abs(moved.sum() / (labels == L4).sum() - share) <= 1.0 / (labels == L4).sum()
+            assert target.sum() >= (1.0 - S.OVERREACH_MAX_SHARE) * (labels == L4).sum()
+            if moved.any():
+                projection = np.argwhere(labels == L4) @ np.array([sign, *tilt])
+                on_cap = moved[labels == L4]
+                assert projection[on_cap].min() >= projection[~on_cap].max()
+            assert rng.random() == replay.random()                               # four draws, no more
+    assert np.array_equal(reference, S.memory_mask(labels, {L5}))                  # the input is not changed
+
+
+def test_overreaching_memory_needs_a_target_and_a_memory_and_draws_nothing_at_probability_zero():
+    labels = _spine()
+    memory = S.memory_mask(labels, {L5})
+    for label, mem in ((L4, np.zeros_like(memory)), (0, memory)):
+        out_memory, target = S.overreaching_memory(labels, mem, label, 1.0, np.random.default_rng(1))
+        assert np.array_equal(out_memory, mem) and np.array_equal(target, labels == label if label else labels < 0)
+    rng = np.random.default_rng(4)
+    out_memory, target = S.overreaching_memory(labels, memory, L4, 0.0, rng)
+    assert np.array_equal(out_memory, memory) and np.array_equal(target, labels == L4)
+    assert rng.random() == np.random.default_rng(4).random()
+    with pytest.raises(ValueError, match="overreach_memory"):
+        S.SamplingConfig(patch_size=8, overreach_memory=1.5)

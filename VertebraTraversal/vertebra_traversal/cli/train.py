@@ -69,6 +69,11 @@ def register(subparsers: Any) -> None:
                              "in part (a cap of up to half of it left out), as the traversal's own imperfect "
                              "masks sit in the memory at inference (default 0, the paper's reference memory, "
                              "§3.6)")
+    parser.add_argument("--overreach-memory", type=_fraction, metavar="Q",
+                        help="chance of a training patch's instance memory also holding a cap (up to half) of "
+                             "the vertebra to segment, whose rest is then the target, as the traversal's own "
+                             "masks may take in part of the next vertebra at inference (default 0, the paper's "
+                             "reference memory, §3.6)")
     parser.add_argument("--filters", type=_positive, metavar="N",
                         help="feature maps in every layer of the network (default: the preset's); the run "
                              "becomes a custom one. Not with --init, whose network is fixed")
@@ -140,8 +145,8 @@ def _fraction(text: str) -> float:
 def _config(args: argparse.Namespace) -> TrainingConfig:
     config = preset(args.preset, args.modality)
     names = ("iterations", "workers", "validate_every", "checkpoint_every", "threads", "seed", "learning_rate",
-             "completeness_rule", "centred_fraction", "start_fraction", "partial_memory", "batch_size",
-             "beta1", "learning_rate_schedule")
+             "completeness_rule", "centred_fraction", "start_fraction", "partial_memory", "overreach_memory",
+             "batch_size", "beta1", "learning_rate_schedule")
     changes = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.label_path_only:
         changes["trained_part"] = "label-path"

@@ -25,8 +25,8 @@ from .augment import AugmentConfig, augment_patch, random_z_window
 from .config import TrainingConfig
 from .data import PreparedCase
 from .loss import LossConfig, surface_weights
-from .sampler import (PatchPlan, SamplingConfig, TargetInfo, extract_patch, memory_mask, partial_memory_mask,
-                      patch_targets, plan_patch)
+from .sampler import (PatchPlan, SamplingConfig, TargetInfo, extract_patch, memory_mask, overreaching_memory,
+                      partial_memory_mask, patch_targets, plan_patch)
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,9 @@ def annotate(image: np.ndarray, labels: np.ndarray, case: PreparedCase, settings
              plan: PatchPlan, rng: Optional[np.random.Generator]) -> Dict[str, np.ndarray]:
     """Cut the patch of ``plan``, augment it when ``rng`` is given, and derive the targets.
 
-    With ``rng`` the memory may also be partial (``settings.sampling.partial_memory``); without it (the
-    fixed validation patches) it is the reference memory of §3.6.
+    With ``rng`` the memory may also be partial (``settings.sampling.partial_memory``) or overreach into
+    the target (``settings.sampling.overreach_memory``); without it (the fixed validation patches) it is
+    the reference memory of §3.6.
     """
     size = settings.sampling.patch_size
     image_patch = extract_patch(image, plan.centre, size, settings.pad_value, plan.z_window).astype(np.float32)
@@ -68,15 +69,18 @@ def annotate(image: np.ndarray, labels: np.ndarray, case: PreparedCase, settings
     if rng is not None:
         image_patch, label_patch = augment_patch(image_patch, label_patch, case.spacing_mm, rng,
                                                  settings.augment, settings.pad_value)
-        memory = partial_memory_mask(label_patch, plan.memory_labels, settings.sampling.partial_memory, rng)
+        sampling = settings.sampling
+        memory = partial_memory_mask(label_patch, plan.memory_labels, sampling.partial_memory, rng)
+        memory, target = overreaching_memory(label_patch, memory, info.label, sampling.overreach_memory, rng,
+                                             sampling.direction)
     else:
         memory = memory_mask(label_patch, plan.memory_labels)
-    return _arrays(image_patch, label_patch, memory, info, case.spacing_mm, settings.loss)
+        target = (label_patch == info.label) if info.label else np.zeros(label_patch.shape, bool)
+    return _arrays(image_patch, target, memory, info, case.spacing_mm, settings.loss)
 
 
-def _arrays(image_patch: np.ndarray, label_patch: np.ndarray, memory: np.ndarray, info: TargetInfo,
+def _arrays(image_patch: np.ndarray, target: np.ndarray, memory: np.ndarray, info: TargetInfo,
             spacing_mm: float, loss: LossConfig) -> Dict[str, np.ndarray]:
-    target = (label_patch == info.label) if info.label else np.zeros(label_patch.shape, bool)
     weights = surface_weights(target, (spacing_mm,) * 3, loss.gamma, loss.sigma_mm)
     return {"input": np.stack([image_patch, memory]).astype(np.float32),
             "target": target[None].astype(np.float32), "weights": weights[None],

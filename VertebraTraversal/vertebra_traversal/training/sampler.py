@@ -27,6 +27,14 @@ Rules (paper §3.6, §3.3, §3.5):
   is the reference (§3.6), but at inference it holds the network's own masks (§3.2), and a compact
   model's masks miss part of each vertebra; the leftover bone is then neither memory nor target, so the
   network learns to pass over it to the next vertebra (an extension of §3.6; 0 by default).
+* Optionally the memory *overreaches* into the target (:func:`overreaching_memory`): with probability
+  ``overreach_memory`` a patch with a non-empty memory also holds in its memory a cap of the target
+  vertebra on the memory's side (a plane across the traversal axis, tilted at random, a random share
+  below ``OVERREACH_MAX_SHARE`` of its voxels in the patch), and the segmentation target is the rest of
+  it. At inference a compact model's mask may take in part of the next vertebra; trained on the paper's
+  memory alone, the network then segments the rest of that vertebra *and* the one after it as one
+  instance, and the shift runs on up the spine. Here it learns to finish the vertebra the memory has
+  eaten into and stop there (an extension of §3.6; 0 by default).
 * The target is the first not-yet-segmented vertebra (traversal order) present in the patch, or
   none. Its regression value comes from the anatomy table (0 when there is no target, §3.4).
 * Completeness target (§3.5): 1 when the vertebra is marked complete in the scan and at most 2 % of
@@ -48,6 +56,10 @@ Box = Tuple[Index3, Index3]
 DIRECTIONS = ("up", "down")
 #: Largest share of a memory vertebra's voxels in the patch that a partial memory leaves out.
 PARTIAL_MEMORY_MAX_CUT = 0.5
+#: Largest share of the target vertebra's voxels in the patch that an overreaching memory holds.
+OVERREACH_MAX_SHARE = 0.5
+#: Standard deviation of the in-plane components of the overreaching cap's plane normal (axis component 1).
+OVERREACH_TILT = 0.3
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,8 @@ class SamplingConfig:
             search sees the scan before the first vertebra is found (0 = the paper's sampling).
         partial_memory: chance of each memory vertebra of a training patch being shown only in part
             (:func:`partial_memory_mask`; 0 = the paper's memory).
+        overreach_memory: chance of a patch's memory also holding a cap of its target vertebra
+            (:func:`overreaching_memory`; 0 = the paper's memory).
     """
 
     patch_size: int
@@ -77,6 +91,7 @@ class SamplingConfig:
     centre_jitter: int = 0
     start_fraction: float = 0.0
     partial_memory: float = 0.0
+    overreach_memory: float = 0.0
 
     def __post_init__(self) -> None:
         if self.patch_size < 4:
@@ -89,6 +104,8 @@ class SamplingConfig:
             raise ValueError(f"start_fraction must be in [0, 1], got {self.start_fraction}")
         if not 0.0 <= self.partial_memory <= 1.0:
             raise ValueError(f"partial_memory must be in [0, 1], got {self.partial_memory}")
+        if not 0.0 <= self.overreach_memory <= 1.0:
+            raise ValueError(f"overreach_memory must be in [0, 1], got {self.overreach_memory}")
         if self.centre_jitter < 0:
             raise ValueError(f"centre_jitter must not be negative, got {self.centre_jitter}")
         if self.direction not in DIRECTIONS:
@@ -308,3 +325,30 @@ def partial_memory_mask(label_patch: np.ndarray, memory_labels: Iterable[int], p
         cut = coords[projection > np.quantile(projection, 1.0 - share)]
         memory[tuple(cut.T)] = 0.0
     return memory
+
+
+def overreaching_memory(label_patch: np.ndarray, memory: np.ndarray, target_label: int, probability: float,
+                        rng: np.random.Generator, direction: str = "up",
+                        max_share: float = OVERREACH_MAX_SHARE) -> Tuple[np.ndarray, np.ndarray]:
+    """``(memory, target)``: the memory (float32 (D, H, W)) and the segmentation target (bool (D, H, W)),
+    with, at chance ``probability``, a cap of the target vertebra moved from the target into the memory.
+
+    Only a patch with a target (``target_label`` != 0) and a non-empty ``memory`` can overreach. The cap
+    lies on the memory's side of the target: axis 0 is the traversal axis (model grid, inferior ->
+    superior), so for ``"up"`` the memory lies below and the cap is the target's voxels whose projection
+    on ``(-1, t_y, t_x)`` (``t ~ N(0, OVERREACH_TILT)``) lies above the ``1 - u`` quantile,
+    ``u ~ U(0, max_share)``; for ``"down"`` the axis component is +1. With ``probability`` 0 the generator
+    is not touched; otherwise it draws once per patch, and three times more when the patch overreaches.
+    """
+    target = label_patch == target_label if target_label else np.zeros(label_patch.shape, bool)
+    if probability <= 0.0 or rng.random() >= probability or not target.any() or not memory.any():
+        return memory, target
+    tilt, share = rng.normal(0.0, OVERREACH_TILT, size=2), rng.uniform(0.0, max_share)
+    normal = np.array([-1.0 if direction == "up" else 1.0, tilt[0], tilt[1]])
+    coords = np.argwhere(target)
+    projection = coords @ normal
+    cap = coords[projection > np.quantile(projection, 1.0 - share)]
+    memory, target = memory.copy(), target.copy()
+    memory[tuple(cap.T)] = 1.0
+    target[tuple(cap.T)] = False
+    return memory, target
