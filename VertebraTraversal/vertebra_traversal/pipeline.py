@@ -13,9 +13,8 @@ one model voxel of a vertebra then join the nearest one (not in the paper; ``Seg
 from __future__ import annotations
 
 import logging
-import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import numpy as np
@@ -23,13 +22,13 @@ import SimpleITK as sitk
 
 from . import anatomy
 from .checkpoint import LoadedModel, ModelMetadata
-from .geometry import LABEL_INTERPOLATORS, from_model_grid, model_index_to_lps, superior_axis, to_model_grid
+from .geometry import from_model_grid, model_index_to_lps, superior_axis, to_model_grid
 from .labeling import LabelAssignment, LabelingConfig, provisional_label, refine_labels
-from .metadata import START_USES
 from .normalization import NormalizationSpec, normalize, pad_value
 from .predictor import Predictor
-from .postprocess import (EDGE_MARGIN_FACES, check_completeness_rule, grow_into_bone, is_complete, labels_at_edge,
-                          largest_component_per_label, refine_surface_ct, surface_passes)
+from .postprocess import (EDGE_MARGIN_FACES, grow_into_bone, is_complete, labels_at_edge, largest_component_per_label,
+                          refine_surface_ct, surface_passes)
+from .segment_config import SegmentConfig
 from .start_network import networks
 from .torch_predictor import TorchPredictor
 from .traversal import PatchEvent, TraversalConfig, TraversalResult, VertebraEvent, traverse
@@ -37,134 +36,6 @@ from .traversal import PatchEvent, TraversalConfig, TraversalResult, VertebraEve
 logger = logging.getLogger(__name__)
 
 EventCallback = Callable[[Dict[str, Any]], None]
-
-#: The surface refinement's threshold in the paper (§3.1), HU.
-PAPER_SURFACE_THRESHOLD_HU = 200.0
-
-
-@dataclass(frozen=True)
-class SegmentConfig:
-    """User-facing settings of one segmentation run.
-
-    Attributes:
-        batch_size: patches per network call (sliding search batches, paper §3.3 speed-up).
-        surface_refinement: CT only, paper §3.1 (remove surface voxels below ``surface_threshold_hu``, a
-            layer one model voxel thick).
-        surface_threshold_hu: the refinement's threshold; None = the model's (``ModelMetadata``), else the
-            paper's 200. The bundled CT model's is 100: on 60 validation phantoms (seeds 1100000-1100029,
-            1101000-1101029) Dice rose 67.62 -> 71.57 % and ASSD fell 2.784 -> 2.619 mm against 200 (its card).
-        largest_component: keep only each vertebra's largest 26-connected piece on the input grid (after the
-            surface refinement): detached specks are dropped. Not in the paper; on 10 validation CT phantoms
-            (seeds 800000-800009) it lowered the bundled CT model's ASSD from 3.56 to 3.01 mm (Dice 61.7 ->
-            62.6 %); MR bodies unchanged (13 validation phantoms: Dice 57.7 %, ASSD 0.88 -> 0.89 mm).
-        surface_growth: CT only, after the two steps above: background voxels of at least
-            ``growth_threshold_hu`` within one model voxel (the model's largest spacing, mm) of a vertebra,
-            off the scan's faces, join the nearest one (:func:`~vertebra_traversal.postprocess.grow_into_bone`),
-            then each vertebra's largest piece is kept again (with ``largest_component``). Not in the paper
-            and off by default: on 60 validation phantoms (seeds 994000-994029, 995000-995029) it moved the
-            bundled CT model's Dice only from 67.88 to 68.06 % and ASSD from 2.870 to 2.861 mm (the CT history).
-        growth_threshold_hu: the bone threshold of ``surface_growth``. With the refinement at 200 HU, 100 HU
-            here gained 3-3.5 Dice points on three sets of 60 validation phantoms, but each time one more
-            vertebra counted as matched and not identified; on top of the bundled CT model's 100 HU
-            refinement it lowered Dice on 30 training phantoms, 67.7 -> 67.4 % (the CT history).
-        label_interpolation: how the model-grid result is mapped back onto the input
-            (:func:`~vertebra_traversal.geometry.from_model_grid`): ``"linear"`` (default; on a model grid
-            coarser than the image it follows the surface between the model voxel centres) or
-            ``"nearest"`` (the paper, §3.1, whose 1 mm grid matches its images).
-        completeness_threshold: the network calls a vertebra complete when its probability is at least this.
-        completeness_rule: ``"network"`` (paper §3.5), ``"edge"`` (the mask does not reach a face of the
-            scan) or ``"both"``; None = the model's ``completeness_rule``.
-        edge_margin_mm: for ``edge`` and ``both``: a mask within this distance (mm, along each axis) of a
-            face of the scan counts as reaching it; None = the model's ``edge_margin_mm`` (0: touching).
-        edge_min_contact_mm2: for ``edge`` and ``both``: the smallest area (mm²) a mask must cover on the
-            scan's faces to count as reaching them; None = the model's ``edge_min_contact_mm2`` (0: any).
-        edge_margin_faces: the faces ``edge_margin_mm`` applies to: ``"all"`` or ``"cranio-caudal"`` (the two
-            across the patient's S-I axis, found from the image's direction); None = the model's.
-        max_steps: cap on patch positions (guard against runaway traversal).
-        labeling: label refinement settings (T13 / L6 / four lumbar, paper §3.4 and beyond).
-        label_calibration: read the label values through the model's calibration table when it has one
-            (:mod:`~vertebra_traversal.label_calibration`); False = the paper's reading (§3.4).
-        start_network: when a model's start network (:mod:`~vertebra_traversal.start_network`) segments
-            the empty-memory patches: ``"always"``, ``"fallback"`` (only when the main network alone finds
-            no vertebra in the scan; the traversal then runs again) or ``"off"``; None = the model's
-            (``ModelMetadata.start_use``). Ignored for a model of one network.
-    """
-
-    batch_size: int = 4
-    surface_refinement: bool = True
-    surface_threshold_hu: Optional[float] = None
-    largest_component: bool = True
-    surface_growth: bool = False
-    growth_threshold_hu: float = 200.0
-    label_interpolation: str = "linear"
-    completeness_threshold: float = 0.5
-    completeness_rule: Optional[str] = None
-    edge_margin_mm: Optional[float] = None
-    edge_min_contact_mm2: Optional[float] = None
-    edge_margin_faces: Optional[str] = None
-    max_steps: int = 2000
-    labeling: LabelingConfig = field(default_factory=LabelingConfig)
-    label_calibration: bool = True
-    start_network: Optional[str] = None
-
-    def __post_init__(self) -> None:
-        if self.completeness_rule is not None:
-            check_completeness_rule(self.completeness_rule)
-        if self.start_network is not None and self.start_network not in START_USES:
-            raise ValueError(f"start_network must be one of {START_USES}, got {self.start_network!r}")
-        if self.surface_threshold_hu is not None and not math.isfinite(self.surface_threshold_hu):
-            raise ValueError(f"surface_threshold_hu must be finite, got {self.surface_threshold_hu!r}")
-        if self.edge_margin_faces is not None and self.edge_margin_faces not in EDGE_MARGIN_FACES:
-            raise ValueError(f"edge_margin_faces must be one of {EDGE_MARGIN_FACES}, got {self.edge_margin_faces!r}")
-        for name in ("edge_margin_mm", "edge_min_contact_mm2"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-        if not math.isfinite(self.growth_threshold_hu):
-            raise ValueError(f"growth_threshold_hu must be finite, got {self.growth_threshold_hu!r}")
-        if self.label_interpolation not in LABEL_INTERPOLATORS:
-            raise ValueError(f"label_interpolation must be one of {LABEL_INTERPOLATORS}, "
-                             f"got {self.label_interpolation!r}")
-
-    def threshold_for(self, meta: ModelMetadata) -> float:
-        """The CT surface refinement's threshold of a run (HU): this config's, else the model's, else 200."""
-        for value in (self.surface_threshold_hu, meta.surface_threshold_hu):
-            if value is not None:
-                return float(value)
-        return PAPER_SURFACE_THRESHOLD_HU
-
-    def rule_for(self, meta: ModelMetadata) -> str:
-        """The completeness rule of a run: this config's, else the model's."""
-        return self.completeness_rule or meta.completeness_rule
-
-    def margin_for(self, meta: ModelMetadata) -> float:
-        """How close to the scan's border (mm) a mask counts as reaching it in a run: this config's, else
-        the model's."""
-        return float(meta.edge_margin_mm if self.edge_margin_mm is None else self.edge_margin_mm)
-
-    def faces_for(self, meta: ModelMetadata) -> str:
-        """The faces the edge margin applies to in a run: this config's, else the model's."""
-        return self.edge_margin_faces or meta.edge_margin_faces
-
-    def contact_for(self, meta: ModelMetadata) -> float:
-        """The area on the scan's faces (mm²) a mask must cover to count as reaching them in a run: this
-        config's, else the model's."""
-        return float(meta.edge_min_contact_mm2 if self.edge_min_contact_mm2 is None else self.edge_min_contact_mm2)
-
-    def start_use_for(self, meta: ModelMetadata) -> str:
-        """When the start network runs in this run: ``"off"`` without one, else this config's or the model's."""
-        return "off" if not meta.start_network else (self.start_network or meta.start_use())
-
-    def labeling_for(self, meta: ModelMetadata) -> LabelingConfig:
-        """The label refinement of a run: ``labeling``, with the model's calibration and skipped-level
-        allowance (``ModelMetadata.label_gaps``) unless switched off or a calibration is already set."""
-        if self.labeling.calibration is not None or not self.label_calibration:
-            return self.labeling
-        calibration = meta.calibration()
-        if calibration is None:
-            return self.labeling
-        return replace(self.labeling, calibration=calibration, **meta.label_gaps())
-
 
 @dataclass(frozen=True)
 class VertebraResult:
