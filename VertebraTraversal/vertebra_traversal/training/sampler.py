@@ -338,7 +338,8 @@ def overreaching_memory(label_patch: np.ndarray, memory: np.ndarray, target_labe
     superior), so for ``"up"`` the memory lies below and the cap is the target's voxels whose projection
     on ``(-1, t_y, t_x)`` (``t ~ N(0, OVERREACH_TILT)``) lies above the ``1 - u`` quantile,
     ``u ~ U(0, max_share)``; for ``"down"`` the axis component is +1. With ``probability`` 0 the generator
-    is not touched; otherwise it draws once per patch, and three times more when the patch overreaches.
+    is not touched; otherwise it draws the chance for every patch, then the tilt and the share for a patch
+    that overreaches. Inputs are not changed.
     """
     target = label_patch == target_label if target_label else np.zeros(label_patch.shape, bool)
     if probability <= 0.0 or rng.random() >= probability or not target.any() or not memory.any():
