@@ -9,7 +9,9 @@ holds most of its voxels; instances lying wholly outside the reference vertebrae
 are false detections, counted by ``evaluate``). All fractions are of the matched instances' voxels,
 summed over all cases; "missed" is the part of the matched reference vertebrae that the instance
 does not cover. "Bone" is intensity above ``--bone-hu`` (CT only; for MR everything outside the
-vertebrae counts as soft tissue).
+vertebrae counts as soft tissue). ``straddling`` counts the matched instances that hold at least
+``STRADDLE_SHARE`` of each of two reference vertebrae: shifted instances (part of one vertebra and part
+of the next) and merged ones.
 """
 from __future__ import annotations
 
@@ -25,13 +27,16 @@ from vertebra_traversal.dataset import list_cases
 
 #: Distance bins (mm) for soft-tissue voxels, measured from the nearest reference vertebra voxel.
 BINS_MM = (0.0, 2.0, 4.0, 10.0, np.inf)
+#: Share of a reference vertebra that an instance must hold for that vertebra to count towards straddling.
+STRADDLE_SHARE = 0.3
 
 
 def breakdown(pred: np.ndarray, ref: np.ndarray, image: np.ndarray, spacing_zyx: tuple,
               bone_hu: float | None) -> dict:
     """Voxel counts of one case; ``pred``/``ref`` (z, y, x) label maps, ``image`` the intensities."""
-    counts = dict(own=0, neighbour=0, other_bone=0, soft=0, missed=0, instances=0)
+    counts = dict(own=0, neighbour=0, other_bone=0, soft=0, missed=0, instances=0, straddling=0)
     soft_hist = np.zeros(len(BINS_MM) - 1, dtype=np.int64)
+    volumes = np.bincount(ref.ravel().astype(np.int64))
     distance = ndimage.distance_transform_edt(ref == 0, sampling=spacing_zyx)
     for label in np.unique(pred)[1:]:
         inside = pred == label
@@ -48,6 +53,7 @@ def breakdown(pred: np.ndarray, ref: np.ndarray, image: np.ndarray, spacing_zyx:
         counts["soft"] += int(soft.sum())
         counts["missed"] += int(((ref == own) & ~inside).sum())
         counts["instances"] += 1
+        counts["straddling"] += int(np.count_nonzero(n[refs > 0] >= STRADDLE_SHARE * volumes[refs[refs > 0]]) >= 2)
         soft_hist += np.histogram(distance[soft], bins=BINS_MM)[0]
     counts["soft_by_distance"] = soft_hist.tolist()
     return counts
@@ -75,6 +81,7 @@ def main() -> None:
     predicted = sum(int(total[k]) for k in ("own", "neighbour", "other_bone", "soft"))
     summary = {k: round(int(total[k]) / predicted, 3) for k in ("own", "neighbour", "other_bone", "soft", "missed")}
     summary["instances"] = int(total["instances"])
+    summary["straddling"] = int(total["straddling"])
     summary["soft_by_distance_mm"] = {f"{lo:g}-{hi:g}": round(int(v) / max(1, int(total["soft"])), 3)
                                       for lo, hi, v in zip(BINS_MM[:-1], BINS_MM[1:], total["soft_by_distance"])}
     print(json.dumps(summary))
