@@ -112,12 +112,17 @@ def test_memory_and_targets_on_a_phantom_follow_anatomy(tmp_path):
     assert checked >= 10
 
 
+def _memory_settings(**sampling: float) -> PatchSettings:
+    """Patch settings of 16³ patches, seed 3, with the given memory options of ``SamplingConfig``."""
+    return PatchSettings(SamplingConfig(patch_size=16, **sampling), AugmentConfig(), LossConfig(), pad_value=-1.0,
+                         seed=3)
+
+
 def test_partial_memory_changes_only_the_memory_of_training_samples(case):
     """Same seed, partial memory on and off: image, target, weights, label and completeness are equal;
     the memory is a subset, smaller in some samples; the fixed validation patches keep the full memory."""
     def settings(partial):
-        return PatchSettings(SamplingConfig(patch_size=16, partial_memory=partial), AugmentConfig(), LossConfig(),
-                             pad_value=-1.0, seed=3)
+        return _memory_settings(partial_memory=partial)
     paper, partial = PatchDataset([case], settings(0.0), 30), PatchDataset([case], settings(1.0), 30)
     smaller = 0
     for item in range(30):
@@ -134,8 +139,7 @@ def test_overreaching_memory_moves_target_voxels_into_the_memory_of_training_sam
     """Same seed, overreach on and off: image, label and completeness are equal; the memory gains exactly
     the target voxels that leave the target, in some samples; the fixed validation patches keep the paper's."""
     def settings(overreach):
-        return PatchSettings(SamplingConfig(patch_size=16, overreach_memory=overreach), AugmentConfig(), LossConfig(),
-                             pad_value=-1.0, seed=3)
+        return _memory_settings(overreach_memory=overreach)
     paper, over = PatchDataset([case], settings(0.0), 30), PatchDataset([case], settings(1.0), 30)
     moved_in = 0
     for item in range(30):
