@@ -31,10 +31,11 @@ Rules (paper §3.6, §3.3, §3.5):
   ``overreach_memory`` a patch with a non-empty memory also holds in its memory a cap of the target
   vertebra on the memory's side (a plane across the traversal axis, tilted at random, a random share
   below ``OVERREACH_MAX_SHARE`` of its voxels in the patch), and the segmentation target is the rest of
-  it. At inference a compact model's mask may take in part of the next vertebra; trained on the paper's
-  memory alone, the network then segments the rest of that vertebra *and* the one after it as one
-  instance, and the shift runs on up the spine. Here it learns to finish the vertebra the memory has
-  eaten into and stop there (an extension of §3.6; 0 by default).
+  it. At inference a compact model's mask may take in part of the next vertebra; the bundled CT model,
+  trained on the reference memory, then segments the rest of that vertebra *and* the one after it as
+  one instance, and the shift runs on up the spine. Here the network learns to finish the vertebra the
+  memory has eaten into and stop there (an extension of §3.6; 0 by default; measured in the CT model's
+  history, *An overreaching memory*).
 * The target is the first not-yet-segmented vertebra (traversal order) present in the patch, or
   none. Its regression value comes from the anatomy table (0 when there is no target, §3.4).
 * Completeness target (§3.5): 1 when the vertebra is marked complete in the scan and at most 2 % of
