@@ -41,19 +41,21 @@ def breakdown(pred: np.ndarray, ref: np.ndarray, image: np.ndarray, spacing_zyx:
     for label in np.unique(pred)[1:]:
         inside = pred == label
         refs, n = np.unique(ref[inside], return_counts=True)
-        if not (refs > 0).any():
+        on_vertebra = refs > 0
+        if not on_vertebra.any():
             continue
-        own = refs[refs > 0][np.argmax(n[refs > 0])]
+        own = refs[on_vertebra][np.argmax(n[on_vertebra])]
         outside = inside & (ref == 0)
         bone = outside & (image > bone_hu) if bone_hu is not None else np.zeros_like(outside)
         soft = outside & ~bone
         counts["own"] += int(n[refs == own].sum())
-        counts["neighbour"] += int(n[(refs > 0) & (refs != own)].sum())
+        counts["neighbour"] += int(n[on_vertebra & (refs != own)].sum())
         counts["other_bone"] += int(bone.sum())
         counts["soft"] += int(soft.sum())
         counts["missed"] += int(((ref == own) & ~inside).sum())
         counts["instances"] += 1
-        counts["straddling"] += int(np.count_nonzero(n[refs > 0] >= STRADDLE_SHARE * volumes[refs[refs > 0]]) >= 2)
+        held = n[on_vertebra] >= STRADDLE_SHARE * volumes[refs[on_vertebra]]
+        counts["straddling"] += int(np.count_nonzero(held) >= 2)
         soft_hist += np.histogram(distance[soft], bins=BINS_MM)[0]
     counts["soft_by_distance"] = soft_hist.tolist()
     return counts

@@ -26,7 +26,7 @@ from .config import TrainingConfig
 from .data import PreparedCase
 from .loss import LossConfig, surface_weights
 from .sampler import (PatchPlan, SamplingConfig, TargetInfo, extract_patch, memory_mask, overreaching_memory,
-                      partial_memory_mask, patch_targets, plan_patch)
+                      partial_memory_mask, patch_targets, plan_patch, target_mask)
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def annotate(image: np.ndarray, labels: np.ndarray, case: PreparedCase, settings
                                              sampling.direction)
     else:
         memory = memory_mask(label_patch, plan.memory_labels)
-        target = (label_patch == info.label) if info.label else np.zeros(label_patch.shape, bool)
+        target = target_mask(label_patch, info.label)
     return _arrays(image_patch, target, memory, info, case.spacing_mm, settings.loss)
 
 

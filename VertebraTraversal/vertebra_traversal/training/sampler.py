@@ -328,6 +328,11 @@ def partial_memory_mask(label_patch: np.ndarray, memory_labels: Iterable[int], p
     return memory
 
 
+def target_mask(label_patch: np.ndarray, target_label: int) -> np.ndarray:
+    """bool (D, H, W) segmentation target of a label patch: the voxels of ``target_label`` (none for 0)."""
+    return label_patch == target_label if target_label else np.zeros(label_patch.shape, bool)
+
+
 def overreaching_memory(label_patch: np.ndarray, memory: np.ndarray, target_label: int, probability: float,
                         rng: np.random.Generator, direction: str = "up",
                         max_share: float = OVERREACH_MAX_SHARE) -> Tuple[np.ndarray, np.ndarray]:
@@ -342,7 +347,7 @@ def overreaching_memory(label_patch: np.ndarray, memory: np.ndarray, target_labe
     is not touched; otherwise it draws the chance for every patch, then the tilt and the share for a patch
     that overreaches. Inputs are not changed.
     """
-    target = label_patch == target_label if target_label else np.zeros(label_patch.shape, bool)
+    target = target_mask(label_patch, target_label)
     if probability <= 0.0 or rng.random() >= probability or not target.any() or not memory.any():
         return memory, target
     tilt, share = rng.normal(0.0, OVERREACH_TILT, size=2), rng.uniform(0.0, max_share)
