@@ -1,6 +1,7 @@
 """``vertebra-traversal train`` end to end at a tiny configuration (the preset is the input we replace)."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -15,6 +16,7 @@ from vertebra_traversal.cli import main as cli
 from vertebra_traversal.cli import train as train_cli
 from vertebra_traversal.imageio import InputError
 from vertebra_traversal.label_calibration import TABLE_VALUES, LabelCalibration, gaussian_reading
+from vertebra_traversal.models import BUNDLED
 from vertebra_traversal.network import NetworkConfig
 from vertebra_traversal.start_network import networks
 from vertebra_traversal.training.config import preset
@@ -64,6 +66,19 @@ def test_seed_option_is_part_of_the_run_identity(tiny_presets, tmp_path, capsys)
     before = (out / "run.json").read_bytes()
     assert cli.main(args + ["--seed", "4"]) == 2                 # other patch draws: another run
     assert "seed" in capsys.readouterr().err and (out / "run.json").read_bytes() == before
+
+
+def test_init_takes_a_bundled_model_by_name(tiny_presets, tmp_path, capsys):
+    """``--init ct`` fine-tunes the bundled CT model (as ``segment --model ct`` reads it); ``--init mr`` on a
+    CT run is refused before a run folder is made."""
+    out, args = _one_case_run(tmp_path, 1)
+    assert cli.main(args + ["--init", "mr"]) == 2
+    assert "MR model" in capsys.readouterr().err and not out.exists()
+    assert cli.main(args + ["--init", "ct"]) == 0
+    info = read_metadata(out / "model.pt").training["init"]
+    assert info["path"] == str(BUNDLED["ct"])
+    assert info["sha1"] == hashlib.sha1(BUNDLED["ct"].read_bytes()).hexdigest()[:16]
+    assert read_metadata(out / "model.pt").network == read_metadata(BUNDLED["ct"]).network != FAST_NET.to_json()
 
 
 def test_lambda_min_option_sets_the_schedule_start(tiny_presets, tmp_path, capsys):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TextIO
 
 from ..imageio import InputError
+from ..models import resolve_model
 from ..postprocess import COMPLETENESS_RULES
 from ..training.config import LR_SCHEDULES, MODALITIES, PRESETS, TrainingConfig, preset
 
@@ -35,7 +36,8 @@ def register(subparsers: Any) -> None:
                         help="; ".join(_describe(name) for name in PRESETS) + ". Default compact")
     parser.add_argument("--modality", choices=MODALITIES, default="ct")
     parser.add_argument("--iterations", type=_positive, help="planned iterations (default: the preset's)")
-    parser.add_argument("--init", type=Path, metavar="MODEL", help="fine-tune this model (same modality)")
+    parser.add_argument("--init", metavar="MODEL",
+                        help="fine-tune this model (same modality): 'ct' or 'mr' (bundled) or a checkpoint path")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--validation", type=Path, nargs="+", metavar="DIR", help="held-out dataset root(s)")
     parser.add_argument("--workers", type=_non_negative, help="patch-sampling processes (default 2)")
@@ -248,9 +250,10 @@ def run(args: argparse.Namespace) -> int:
     if config.preset == "paper" and resolve_device(args.device).type == "cpu":
         logger.warning("the paper preset (84 filters, 128^3 patches) is impractically slow on a CPU; "
                        "consider --preset compact")
+    init = resolve_model(args.init) if args.init is not None else None
     should_stop, restore = _stop_flag()
     try:
-        model = train(args.data, args.out, config, init=args.init, device=args.device,
+        model = train(args.data, args.out, config, init=init, device=args.device,
                       validation_dirs=args.validation, progress=ProgressLine(), should_stop=should_stop)
     except TrainingInterrupted as stop:
         sys.stderr.write(f"vertebra-traversal train: stopped at iteration {stop.iteration}; run the same "
