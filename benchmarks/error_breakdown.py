@@ -11,7 +11,10 @@ summed over all cases; "missed" is the part of the matched reference vertebrae t
 does not cover. "Bone" is intensity above ``--bone-hu`` (CT only; for MR everything outside the
 vertebrae counts as soft tissue). ``straddling`` counts the matched instances that hold at least
 ``STRADDLE_SHARE`` of each of two reference vertebrae: shifted instances (part of one vertebra and part
-of the next) and merged ones.
+of the next) and merged ones. ``missed_by_depth_mm`` splits the missed part by how deep inside its
+vertebra it lies (distance to the vertebra's outside, so the outermost voxel layer falls in the first
+bin), and ``outer_layer_missed`` is the share of that layer that the instances leave out: a mask whose
+surface lies a voxel too far in misses mostly the first bin, one that misses a process the deeper ones.
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ from vertebra_traversal.dataset import list_cases
 
 #: Distance bins (mm) for soft-tissue voxels, measured from the nearest reference vertebra voxel.
 BINS_MM = (0.0, 2.0, 4.0, 10.0, np.inf)
+#: Depth bins (mm) for missed voxels, measured inside the reference vertebra from its outside.
+DEPTH_BINS_MM = (0.0, 2.0, 3.0, 5.0, np.inf)
 #: Share of a reference vertebra that an instance must hold for that vertebra to count towards straddling.
 STRADDLE_SHARE = 0.3
 
@@ -36,6 +41,7 @@ def breakdown(pred: np.ndarray, ref: np.ndarray, image: np.ndarray, spacing_zyx:
     """Voxel counts of one case; ``pred``/``ref`` (z, y, x) label maps, ``image`` the intensities."""
     counts = dict(own=0, neighbour=0, other_bone=0, soft=0, missed=0, instances=0, straddling=0)
     soft_hist = np.zeros(len(BINS_MM) - 1, dtype=np.int64)
+    depth_hist, layer = np.zeros(len(DEPTH_BINS_MM) - 1, dtype=np.int64), np.zeros(2, dtype=np.int64)
     volumes = np.bincount(ref.ravel().astype(np.int64))
     distance = ndimage.distance_transform_edt(ref == 0, sampling=spacing_zyx)
     for label in np.unique(pred)[1:]:
@@ -53,12 +59,27 @@ def breakdown(pred: np.ndarray, ref: np.ndarray, image: np.ndarray, spacing_zyx:
         counts["other_bone"] += int(bone.sum())
         counts["soft"] += int(soft.sum())
         counts["missed"] += int(((ref == own) & ~inside).sum())
+        depth, missed = _depth_inside(ref == own, inside, spacing_zyx)
+        depth_hist += np.histogram(depth[missed], bins=DEPTH_BINS_MM)[0]
+        outer = depth < DEPTH_BINS_MM[1]
+        layer += (int(np.count_nonzero(outer & missed)), int(np.count_nonzero(outer)))
         counts["instances"] += 1
         held = n[on_vertebra] >= STRADDLE_SHARE * volumes[refs[on_vertebra]]
         counts["straddling"] += int(np.count_nonzero(held) >= 2)
         soft_hist += np.histogram(distance[soft], bins=BINS_MM)[0]
     counts["soft_by_distance"] = soft_hist.tolist()
+    counts["missed_by_depth"] = depth_hist.tolist()
+    counts["outer_layer"] = layer.tolist()
     return counts
+
+
+def _depth_inside(vertebra: np.ndarray, inside: np.ndarray, spacing_zyx: tuple) -> tuple:
+    """``(depth, missed)`` over the voxels of ``vertebra`` (flat arrays): each voxel's distance (mm) to the
+    vertebra's outside, and whether the instance ``inside`` leaves it out. Computed in the vertebra's box."""
+    box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in ndimage.find_objects(vertebra.astype(np.uint8))[0])
+    depth = ndimage.distance_transform_edt(vertebra[box], sampling=spacing_zyx)
+    on = vertebra[box]
+    return depth[on], ~inside[box][on]
 
 
 def main() -> None:
@@ -86,6 +107,9 @@ def main() -> None:
     summary["straddling"] = int(total["straddling"])
     summary["soft_by_distance_mm"] = {f"{lo:g}-{hi:g}": round(int(v) / max(1, int(total["soft"])), 3)
                                       for lo, hi, v in zip(BINS_MM[:-1], BINS_MM[1:], total["soft_by_distance"])}
+    summary["missed_by_depth_mm"] = {f"{lo:g}-{hi:g}": round(int(v) / max(1, int(total["missed"])), 3)
+                                     for lo, hi, v in zip(DEPTH_BINS_MM[:-1], DEPTH_BINS_MM[1:], total["missed_by_depth"])}
+    summary["outer_layer_missed"] = round(int(total["outer_layer"][0]) / max(1, int(total["outer_layer"][1])), 3)
     print(json.dumps(summary))
 
 
