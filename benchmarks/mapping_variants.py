@@ -1,6 +1,6 @@
 """Dice and ASSD of one model under every way of mapping its result back onto the image.
 
-    python benchmarks/mapping_variants.py --model ct --data ct-test [--count 12] [--threads 2]
+    python benchmarks/mapping_variants.py --model ct --data ct-test [--count 12] [--threads 2] [--levels 0.5 0.4]
 
 For each scan the network traverses once (:func:`pipeline.run_traversal`, :func:`pipeline.label_model_grid`);
 its model-grid result is then mapped back by nearest neighbour and by linear interpolation
@@ -8,6 +8,11 @@ its model-grid result is then mapped back by nearest neighbour and by linear int
 :func:`postprocess.refine_surface_ct`; ``segment`` uses :func:`postprocess.surface_passes`, 2 on the
 bundled CT model's test images). Scores are those of ``evaluate`` over completely visible reference
 vertebrae (missed ones count Dice 0). Labels do not depend on the mapping, so only Dice and ASSD are printed.
+
+``--levels`` adds linear mapping at other levels of the interpolated indicator than ``segment``'s 0.5 (a
+voxel takes the label with the highest value above the level; below 0.5 every mask grows by a fraction
+of a model voxel), each followed by the model's own post-processing as ``segment`` runs it (refinement at
+its threshold, largest piece); level 0.5 reproduces ``segment``'s masks.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import argparse
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+import numpy as np
 import SimpleITK as sitk
 import torch
 
@@ -22,7 +28,7 @@ from vertebra_traversal import dataset, imageio, metrics
 from vertebra_traversal.checkpoint import load_model
 from vertebra_traversal.geometry import LABEL_INTERPOLATORS, from_model_grid
 from vertebra_traversal.models import resolve_model
-from vertebra_traversal.pipeline import SegmentConfig, label_model_grid, run_traversal
+from vertebra_traversal.pipeline import SegmentConfig, _postprocess, label_model_grid, run_traversal
 from vertebra_traversal.postprocess import refine_surface_ct
 from vertebra_traversal.torch_predictor import TorchPredictor
 
@@ -31,8 +37,28 @@ from grid_ceiling import complete_scorer  # beside this script
 Variant = Tuple[str, int]
 
 
-def variants_of_case(case: dataset.CaseFiles, model, config: SegmentConfig) -> Dict[Variant, List[metrics.VertebraScore]]:
-    """Scores of the complete reference vertebrae of one case under every (interpolation, passes)."""
+def linear_at_level(label_model: sitk.Image, image: sitk.Image, level: float) -> sitk.Image:
+    """Each label's indicator interpolated linearly onto ``image``'s grid; a voxel takes the label of the
+    highest value above ``level`` (dense, one resampling per label: for benchmarks, not for ``segment``)."""
+    model = sitk.GetArrayViewFromImage(label_model)
+    best = np.zeros(image.GetSize()[::-1], np.float32)
+    out = np.zeros(best.shape, np.uint8)
+    for label in np.unique(model)[1:]:
+        indicator = sitk.GetImageFromArray((model == label).astype(np.float32))
+        indicator.CopyInformation(label_model)
+        value = sitk.GetArrayFromImage(sitk.Resample(indicator, image, sitk.Transform(), sitk.sitkLinear, 0.0,
+                                                     sitk.sitkFloat32))
+        take = (value > level) & (value > best)
+        best[take], out[take] = value[take], label
+    result = sitk.GetImageFromArray(out)
+    result.CopyInformation(image)
+    return result
+
+
+def variants_of_case(case: dataset.CaseFiles, model, config: SegmentConfig,
+                     levels: Tuple[float, ...] = ()) -> Dict[Variant, List[metrics.VertebraScore]]:
+    """Scores of the complete reference vertebrae of one case under every (interpolation, passes), and
+    under ``("level L", -1)`` for each of ``levels``."""
     image = sitk.ReadImage(str(case.image), sitk.sitkFloat32)
     reference = imageio.read_label_map(case.labels)
     score = complete_scorer(case, reference)
@@ -45,6 +71,9 @@ def variants_of_case(case: dataset.CaseFiles, model, config: SegmentConfig) -> D
         for n in passes:
             out = refine_surface_ct(back, sitk.GetArrayViewFromImage(image), iterations=n) if n else back
             scores[(interpolation, n)] = score(out)
+    for level in levels:
+        mapped = _postprocess(linear_at_level(label_model, image, level), image, model.metadata, config)
+        scores[(f"level {level:g}", -1)] = score(sitk.GetArrayFromImage(mapped))
     return scores
 
 
@@ -54,18 +83,21 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="dataset folder with references")
     parser.add_argument("--count", type=int, help="only the first COUNT cases")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--levels", type=float, nargs="+", default=(),
+                        help="also linear mapping at these levels, with the model's post-processing")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(resolve_model(args.model), device="cpu")
     totals: Dict[Variant, List[metrics.VertebraScore]] = {}
     for case in dataset.list_cases(args.data)[:args.count]:
-        scores = variants_of_case(case, model, SegmentConfig())
+        scores = variants_of_case(case, model, SegmentConfig(), tuple(args.levels))
         for variant, vertebrae in scores.items():
             totals.setdefault(variant, []).extend(vertebrae)
         print(case.case_id, " ".join(f"{i}/{n}: {100 * metrics.mean_dice(v):.1f}" for (i, n), v in scores.items()),
               flush=True)
     for (interpolation, n), vertebrae in totals.items():
-        print(f"{interpolation:>8} mapping, {n} surface passes: {len(vertebrae)} complete vertebrae, "
+        how = f"{n} surface passes" if n >= 0 else "the model's post-processing"
+        print(f"{interpolation:>8} mapping, {how}: {len(vertebrae)} complete vertebrae, "
               f"Dice {100 * metrics.mean_dice(vertebrae):.1f} %, ASSD {metrics.mean_assd(vertebrae):.2f} mm")
 
 
