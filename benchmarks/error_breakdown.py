@@ -58,8 +58,8 @@ def breakdown(pred: np.ndarray, ref: np.ndarray, image: np.ndarray, spacing_zyx:
         counts["neighbour"] += int(n[on_vertebra & (refs != own)].sum())
         counts["other_bone"] += int(bone.sum())
         counts["soft"] += int(soft.sum())
-        counts["missed"] += int(((ref == own) & ~inside).sum())
         depth, missed = _depth_inside(ref == own, inside, spacing_zyx)
+        counts["missed"] += int(np.count_nonzero(missed))
         depth_hist += np.histogram(depth[missed], bins=DEPTH_BINS_MM)[0]
         outer = depth < DEPTH_BINS_MM[1]
         layer += (int(np.count_nonzero(outer & missed)), int(np.count_nonzero(outer)))
