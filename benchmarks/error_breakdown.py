@@ -43,6 +43,7 @@ def breakdown(pred: np.ndarray, ref: np.ndarray, image: np.ndarray, spacing_zyx:
     soft_hist = np.zeros(len(BINS_MM) - 1, dtype=np.int64)
     depth_hist, layer = np.zeros(len(DEPTH_BINS_MM) - 1, dtype=np.int64), np.zeros(2, dtype=np.int64)
     volumes = np.bincount(ref.ravel().astype(np.int64))
+    boxes = ndimage.find_objects(ref.astype(np.int64))
     distance = ndimage.distance_transform_edt(ref == 0, sampling=spacing_zyx)
     for label in np.unique(pred)[1:]:
         inside = pred == label
@@ -58,7 +59,7 @@ def breakdown(pred: np.ndarray, ref: np.ndarray, image: np.ndarray, spacing_zyx:
         counts["neighbour"] += int(n[on_vertebra & (refs != own)].sum())
         counts["other_bone"] += int(bone.sum())
         counts["soft"] += int(soft.sum())
-        depth, missed = _depth_inside(ref == own, inside, spacing_zyx)
+        depth, missed = _depth_inside(ref, own, boxes[own - 1], inside, spacing_zyx)
         counts["missed"] += int(np.count_nonzero(missed))
         depth_hist += np.histogram(depth[missed], bins=DEPTH_BINS_MM)[0]
         outer = depth < DEPTH_BINS_MM[1]
@@ -73,13 +74,19 @@ def breakdown(pred: np.ndarray, ref: np.ndarray, image: np.ndarray, spacing_zyx:
     return counts
 
 
-def _depth_inside(vertebra: np.ndarray, inside: np.ndarray, spacing_zyx: tuple) -> tuple:
-    """``(depth, missed)`` over the voxels of ``vertebra`` (flat arrays): each voxel's distance (mm) to the
-    vertebra's outside, and whether the instance ``inside`` leaves it out. Computed in the vertebra's box."""
-    box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in ndimage.find_objects(vertebra.astype(np.uint8))[0])
-    depth = ndimage.distance_transform_edt(vertebra[box], sampling=spacing_zyx)
-    on = vertebra[box]
+def _depth_inside(ref: np.ndarray, label: int, box: tuple, inside: np.ndarray, spacing_zyx: tuple) -> tuple:
+    """``(depth, missed)`` over the voxels of vertebra ``label`` (flat arrays): each voxel's distance (mm)
+    to the vertebra's outside, and whether the instance ``inside`` leaves it out. Computed in the
+    vertebra's box (``ndimage.find_objects`` of ``ref``) grown by one voxel."""
+    box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)
+    on = ref[box] == label
+    depth = ndimage.distance_transform_edt(on, sampling=spacing_zyx)
     return depth[on], ~inside[box][on]
+
+
+def _shares(bins: tuple, counts, total) -> dict:
+    """``{"lo-hi": share}`` of ``counts`` per bin, each divided by ``total`` (at least 1)."""
+    return {f"{lo:g}-{hi:g}": round(int(v) / max(1, int(total)), 3) for lo, hi, v in zip(bins[:-1], bins[1:], counts)}
 
 
 def main() -> None:
@@ -105,10 +112,8 @@ def main() -> None:
     summary = {k: round(int(total[k]) / predicted, 3) for k in ("own", "neighbour", "other_bone", "soft", "missed")}
     summary["instances"] = int(total["instances"])
     summary["straddling"] = int(total["straddling"])
-    summary["soft_by_distance_mm"] = {f"{lo:g}-{hi:g}": round(int(v) / max(1, int(total["soft"])), 3)
-                                      for lo, hi, v in zip(BINS_MM[:-1], BINS_MM[1:], total["soft_by_distance"])}
-    summary["missed_by_depth_mm"] = {f"{lo:g}-{hi:g}": round(int(v) / max(1, int(total["missed"])), 3)
-                                     for lo, hi, v in zip(DEPTH_BINS_MM[:-1], DEPTH_BINS_MM[1:], total["missed_by_depth"])}
+    summary["soft_by_distance_mm"] = _shares(BINS_MM, total["soft_by_distance"], total["soft"])
+    summary["missed_by_depth_mm"] = _shares(DEPTH_BINS_MM, total["missed_by_depth"], total["missed"])
     summary["outer_layer_missed"] = round(int(total["outer_layer"][0]) / max(1, int(total["outer_layer"][1])), 3)
     print(json.dumps(summary))
 
