@@ -144,22 +144,25 @@ def test_keep_reading_writes_only_the_skipped_levels_and_needs_a_reading(folders
     assert peel.returncode == 0, peel.stderr
     assert read_metadata(tmp_path / "peel.pt").surface_threshold_hu == 100.0
     assert read_metadata(tmp_path / "peel.pt").edge_margin_mm == 0.0  # not given: the model's own kept
+    assert read_metadata(tmp_path / "peel.pt").max_spine_offset_mm == 0.0
     margin = subprocess.run(base + [str(tmp_path / "peel.pt"), "--keep-reading", "--gaps", "1", "--gap-penalty",
                                     "0.15", "--edge-margin-mm", "2", "--edge-min-contact-mm2", "50",
-                                    "--edge-margin-faces", "cranio-caudal",
+                                    "--edge-margin-faces", "cranio-caudal", "--max-spine-offset-mm", "30",
                                     "--out", str(tmp_path / "margin.pt")],
                             capture_output=True, text=True, timeout=120)
     assert margin.returncode == 0, margin.stderr
     assert json.loads(margin.stdout)["edge_margin_mm"] == 2.0
     written = read_metadata(tmp_path / "margin.pt")
     assert (written.edge_margin_mm, written.edge_min_contact_mm2, written.surface_threshold_hu) == (2.0, 50.0, 100.0)
-    assert written.edge_margin_faces == "cranio-caudal"
+    assert written.edge_margin_faces == "cranio-caudal" and written.max_spine_offset_mm == 30.0
     assert read_metadata(tmp_path / "peel.pt").label_calibration == after.label_calibration
     for extra, message in (([str(model), "--keep-reading"], "carries no label reading to keep"),
                            ([str(tmp_path / "g.pt"), "--keep-reading", "--gaussian", "1.5"], "give one of"),
                            ([str(tmp_path / "g.pt"), "--keep-reading", "--sd-floor", "1"], "fit none"),
                            ([str(tmp_path / "g.pt"), "--keep-reading", "--surface-threshold-hu", "5000"], "from -1024"),
-                           ([str(tmp_path / "g.pt"), "--keep-reading", "--edge-margin-mm", "-1"], "--edge-margin-mm -1")):
+                           ([str(tmp_path / "g.pt"), "--keep-reading", "--edge-margin-mm", "-1"], "--edge-margin-mm -1"),
+                           ([str(tmp_path / "g.pt"), "--keep-reading", "--max-spine-offset-mm", "nan"],
+                            "--max-spine-offset-mm nan")):
         bad = subprocess.run(base + extra + ["--out", str(tmp_path / "h.pt")], capture_output=True, text=True,
                              timeout=120)
         assert bad.returncode == 2 and message in bad.stderr, (extra, bad.stderr)

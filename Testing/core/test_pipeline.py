@@ -260,3 +260,31 @@ def test_the_models_surface_threshold_decides_what_the_refinement_peels():
     inside = labels > 0
     assert (sitk.GetArrayFromImage(kept.labels) > 0).sum() == inside.sum()
     assert 0 < (sitk.GetArrayFromImage(peeled.labels) > 0).sum() < inside.sum()
+
+
+@pytest.mark.parametrize("max_offset_mm", [0.0, 30.0])
+def test_an_instance_off_the_spine_line_is_dropped_before_the_labels_are_assigned(max_offset_mm):
+    # five boxes stacked on one line and a sixth, the top one, 24 voxels (96 mm) to the side: a rib's piece
+    # that the traversal stores as a vertebra. Kept, it takes a level; dropped, it leaves no voxel.
+    ids = [anatomy.label_of(n) for n in ("L3", "L2", "L1", "T12", "T11", "T10")]
+    spine = box_spine((100, 30, 48), ids, offsets_yx=[(7, 2)] * 5 + [(7, 26)])
+    result = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), _meta(),
+                                    SegmentConfig(max_spine_offset_mm=max_offset_mm))
+    out = sitk.GetArrayFromImage(result.labels)
+    side = spine.labels == ids[-1]
+    if max_offset_mm:
+        np.testing.assert_array_equal(out, np.where(side, 0, spine.labels))
+        assert [v.name for v in result.vertebrae] == ["T11", "T12", "L1", "L2", "L3"]
+    else:
+        np.testing.assert_array_equal(out, spine.labels)
+        assert [v.name for v in result.vertebrae] == ["T10", "T11", "T12", "L1", "L2", "L3"]
+
+
+def test_the_spine_offset_limit_comes_from_the_run_then_the_model():
+    meta = replace(_meta(), max_spine_offset_mm=25.0)
+    assert SegmentConfig().spine_offset_for(meta) == 25.0 and SegmentConfig().spine_offset_for(_meta()) == 0.0
+    assert SegmentConfig(max_spine_offset_mm=0.0).spine_offset_for(meta) == 0.0
+    with pytest.raises(ValueError, match="max_spine_offset_mm"):
+        SegmentConfig(max_spine_offset_mm=-1.0)
+    with pytest.raises(CheckpointError, match="max_spine_offset_mm"):
+        replace(_meta(), max_spine_offset_mm=float("nan"))

@@ -78,6 +78,9 @@ class ModelMetadata:
             faces (within ``edge_margin_mm``) to count as cut; 0 = any voxel. Chosen likewise.
         edge_margin_faces: where ``edge_margin_mm`` applies (``EDGE_MARGIN_FACES``): ``"all"`` six faces, or
             only the two across the patient's cranio-caudal axis (the others count their outermost layer).
+        max_spine_offset_mm: drop every instance whose centroid lies more than this (mm) across the superior
+            axis from the spine line of the instances nearest to it (:mod:`.spine_line`), before the labels
+            are assigned; 0 = keep all. Chosen per model on validation cases and stated in its card.
         start_network: description of the start network the file holds beside the main one
             (:mod:`.start_network`; ``vertebra-traversal combine``), or empty: one network. Its ``use``
             (``"always"`` when absent, or ``"fallback"``) says when it runs; see :meth:`start_use`.
@@ -104,6 +107,7 @@ class ModelMetadata:
     edge_margin_mm: float = 0.0
     edge_min_contact_mm2: float = 0.0
     edge_margin_faces: str = "all"
+    max_spine_offset_mm: float = 0.0
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -118,7 +122,9 @@ class ModelMetadata:
                       "min_fragment_mm3": _positive("min_fragment_mm3", self.min_fragment_mm3, allow_zero=True),
                       "edge_margin_mm": _positive("edge_margin_mm", self.edge_margin_mm, allow_zero=True),
                       "edge_min_contact_mm2": _positive("edge_min_contact_mm2", self.edge_min_contact_mm2,
-                                                        allow_zero=True)}
+                                                        allow_zero=True),
+                      "max_spine_offset_mm": _positive("max_spine_offset_mm", self.max_spine_offset_mm,
+                                                       allow_zero=True)}
         for name, value in normalised.items():
             object.__setattr__(self, name, value)  # frozen dataclass: canonical types once, here
         _check_version(self.format_version)
@@ -240,12 +246,14 @@ class PostSettings:
     """Post-processing settings that describe a model's masks, recorded in its metadata beside the label
     reading (``ModelMetadata``; None = keep the model's): the CT surface refinement's threshold (HU), and
     for the ``edge`` rules the distance to the scan's border (mm) within which a mask counts as cut and
-    the area (mm²) it must cover there, and which faces the distance applies to."""
+    the area (mm²) it must cover there, and which faces the distance applies to; and how far off the
+    spine line (mm) an instance may lie."""
 
     surface_threshold_hu: Optional[float] = None
     edge_margin_mm: Optional[float] = None
     edge_min_contact_mm2: Optional[float] = None
     edge_margin_faces: Optional[str] = None
+    max_spine_offset_mm: Optional[float] = None
 
     @classmethod
     def of(cls, metadata: ModelMetadata) -> "PostSettings":

@@ -29,6 +29,7 @@ from .predictor import Predictor
 from .postprocess import (EDGE_MARGIN_FACES, grow_into_bone, is_complete, labels_at_edge, largest_component_per_label,
                           refine_surface_ct, surface_passes)
 from .segment_config import SegmentConfig
+from .spine_line import spine_offsets_mm
 from .start_network import networks
 from .torch_predictor import TorchPredictor
 from .traversal import PatchEvent, TraversalConfig, TraversalResult, VertebraEvent, traverse
@@ -136,8 +137,10 @@ def _label_model_grid(result: TraversalResult, labels_by_instance: Dict[int, int
 def label_model_grid(model_image: sitk.Image, result: TraversalResult,
                      config: SegmentConfig = SegmentConfig()) -> Tuple[sitk.Image, List[Any], Optional[LabelAssignment]]:
     """Label the traversal's instances (paper §3.4): (VerSe-id map on the model grid, the kept instances
-    top first, their label assignment or None when none was found)."""
-    found = _plausible(result.vertebrae, len(anatomy.STANDARD) + 1)
+    top first, their label assignment or None when none was found). Instances off the spine line
+    (``config.max_spine_offset_mm``; None counts as 0, keep all) get no label."""
+    found = _on_spine(_plausible(result.vertebrae, len(anatomy.STANDARD) + 1), model_image.GetSpacing()[0],
+                      config.max_spine_offset_mm or 0.0)
     assignment = refine_labels([v.label_value for v in found], config.labeling) if found else None
     labels_by_instance = {v.index: assignment.labels[i] for i, v in enumerate(found)} if assignment else {}
     label_model = sitk.GetImageFromArray(_label_model_grid(result, labels_by_instance))
@@ -209,12 +212,26 @@ def _plausible(instances: Tuple[Any, ...], longest: int) -> List[Any]:
     return sorted(kept, key=lambda v: -v.center_zyx[0])
 
 
+def _on_spine(found: List[Any], spacing_mm: float, max_offset_mm: float) -> List[Any]:
+    """``found`` (instances, ``center_zyx`` in voxels of an isotropic grid of ``spacing_mm``) without those
+    more than ``max_offset_mm`` off the spine line of the others (:mod:`.spine_line`)."""
+    if not max_offset_mm or not found:
+        return found
+    offsets = spine_offsets_mm(np.array([v.center_zyx for v in found], dtype=float) * spacing_mm)
+    for v, offset in zip(found, offsets):
+        if offset > max_offset_mm:
+            logger.info("instance %d (%d voxels) lies %.0f mm off the spine line: not a vertebra", v.index,
+                        v.voxels, offset)
+    return [v for v, offset in zip(found, offsets) if offset <= max_offset_mm]
+
+
 def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelMetadata,
                            config: SegmentConfig = SegmentConfig(), on_event: Optional[EventCallback] = None,
                            should_cancel: Optional[Callable[[], bool]] = None) -> SegmentationResult:
     """:func:`segment_image` with any :class:`~vertebra_traversal.predictor.Predictor` (e.g. an oracle)."""
     start = time.perf_counter()
-    config = replace(config, labeling=config.labeling_for(meta))  # the model's table read once, used twice
+    config = replace(config, labeling=config.labeling_for(meta),  # the model's settings read once, used twice
+                     max_spine_offset_mm=config.spine_offset_for(meta))
     model_image, result = run_traversal(image, predictor, meta, config, on_event, should_cancel)
     passes = result.steps  # patches through the network (the paper's "network passes")
     label_model, found, assignment = label_model_grid(model_image, result, config)

@@ -58,6 +58,9 @@ class SegmentConfig:
             scan's faces to count as reaching them; None = the model's ``edge_min_contact_mm2`` (0: any).
         edge_margin_faces: the faces ``edge_margin_mm`` applies to: ``"all"`` or ``"cranio-caudal"`` (the two
             across the patient's S-I axis, found from the image's direction); None = the model's.
+        max_spine_offset_mm: drop, before the labels are assigned, every instance whose centroid lies more
+            than this (mm) across the superior axis from the spine line of the instances nearest to it
+            (:mod:`~vertebra_traversal.spine_line`; not in the paper); 0 = keep all, None = the model's.
         max_steps: cap on patch positions (guard against runaway traversal).
         labeling: label refinement settings (T13 / L6 / four lumbar, paper §3.4 and beyond).
         label_calibration: read the label values through the model's calibration table when it has one
@@ -80,6 +83,7 @@ class SegmentConfig:
     edge_margin_mm: Optional[float] = None
     edge_min_contact_mm2: Optional[float] = None
     edge_margin_faces: Optional[str] = None
+    max_spine_offset_mm: Optional[float] = None
     max_steps: int = 2000
     labeling: LabelingConfig = field(default_factory=LabelingConfig)
     label_calibration: bool = True
@@ -94,7 +98,7 @@ class SegmentConfig:
             raise ValueError(f"surface_threshold_hu must be finite, got {self.surface_threshold_hu!r}")
         if self.edge_margin_faces is not None and self.edge_margin_faces not in EDGE_MARGIN_FACES:
             raise ValueError(f"edge_margin_faces must be one of {EDGE_MARGIN_FACES}, got {self.edge_margin_faces!r}")
-        for name in ("edge_margin_mm", "edge_min_contact_mm2"):
+        for name in ("edge_margin_mm", "edge_min_contact_mm2", "max_spine_offset_mm"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
@@ -128,6 +132,11 @@ class SegmentConfig:
         """The area on the scan's faces (mm²) a mask must cover to count as reaching them in a run: this
         config's, else the model's."""
         return float(meta.edge_min_contact_mm2 if self.edge_min_contact_mm2 is None else self.edge_min_contact_mm2)
+
+    def spine_offset_for(self, meta: ModelMetadata) -> float:
+        """How far (mm) off the spine line an instance may lie in a run: this config's, else the model's
+        (0 = no limit)."""
+        return float(meta.max_spine_offset_mm if self.max_spine_offset_mm is None else self.max_spine_offset_mm)
 
     def start_use_for(self, meta: ModelMetadata) -> str:
         """When the start network runs in this run: ``"off"`` without one, else this config's or the model's."""

@@ -1,6 +1,7 @@
 """The options that say when a mask reaches the scan's border (``segment`` uses them, ``calibrate``
 records them in a model): ``--edge-margin-mm``, ``--edge-min-contact-mm2`` and ``--edge-margin-faces``
-(:func:`~vertebra_traversal.postprocess.labels_at_edge`, ``ModelMetadata.edge_margin_mm``)."""
+(:func:`~vertebra_traversal.postprocess.labels_at_edge`, ``ModelMetadata.edge_margin_mm``); and beside
+them ``--max-spine-offset-mm``, how far off the spine line an instance may lie (:mod:`..spine_line`)."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +15,9 @@ EDGE_OPTIONS = (("--edge-margin-mm", "MM", "a mask within this distance (mm) of 
                  "it (0 = touching; the bundled models': MR 2, CT 3)"),
                 ("--edge-min-contact-mm2", "MM2", "a mask must cover at least this area (mm²) on the scan's faces "
                  "to count as reaching them (0 = any voxel; the bundled CT model's is 50)"))
+SPINE_HELP = ("drop every instance whose centroid lies more than this (mm) across the superior axis from the "
+              "centroids of the 4 instances nearest to it along that axis, before the labels are assigned "
+              "(0 = keep all)")
 FACES_HELP = ("the faces --edge-margin-mm applies to: all, or cranio-caudal (the two across the patient's "
               "superior-inferior axis; the others need the mask on their outermost layer; the bundled CT model's)")
 
@@ -25,6 +29,7 @@ def add_edge_options(parser: argparse.ArgumentParser, recorded: bool) -> None:
         parser.add_argument(option, type=float, metavar=metavar,
                             help=f"edge and both completeness rules: {text}; {default}")
     parser.add_argument("--edge-margin-faces", choices=EDGE_MARGIN_FACES, help=f"{FACES_HELP}; {default}")
+    parser.add_argument("--max-spine-offset-mm", type=float, metavar="MM", help=f"{SPINE_HELP}; {default}")
 
 
 def edge_options(args: argparse.Namespace) -> Tuple[Optional[float], Optional[float], Optional[str]]:
@@ -33,10 +38,21 @@ def edge_options(args: argparse.Namespace) -> Tuple[Optional[float], Optional[fl
     Raises:
         InputError: a value that is negative or not finite (the message names the option).
     """
-    values = []
-    for option, _, _ in EDGE_OPTIONS:
-        value = getattr(args, option[2:].replace("-", "_"))
-        if value is not None and not (math.isfinite(value) and value >= 0):
-            raise InputError(f"{option} {value}: must be a finite number of 0 or more")
-        values.append(value)
+    values = [_non_negative(args, option) for option, _, _ in EDGE_OPTIONS]
     return values[0], values[1], args.edge_margin_faces
+
+
+def spine_offset_option(args: argparse.Namespace) -> Optional[float]:
+    """``--max-spine-offset-mm`` (mm) from parsed options, None where not given.
+
+    Raises:
+        InputError: a value that is negative or not finite.
+    """
+    return _non_negative(args, "--max-spine-offset-mm")
+
+
+def _non_negative(args: argparse.Namespace, option: str) -> Optional[float]:
+    value = getattr(args, option[2:].replace("-", "_"))
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise InputError(f"{option} {value}: must be a finite number of 0 or more")
+    return value

@@ -1,0 +1,42 @@
+"""Instances beside the spine: what the traversal stored off the line of the others (not in the paper).
+
+The traversal (paper §3.3) stores whatever the network segments as the next vertebra. Now and then that
+is bone beside the spinal column, a piece of a rib near its angle, say. The label refinement (§3.4)
+then gives it a level of its own, and every vertebra beyond it is named one level off. A vertebra's
+centroid lies close to its neighbours' across the superior axis, so an instance whose centroid lies far
+from the centroids of the instances nearest to it along that axis is not a vertebra of this spine.
+
+Positions are in mm on an isotropic grid whose axis 0 is the superior axis (the model grid, inferior ->
+superior); axes 1 and 2 lie across it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: How many other instances, nearest along the superior axis, give the spine's position at an instance.
+NEIGHBOURS = 4
+#: The fewest other instances that make a line to judge by; with fewer, every instance is kept.
+MIN_OTHERS = 3
+
+
+def spine_offsets_mm(centers_mm: np.ndarray) -> np.ndarray:
+    """Each instance's distance across the superior axis from the spine line of the others.
+
+    Args:
+        centers_mm: (N, 3) centroids, mm, axis 0 along the superior axis.
+
+    Returns:
+        (N,) float, mm: the distance in the plane of axes 1 and 2 from the instance's centroid to the
+        median (per axis) of the centroids of the ``NEIGHBOURS`` other instances nearest to it along axis 0;
+        all 0 when fewer than ``MIN_OTHERS`` other instances exist.
+    """
+    centers = np.asarray(centers_mm, dtype=float).reshape(-1, 3)
+    offsets = np.zeros(len(centers))
+    if len(centers) <= MIN_OTHERS:
+        return offsets
+    for i, center in enumerate(centers):
+        others = np.delete(centers, i, axis=0)
+        nearest = others[np.argsort(np.abs(others[:, 0] - center[0]), kind="stable")[:NEIGHBOURS]]
+        offsets[i] = float(np.linalg.norm(center[1:] - np.median(nearest[:, 1:], axis=0)))
+    return offsets
+
