@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from vertebra_traversal.spine_line import MIN_OTHERS, NEIGHBOURS, spine_offsets_mm
+from vertebra_traversal.spine_line import MIN_OTHERS, NEIGHBOURS, off_spine, spine_offsets_mm
 
 
 def _line(count, step_mm=20.0):
@@ -39,3 +39,19 @@ def test_too_few_instances_make_no_line_and_every_offset_is_zero():
     centers[0, 1] = 80.0
     np.testing.assert_array_equal(spine_offsets_mm(centers), np.zeros(MIN_OTHERS))
     assert spine_offsets_mm(np.zeros((0, 3))).shape == (0,)
+
+
+def test_two_pieces_side_by_side_are_dropped_one_at_a_time_and_the_vertebrae_beside_them_kept():
+    centers = _line(8)
+    centers[6, 1:] = centers[7, 1:] = (0.0, 60.0)  # the top two: pieces of a rib, 60 mm to the side
+    # measured all at once, the vertebra below them lies 30 mm off: two of its four nearest are the pieces
+    assert spine_offsets_mm(centers)[5] == pytest.approx(30.0)
+    np.testing.assert_array_equal(off_spine(centers, 25.0), [False] * 6 + [True] * 2)
+    np.testing.assert_array_equal(off_spine(centers, 0.0), [False] * 8)  # 0: no limit
+    np.testing.assert_array_equal(off_spine(centers, 61.0), [False] * 8)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_a_limit_that_is_not_a_distance_is_refused(bad):
+    with pytest.raises(ValueError, match="max_offset_mm"):
+        off_spine(_line(5), bad)

@@ -29,7 +29,7 @@ from .predictor import Predictor
 from .postprocess import (EDGE_MARGIN_FACES, grow_into_bone, is_complete, labels_at_edge, largest_component_per_label,
                           refine_surface_ct, surface_passes)
 from .segment_config import SegmentConfig
-from .spine_line import spine_offsets_mm
+from .spine_line import off_spine
 from .start_network import networks
 from .torch_predictor import TorchPredictor
 from .traversal import PatchEvent, TraversalConfig, TraversalResult, VertebraEvent, traverse
@@ -217,12 +217,11 @@ def _on_spine(found: List[Any], spacing_mm: float, max_offset_mm: float) -> List
     more than ``max_offset_mm`` off the spine line of the others (:mod:`.spine_line`)."""
     if not max_offset_mm or not found:
         return found
-    offsets = spine_offsets_mm(np.array([v.center_zyx for v in found], dtype=float) * spacing_mm)
-    for v, offset in zip(found, offsets):
-        if offset > max_offset_mm:
-            logger.info("instance %d (%d voxels) lies %.0f mm off the spine line: not a vertebra", v.index,
-                        v.voxels, offset)
-    return [v for v, offset in zip(found, offsets) if offset <= max_offset_mm]
+    dropped = off_spine(np.array([v.center_zyx for v in found], dtype=float) * spacing_mm, max_offset_mm)
+    for v in (v for v, off in zip(found, dropped) if off):
+        logger.info("instance %d (%d voxels) lies more than %g mm off the spine line: not a vertebra", v.index,
+                    v.voxels, max_offset_mm)
+    return [v for v, off in zip(found, dropped) if not off]
 
 
 def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelMetadata,

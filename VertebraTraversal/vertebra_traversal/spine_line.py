@@ -40,3 +40,27 @@ def spine_offsets_mm(centers_mm: np.ndarray) -> np.ndarray:
         offsets[i] = float(np.linalg.norm(center[1:] - np.median(nearest[:, 1:], axis=0)))
     return offsets
 
+
+
+def off_spine(centers_mm: np.ndarray, max_offset_mm: float) -> np.ndarray:
+    """(N,) bool: the instances off the spine, True where dropped.
+
+    One at a time, the instance farthest off the line of the others (:func:`spine_offsets_mm`) is dropped
+    while that distance exceeds ``max_offset_mm`` (mm), and the distances of the rest are measured again
+    without it. So two pieces of a rib side by side do not pull the line towards them and push the
+    vertebrae beside them off it. ``max_offset_mm`` 0 drops none.
+
+    Raises:
+        ValueError: ``max_offset_mm`` negative or not finite.
+    """
+    if not (np.isfinite(max_offset_mm) and max_offset_mm >= 0):
+        raise ValueError(f"max_offset_mm must be finite and >= 0, got {max_offset_mm!r}")
+    centers = np.asarray(centers_mm, dtype=float).reshape(-1, 3)
+    dropped = np.zeros(len(centers), dtype=bool)
+    while max_offset_mm > 0:
+        kept = np.flatnonzero(~dropped)
+        offsets = spine_offsets_mm(centers[kept])
+        if not len(kept) or offsets.max() <= max_offset_mm:
+            break
+        dropped[kept[int(np.argmax(offsets))]] = True
+    return dropped
