@@ -139,8 +139,8 @@ def label_model_grid(model_image: sitk.Image, result: TraversalResult,
     """Label the traversal's instances (paper §3.4): (VerSe-id map on the model grid, the kept instances
     top first, their label assignment or None when none was found). Instances off the spine line
     (``config.max_spine_offset_mm``; None counts as 0, keep all) get no label."""
-    found = _on_spine(_plausible(result.vertebrae, len(anatomy.STANDARD) + 1), model_image.GetSpacing()[0],
-                      config.max_spine_offset_mm or 0.0)
+    found = _on_spine(_plausible(result.vertebrae, len(anatomy.STANDARD) + 1), result.instances.shape,
+                      model_image.GetSpacing()[0], config.max_spine_offset_mm or 0.0)
     assignment = refine_labels([v.label_value for v in found], config.labeling) if found else None
     labels_by_instance = {v.index: assignment.labels[i] for i, v in enumerate(found)} if assignment else {}
     label_model = sitk.GetImageFromArray(_label_model_grid(result, labels_by_instance))
@@ -212,16 +212,25 @@ def _plausible(instances: Tuple[Any, ...], longest: int) -> List[Any]:
     return sorted(kept, key=lambda v: -v.center_zyx[0])
 
 
-def _on_spine(found: List[Any], spacing_mm: float, max_offset_mm: float) -> List[Any]:
-    """``found`` (instances, ``center_zyx`` in voxels of an isotropic grid of ``spacing_mm``) without those
-    more than ``max_offset_mm`` off the spine line of the others (:mod:`.spine_line`)."""
+def _on_spine(found: List[Any], shape: Tuple[int, ...], spacing_mm: float, max_offset_mm: float) -> List[Any]:
+    """``found`` (instances, ``center_zyx`` and ``bbox`` in voxels of an isotropic (z, y, x) grid of
+    ``shape`` and ``spacing_mm``) without those more than ``max_offset_mm`` off the spine line of the
+    others (:mod:`.spine_line`). An instance within one voxel of the grid's border is kept and left out of
+    the line: the scan may show any part of a vertebra it cuts, a spinous process's tip, say."""
     if not max_offset_mm or not found:
         return found
-    dropped = off_spine(np.array([v.center_zyx for v in found], dtype=float) * spacing_mm, max_offset_mm)
-    for v in (v for v, off in zip(found, dropped) if off):
+    inner = [v for v in found if not _near_border(v.bbox, shape)]
+    dropped = off_spine(np.array([v.center_zyx for v in inner], dtype=float).reshape(-1, 3) * spacing_mm,
+                        max_offset_mm)
+    gone = {v.index for v, off in zip(inner, dropped) if off}
+    for v in (v for v in inner if v.index in gone):
         logger.info("instance %d (%d voxels) lies more than %g mm off the spine line: not a vertebra", v.index,
                     v.voxels, max_offset_mm)
-    return [v for v, off in zip(found, dropped) if not off]
+    return [v for v in found if v.index not in gone]
+
+
+def _near_border(bbox: Tuple[slice, ...], shape: Tuple[int, ...]) -> bool:
+    return any(s.start <= 1 or s.stop >= n - 1 for s, n in zip(bbox, shape))
 
 
 def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelMetadata,
