@@ -4,7 +4,7 @@ The traversal (paper §3.3) stores whatever the network segments as the next ver
 is bone beside the spinal column, a piece of a rib near its angle, say. The label refinement (§3.4)
 then gives it a level of its own, and every vertebra beyond it is named one level off. A vertebra's
 centroid lies close to its neighbours' across the superior axis, so an instance whose centroid lies far
-from the centroids of the instances nearest to it along that axis is not a vertebra of this spine.
+from the centroids of the instances nearest to it above and below is not a vertebra of this spine.
 
 Positions are in mm on an isotropic grid whose axis 0 is the superior axis (the model grid, inferior ->
 superior); axes 1 and 2 lie across it.
@@ -13,22 +13,26 @@ from __future__ import annotations
 
 import numpy as np
 
-#: How many other instances, nearest along the superior axis, give the spine's position at an instance.
-NEIGHBOURS = 4
 #: The fewest other instances that make a line to judge by; with fewer, every instance is kept.
 MIN_OTHERS = 3
+#: How many other instances on each side (above, below) give the spine's position at an instance.
+PER_SIDE = 2
 
 
 def spine_offsets_mm(centers_mm: np.ndarray) -> np.ndarray:
     """Each instance's distance across the superior axis from the spine line of the others.
 
+    The line at an instance is the median (per axis) of the centroids of the ``PER_SIDE`` other instances
+    nearest above it and the ``PER_SIDE`` nearest below it along axis 0 (at either end of the spine, those
+    on its one side). On a straight or evenly slanted spine that is the instance's own position in its
+    interior; one instance beside the line moves the median of its neighbours by at most half its distance.
+
     Args:
         centers_mm: (N, 3) centroids, mm, axis 0 along the superior axis.
 
     Returns:
-        (N,) float, mm: the distance in the plane of axes 1 and 2 from the instance's centroid to the
-        median (per axis) of the centroids of the ``NEIGHBOURS`` other instances nearest to it along axis 0;
-        all 0 when fewer than ``MIN_OTHERS`` other instances exist.
+        (N,) float, mm: the distance in the plane of axes 1 and 2 from each centroid to that line; all 0
+        when fewer than ``MIN_OTHERS`` other instances exist.
     """
     centers = np.asarray(centers_mm, dtype=float).reshape(-1, 3)
     offsets = np.zeros(len(centers))
@@ -36,10 +40,12 @@ def spine_offsets_mm(centers_mm: np.ndarray) -> np.ndarray:
         return offsets
     for i, center in enumerate(centers):
         others = np.delete(centers, i, axis=0)
-        nearest = others[np.argsort(np.abs(others[:, 0] - center[0]), kind="stable")[:NEIGHBOURS]]
-        offsets[i] = float(np.linalg.norm(center[1:] - np.median(nearest[:, 1:], axis=0)))
+        rise = others[:, 0] - center[0]
+        below, above = np.flatnonzero(rise < 0), np.flatnonzero(rise >= 0)
+        nearest = np.concatenate([below[np.argsort(-rise[below], kind="stable")[:PER_SIDE]],
+                                  above[np.argsort(rise[above], kind="stable")[:PER_SIDE]]])
+        offsets[i] = float(np.linalg.norm(center[1:] - np.median(others[nearest, 1:], axis=0)))
     return offsets
-
 
 
 def off_spine(centers_mm: np.ndarray, max_offset_mm: float) -> np.ndarray:

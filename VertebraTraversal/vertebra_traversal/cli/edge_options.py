@@ -16,7 +16,7 @@ EDGE_OPTIONS = (("--edge-margin-mm", "MM", "a mask within this distance (mm) of 
                 ("--edge-min-contact-mm2", "MM2", "a mask must cover at least this area (mm²) on the scan's faces "
                  "to count as reaching them (0 = any voxel; the bundled CT model's is 50)"))
 SPINE_HELP = ("drop every instance whose centroid lies more than this (mm) across the superior axis from the "
-              "centroids of the 4 instances nearest to it along that axis, before the labels are assigned "
+              "centroids of the 2 instances nearest above and the 2 nearest below it, before the labels are assigned "
               "(0 = keep all)")
 FACES_HELP = ("the faces --edge-margin-mm applies to: all, or cranio-caudal (the two across the patient's "
               "superior-inferior axis; the others need the mask on their outermost layer; the bundled CT model's)")
