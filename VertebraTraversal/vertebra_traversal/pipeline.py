@@ -1,8 +1,9 @@
 """Image -> labelled, completeness-flagged vertebrae (the engine, file-free).
 
 The steps follow the paper: resample to the model's isotropic grid (§3.1), normalise (CT: HU as the
-model says; MR: 5th/95th percentile to [-1, 1], §5), run the iterative traversal (§3.3), refine the
-labels by maximum likelihood (§3.4; through the model's label calibration when it has one,
+model says; MR: 5th/95th percentile to [-1, 1], §5), run the iterative traversal (§3.3), drop the
+instances off the spine line when the model or run asks for it (not in the paper; :mod:`.spine_line`),
+refine the labels by maximum likelihood (§3.4; through the model's label calibration when it has one,
 :mod:`.label_calibration`), map the instances back to the input grid (linear interpolation of
 each mask by default; nearest neighbour as in §3.1) and, for CT, remove voxels below 200 HU from each
 vertebra's surface (§3.1), a surface layer one model voxel thick

@@ -184,7 +184,8 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                            label_calibration=not args.no_label_calibration,
                            completeness_rule=args.completeness_rule, edge_margin_mm=margin,
                            edge_min_contact_mm2=contact, edge_margin_faces=faces,
-                           max_spine_offset_mm=spine_offset, label_interpolation=args.label_interpolation, start_network=args.start_network)
+                           max_spine_offset_mm=spine_offset, label_interpolation=args.label_interpolation,
+                           start_network=args.start_network)
     meta = model.metadata
     labeling = config.labeling_for(meta)
     model_info = {"path": str(model_path.resolve()), "modality": meta.modality, "spacing_mm": list(meta.spacing_mm),
