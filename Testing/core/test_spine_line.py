@@ -25,7 +25,7 @@ def test_only_the_distance_across_the_superior_axis_counts():
     np.testing.assert_allclose(spine_offsets_mm(centers), 0.0)
 
 
-def test_a_slanted_spine_is_on_its_line_inside_and_one_level_off_at_most_next_to_its_ends():
+def test_a_slanted_spine_is_on_its_line_inside_and_up_to_one_and_a_half_levels_off_at_its_ends():
     centers = _line(7)
     centers[:, 1] = 8.0 * np.arange(7)  # 8 mm forward per level
     offsets = spine_offsets_mm(centers)
