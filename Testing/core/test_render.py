@@ -8,7 +8,7 @@ import SimpleITK as sitk
 from PIL import Image
 
 from vertebra_traversal import anatomy
-from vertebra_traversal.render import GAP, PANEL_PIXELS, TITLE_HEIGHT, preview_png
+from vertebra_traversal.render import GAP, PANEL_PIXELS, TAG_COLOUR, TITLE_HEIGHT, preview_png
 
 
 def _case(code="LPS"):
@@ -73,3 +73,11 @@ def test_empty_labels_still_render():
     image, labels = _case()
     picture = _decode(preview_png(image, labels * 0))
     assert picture.shape[0] > TITLE_HEIGHT and picture.max() > 0
+
+
+def test_the_panel_tags_sit_above_the_panels_where_they_hide_no_name():
+    image, labels = _case()
+    picture = _decode(preview_png(image, labels, title="test"))
+    tag = np.all(picture == TAG_COLOUR, axis=2)
+    assert tag[TITLE_HEIGHT - 16:TITLE_HEIGHT].any()  # both tags written in the title bar ...
+    assert not tag[TITLE_HEIGHT:].any()  # ... and none on the panels, whose corners are black air here

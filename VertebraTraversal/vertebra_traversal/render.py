@@ -23,7 +23,8 @@ logger = logging.getLogger(__name__)
 #: Longest physical extent of the volume maps to this many display pixels (isotropic display spacing).
 PANEL_PIXELS = 480
 #: Title bar height and the gap between/around panels, pixels.
-TITLE_HEIGHT, GAP = 28, 8
+TAG_COLOUR = (255, 255, 0)
+TITLE_HEIGHT, GAP = 40, 8  # the title bar holds the title and, above each panel, its orientation tag
 OVERLAY_ALPHA = 0.45
 
 
@@ -141,7 +142,7 @@ def preview_png(image: sitk.Image, labels: sitk.Image, names: Optional[Dict[int,
     for (img, lab), tag in zip(panels, ("sagittal  A | P", "coronal  R | L")):
         canvas.paste(Image.fromarray(_overlay(_window(img, ct), lab)), (x0, TITLE_HEIGHT))
         _names(draw, lab, names or {}, x0, TITLE_HEIGHT)
-        draw.text((x0 + 2, TITLE_HEIGHT + 2), tag, fill=(255, 255, 0), font=_font(11))
+        draw.text((x0 + 2, TITLE_HEIGHT - 14), tag, fill=TAG_COLOUR, font=_font(11))  # never over a name
         x0 += img.shape[1] + GAP
     out = io.BytesIO()
     canvas.save(out, format="PNG", optimize=False)
