@@ -22,9 +22,11 @@ logger = logging.getLogger(__name__)
 
 #: Longest physical extent of the volume maps to this many display pixels (isotropic display spacing).
 PANEL_PIXELS = 480
-#: Title bar height and the gap between/around panels, pixels.
+#: Title bar height and the gap between/around panels, pixels. The title bar holds the title and, above
+#: each panel, its orientation tag.
+TITLE_HEIGHT, GAP = 40, 8
+#: Colour of the panels' orientation tags (RGB).
 TAG_COLOUR = (255, 255, 0)
-TITLE_HEIGHT, GAP = 40, 8  # the title bar holds the title and, above each panel, its orientation tag
 OVERLAY_ALPHA = 0.45
 
 
