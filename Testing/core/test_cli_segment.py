@@ -77,13 +77,14 @@ def test_the_edge_margin_option_reaches_the_report_and_the_flags(tmp_path, model
     for margin, contact in (("0", "0"), ("1000", "0"), ("1000", "1e9")):  # 1000 mm: every mask is within it
         out = _run(["segment", image, "-o", tmp_path / f"{margin}-{contact}", "--model", model, "--device", "cpu",
                     "--completeness-rule", "edge", "--edge-margin-mm", margin, "--edge-min-contact-mm2", contact,
-                    "--max-spine-offset-mm", margin])  # 1000 mm off the spine line: no instance dropped
+                    "--max-spine-offset-mm", margin, "--min-volume-ratio", "0.1" if margin == "0" else "0"])
         assert out.returncode == 0, out.stderr
         reports[margin, contact] = json.loads((tmp_path / f"{margin}-{contact}" / "scan_ct_report.json").read_text())
         assert reports[margin, contact]["model"]["edge_margin_mm"] == float(margin)
         assert reports[margin, contact]["model"]["edge_min_contact_mm2"] == float(contact)
         assert reports[margin, contact]["model"]["edge_margin_faces"] == "all"  # the tiny model's
-        assert reports[margin, contact]["model"]["max_spine_offset_mm"] == float(margin)
+        assert reports[margin, contact]["model"]["max_spine_offset_mm"] == float(margin)  # 1000 mm: none dropped
+        assert reports[margin, contact]["model"]["min_volume_ratio"] == (0.1 if margin == "0" else 0.0)
     near, covering_nothing = reports["1000", "0"]["vertebrae"], reports["1000", "1e9"]["vertebrae"]
     assert near and all(v["at_scan_edge"] and not v["complete"] for v in near)
     assert all(not v["at_scan_edge"] and v["complete"] for v in covering_nothing)  # no mask covers 1e9 mm²
@@ -91,6 +92,10 @@ def test_the_edge_margin_option_reaches_the_report_and_the_flags(tmp_path, model
     for option in ("--edge-margin-mm", "--edge-min-contact-mm2", "--max-spine-offset-mm"):
         refused = _run(["segment", image, "-o", tmp_path / "bad", "--model", model, option, "-1"])
         assert refused.returncode != 0 and f"{option} -1.0: must be a finite number of 0 or more" in refused.stderr
+        assert not (tmp_path / "bad").exists()
+    for bad in ("1", "-0.5"):
+        refused = _run(["segment", image, "-o", tmp_path / "bad", "--model", model, "--min-volume-ratio", bad])
+        assert refused.returncode != 0 and f"--min-volume-ratio {float(bad)}: must be a number from 0" in refused.stderr
         assert not (tmp_path / "bad").exists()
 
 

@@ -289,3 +289,56 @@ def test_the_spine_offset_limit_comes_from_the_run_then_the_model():
         SegmentConfig(max_spine_offset_mm=-1.0)
     with pytest.raises(CheckpointError, match="max_spine_offset_mm"):
         replace(_meta(), max_spine_offset_mm=float("nan"))
+
+
+def _spine_with_a_fragment(at_top: bool):
+    """Six boxes stacked with gaps of 8 voxels and a 4-voxel cube (64 voxels against 3456: 0.02) in the gap
+    between L1 and T12 (named T13, so that the oracle takes it after L1) or above the top box (named T9):
+    what the traversal stores of a rib's head."""
+    ids = [anatomy.label_of(n) for n in ("L3", "L2", "L1", "T12", "T11", "T10")]
+    spine = box_spine((130, 30, 30), ids, gap=8)
+    z = spine.boxes[ids[-1]][0].stop + 2 if at_top else spine.boxes[ids[2]][0].stop + 2
+    labels = spine.labels.copy()
+    labels[z:z + 4, 13:17, 13:17] = anatomy.label_of("T9" if at_top else "T13")
+    volumes = {**spine.volumes, anatomy.label_of("T9" if at_top else "T13"): 64}
+    return spine, labels, OraclePredictor("up", volumes, {v: True for v in volumes})
+
+
+@pytest.mark.parametrize("ratio, at_top", [(0.0, False), (0.35, False), (0.35, True)])
+def test_a_fragment_between_vertebrae_is_dropped_before_the_labels_are_assigned(ratio, at_top):
+    # kept, the fragment takes a level of its own between L1 and T12: a T13 this spine does not have;
+    # dropped, it leaves no voxel and the six boxes keep their names. At the end of the chain it is kept.
+    spine, labels, predictor = _spine_with_a_fragment(at_top)
+    result = segment_with_predictor(_stored(labels), predictor, _meta(), SegmentConfig(min_volume_ratio=ratio))
+    out = sitk.GetArrayFromImage(result.labels)
+    if ratio and not at_top:
+        np.testing.assert_array_equal(out, spine.labels)
+        assert [v.name for v in result.vertebrae] == ["T10", "T11", "T12", "L1", "L2", "L3"]
+    else:
+        np.testing.assert_array_equal(out, labels)
+        assert len(result.vertebrae) == 7
+
+
+def test_a_small_instance_the_scans_border_cuts_is_kept_where_it_is_not_at_the_end_of_the_chain():
+    # the top box (T10) shows 2 of its 12 layers (0.17 of its neighbours) across 16 x 18 voxels of the
+    # top face (4608 mm²); a 24-voxel piece (T9) on the top layer beside it is the chain's top end
+    ids = [anatomy.label_of(n) for n in ("L3", "L2", "L1", "T12", "T11", "T10")]
+    spine = box_spine((84, 30, 30), ids)
+    labels = spine.labels.copy()
+    labels[83, 0:4, 0:6] = anatomy.label_of("T9")
+    volumes = {**spine.volumes, anatomy.label_of("T9"): 24}
+    predictor = OraclePredictor("up", volumes, {v: True for v in volumes})
+    result = segment_with_predictor(_stored(labels), predictor, _meta(), SegmentConfig(min_volume_ratio=0.35))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(result.labels), labels)
+    assert [v.name for v in result.vertebrae][:2] == ["T9", "T10"]
+
+
+def test_the_volume_ratio_comes_from_the_run_then_the_model():
+    meta = replace(_meta(), min_volume_ratio=0.3)
+    assert SegmentConfig().volume_ratio_for(meta) == 0.3 and SegmentConfig().volume_ratio_for(_meta()) == 0.0
+    assert SegmentConfig(min_volume_ratio=0.0).volume_ratio_for(meta) == 0.0
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="min_volume_ratio"):
+            SegmentConfig(min_volume_ratio=bad)
+        with pytest.raises(CheckpointError, match="min_volume_ratio"):
+            replace(_meta(), min_volume_ratio=bad)

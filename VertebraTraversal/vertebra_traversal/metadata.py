@@ -81,6 +81,9 @@ class ModelMetadata:
         max_spine_offset_mm: drop every instance whose centroid lies more than this (mm) across the superior
             axis from the spine line of the instances nearest to it (:mod:`.spine_line`), before the labels
             are assigned; 0 = keep all. Chosen per model on validation cases and stated in its card.
+        min_volume_ratio: drop every instance clear of the scan's border whose volume is below this share
+            of the median volume of the 4 instances nearest to it in cranio-caudal order (:mod:`.fragments`),
+            before the labels are assigned; 0 = keep all, else below 1. Chosen likewise.
         start_network: description of the start network the file holds beside the main one
             (:mod:`.start_network`; ``vertebra-traversal combine``), or empty: one network. Its ``use``
             (``"always"`` when absent, or ``"fallback"``) says when it runs; see :meth:`start_use`.
@@ -108,6 +111,7 @@ class ModelMetadata:
     edge_min_contact_mm2: float = 0.0
     edge_margin_faces: str = "all"
     max_spine_offset_mm: float = 0.0
+    min_volume_ratio: float = 0.0
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -124,7 +128,8 @@ class ModelMetadata:
                       "edge_min_contact_mm2": _positive("edge_min_contact_mm2", self.edge_min_contact_mm2,
                                                         allow_zero=True),
                       "max_spine_offset_mm": _positive("max_spine_offset_mm", self.max_spine_offset_mm,
-                                                       allow_zero=True)}
+                                                       allow_zero=True),
+                      "min_volume_ratio": _share("min_volume_ratio", self.min_volume_ratio)}
         for name, value in normalised.items():
             object.__setattr__(self, name, value)  # frozen dataclass: canonical types once, here
         _check_version(self.format_version)
@@ -247,13 +252,14 @@ class PostSettings:
     reading (``ModelMetadata``; None = keep the model's): the CT surface refinement's threshold (HU), and
     for the ``edge`` rules the distance to the scan's border (mm) within which a mask counts as cut and
     the area (mm²) it must cover there, and which faces the distance applies to; and how far off the
-    spine line (mm) an instance may lie."""
+    spine line (mm) an instance may lie, and the smallest share of its neighbours' volume it may have."""
 
     surface_threshold_hu: Optional[float] = None
     edge_margin_mm: Optional[float] = None
     edge_min_contact_mm2: Optional[float] = None
     edge_margin_faces: Optional[str] = None
     max_spine_offset_mm: Optional[float] = None
+    min_volume_ratio: Optional[float] = None
 
     @classmethod
     def of(cls, metadata: ModelMetadata) -> "PostSettings":
@@ -278,6 +284,12 @@ def _positive(name: str, value: Any, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or value < 0 or (value == 0 and not allow_zero):
         raise CheckpointError(f"metadata: '{name}' must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _share(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise CheckpointError(f"metadata: '{name}' must be a number from 0 up to (not including) 1, got {value!r}")
     return float(value)
 
 

@@ -30,6 +30,7 @@ from .predictor import Predictor
 from .postprocess import (EDGE_MARGIN_FACES, grow_into_bone, is_complete, labels_at_edge, largest_component_per_label,
                           refine_surface_ct, surface_passes)
 from .segment_config import SegmentConfig
+from .fragments import fragments
 from .spine_line import off_spine
 from .start_network import networks
 from .torch_predictor import TorchPredictor
@@ -38,6 +39,10 @@ from .traversal import PatchEvent, TraversalConfig, TraversalResult, VertebraEve
 logger = logging.getLogger(__name__)
 
 EventCallback = Callable[[Dict[str, Any]], None]
+#: An instance the scan's cranio-caudal border cuts across this area (mm²) or more is a vertebra the scan
+#: cuts, whatever its volume (``SegmentConfig.min_volume_ratio``): a thoracic vertebral body alone is 8-12
+#: cm² across; the bone fragments that traversals stored on training phantoms touched it over 1.3 cm² at most.
+CUT_AREA_MM2 = 400.0
 
 @dataclass(frozen=True)
 class VertebraResult:
@@ -139,9 +144,11 @@ def label_model_grid(model_image: sitk.Image, result: TraversalResult,
                      config: SegmentConfig = SegmentConfig()) -> Tuple[sitk.Image, List[Any], Optional[LabelAssignment]]:
     """Label the traversal's instances (paper §3.4): (VerSe-id map on the model grid, the kept instances
     top first, their label assignment or None when none was found). Instances off the spine line
-    (``config.max_spine_offset_mm``; None counts as 0, keep all) get no label."""
+    (``config.max_spine_offset_mm``; None counts as 0, keep all) and fragments far smaller than the
+    instances around them (``config.min_volume_ratio``; likewise) get no label."""
     found = _on_spine(_plausible(result.vertebrae, len(anatomy.STANDARD) + 1), result.instances.shape,
                       model_image.GetSpacing()[0], config.max_spine_offset_mm or 0.0)
+    found = _whole(found, result.instances, model_image.GetSpacing()[0], config.min_volume_ratio or 0.0)
     assignment = refine_labels([v.label_value for v in found], config.labeling) if found else None
     labels_by_instance = {v.index: assignment.labels[i] for i, v in enumerate(found)} if assignment else {}
     label_model = sitk.GetImageFromArray(_label_model_grid(result, labels_by_instance))
@@ -230,6 +237,31 @@ def _on_spine(found: List[Any], shape: Tuple[int, ...], spacing_mm: float, max_o
     return [v for v in found if v.index not in gone]
 
 
+def _whole(found: List[Any], instances: np.ndarray, spacing_mm: float, min_ratio: float) -> List[Any]:
+    """``found`` (instances in cranio-caudal order, ``voxels`` and ``index`` in ``instances``, the (z, y, x)
+    instance map of an isotropic grid of ``spacing_mm`` whose axis 0 is the superior axis) without the
+    fragments (:mod:`.fragments`): instances whose volume is below ``min_ratio`` of the median of their
+    nearest neighbours'. Not judged, but counted as neighbours: the two at the ends of the chain, and any
+    the grid's cranio-caudal faces cut across ``CUT_AREA_MM2`` or more (a vertebra the scan cuts)."""
+    if not min_ratio or not found:
+        return found
+    judged = [0 < i < len(found) - 1 and _cut_area_mm2(instances, v.index, spacing_mm) < CUT_AREA_MM2
+              for i, v in enumerate(found)]
+    dropped = fragments(np.array([v.voxels for v in found], dtype=float), min_ratio, np.array(judged))
+    for v, gone in zip(found, dropped):
+        if gone:
+            logger.info("instance %d (%d voxels) is far smaller than the instances around it: a fragment, "
+                        "not a vertebra", v.index, v.voxels)
+    return [v for v, gone in zip(found, dropped) if not gone]
+
+
+def _cut_area_mm2(instances: np.ndarray, index: int, spacing_mm: float) -> float:
+    """The larger area (mm²) that instance ``index`` covers on the two cranio-caudal faces (axis 0) of an
+    isotropic grid: its voxels in the face's two outermost layers, projected onto the face."""
+    faces = (instances[:2], instances[-2:])
+    return max(float(np.count_nonzero((face == index).any(axis=0))) for face in faces) * spacing_mm ** 2
+
+
 def _near_border(bbox: Tuple[slice, ...], shape: Tuple[int, ...]) -> bool:
     return any(s.start <= 1 or s.stop >= n - 1 for s, n in zip(bbox, shape))
 
@@ -240,7 +272,7 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
     """:func:`segment_image` with any :class:`~vertebra_traversal.predictor.Predictor` (e.g. an oracle)."""
     start = time.perf_counter()
     config = replace(config, labeling=config.labeling_for(meta),  # the model's settings read once, used twice
-                     max_spine_offset_mm=config.spine_offset_for(meta))
+                     max_spine_offset_mm=config.spine_offset_for(meta), min_volume_ratio=config.volume_ratio_for(meta))
     model_image, result = run_traversal(image, predictor, meta, config, on_event, should_cancel)
     passes = result.steps  # patches through the network (the paper's "network passes")
     label_model, found, assignment = label_model_grid(model_image, result, config)

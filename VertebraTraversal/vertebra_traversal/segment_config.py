@@ -61,6 +61,10 @@ class SegmentConfig:
         max_spine_offset_mm: drop, before the labels are assigned, every instance whose centroid lies more
             than this (mm) across the superior axis from the spine line of the instances nearest to it
             (:mod:`~vertebra_traversal.spine_line`; not in the paper); 0 = keep all, None = the model's.
+        min_volume_ratio: drop, before the labels are assigned, every instance clear of the scan's border
+            whose volume is below this share of the median volume of the 4 instances nearest to it in
+            cranio-caudal order (:mod:`~vertebra_traversal.fragments`; not in the paper); 0 = keep all,
+            None = the model's.
         max_steps: cap on patch positions (guard against runaway traversal).
         labeling: label refinement settings (T13 / L6 / four lumbar, paper §3.4 and beyond).
         label_calibration: read the label values through the model's calibration table when it has one
@@ -84,6 +88,7 @@ class SegmentConfig:
     edge_min_contact_mm2: Optional[float] = None
     edge_margin_faces: Optional[str] = None
     max_spine_offset_mm: Optional[float] = None
+    min_volume_ratio: Optional[float] = None
     max_steps: int = 2000
     labeling: LabelingConfig = field(default_factory=LabelingConfig)
     label_calibration: bool = True
@@ -102,6 +107,9 @@ class SegmentConfig:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+        if self.min_volume_ratio is not None and not (math.isfinite(self.min_volume_ratio)
+                                                      and 0 <= self.min_volume_ratio < 1):
+            raise ValueError(f"min_volume_ratio must be in [0, 1), got {self.min_volume_ratio!r}")
         if not math.isfinite(self.growth_threshold_hu):
             raise ValueError(f"growth_threshold_hu must be finite, got {self.growth_threshold_hu!r}")
         if self.label_interpolation not in LABEL_INTERPOLATORS:
@@ -137,6 +145,11 @@ class SegmentConfig:
         """How far (mm) off the spine line an instance may lie in a run: this config's, else the model's
         (0 = no limit)."""
         return float(meta.max_spine_offset_mm if self.max_spine_offset_mm is None else self.max_spine_offset_mm)
+
+    def volume_ratio_for(self, meta: ModelMetadata) -> float:
+        """The smallest share of its neighbours' median volume an instance clear of the border may have in a
+        run: this config's, else the model's (0 = no limit)."""
+        return float(meta.min_volume_ratio if self.min_volume_ratio is None else self.min_volume_ratio)
 
     def start_use_for(self, meta: ModelMetadata) -> str:
         """When the start network runs in this run: ``"off"`` without one, else this config's or the model's."""

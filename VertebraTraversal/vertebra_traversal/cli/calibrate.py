@@ -29,7 +29,8 @@ close to the scan's border a mask counts as cut by it, what area it must cover t
 the distance applies to, for the ``edge`` and ``both`` completeness rules (default 0, 0 and all:
 touching, by any voxel; the bundled MR model: 2 mm on all faces, the CT model: 50 mm², 3 mm on the
 cranio-caudal faces). ``--max-spine-offset-mm MM`` (any mode) records how far off the spine line an
-instance may lie before ``segment`` drops it (default 0: none dropped).
+instance may lie before ``segment`` drops it (default 0: none dropped), ``--min-volume-ratio R`` how small
+beside its neighbours (default 0: none dropped).
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ from ..imageio import InputError
 from ..labeling import LabelingConfig
 from ..metadata import CT_HU_RANGE, PostSettings, in_ct_range
 from ..models import resolve_model
-from .edge_options import add_edge_options, edge_options, spine_offset_option
+from .edge_options import add_edge_options, edge_options, spine_offset_option, volume_ratio_option
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
                          f"{CT_HU_RANGE[0]:g} to {CT_HU_RANGE[1]:g}")
     margin, contact, faces = edge_options(args)
     settings = PostSettings(surface_threshold_hu=threshold, edge_margin_mm=margin, edge_min_contact_mm2=contact,
-                            edge_margin_faces=faces, max_spine_offset_mm=spine_offset_option(args))
+                            edge_margin_faces=faces, max_spine_offset_mm=spine_offset_option(args),
+                            min_volume_ratio=volume_ratio_option(args))
     recorded = vars(settings)  # printed as written: None = the model's own kept
     model = resolve_model(args.model)
     if args.keep_reading:

@@ -1,7 +1,8 @@
 """The options that say when a mask reaches the scan's border (``segment`` uses them, ``calibrate``
 records them in a model): ``--edge-margin-mm``, ``--edge-min-contact-mm2`` and ``--edge-margin-faces``
 (:func:`~vertebra_traversal.postprocess.labels_at_edge`, ``ModelMetadata.edge_margin_mm``); and beside
-them ``--max-spine-offset-mm``, how far off the spine line an instance may lie (:mod:`..spine_line`)."""
+them ``--max-spine-offset-mm``, how far off the spine line an instance may lie (:mod:`..spine_line`), and
+``--min-volume-ratio``, how small beside its neighbours it may be (:mod:`..fragments`)."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +19,9 @@ EDGE_OPTIONS = (("--edge-margin-mm", "MM", "a mask within this distance (mm) of 
 SPINE_HELP = ("drop every instance whose centroid lies more than this (mm) across the superior axis from the "
               "centroids of the 2 instances nearest above and the 2 nearest below it, before the labels are assigned "
               "(0 = keep all)")
+VOLUME_HELP = ("drop every instance whose volume is below this share of the median volume of the 4 instances "
+               "nearest to it in cranio-caudal order, before the labels are assigned; the two at the ends of the chain "
+               "and those the scan's cranio-caudal border cuts are kept (0 = keep all, else below 1)")
 FACES_HELP = ("the faces --edge-margin-mm applies to: all, or cranio-caudal (the two across the patient's "
               "superior-inferior axis; the others need the mask on their outermost layer; the bundled CT model's)")
 
@@ -30,6 +34,7 @@ def add_edge_options(parser: argparse.ArgumentParser, recorded: bool) -> None:
                             help=f"edge and both completeness rules: {text}; {default}")
     parser.add_argument("--edge-margin-faces", choices=EDGE_MARGIN_FACES, help=f"{FACES_HELP}; {default}")
     parser.add_argument("--max-spine-offset-mm", type=float, metavar="MM", help=f"{SPINE_HELP}; {default}")
+    parser.add_argument("--min-volume-ratio", type=float, metavar="R", help=f"{VOLUME_HELP}; {default}")
 
 
 def edge_options(args: argparse.Namespace) -> Tuple[Optional[float], Optional[float], Optional[str]]:
@@ -49,6 +54,18 @@ def spine_offset_option(args: argparse.Namespace) -> Optional[float]:
         InputError: a value that is negative or not finite.
     """
     return _non_negative(args, "--max-spine-offset-mm")
+
+
+def volume_ratio_option(args: argparse.Namespace) -> Optional[float]:
+    """``--min-volume-ratio`` from parsed options, None where not given.
+
+    Raises:
+        InputError: a value below 0, of 1 or more, or not finite.
+    """
+    value = args.min_volume_ratio
+    if value is not None and not (math.isfinite(value) and 0 <= value < 1):
+        raise InputError(f"--min-volume-ratio {value}: must be a number from 0 up to (not including) 1")
+    return value
 
 
 def _non_negative(args: argparse.Namespace, option: str) -> Optional[float]:

@@ -25,7 +25,7 @@ from ..models import resolve_model
 from ..outputs import input_stem, prepare_output_dir, write_outputs
 from ..pipeline import SegmentConfig, segment_image
 from ..postprocess import COMPLETENESS_RULES
-from .edge_options import add_edge_options, edge_options, spine_offset_option
+from .edge_options import add_edge_options, edge_options, spine_offset_option, volume_ratio_option
 
 logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -170,7 +170,7 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
         if value is not None and not math.isfinite(value):
             raise InputError(f"{option} {value}: must be a finite number of HU")
     margin, contact, faces = edge_options(args)
-    spine_offset = spine_offset_option(args)
+    spine_offset, volume_ratio = spine_offset_option(args), volume_ratio_option(args)
     model_path = resolve_model(args.model)
     model = load_model(model_path, device=args.device)
     if args.start_network in RECORDED_START_USES and not model.metadata.start_network:
@@ -184,7 +184,8 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                            label_calibration=not args.no_label_calibration,
                            completeness_rule=args.completeness_rule, edge_margin_mm=margin,
                            edge_min_contact_mm2=contact, edge_margin_faces=faces,
-                           max_spine_offset_mm=spine_offset, label_interpolation=args.label_interpolation,
+                           max_spine_offset_mm=spine_offset, min_volume_ratio=volume_ratio,
+                           label_interpolation=args.label_interpolation,
                            start_network=args.start_network)
     meta = model.metadata
     labeling = config.labeling_for(meta)
@@ -193,6 +194,7 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                   "completeness_rule": config.rule_for(meta), "edge_margin_mm": config.margin_for(meta),
                   "edge_min_contact_mm2": config.contact_for(meta), "edge_margin_faces": config.faces_for(meta),
                   "max_spine_offset_mm": config.spine_offset_for(meta),
+                  "min_volume_ratio": config.volume_ratio_for(meta),
                   "label_interpolation": config.label_interpolation,
                   "surface_threshold_hu": config.threshold_for(meta),
                   "largest_component": config.largest_component, "surface_growth": config.surface_growth,
