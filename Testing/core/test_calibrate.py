@@ -133,8 +133,13 @@ def test_keep_reading_writes_only_the_skipped_levels_and_needs_a_reading(folders
     assert after.calibration() == before.calibration()  # the reading itself is untouched
     assert after.label_gaps() == {"max_gaps": 1, "gap_penalty": 0.15}
     assert {k: v for k, v in after.label_calibration.items() if k != "gaps"} == before.label_calibration
-    removed = subprocess.run(base + [str(tmp_path / "kept.pt"), "--keep-reading", "--out", str(tmp_path / "none.pt")],
-                             capture_output=True, text=True, timeout=120)
+    again = subprocess.run(base + [str(tmp_path / "kept.pt"), "--keep-reading", "--out", str(tmp_path / "again.pt")],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr  # without --gaps the model's own allowance stays
+    assert read_metadata(tmp_path / "again.pt").label_gaps() == {"max_gaps": 1, "gap_penalty": 0.15}
+    assert json.loads(again.stdout)["gaps"] == {"max_gaps": 1, "gap_penalty": 0.15}
+    removed = subprocess.run(base + [str(tmp_path / "kept.pt"), "--keep-reading", "--gaps", "0",
+                                     "--out", str(tmp_path / "none.pt")], capture_output=True, text=True, timeout=120)
     assert removed.returncode == 0, removed.stderr
     assert read_metadata(tmp_path / "none.pt").label_gaps() == {}
     assert read_metadata(tmp_path / "none.pt").surface_threshold_hu is None
@@ -164,7 +169,10 @@ def test_keep_reading_writes_only_the_skipped_levels_and_needs_a_reading(folders
                            ([str(tmp_path / "g.pt"), "--keep-reading", "--surface-threshold-hu", "5000"], "from -1024"),
                            ([str(tmp_path / "g.pt"), "--keep-reading", "--edge-margin-mm", "-1"], "--edge-margin-mm -1"),
                            ([str(tmp_path / "g.pt"), "--keep-reading", "--max-spine-offset-mm", "nan"],
-                            "--max-spine-offset-mm nan")):
+                            "--max-spine-offset-mm nan"),
+                           ([str(tmp_path / "g.pt"), "--keep-reading", "--min-volume-ratio", "1"],
+                            "--min-volume-ratio 1.0"),
+                           ([str(tmp_path / "g.pt"), "--keep-reading", "--gap-penalty", "0.2"], "needs --gaps")):
         bad = subprocess.run(base + extra + ["--out", str(tmp_path / "h.pt")], capture_output=True, text=True,
                              timeout=120)
         assert bad.returncode == 2 and message in bad.stderr, (extra, bad.stderr)

@@ -19,7 +19,7 @@ levels, each costing D of a sequence's average likelihood, so that a vertebra me
 neighbour's instance does not shift every label beyond it (the bundled CT model: 1 and 0.1).
 
 ``--keep-reading`` fits nothing: the model keeps the label reading it carries (a fitted table or a
-Gaussian) and only its ``--gaps`` setting is written (``--gaps 0`` removes one), with
+Gaussian) and its skipped-level allowance unless ``--gaps`` is given (``--gaps 0`` removes one), with
 ``--surface-threshold-hu``, ``--edge-margin-mm`` and ``--edge-min-contact-mm2`` when given.
 
 ``--surface-threshold-hu HU`` (any mode) also records the threshold below which ``segment``'s CT surface
@@ -39,8 +39,10 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any, Dict, Optional
 
 from ..calibrate import calibrate_model, describe, gaussian_model, regapped_model
+from ..checkpoint import read_metadata
 from ..imageio import InputError
 from ..labeling import LabelingConfig
 from ..metadata import CT_HU_RANGE, PostSettings, in_ct_range
@@ -62,14 +64,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gaussian", type=float, metavar="SD",
                         help="instead of fitting: the paper's expected values read through a Gaussian of SD levels")
     parser.add_argument("--keep-reading", action="store_true",
-                        help="instead of fitting: keep the model's own label reading and write only --gaps "
-                             "(and the settings below)")
-    parser.add_argument("--gaps", type=int, default=0, metavar="G",
+                        help="instead of fitting: keep the model's own label reading and skipped-level "
+                             "allowance, and write only --gaps when given (and the settings below)")
+    parser.add_argument("--gaps", type=int, metavar="G",
                         help="let the label refinement skip up to G single levels (a vertebra merged into its "
                              "neighbour's instance or not found), each costing --gap-penalty (default 0: the "
-                             "paper's gap-free sequences)")
-    parser.add_argument("--gap-penalty", type=float, default=0.1, metavar="D",
-                        help="subtracted from a sequence's average likelihood per skipped level (default 0.1)")
+                             "paper's gap-free sequences; with --keep-reading: the model's)")
+    parser.add_argument("--gap-penalty", type=float, metavar="D",
+                        help="subtracted from a sequence's average likelihood per skipped level (default 0.1; "
+                             "needs --gaps)")
     parser.add_argument("--surface-threshold-hu", type=float, metavar="HU",
                         help="record the CT surface refinement threshold of this model's masks (default: keep the "
                              "model's; without one segment uses the paper's 200)")
@@ -85,11 +88,7 @@ def run(args: argparse.Namespace) -> int:
                          "or --keep-reading")
     if not fitting and (args.smoothing is not None or args.sd_floor is not None):
         raise InputError("--smoothing and --sd-floor shape a fitted table; --gaussian and --keep-reading fit none")
-    try:
-        LabelingConfig(max_gaps=args.gaps, gap_penalty=args.gap_penalty)
-    except ValueError as exc:
-        raise InputError(f"--gaps / --gap-penalty: {exc}") from None
-    gaps = {"max_gaps": args.gaps, "gap_penalty": args.gap_penalty} if args.gaps else None
+    gaps = _gaps(args)
     threshold = args.surface_threshold_hu
     if threshold is not None and not in_ct_range(threshold):
         raise InputError(f"--surface-threshold-hu {threshold}: expected a number of HU from "
@@ -101,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     recorded = vars(settings)  # printed as written: None = the model's own kept
     model = resolve_model(args.model)
     if args.keep_reading:
+        if args.gaps is None:  # the model's own allowance stays with its own reading
+            gaps = read_metadata(model).label_gaps() or None
         path = regapped_model(model, args.out, gaps, settings)
         sys.stdout.write(json.dumps({"model": str(path), "kept_reading": True, "gaps": gaps, **recorded}) + "\n")
         return 0
@@ -118,3 +119,22 @@ def run(args: argparse.Namespace) -> int:
                              progress=lambda fraction, message: logger.info("%3.0f%% %s", 100 * fraction, message))
     sys.stdout.write(json.dumps(describe(result), indent=1) + "\n")
     return 0
+
+
+def _gaps(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+    """``{"max_gaps": G, "gap_penalty": D}`` from ``--gaps`` and ``--gap-penalty`` (default 0.1), or None
+    for none (``--gaps`` not given or 0).
+
+    Raises:
+        InputError: a penalty without ``--gaps``, or values ``LabelingConfig`` refuses.
+    """
+    if args.gaps is None:
+        if args.gap_penalty is not None:
+            raise InputError("--gap-penalty needs --gaps: it prices the skipped levels that --gaps allows")
+        return None
+    penalty = 0.1 if args.gap_penalty is None else args.gap_penalty
+    try:
+        LabelingConfig(max_gaps=args.gaps, gap_penalty=penalty)
+    except ValueError as exc:
+        raise InputError(f"--gaps / --gap-penalty: {exc}") from None
+    return {"max_gaps": args.gaps, "gap_penalty": penalty} if args.gaps else None
