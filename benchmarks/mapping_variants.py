@@ -63,7 +63,7 @@ def variants_of_case(case: dataset.CaseFiles, model, config: SegmentConfig,
     reference = imageio.read_label_map(case.labels)
     score = complete_scorer(case, reference)
     model_image, result = run_traversal(image, TorchPredictor(model, config.batch_size), model.metadata, config)
-    label_model, _, _ = label_model_grid(model_image, result, config)
+    label_model, _, _ = label_model_grid(model_image, result, config.for_model(model.metadata))
     passes = (0, 1, 2) if model.metadata.modality.upper() == "CT" else (0,)
     scores = {}
     for interpolation in LABEL_INTERPOLATORS:

@@ -337,6 +337,9 @@ def test_the_volume_ratio_comes_from_the_run_then_the_model():
     meta = replace(_meta(), min_volume_ratio=0.3)
     assert SegmentConfig().volume_ratio_for(meta) == 0.3 and SegmentConfig().volume_ratio_for(_meta()) == 0.0
     assert SegmentConfig(min_volume_ratio=0.0).volume_ratio_for(meta) == 0.0
+    resolved = SegmentConfig().for_model(replace(meta, max_spine_offset_mm=25.0))  # what label_model_grid takes
+    assert (resolved.min_volume_ratio, resolved.max_spine_offset_mm) == (0.3, 25.0)
+    assert SegmentConfig(min_volume_ratio=0.1).for_model(meta).min_volume_ratio == 0.1
     for bad in (-0.1, 1.0, float("nan")):
         with pytest.raises(ValueError, match="min_volume_ratio"):
             SegmentConfig(min_volume_ratio=bad)

@@ -143,7 +143,8 @@ def _label_model_grid(result: TraversalResult, labels_by_instance: Dict[int, int
 def label_model_grid(model_image: sitk.Image, result: TraversalResult,
                      config: SegmentConfig = SegmentConfig()) -> Tuple[sitk.Image, List[Any], Optional[LabelAssignment]]:
     """Label the traversal's instances (paper §3.4): (VerSe-id map on the model grid, the kept instances
-    top first, their label assignment or None when none was found). Instances off the spine line
+    top first, their label assignment or None when none was found). ``config`` as a run uses it, the
+    model's settings read in (:meth:`SegmentConfig.for_model`). Instances off the spine line
     (``config.max_spine_offset_mm``; None counts as 0, keep all) and fragments far smaller than the
     instances around them (``config.min_volume_ratio``; likewise) get no label."""
     found = _on_spine(_plausible(result.vertebrae, len(anatomy.STANDARD) + 1), result.instances.shape,
@@ -271,8 +272,7 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
                            should_cancel: Optional[Callable[[], bool]] = None) -> SegmentationResult:
     """:func:`segment_image` with any :class:`~vertebra_traversal.predictor.Predictor` (e.g. an oracle)."""
     start = time.perf_counter()
-    config = replace(config, labeling=config.labeling_for(meta),  # the model's settings read once, used twice
-                     max_spine_offset_mm=config.spine_offset_for(meta), min_volume_ratio=config.volume_ratio_for(meta))
+    config = config.for_model(meta)  # the model's settings read once, used twice
     model_image, result = run_traversal(image, predictor, meta, config, on_event, should_cancel)
     passes = result.steps  # patches through the network (the paper's "network passes")
     label_model, found, assignment = label_model_grid(model_image, result, config)

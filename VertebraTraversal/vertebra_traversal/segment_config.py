@@ -155,6 +155,12 @@ class SegmentConfig:
         """When the start network runs in this run: ``"off"`` without one, else this config's or the model's."""
         return "off" if not meta.start_network else (self.start_network or meta.start_use())
 
+    def for_model(self, meta: ModelMetadata) -> "SegmentConfig":
+        """This config with the model's label reading (:meth:`labeling_for`), spine-line limit and volume ratio
+        read in, as a run uses them: what :func:`~vertebra_traversal.pipeline.label_model_grid` expects."""
+        return replace(self, labeling=self.labeling_for(meta), max_spine_offset_mm=self.spine_offset_for(meta),
+                       min_volume_ratio=self.volume_ratio_for(meta))
+
     def labeling_for(self, meta: ModelMetadata) -> LabelingConfig:
         """The label refinement of a run: ``labeling``, with the model's calibration and skipped-level
         allowance (``ModelMetadata.label_gaps``) unless switched off or a calibration is already set."""
