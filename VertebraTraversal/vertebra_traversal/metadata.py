@@ -81,9 +81,10 @@ class ModelMetadata:
         max_spine_offset_mm: drop every instance whose centroid lies more than this (mm) across the superior
             axis from the spine line of the instances nearest to it (:mod:`.spine_line`), before the labels
             are assigned; 0 = keep all. Chosen per model on validation cases and stated in its card.
-        min_volume_ratio: drop every instance clear of the scan's border whose volume is below this share
-            of the median volume of the 4 instances nearest to it in cranio-caudal order (:mod:`.fragments`),
-            before the labels are assigned; 0 = keep all, else below 1. Chosen likewise.
+        min_volume_ratio: drop every instance whose volume is below this share of the median volume of the
+            4 instances nearest to it in cranio-caudal order, but for the chain's two ends and the vertebrae
+            the scan's top or bottom face cuts (:mod:`.fragments`), before the labels are assigned; 0 = keep
+            all, else below 1. Chosen likewise.
         start_network: description of the start network the file holds beside the main one
             (:mod:`.start_network`; ``vertebra-traversal combine``), or empty: one network. Its ``use``
             (``"always"`` when absent, or ``"fallback"``) says when it runs; see :meth:`start_use`.

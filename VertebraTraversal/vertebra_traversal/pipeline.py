@@ -23,6 +23,7 @@ import SimpleITK as sitk
 
 from . import anatomy
 from .checkpoint import LoadedModel, ModelMetadata
+from .fragments import fragments
 from .geometry import from_model_grid, model_index_to_lps, superior_axis, to_model_grid
 from .labeling import LabelAssignment, LabelingConfig, provisional_label, refine_labels
 from .normalization import NormalizationSpec, normalize, pad_value
@@ -30,7 +31,6 @@ from .predictor import Predictor
 from .postprocess import (EDGE_MARGIN_FACES, grow_into_bone, is_complete, labels_at_edge, largest_component_per_label,
                           refine_surface_ct, surface_passes)
 from .segment_config import SegmentConfig
-from .fragments import fragments
 from .spine_line import off_spine
 from .start_network import networks
 from .torch_predictor import TorchPredictor
@@ -40,8 +40,9 @@ logger = logging.getLogger(__name__)
 
 EventCallback = Callable[[Dict[str, Any]], None]
 #: An instance the scan's cranio-caudal border cuts across this area (mm²) or more is a vertebra the scan
-#: cuts, whatever its volume (``SegmentConfig.min_volume_ratio``): a thoracic vertebral body alone is 8-12
-#: cm² across; the bone fragments that traversals stored on training phantoms touched it over 1.3 cm² at most.
+#: cuts, whatever its volume (``SegmentConfig.min_volume_ratio``): a cut through a vertebra's body alone
+#: covers several cm²; the demo sample's rib piece touches the border over 1.3 cm², the pieces of other bone
+#: that traversals stored on 20 training phantoms over 3.4 cm² at most.
 CUT_AREA_MM2 = 400.0
 
 @dataclass(frozen=True)

@@ -61,10 +61,10 @@ class SegmentConfig:
         max_spine_offset_mm: drop, before the labels are assigned, every instance whose centroid lies more
             than this (mm) across the superior axis from the spine line of the instances nearest to it
             (:mod:`~vertebra_traversal.spine_line`; not in the paper); 0 = keep all, None = the model's.
-        min_volume_ratio: drop, before the labels are assigned, every instance clear of the scan's border
-            whose volume is below this share of the median volume of the 4 instances nearest to it in
-            cranio-caudal order (:mod:`~vertebra_traversal.fragments`; not in the paper); 0 = keep all,
-            None = the model's.
+        min_volume_ratio: drop, before the labels are assigned, every instance whose volume is below this
+            share of the median volume of the 4 instances nearest to it in cranio-caudal order, but for the
+            chain's two ends and the vertebrae the scan's top or bottom face cuts
+            (:mod:`~vertebra_traversal.fragments`; not in the paper); 0 = keep all, None = the model's.
         max_steps: cap on patch positions (guard against runaway traversal).
         labeling: label refinement settings (T13 / L6 / four lumbar, paper §3.4 and beyond).
         label_calibration: read the label values through the model's calibration table when it has one
@@ -147,8 +147,8 @@ class SegmentConfig:
         return float(meta.max_spine_offset_mm if self.max_spine_offset_mm is None else self.max_spine_offset_mm)
 
     def volume_ratio_for(self, meta: ModelMetadata) -> float:
-        """The smallest share of its neighbours' median volume an instance clear of the border may have in a
-        run: this config's, else the model's (0 = no limit)."""
+        """The smallest share of its neighbours' median volume an instance may have in a run (the ends of the
+        chain and cut vertebrae aside): this config's, else the model's (0 = no limit)."""
         return float(meta.min_volume_ratio if self.min_volume_ratio is None else self.min_volume_ratio)
 
     def start_use_for(self, meta: ModelMetadata) -> str:
