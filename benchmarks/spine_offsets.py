@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 
 from vertebra_traversal import anatomy
-from vertebra_traversal.dataset import centroids_of, list_cases, read_case_info
+from vertebra_traversal.dataset import CaseFiles, centroids_of, list_cases, read_case_info
 from vertebra_traversal.spine_line import off_spine
 
 
@@ -39,6 +40,21 @@ def kinds(pred: np.ndarray, ref: np.ndarray, complete: dict) -> dict:
     return out
 
 
+def labels_of_case(case: CaseFiles, pred: Optional[Path]) -> Optional[Tuple[sitk.Image, dict]]:
+    """(the label map to measure, the kind of each of its labels): the case's reference with its vertebrae
+    "complete" or "incomplete", or with ``pred`` the run's label map with :func:`kinds`; None when the run
+    has no output for the case."""
+    ref_image = sitk.ReadImage(str(case.labels))
+    complete = {v.label: v.complete for v in read_case_info(case, ref_image).vertebrae}
+    if pred is None:
+        return ref_image, {label: "complete" if c else "incomplete" for label, c in complete.items()}
+    found = sorted(pred.glob(f"{case.case_id}_*seg-vert_msk.nii.gz"))
+    if not found:
+        return None
+    image = sitk.ReadImage(str(found[0]))
+    return image, kinds(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(ref_image), complete)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ref", type=Path, required=True)
@@ -48,16 +64,10 @@ def main() -> None:
     dropped = {limit: {"complete": 0, "incomplete": 0, "false": 0, "complete_cases": []} for limit in args.limits}
     counted = {"complete": 0, "incomplete": 0, "false": 0}
     for case in list_cases(args.ref):
-        ref_image = sitk.ReadImage(str(case.labels))
-        complete = {v.label: v.complete for v in read_case_info(case, ref_image).vertebrae}
-        if args.pred is None:
-            image, kind = ref_image, {label: "complete" if c else "incomplete" for label, c in complete.items()}
-        else:
-            found = sorted(args.pred.glob(f"{case.case_id}_*seg-vert_msk.nii.gz"))
-            if not found:
-                continue
-            image = sitk.ReadImage(str(found[0]))
-            kind = kinds(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(ref_image), complete)
+        measured = labels_of_case(case, args.pred)
+        if measured is None:
+            continue
+        image, kind = measured
         centroids = centroids_of(image)
         labels = [label for label in sorted(centroids) if label in kind]
         centers = np.array([centroids[label][::-1] for label in labels]).reshape(-1, 3)  # S, P, L

@@ -22,10 +22,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from vertebra_traversal import anatomy
-from vertebra_traversal.dataset import centroids_of, list_cases, read_case_info
+from vertebra_traversal.dataset import centroids_of, list_cases
 from vertebra_traversal.fragments import fragments, volume_ratios
 
-from spine_offsets import kinds  # beside this script
+from spine_offsets import labels_of_case  # beside this script
 
 
 def main() -> None:
@@ -38,16 +38,10 @@ def main() -> None:
     counted = {"complete": 0, "incomplete": 0, "false": 0}
     smallest = (np.inf, "")
     for case in list_cases(args.ref):
-        ref_image = sitk.ReadImage(str(case.labels))
-        complete = {v.label: v.complete for v in read_case_info(case, ref_image).vertebrae}
-        if args.pred is None:
-            image, kind = ref_image, {label: "complete" if c else "incomplete" for label, c in complete.items()}
-        else:
-            found = sorted(args.pred.glob(f"{case.case_id}_*seg-vert_msk.nii.gz"))
-            if not found:
-                continue
-            image = sitk.ReadImage(str(found[0]))
-            kind = kinds(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(ref_image), complete)
+        measured = labels_of_case(case, args.pred)
+        if measured is None:
+            continue
+        image, kind = measured
         centroids = centroids_of(image)
         labels = sorted((label for label in centroids if label in kind), key=lambda label: -centroids[label][2])
         stats = sitk.LabelShapeStatisticsImageFilter()
