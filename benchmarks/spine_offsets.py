@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -40,19 +40,20 @@ def kinds(pred: np.ndarray, ref: np.ndarray, complete: dict) -> dict:
     return out
 
 
-def labels_of_case(case: CaseFiles, pred: Optional[Path]) -> Optional[Tuple[sitk.Image, dict]]:
-    """(the label map to measure, the kind of each of its labels): the case's reference with its vertebrae
-    "complete" or "incomplete", or with ``pred`` the run's label map with :func:`kinds`; None when the run
-    has no output for the case."""
-    ref_image = sitk.ReadImage(str(case.labels))
-    complete = {v.label: v.complete for v in read_case_info(case, ref_image).vertebrae}
-    if pred is None:
-        return ref_image, {label: "complete" if c else "incomplete" for label, c in complete.items()}
-    found = sorted(pred.glob(f"{case.case_id}_*seg-vert_msk.nii.gz"))
-    if not found:
-        return None
-    image = sitk.ReadImage(str(found[0]))
-    return image, kinds(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(ref_image), complete)
+def measured_cases(ref: Path, pred: Optional[Path]) -> Iterator[Tuple[CaseFiles, sitk.Image, dict]]:
+    """Per case of the dataset ``ref``: (case, the label map to measure, the kind of each of its labels):
+    the case's reference with its vertebrae "complete" or "incomplete", or with ``pred`` the run's label
+    map with :func:`kinds` (cases the run has no output for are left out)."""
+    for case in list_cases(ref):
+        ref_image = sitk.ReadImage(str(case.labels))
+        complete = {v.label: v.complete for v in read_case_info(case, ref_image).vertebrae}
+        if pred is None:
+            yield case, ref_image, {label: "complete" if c else "incomplete" for label, c in complete.items()}
+            continue
+        found = sorted(pred.glob(f"{case.case_id}_*seg-vert_msk.nii.gz"))
+        if found:
+            image = sitk.ReadImage(str(found[0]))
+            yield case, image, kinds(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(ref_image), complete)
 
 
 def main() -> None:
@@ -63,11 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     dropped = {limit: {"complete": 0, "incomplete": 0, "false": 0, "complete_cases": []} for limit in args.limits}
     counted = {"complete": 0, "incomplete": 0, "false": 0}
-    for case in list_cases(args.ref):
-        measured = labels_of_case(case, args.pred)
-        if measured is None:
-            continue
-        image, kind = measured
+    for case, image, kind in measured_cases(args.ref, args.pred):
         centroids = centroids_of(image)
         labels = [label for label in sorted(centroids) if label in kind]
         centers = np.array([centroids[label][::-1] for label in labels]).reshape(-1, 3)  # S, P, L

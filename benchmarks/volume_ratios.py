@@ -22,10 +22,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from vertebra_traversal import anatomy
-from vertebra_traversal.dataset import centroids_of, list_cases
+from vertebra_traversal.dataset import centroids_of
 from vertebra_traversal.fragments import fragments, volume_ratios
 
-from spine_offsets import labels_of_case  # beside this script
+from spine_offsets import measured_cases  # beside this script
 
 
 def main() -> None:
@@ -37,11 +37,7 @@ def main() -> None:
     dropped = {ratio: {"complete": 0, "incomplete": 0, "false": 0, "complete_cases": []} for ratio in args.ratios}
     counted = {"complete": 0, "incomplete": 0, "false": 0}
     smallest = (np.inf, "")
-    for case in list_cases(args.ref):
-        measured = labels_of_case(case, args.pred)
-        if measured is None:
-            continue
-        image, kind = measured
+    for case, image, kind in measured_cases(args.ref, args.pred):
         centroids = centroids_of(image)
         labels = sorted((label for label in centroids if label in kind), key=lambda label: -centroids[label][2])
         stats = sitk.LabelShapeStatisticsImageFilter()
