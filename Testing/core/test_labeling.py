@@ -169,6 +169,42 @@ def test_gap_settings_are_checked():
             LabelingConfig(**bad)
 
 
+def _values(first: str, last: str) -> list:
+    return [float(anatomy.vertebra(name).regression_value) for name in span(first, last)]
+
+
+def test_pieces_of_bone_at_an_end_of_the_chain_are_left_out_where_allowed():
+    values = _values("C3", "L5") + [4.7, 9.8, 10.8]  # C3-L5 and three pieces of the pelvis below L5
+    kept = refine_labels(values)  # 25 members: a T13 chain whose last three levels go to the pieces
+    assert kept.chain == "t13" and names(kept)[:2] == ["C1", "C2"] and names(kept)[-5:] == span("L1", "L5")
+    result = refine_labels(values, LabelingConfig(max_trimmed=3, trim_penalty=0.15))  # 1 - 3 x 0.15 > 0
+    assert result.labels[-3:] == (0, 0, 0) and result.likelihoods[-3:] == (0.0, 0.0, 0.0)
+    assert result.kept() == tuple(range(22)) and names(result.select(result.kept())) == span("C3", "L5")
+    assert len(result.confidences) == 25 and min(result.confidences[:22]) > 0.5
+
+
+def test_a_piece_that_can_take_a_free_level_is_kept_and_leaving_out_has_a_price():
+    values = [4.5] + _values("T6", "L5")  # a level above T6 is free: the piece costs 1/13 there
+    allowed = LabelingConfig(max_trimmed=1, trim_penalty=0.15)
+    assert names(refine_labels(values, allowed)) == span("T5", "L5")  # 12/13 = 0.92 > 1 - 0.15
+    assert refine_labels(values, LabelingConfig(max_trimmed=1, trim_penalty=0.05)).labels[0] == 0  # 0.95 > 0.92
+    # a clean chain never leaves anything out, whatever the price
+    assert 0 not in refine_labels(_values("T6", "L5"), LabelingConfig(max_trimmed=3, trim_penalty=0.0)).labels
+    # only the ends may go: a piece between vertebrae keeps a level (leaving it out would take six)
+    inner = _values("T6", "T10") + [4.5] + _values("T11", "L5")
+    assert refine_labels(inner, LabelingConfig(max_trimmed=3, trim_penalty=0.15)).labels[5] != 0
+
+
+def test_leaving_out_makes_room_for_more_instances_than_a_chain_holds_and_is_checked():
+    values = _values("C1", "L5") + [4.7, 9.8]  # 26: more than any chain holds unless two are left out
+    assert refine_labels(values, LabelingConfig(max_trimmed=2)).labels[-2:] == (0, 0)
+    with pytest.raises(ValueError, match="26 vertebrae"):
+        refine_labels(values, LabelingConfig(max_trimmed=0))
+    for bad in (dict(max_trimmed=4), dict(max_trimmed=-1), dict(max_trimmed=1.0), dict(trim_penalty=2.0)):
+        with pytest.raises(ValueError, match="max_trimmed|trim_penalty"):
+            LabelingConfig(**bad)
+
+
 def test_provisional_label_is_nearest_standard_and_clamped():
     assert provisional_label(22.8) == anatomy.label_of("L4")
     assert provisional_label(19.4) == anatomy.label_of("T12")  # never T13: standard labels only

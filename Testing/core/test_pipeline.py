@@ -8,6 +8,7 @@ import SimpleITK as sitk
 from oracle import OraclePredictor, box_spine, oracle_for
 from vertebra_traversal import anatomy
 from vertebra_traversal.checkpoint import CheckpointError, ModelMetadata
+from vertebra_traversal.labeling import LabelingConfig
 from vertebra_traversal.pipeline import SegmentConfig, scan_edge_labels, segment_with_predictor
 from vertebra_traversal.predictor import PatchPrediction
 
@@ -345,3 +346,26 @@ def test_the_volume_ratio_comes_from_the_run_then_the_model():
             SegmentConfig(min_volume_ratio=bad)
         with pytest.raises(CheckpointError, match="min_volume_ratio"):
             replace(_meta(), min_volume_ratio=bad)
+
+
+@pytest.mark.parametrize("max_trimmed", [0, 1])
+def test_an_instance_that_fits_no_level_at_the_end_of_the_chain_is_left_out_where_allowed(max_trimmed):
+    # L1-L5 and above them a piece whose label value is C1's: kept, it is named T12 (5 of 6 fit: 0.83);
+    # left out at 0.15 (1 - 0.15 = 0.85), it leaves no voxel and L1-L5 keep their names
+    ids = [anatomy.label_of(n) for n in ("L5", "L4", "L3", "L2", "L1")]
+    spine = box_spine((110, 30, 30), ids, gap=8)
+    labels = spine.labels.copy()
+    z = spine.boxes[ids[-1]][0].stop + 4
+    labels[z:z + 6, 10:20, 10:20] = anatomy.label_of("C1")
+    volumes = {**spine.volumes, anatomy.label_of("C1"): 600}
+    labeling = LabelingConfig(allow_t13=False, allow_l6=False, allow_four_lumbar=False, max_trimmed=max_trimmed,
+                              trim_penalty=0.15)
+    result = segment_with_predictor(_stored(labels), OraclePredictor("up", volumes, {v: True for v in volumes}),
+                                    _meta(), SegmentConfig(labeling=labeling))
+    out = sitk.GetArrayFromImage(result.labels)
+    if max_trimmed:
+        np.testing.assert_array_equal(out, spine.labels)
+        assert [v.name for v in result.vertebrae] == ["L1", "L2", "L3", "L4", "L5"]
+    else:
+        np.testing.assert_array_equal(out > 0, labels > 0)
+        assert [v.name for v in result.vertebrae] == ["T12", "L1", "L2", "L3", "L4", "L5"]

@@ -33,6 +33,14 @@ every label on one side of that place a level off. ``[14, 15, 17, 18, 19]`` (T9 
 instance): gap-free, T8..T12 scores 0.6; with one gap, T7 T8 T10 T11 T12 scores 1 minus the penalty.
 A model carries its setting with its label reading (``ModelMetadata.label_gaps``).
 
+Also beyond the paper, and off by default: ``LabelingConfig.max_trimmed`` lets a sequence leave out up to
+K instances at the two ends of the chain, each costing ``trim_penalty`` of its average likelihood; they
+get no label. The traversal stores now and then pieces of other bone at an end of the spine (the pelvis
+below L5, the skull above C1) with label values that fit no level next to their neighbours. Where the scan
+shows most of the spine no level is left for them, and keeping them moves every label: ``[3, 4, .., 24,
+4.7, 9.8, 10.8]`` (C3-L5 and three pieces of the pelvis) is read as a T13 chain in which C3-L5 are named
+C1-L2; with the three left out (K = 3, T = 0.15: 1 - 0.45 against 0), C3-L5 keep their names.
+
 Confidence: ``likelihoods`` are the raw ``p(y | v)`` of the chosen labels; ``confidences`` are
 per-vertebra marginals over all candidate sequences: the share of the candidates' weight that agrees
 with the chosen label. A candidate of n vertebrae weighs ``s**n``, ``s`` its (penalised) average
@@ -68,6 +76,9 @@ class LabelingConfig:
             skipped level stands for a vertebra the traversal merged into its neighbour's instance or
             did not find, so that one such error does not shift every label beyond it.
         gap_penalty: subtracted from the sequence's average likelihood per skipped level (0..1).
+        max_trimmed: how many instances at the two ends of the chain together a sequence may leave out
+            (0 = none, the paper); a left-out instance gets no label (0).
+        trim_penalty: subtracted from the sequence's average likelihood per instance left out (0..1).
     """
 
     allow_t13: bool = True
@@ -77,17 +88,21 @@ class LabelingConfig:
     calibration: Optional[LabelCalibration] = None
     max_gaps: int = 0
     gap_penalty: float = 0.1
+    max_trimmed: int = 0
+    trim_penalty: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("allow_t13", "allow_l6", "allow_four_lumbar"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"LabelingConfig.{name}: expected true/false, got {getattr(self, name)!r}")
-        for name in ("variant_penalty", "gap_penalty"):
+        for name in ("variant_penalty", "gap_penalty", "trim_penalty"):
             penalty = getattr(self, name)
             if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not 0.0 <= penalty <= 1.0:
                 raise ValueError(f"LabelingConfig.{name}: expected a number in [0, 1], got {penalty!r}")
         if isinstance(self.max_gaps, bool) or not isinstance(self.max_gaps, int) or not 0 <= self.max_gaps <= 3:
             raise ValueError(f"LabelingConfig.max_gaps: expected an integer from 0 to 3, got {self.max_gaps!r}")
+        if isinstance(self.max_trimmed, bool) or not isinstance(self.max_trimmed, int) or not 0 <= self.max_trimmed <= 3:
+            raise ValueError(f"LabelingConfig.max_trimmed: expected an integer from 0 to 3, got {self.max_trimmed!r}")
         if self.calibration is not None and not isinstance(self.calibration, LabelCalibration):
             raise ValueError(f"LabelingConfig.calibration: expected a LabelCalibration, got {self.calibration!r}")
 
@@ -97,7 +112,7 @@ class LabelAssignment:
     """The chosen labels of the detected vertebrae, in input (cranio-caudal) order.
 
     Attributes:
-        labels: VerSe ids.
+        labels: VerSe ids; 0 for an instance left out at an end of the chain (``max_trimmed``).
         likelihoods: raw ``p(label | value)`` of each chosen label (0..1).
         confidences: per-vertebra marginal share of the chosen label over all candidates (0..1).
         chain: ``"standard"``, ``"t13"``, ``"l6"`` or ``"four_lumbar"``.
@@ -109,6 +124,15 @@ class LabelAssignment:
     confidences: Tuple[float, ...]
     chain: str
     score: float
+
+    def kept(self) -> Tuple[int, ...]:
+        """Indices of the instances that got a label (all but those left out at the chain's ends)."""
+        return tuple(i for i, label in enumerate(self.labels) if label)
+
+    def select(self, indices: Sequence[int]) -> "LabelAssignment":
+        """This assignment for the instances at ``indices`` only, in that order."""
+        return LabelAssignment(tuple(self.labels[i] for i in indices), tuple(self.likelihoods[i] for i in indices),
+                               tuple(self.confidences[i] for i in indices), self.chain, self.score)
 
 
 @dataclass(frozen=True)
@@ -132,10 +156,19 @@ class _Candidate:
     likelihoods: Tuple[float, ...]
     distance: float  # sum of |v - nearest expected value|, tie-breaker
     gap_penalty: float = 0.0
+    trimmed: Tuple[int, int] = (0, 0)  # instances left out at the top and at the bottom
+    trim_penalty: float = 0.0
 
     @property
     def labels(self) -> Tuple[int, ...]:
-        return tuple(self.chain.members[k].label for k in self.positions)
+        """One per input instance: 0 for those left out, the member's VerSe id for the others."""
+        top, bottom = self.trimmed
+        return (0,) * top + tuple(self.chain.members[k].label for k in self.positions) + (0,) * bottom
+
+    @property
+    def likelihoods_all(self) -> Tuple[float, ...]:
+        top, bottom = self.trimmed
+        return (0.0,) * top + self.likelihoods + (0.0,) * bottom
 
     @property
     def gaps(self) -> int:
@@ -147,7 +180,7 @@ class _Candidate:
 
     @property
     def objective(self) -> float:
-        return self.score - self.chain.penalty - self.gap_penalty * self.gaps
+        return self.score - self.chain.penalty - self.gap_penalty * self.gaps - self.trim_penalty * sum(self.trimmed)
 
 
 def likelihood(value: float, expected: Sequence[float]) -> float:
@@ -204,20 +237,30 @@ def _position_runs(n: int, members: int, max_gaps: int) -> List[Tuple[int, ...]]
 
 def _candidates(values: Sequence[float], chains: Sequence[_Chain],
                 config: LabelingConfig = LabelingConfig()) -> List[_Candidate]:
-    """Every window of each chain (with up to ``config.max_gaps`` skipped members) that fits the values and
-    holds the chain's required members."""
+    """Every window of each chain (with up to ``config.max_gaps`` skipped members) that fits the values, or
+    the values without up to ``config.max_trimmed`` at their two ends, and holds the chain's required members."""
     calibration = config.calibration
     score = likelihood if calibration is None else calibration.likelihood
-    out = []
+    n, out = len(values), []
     for chain in chains:
         p = [[score(v, m.expected) for m in chain.members] for v in values]
         d = [[_distance(v, m.expected, calibration) for m in chain.members] for v in values]
-        for positions in _position_runs(len(values), len(chain.members), config.max_gaps):
-            if any(r not in positions for r in chain.required):
-                continue
-            out.append(_Candidate(chain, positions, tuple(p[i][k] for i, k in enumerate(positions)),
-                                  sum(d[i][k] for i, k in enumerate(positions)), config.gap_penalty))
+        for top, bottom in _trims(n, len(chain.members), config.max_trimmed):
+            for positions in _position_runs(n - top - bottom, len(chain.members), config.max_gaps):
+                if any(r not in positions for r in chain.required):
+                    continue
+                rows = range(top, n - bottom)
+                out.append(_Candidate(chain, positions, tuple(p[i][k] for i, k in zip(rows, positions)),
+                                      sum(d[i][k] for i, k in zip(rows, positions)), config.gap_penalty,
+                                      (top, bottom), config.trim_penalty))
     return out
+
+
+def _trims(n: int, members: int, max_trimmed: int) -> List[Tuple[int, int]]:
+    """(left out at the top, at the bottom) for ``n`` values: at most ``max_trimmed`` together, at least one
+    value kept, and no more kept than a chain of ``members`` holds."""
+    return [(top, bottom) for top in range(max_trimmed + 1) for bottom in range(max_trimmed + 1 - top)
+            if 0 < n - top - bottom <= members]
 
 
 def _distance(value: float, expected: Sequence[float], calibration: Optional[LabelCalibration]) -> float:
@@ -227,11 +270,11 @@ def _distance(value: float, expected: Sequence[float], calibration: Optional[Lab
 
 
 def _confidences(best: _Candidate, candidates: Sequence[_Candidate]) -> Tuple[float, ...]:
-    n = len(best.likelihoods)
+    n = len(best.labels)
     weights = [max(c.objective, 0.0) ** n for c in candidates]
     total = sum(weights)
     if total <= 0.0:
-        return tuple(0.0 for _ in best.likelihoods)
+        return tuple(0.0 for _ in best.labels)
     agree: Dict[int, float] = {}
     chosen = best.labels
     for c, w in zip(candidates, weights):
@@ -261,27 +304,29 @@ def refine_labels(values: Sequence[float], config: LabelingConfig = LabelingConf
         config: which variant chains compete and their penalty.
 
     Returns:
-        The best sequence; ties go to the standard chain, then to the smaller total distance.
+        The best sequence; ties go to the standard chain, then to fewer skipped levels, fewer instances
+        left out, and the smaller total distance.
 
     Raises:
         ValueError: a value is not a finite number, or more vertebrae than the longest allowed chain
-            (24 for the standard chain, 25 with T13 or L6 allowed) -- no labelling without duplicates exists.
+            (24 for the standard chain, 25 with T13 or L6 allowed) holds once ``config.max_trimmed`` are
+            left out -- no labelling without duplicates exists.
     """
     vals = _check_values(values)
     if not vals:
         return LabelAssignment((), (), (), "standard", 0.0)
     chains = _chains(config)
     longest = max(len(c.members) for c in chains)
-    if len(vals) > longest:
+    if len(vals) - config.max_trimmed > longest:
         raise ValueError(f"{len(vals)} vertebrae detected but the allowed chains hold at most {longest}; "
                          f"no labelling without duplicates exists")
     candidates = _candidates(vals, chains, config)
     rank = {name: i for i, name in enumerate(CHAINS)}
-    best = min(candidates, key=lambda c: (-round(c.objective, 9), rank[c.chain.name], c.gaps, c.distance,
-                                          c.positions))
-    logger.debug("label refinement: %s chain from %s, score %.3f", best.chain.name,
-                 anatomy.name_of(best.labels[0]), best.score)
-    return LabelAssignment(labels=best.labels, likelihoods=best.likelihoods,
+    best = min(candidates, key=lambda c: (-round(c.objective, 9), rank[c.chain.name], c.gaps, sum(c.trimmed),
+                                          c.distance, c.trimmed, c.positions))
+    logger.debug("label refinement: %s chain from %s, score %.3f, %d left out", best.chain.name,
+                 anatomy.name_of(best.labels[best.trimmed[0]]), best.score, sum(best.trimmed))
+    return LabelAssignment(labels=best.labels, likelihoods=best.likelihoods_all,
                            confidences=_confidences(best, candidates), chain=best.chain.name, score=best.score)
 
 

@@ -147,11 +147,18 @@ def label_model_grid(model_image: sitk.Image, result: TraversalResult,
     top first, their label assignment or None when none was found). ``config`` as a run uses it, the
     model's settings read in (:meth:`SegmentConfig.for_model`). Instances off the spine line
     (``config.max_spine_offset_mm``; None counts as 0, keep all) and fragments far smaller than the
-    instances around them (``config.min_volume_ratio``; likewise) get no label."""
+    instances around them (``config.min_volume_ratio``; likewise) get no label, nor do instances the
+    label refinement leaves out at the ends of the chain (``config.labeling.max_trimmed``)."""
     found = _on_spine(_plausible(result.vertebrae, len(anatomy.STANDARD) + 1), result.instances.shape,
                       model_image.GetSpacing()[0], config.max_spine_offset_mm or 0.0)
     found = _whole(found, result.instances, model_image.GetSpacing()[0], config.min_volume_ratio or 0.0)
     assignment = refine_labels([v.label_value for v in found], config.labeling) if found else None
+    if assignment is not None and len(assignment.kept()) < len(found):  # left out at an end of the chain
+        for v, label in zip(found, assignment.labels):
+            if not label:
+                logger.info("instance %d (label value %.1f) fits no level at the end of the chain: left out",
+                            v.index, v.label_value)
+        found, assignment = [found[i] for i in assignment.kept()], assignment.select(assignment.kept())
     labels_by_instance = {v.index: assignment.labels[i] for i, v in enumerate(found)} if assignment else {}
     label_model = sitk.GetImageFromArray(_label_model_grid(result, labels_by_instance))
     label_model.CopyInformation(model_image)
