@@ -138,6 +138,18 @@ def test_keep_reading_writes_only_the_skipped_levels_and_needs_a_reading(folders
     assert again.returncode == 0, again.stderr  # without --gaps the model's own allowance stays
     assert read_metadata(tmp_path / "again.pt").label_gaps() == {"max_gaps": 1, "gap_penalty": 0.15}
     assert json.loads(again.stdout)["gaps"] == {"max_gaps": 1, "gap_penalty": 0.15}
+    trimmed = subprocess.run(base + [str(tmp_path / "kept.pt"), "--keep-reading", "--trim-ends", "3",
+                                     "--out", str(tmp_path / "trim.pt")], capture_output=True, text=True, timeout=120)
+    assert trimmed.returncode == 0, trimmed.stderr  # the ends allowance added, the gaps kept
+    assert read_metadata(tmp_path / "trim.pt").label_trim() == {"max_trimmed": 3, "trim_penalty": 0.15}
+    assert read_metadata(tmp_path / "trim.pt").label_gaps() == {"max_gaps": 1, "gap_penalty": 0.15}
+    assert json.loads(trimmed.stdout)["trim"] == {"max_trimmed": 3, "trim_penalty": 0.15}
+    untrimmed = subprocess.run(base + [str(tmp_path / "trim.pt"), "--keep-reading", "--trim-ends", "0",
+                                       "--out", str(tmp_path / "untrim.pt")], capture_output=True, text=True,
+                               timeout=120)
+    assert untrimmed.returncode == 0, untrimmed.stderr
+    assert read_metadata(tmp_path / "untrim.pt").label_trim() == {}
+    assert read_metadata(tmp_path / "untrim.pt").label_gaps() == {"max_gaps": 1, "gap_penalty": 0.15}
     removed = subprocess.run(base + [str(tmp_path / "kept.pt"), "--keep-reading", "--gaps", "0",
                                      "--out", str(tmp_path / "none.pt")], capture_output=True, text=True, timeout=120)
     assert removed.returncode == 0, removed.stderr
@@ -172,7 +184,9 @@ def test_keep_reading_writes_only_the_skipped_levels_and_needs_a_reading(folders
                             "--max-spine-offset-mm nan"),
                            ([str(tmp_path / "g.pt"), "--keep-reading", "--min-volume-ratio", "1"],
                             "--min-volume-ratio 1.0"),
-                           ([str(tmp_path / "g.pt"), "--keep-reading", "--gap-penalty", "0.2"], "needs --gaps")):
+                           ([str(tmp_path / "g.pt"), "--keep-reading", "--gap-penalty", "0.2"], "needs --gaps"),
+                           ([str(tmp_path / "g.pt"), "--keep-reading", "--trim-penalty", "0.2"], "needs --trim-ends"),
+                           ([str(tmp_path / "g.pt"), "--keep-reading", "--trim-ends", "4"], "max_trimmed")):
         bad = subprocess.run(base + extra + ["--out", str(tmp_path / "h.pt")], capture_output=True, text=True,
                              timeout=120)
         assert bad.returncode == 2 and message in bad.stderr, (extra, bad.stderr)

@@ -85,6 +85,7 @@ def test_the_edge_margin_option_reaches_the_report_and_the_flags(tmp_path, model
         assert reports[margin, contact]["model"]["edge_margin_faces"] == "all"  # the tiny model's
         assert reports[margin, contact]["model"]["max_spine_offset_mm"] == float(margin)  # 1000 mm: none dropped
         assert reports[margin, contact]["model"]["min_volume_ratio"] == (0.1 if margin == "0" else 0.0)
+        assert reports[margin, contact]["model"]["label_trimmed"] == 0  # the tiny model reads every instance
     near, covering_nothing = reports["1000", "0"]["vertebrae"], reports["1000", "1e9"]["vertebrae"]
     assert near and all(v["at_scan_edge"] and not v["complete"] for v in near)
     assert all(not v["at_scan_edge"] and v["complete"] for v in covering_nothing)  # no mask covers 1e9 mm²

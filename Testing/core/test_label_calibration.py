@@ -73,6 +73,14 @@ def test_model_metadata_carries_the_table_and_names_a_bad_one():
     for bad in ({"max_gaps": 9, "gap_penalty": 0.2}, {"max_gaps": 1}, [1, 0.2]):
         with pytest.raises(CheckpointError, match="label_calibration.gaps"):
             ModelMetadata(**base, label_calibration={**table.to_json(), "gaps": bad})
+    trim = {"max_trimmed": 3, "trim_penalty": 0.15}
+    meta = ModelMetadata(**base, label_calibration=ModelMetadata.reading_record(table, {**gaps, **trim}))
+    parsed = ModelMetadata.from_json(meta.to_json())
+    assert (parsed.label_gaps(), parsed.label_trim(), ModelMetadata(**base).label_trim()) == (gaps, trim, {})
+    assert "trim" not in ModelMetadata.reading_record(table, {**gaps, "max_trimmed": 0, "trim_penalty": 0.15})
+    for bad in ({"max_trimmed": 4, "trim_penalty": 0.1}, {"max_trimmed": 1}, {"max_gaps": 1, "gap_penalty": 0.1}):
+        with pytest.raises(CheckpointError, match="label_calibration.trim"):
+            ModelMetadata(**base, label_calibration={**table.to_json(), "trim": bad})
 
 
 def test_refinement_reads_values_through_the_table():

@@ -132,7 +132,8 @@ def calibrate_model(model_path: PathLike, pred_dir: PathLike, ref_dir: PathLike,
 def write_calibrated(loaded: LoadedModel, calibration: LabelCalibration, out: PathLike,
                      gaps: Optional[Dict[str, Any]] = None, settings: PostSettings = PostSettings()) -> Path:
     """Write ``loaded``'s network with ``calibration`` in its metadata as the new model file ``out``;
-    ``gaps``: ``{"max_gaps": G, "gap_penalty": D}`` for the label refinement (``ModelMetadata.label_gaps``);
+    ``gaps``: the label refinement's sequence settings, ``{"max_gaps": G, "gap_penalty": D}`` and / or
+    ``{"max_trimmed": K, "trim_penalty": T}`` (``ModelMetadata.label_gaps``, ``label_trim``);
     ``settings``: post-processing settings to record (those not given keep the model's)."""
     metadata = settings.apply(replace(loaded.metadata,
                                       label_calibration=ModelMetadata.reading_record(calibration, gaps)))
@@ -154,7 +155,8 @@ def gaussian_model(model_path: PathLike, sd: float, out: PathLike, gaps: Optiona
 def regapped_model(model_path: PathLike, out: PathLike, gaps: Optional[Dict[str, Any]] = None,
                    settings: PostSettings = PostSettings()) -> Path:
     """Write ``model_path`` as ``out`` with its own label reading (fitted table or Gaussian) unchanged and the
-    skipped-level allowance set to ``gaps`` (None: the paper's gap-free sequences); ``settings`` as
+    sequence settings (skipped levels, ends left out) set to ``gaps`` (None: the paper's gap-free sequences
+    of every instance); ``settings`` as
     :func:`write_calibrated`.
 
     Raises:

@@ -48,6 +48,10 @@ def _default_labels() -> Tuple[int, ...]:
     return tuple(v.label for v in anatomy.VERTEBRAE)
 
 
+#: The sequence settings a model's label reading may carry (``label_calibration`` entries): entry name ->
+#: (``LabelingConfig`` count field, its penalty field).
+SEQUENCE_ENTRIES = {"gaps": ("max_gaps", "gap_penalty"), "trim": ("max_trimmed", "trim_penalty")}
+
 @dataclass(frozen=True)
 class ModelMetadata:
     """What a model needs to be fed correctly (embedded as ``metadata.json``).
@@ -68,7 +72,9 @@ class ModelMetadata:
         label_calibration: ``LabelCalibration.to_json()`` of the label output (``vertebra-traversal
             calibrate``), or empty: the paper's reading of the label value (§3.4). An optional ``gaps``
             entry ``{"max_gaps": G, "gap_penalty": D}`` lets the label refinement skip levels
-            (``LabelingConfig``; ``calibrate --gaps``); see :meth:`label_gaps`.
+            (``LabelingConfig``; ``calibrate --gaps``; see :meth:`label_gaps`), an optional ``trim`` entry
+            ``{"max_trimmed": K, "trim_penalty": T}`` leave out instances at the chain's ends
+            (``calibrate --trim-ends``; see :meth:`label_trim`).
         surface_threshold_hu: CT only: the HU below which the surface refinement (§3.1) peels this model's
             mask surfaces, or None: the paper's 200. Chosen per model on validation cases and stated in its card.
         edge_margin_mm: for the ``edge`` and ``both`` completeness rules, how close (mm, along each axis) to
@@ -144,6 +150,7 @@ class ModelMetadata:
         self.start_use()
         self.calibration()
         self.label_gaps()
+        self.label_trim()
 
     def start_use(self) -> str:
         """When the start network runs (``START_USES``): ``"off"`` for a model of one network, else the
@@ -172,12 +179,14 @@ class ModelMetadata:
             raise CheckpointError(f"metadata: 'label_calibration' is invalid ({exc})") from None
 
     @staticmethod
-    def reading_record(calibration: LabelCalibration, gaps: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-        """The ``label_calibration`` field for ``calibration`` with the skipped-level allowance ``gaps``
-        (``{"max_gaps": G, "gap_penalty": D}``; none, or G = 0: no ``gaps`` entry)."""
+    def reading_record(calibration: LabelCalibration, sequence: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+        """The ``label_calibration`` field for ``calibration`` with the sequence settings ``sequence``:
+        ``{"max_gaps": G, "gap_penalty": D}`` (skipped levels) and / or ``{"max_trimmed": K, "trim_penalty":
+        T}`` (instances left out at the chain's ends); G or K 0 or absent: no ``gaps`` or ``trim`` entry."""
         record = calibration.to_json()
-        if gaps and gaps.get("max_gaps"):
-            record["gaps"] = {"max_gaps": gaps["max_gaps"], "gap_penalty": gaps["gap_penalty"]}
+        for entry, (count, penalty) in SEQUENCE_ENTRIES.items():
+            if sequence and sequence.get(count):
+                record[entry] = {count: sequence[count], penalty: sequence[penalty]}
         return record
 
     def label_gaps(self) -> Dict[str, Any]:
@@ -187,16 +196,29 @@ class ModelMetadata:
         Raises:
             CheckpointError: the entry is not such an object or its values are out of range.
         """
-        gaps = self.label_calibration.get("gaps") if self.label_calibration else None
-        if gaps is None:
+        return self._sequence_entry("gaps")
+
+    def label_trim(self) -> Dict[str, Any]:
+        """``{"max_trimmed": K, "trim_penalty": T}`` for ``LabelingConfig`` when the calibration carries a
+        ``trim`` entry, else ``{}`` (every instance labelled, the paper).
+
+        Raises:
+            CheckpointError: the entry is not such an object or its values are out of range.
+        """
+        return self._sequence_entry("trim")
+
+    def _sequence_entry(self, entry: str) -> Dict[str, Any]:
+        value = self.label_calibration.get(entry) if self.label_calibration else None
+        if value is None:
             return {}
+        count, penalty = SEQUENCE_ENTRIES[entry]
         try:
-            if not isinstance(gaps, dict) or sorted(gaps) != ["gap_penalty", "max_gaps"]:
-                raise ValueError(f"expected {{'max_gaps': G, 'gap_penalty': D}}, got {gaps!r}")
-            LabelingConfig(max_gaps=gaps["max_gaps"], gap_penalty=gaps["gap_penalty"])
-        except ValueError as exc:
-            raise CheckpointError(f"metadata: 'label_calibration.gaps' is invalid ({exc})") from None
-        return dict(gaps)
+            if not isinstance(value, dict) or sorted(value) != sorted((count, penalty)):
+                raise ValueError(f"expected {{'{count}': N, '{penalty}': P}}, got {value!r}")
+            LabelingConfig(**value)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"metadata: 'label_calibration.{entry}' is invalid ({exc})") from None
+        return dict(value)
 
     def to_json(self) -> Dict[str, Any]:
         """The ``metadata.json`` document (see docs/ARCHITECTURE.md)."""

@@ -163,10 +163,11 @@ class SegmentConfig:
 
     def labeling_for(self, meta: ModelMetadata) -> LabelingConfig:
         """The label refinement of a run: ``labeling``, with the model's calibration and skipped-level
-        allowance (``ModelMetadata.label_gaps``) unless switched off or a calibration is already set."""
+        allowance (``ModelMetadata.label_gaps``) and ends that may be left out (``ModelMetadata.label_trim``)
+        unless switched off or a calibration is already set."""
         if self.labeling.calibration is not None or not self.label_calibration:
             return self.labeling
         calibration = meta.calibration()
         if calibration is None:
             return self.labeling
-        return replace(self.labeling, calibration=calibration, **meta.label_gaps())
+        return replace(self.labeling, calibration=calibration, **meta.label_gaps(), **meta.label_trim())

@@ -18,8 +18,13 @@ with errors of a level or more (the bundled CT model: 1.25).
 levels, each costing D of a sequence's average likelihood, so that a vertebra merged into its
 neighbour's instance does not shift every label beyond it (the bundled CT model: 1 and 0.1).
 
+``--trim-ends K [--trim-penalty T]`` (any mode) lets it leave out up to K instances at the two ends of
+the chain, each costing T (default 0.15), which then get no label: pieces of other bone below L5 or
+above C1 whose label values fit no level (off by default).
+
 ``--keep-reading`` fits nothing: the model keeps the label reading it carries (a fitted table or a
-Gaussian) and its skipped-level allowance unless ``--gaps`` is given (``--gaps 0`` removes one), with
+Gaussian) and its skipped-level allowance unless ``--gaps`` is given (``--gaps 0`` removes one), likewise
+its ends allowance unless ``--trim-ends`` is given, with
 ``--surface-threshold-hu``, ``--edge-margin-mm`` and ``--edge-min-contact-mm2`` when given.
 
 ``--surface-threshold-hu HU`` (any mode) also records the threshold below which ``segment``'s CT surface
@@ -45,7 +50,7 @@ from ..calibrate import calibrate_model, describe, gaussian_model, regapped_mode
 from ..checkpoint import read_metadata
 from ..imageio import InputError
 from ..labeling import LabelingConfig
-from ..metadata import CT_HU_RANGE, PostSettings, in_ct_range
+from ..metadata import CT_HU_RANGE, SEQUENCE_ENTRIES, PostSettings, in_ct_range
 from ..models import resolve_model
 from .edge_options import add_edge_options, edge_options, spine_offset_option, volume_ratio_option
 
@@ -73,6 +78,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gap-penalty", type=float, metavar="D",
                         help="subtracted from a sequence's average likelihood per skipped level (default 0.1; "
                              "needs --gaps)")
+    parser.add_argument("--trim-ends", type=int, metavar="K",
+                        help="let the label refinement leave out up to K instances at the chain's two ends "
+                             "(no label), each costing --trim-penalty (default 0: none; with --keep-reading: "
+                             "the model's)")
+    parser.add_argument("--trim-penalty", type=float, metavar="T",
+                        help="subtracted from a sequence's average likelihood per instance left out (default "
+                             "0.15; needs --trim-ends)")
     parser.add_argument("--surface-threshold-hu", type=float, metavar="HU",
                         help="record the CT surface refinement threshold of this model's masks (default: keep the "
                              "model's; without one segment uses the paper's 200)")
@@ -88,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                          "or --keep-reading")
     if not fitting and (args.smoothing is not None or args.sd_floor is not None):
         raise InputError("--smoothing and --sd-floor shape a fitted table; --gaussian and --keep-reading fit none")
-    gaps = _gaps(args)
+    sequence = _sequence(args)
     threshold = args.surface_threshold_hu
     if threshold is not None and not in_ct_range(threshold):
         raise InputError(f"--surface-threshold-hu {threshold}: expected a number of HU from "
@@ -100,41 +112,58 @@ def run(args: argparse.Namespace) -> int:
     recorded = vars(settings)  # printed as written: None = the model's own kept
     model = resolve_model(args.model)
     if args.keep_reading:
-        if args.gaps is None:  # the model's own allowance stays with its own reading
-            gaps = read_metadata(model).label_gaps() or None
-        path = regapped_model(model, args.out, gaps, settings)
-        sys.stdout.write(json.dumps({"model": str(path), "kept_reading": True, "gaps": gaps, **recorded}) + "\n")
+        own = read_metadata(model)  # the model's own allowances stay with its own reading unless given
+        kept = {**(own.label_gaps() if args.gaps is None else {}), **(own.label_trim() if args.trim_ends is None else {})}
+        sequence = {**kept, **(sequence or {})} or None
+        path = regapped_model(model, args.out, sequence, settings)
+        sys.stdout.write(json.dumps({"model": str(path), "kept_reading": True, **_printed(sequence), **recorded}) + "\n")
         return 0
     if args.gaussian is not None:
         try:
-            path = gaussian_model(model, args.gaussian, args.out, gaps, settings)
+            path = gaussian_model(model, args.gaussian, args.out, sequence, settings)
         except ValueError as exc:
             raise InputError(f"--gaussian {args.gaussian}: {exc}") from None
-        sys.stdout.write(json.dumps({"model": str(path), "gaussian_sd": args.gaussian, "gaps": gaps,
+        sys.stdout.write(json.dumps({"model": str(path), "gaussian_sd": args.gaussian, **_printed(sequence),
                                      **recorded}) + "\n")
         return 0
     shape = {name: value for name, value in (("smoothing", args.smoothing), ("sd_floor", args.sd_floor))
              if value is not None}  # calibrate_model's own defaults otherwise
-    result = calibrate_model(model, args.pred, args.ref, args.out, **shape, gaps=gaps, settings=settings,
+    result = calibrate_model(model, args.pred, args.ref, args.out, **shape, gaps=sequence, settings=settings,
                              progress=lambda fraction, message: logger.info("%3.0f%% %s", 100 * fraction, message))
     sys.stdout.write(json.dumps(describe(result), indent=1) + "\n")
     return 0
 
 
-def _gaps(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
-    """``{"max_gaps": G, "gap_penalty": D}`` from ``--gaps`` and ``--gap-penalty`` (default 0.1), or None
-    for none (``--gaps`` not given or 0).
+#: (count option, penalty option, LabelingConfig count field, penalty field, default penalty)
+SEQUENCE_OPTIONS = (("--gaps", "--gap-penalty", "max_gaps", "gap_penalty", 0.1),
+                    ("--trim-ends", "--trim-penalty", "max_trimmed", "trim_penalty", 0.15))
+
+
+def _sequence(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+    """The sequence settings given: ``{"max_gaps": G, "gap_penalty": D}`` from ``--gaps`` and
+    ``--gap-penalty`` (default 0.1), ``{"max_trimmed": K, "trim_penalty": T}`` from ``--trim-ends`` and
+    ``--trim-penalty`` (default 0.15), together; None when neither count is given or both are 0.
 
     Raises:
-        InputError: a penalty without ``--gaps``, or values ``LabelingConfig`` refuses.
+        InputError: a penalty without its count, or values ``LabelingConfig`` refuses.
     """
-    if args.gaps is None:
-        if args.gap_penalty is not None:
-            raise InputError("--gap-penalty needs --gaps: it prices the skipped levels that --gaps allows")
-        return None
-    penalty = 0.1 if args.gap_penalty is None else args.gap_penalty
-    try:
-        LabelingConfig(max_gaps=args.gaps, gap_penalty=penalty)
-    except ValueError as exc:
-        raise InputError(f"--gaps / --gap-penalty: {exc}") from None
-    return {"max_gaps": args.gaps, "gap_penalty": penalty} if args.gaps else None
+    out: Dict[str, Any] = {}
+    for count_option, penalty_option, count_field, penalty_field, default in SEQUENCE_OPTIONS:
+        count, penalty = (getattr(args, option[2:].replace("-", "_")) for option in (count_option, penalty_option))
+        if count is None:
+            if penalty is not None:
+                raise InputError(f"{penalty_option} needs {count_option}: it prices what {count_option} allows")
+            continue
+        values = {count_field: count, penalty_field: default if penalty is None else penalty}
+        try:
+            LabelingConfig(**values)
+        except ValueError as exc:
+            raise InputError(f"{count_option} / {penalty_option}: {exc}") from None
+        out.update(values if count else {})
+    return out or None
+
+
+def _printed(sequence: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """``{"gaps": {...} or None, "trim": {...} or None}`` of the sequence settings written, for the summary."""
+    return {entry: {key: sequence[key] for key in keys} if sequence and sequence.get(keys[0]) else None
+            for entry, keys in SEQUENCE_ENTRIES.items()}
