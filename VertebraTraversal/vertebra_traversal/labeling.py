@@ -101,7 +101,8 @@ class LabelingConfig:
                 raise ValueError(f"LabelingConfig.{name}: expected a number in [0, 1], got {penalty!r}")
         if isinstance(self.max_gaps, bool) or not isinstance(self.max_gaps, int) or not 0 <= self.max_gaps <= 3:
             raise ValueError(f"LabelingConfig.max_gaps: expected an integer from 0 to 3, got {self.max_gaps!r}")
-        if isinstance(self.max_trimmed, bool) or not isinstance(self.max_trimmed, int) or not 0 <= self.max_trimmed <= 3:
+        trimmed = self.max_trimmed
+        if isinstance(trimmed, bool) or not isinstance(trimmed, int) or not 0 <= trimmed <= 3:
             raise ValueError(f"LabelingConfig.max_trimmed: expected an integer from 0 to 3, got {self.max_trimmed!r}")
         if self.calibration is not None and not isinstance(self.calibration, LabelCalibration):
             raise ValueError(f"LabelingConfig.calibration: expected a LabelCalibration, got {self.calibration!r}")
@@ -180,7 +181,8 @@ class _Candidate:
 
     @property
     def objective(self) -> float:
-        return self.score - self.chain.penalty - self.gap_penalty * self.gaps - self.trim_penalty * sum(self.trimmed)
+        return (self.score - self.chain.penalty - self.gap_penalty * self.gaps
+                - self.trim_penalty * sum(self.trimmed))
 
 
 def likelihood(value: float, expected: Sequence[float]) -> float:

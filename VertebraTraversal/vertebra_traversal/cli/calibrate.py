@@ -113,10 +113,12 @@ def run(args: argparse.Namespace) -> int:
     model = resolve_model(args.model)
     if args.keep_reading:
         own = read_metadata(model)  # the model's own allowances stay with its own reading unless given
-        kept = {**(own.label_gaps() if args.gaps is None else {}), **(own.label_trim() if args.trim_ends is None else {})}
+        kept = {**(own.label_gaps() if args.gaps is None else {}),
+                **(own.label_trim() if args.trim_ends is None else {})}
         sequence = {**kept, **(sequence or {})} or None
         path = regapped_model(model, args.out, sequence, settings)
-        sys.stdout.write(json.dumps({"model": str(path), "kept_reading": True, **_printed(sequence), **recorded}) + "\n")
+        sys.stdout.write(json.dumps({"model": str(path), "kept_reading": True, **_printed(sequence),
+                                     **recorded}) + "\n")
         return 0
     if args.gaussian is not None:
         try:
