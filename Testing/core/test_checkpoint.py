@@ -118,7 +118,8 @@ def test_metadata_json_round_trip_and_documented_example():
     ("edge_margin_mm", -1.0), ("edge_margin_mm", float("inf")), ("edge_margin_mm", "2"),
     ("edge_min_contact_mm2", -5.0), ("edge_min_contact_mm2", float("nan")), ("edge_margin_faces", "lateral"),
     ("max_spine_offset_mm", -1.0), ("max_spine_offset_mm", float("nan")),
-    ("min_volume_ratio", -0.1), ("min_volume_ratio", 1.0), ("min_volume_ratio", float("nan")), ("min_volume_ratio", True),
+    ("min_volume_ratio", -0.1), ("min_volume_ratio", 1.0), ("min_volume_ratio", float("nan")),
+    ("min_volume_ratio", True),
     ("network", {"filters": 4, "depth": 2, "head_depth": 1, "patch_size": [32, 32, 32]}),
 ])
 def test_invalid_metadata_fields_are_refused_by_name(field, value):
