@@ -1,0 +1,73 @@
+"""A ``segment`` run read again with another label reading, without running the network again.
+
+    python benchmarks/relabel_run.py --pred ct-pred --out ct-pred-read2 --model ct --gaps 2 --trim-ends 3
+
+For every ``<stem>_report.json`` in ``--pred`` the instances' label values (top first) are read by the
+model's label reading (``SegmentConfig.labeling_for``) with the given sequence settings, and
+``<stem>_seg-vert_msk.nii.gz`` and the report are written to ``--out`` with the new labels; instances the
+reading leaves out at the chain's ends are removed. The masks are the run's, so this is what ``segment``
+writes with the new reading wherever the report lists every instance it labelled (a vertebra that
+vanished on the input grid is missing from both). ``vertebra-traversal evaluate --pred OUT`` then scores it.
+With the model's own settings it reproduces the run's label maps exactly.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from vertebra_traversal.checkpoint import read_metadata
+from vertebra_traversal.labeling import refine_labels
+from vertebra_traversal.models import resolve_model
+from vertebra_traversal.segment_config import SegmentConfig
+
+REPORT = "_report.json"
+
+
+def relabel_case(report: Path, out: Path, labeling) -> int:
+    """Write one case's label map and report read by ``labeling`` into ``out``; returns how many instances
+    changed their label or were left out."""
+    stem = report.name[:-len(REPORT)]
+    doc = json.loads(report.read_text())
+    image = sitk.ReadImage(str(report.parent / f"{stem}_seg-vert_msk.nii.gz"))
+    lut = np.arange(256, dtype=np.uint8)
+    vertebrae = doc["vertebrae"]
+    new = refine_labels([v["label_value"] for v in vertebrae], labeling).labels if vertebrae else ()
+    lut[[v["label"] for v in vertebrae]] = 0
+    for v, label in zip(vertebrae, new):
+        lut[v["label"]] = label
+    doc["vertebrae"] = [{**v, "label": int(label)} for v, label in zip(vertebrae, new) if label]
+    result = sitk.GetImageFromArray(lut[sitk.GetArrayFromImage(image)])
+    result.CopyInformation(image)
+    sitk.WriteImage(result, str(out / f"{stem}_seg-vert_msk.nii.gz"), True)
+    (out / f"{stem}{REPORT}").write_text(json.dumps(doc, indent=1))
+    return sum(label != v["label"] for v, label in zip(vertebrae, new))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pred", type=Path, required=True, help="a segment output folder")
+    parser.add_argument("--out", type=Path, required=True, help="new folder for the relabelled run")
+    parser.add_argument("--model", default="ct", help="the model the run used: its label reading")
+    parser.add_argument("--gaps", type=int, help="skipped levels (default: the model's)")
+    parser.add_argument("--gap-penalty", type=float, default=0.1)
+    parser.add_argument("--trim-ends", type=int, help="instances left out at the ends (default: the model's)")
+    parser.add_argument("--trim-penalty", type=float, default=0.15)
+    args = parser.parse_args()
+    labeling = SegmentConfig().labeling_for(read_metadata(resolve_model(args.model)))
+    if args.gaps is not None:
+        labeling = replace(labeling, max_gaps=args.gaps, gap_penalty=args.gap_penalty)
+    if args.trim_ends is not None:
+        labeling = replace(labeling, max_trimmed=args.trim_ends, trim_penalty=args.trim_penalty)
+    args.out.mkdir(parents=True)  # a new folder: nothing is overwritten
+    changed = sum(relabel_case(report, args.out, labeling) for report in sorted(args.pred.glob(f"*{REPORT}")))
+    print(json.dumps({"out": str(args.out), "instances_changed": int(changed), "max_gaps": labeling.max_gaps,
+                      "max_trimmed": labeling.max_trimmed}))
+
+
+if __name__ == "__main__":
+    main()
