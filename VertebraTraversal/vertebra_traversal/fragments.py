@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .spine_line import drop_one_at_a_time
+
 #: The fewest other instances that make a neighbourhood to judge by; with fewer, every instance is kept.
 MIN_OTHERS = 3
 #: How many other instances, nearest in cranio-caudal order, make an instance's neighbourhood.
@@ -62,11 +64,10 @@ def fragments(volumes: np.ndarray, min_ratio: float, judged: np.ndarray | None =
     judged = np.ones(len(volumes), dtype=bool) if judged is None else np.asarray(judged, dtype=bool).reshape(-1)
     if len(judged) != len(volumes):
         raise ValueError(f"judged has {len(judged)} entries for {len(volumes)} volumes")
-    dropped = np.zeros(len(volumes), dtype=bool)
-    while min_ratio > 0:
-        kept = np.flatnonzero(~dropped)
-        ratios = np.where(judged[kept], volume_ratios(volumes[kept]), np.inf)
-        if not len(kept) or ratios.min() >= min_ratio:
-            break
-        dropped[kept[int(np.argmin(ratios))]] = True
-    return dropped
+    if not min_ratio:
+        return np.zeros(len(volumes), dtype=bool)
+
+    def smallness(kept: np.ndarray) -> np.ndarray:  # the smallest ratio first; the unjudged never go
+        return np.where(judged[kept], -volume_ratios(volumes[kept]), -np.inf)
+
+    return drop_one_at_a_time(len(volumes), smallness, -min_ratio)

@@ -11,6 +11,8 @@ superior); axes 1 and 2 lie across it.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 #: The fewest other instances that make a line to judge by; with fewer, every instance is kept.
@@ -62,11 +64,23 @@ def off_spine(centers_mm: np.ndarray, max_offset_mm: float) -> np.ndarray:
     if not (np.isfinite(max_offset_mm) and max_offset_mm >= 0):
         raise ValueError(f"max_offset_mm must be finite and >= 0, got {max_offset_mm!r}")
     centers = np.asarray(centers_mm, dtype=float).reshape(-1, 3)
-    dropped = np.zeros(len(centers), dtype=bool)
-    while max_offset_mm > 0:
+    if not max_offset_mm:
+        return np.zeros(len(centers), dtype=bool)
+    return drop_one_at_a_time(len(centers), lambda kept: spine_offsets_mm(centers[kept]), max_offset_mm)
+
+
+def drop_one_at_a_time(count: int, measure: Callable[[np.ndarray], np.ndarray], limit: float) -> np.ndarray:
+    """(count,) bool, True where dropped: while the largest of ``measure(kept)`` (one value per index of
+    ``kept``, the instances not yet dropped, measured among themselves alone) exceeds ``limit``, drop that
+    instance (the first of equals) and measure the rest again. The spine line and the fragments
+    (:mod:`.fragments`) drop this way, so that two bad instances side by side do not hide or condemn
+    their neighbours."""
+    dropped = np.zeros(count, dtype=bool)
+    while True:
         kept = np.flatnonzero(~dropped)
-        offsets = spine_offsets_mm(centers[kept])
-        if not len(kept) or offsets.max() <= max_offset_mm:
-            break
-        dropped[kept[int(np.argmax(offsets))]] = True
-    return dropped
+        if not len(kept):
+            return dropped
+        values = measure(kept)
+        if values.max() <= limit:
+            return dropped
+        dropped[kept[int(np.argmax(values))]] = True
