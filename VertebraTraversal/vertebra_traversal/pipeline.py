@@ -153,12 +153,13 @@ def label_model_grid(model_image: sitk.Image, result: TraversalResult,
                       model_image.GetSpacing()[0], config.max_spine_offset_mm or 0.0)
     found = _whole(found, result.instances, model_image.GetSpacing()[0], config.min_volume_ratio or 0.0)
     assignment = refine_labels([v.label_value for v in found], config.labeling) if found else None
-    if assignment is not None and len(assignment.kept()) < len(found):  # left out at an end of the chain
+    kept = assignment.kept() if assignment is not None else ()
+    if assignment is not None and len(kept) < len(found):  # left out at an end of the chain
         for v, label in zip(found, assignment.labels):
             if not label:
                 logger.info("instance %d (label value %.1f) fits no level at the end of the chain: left out",
                             v.index, v.label_value)
-        found, assignment = [found[i] for i in assignment.kept()], assignment.select(assignment.kept())
+        found, assignment = [found[i] for i in kept], assignment.select(kept)
     labels_by_instance = {v.index: assignment.labels[i] for i, v in enumerate(found)} if assignment else {}
     label_model = sitk.GetImageFromArray(_label_model_grid(result, labels_by_instance))
     label_model.CopyInformation(model_image)

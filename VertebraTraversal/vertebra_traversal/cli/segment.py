@@ -188,13 +188,14 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                            label_interpolation=args.label_interpolation,
                            start_network=args.start_network)
     meta = model.metadata
-    labeling = config.labeling_for(meta)
+    resolved = config.for_model(meta)  # what the run uses: the model's settings read in
+    labeling = resolved.labeling
     model_info = {"path": str(model_path.resolve()), "modality": meta.modality, "spacing_mm": list(meta.spacing_mm),
                   "patch_size": list(meta.patch_size), "direction": meta.direction,
                   "completeness_rule": config.rule_for(meta), "edge_margin_mm": config.margin_for(meta),
                   "edge_min_contact_mm2": config.contact_for(meta), "edge_margin_faces": config.faces_for(meta),
-                  "max_spine_offset_mm": config.spine_offset_for(meta),
-                  "min_volume_ratio": config.volume_ratio_for(meta),
+                  "max_spine_offset_mm": resolved.max_spine_offset_mm,
+                  "min_volume_ratio": resolved.min_volume_ratio,
                   "label_interpolation": config.label_interpolation,
                   "surface_threshold_hu": config.threshold_for(meta),
                   "largest_component": config.largest_component, "surface_growth": config.surface_growth,
