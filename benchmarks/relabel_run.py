@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from vertebra_traversal import anatomy
 from vertebra_traversal.checkpoint import read_metadata
 from vertebra_traversal.labeling import refine_labels
 from vertebra_traversal.models import resolve_model
@@ -36,11 +37,17 @@ def relabel_case(report: Path, out: Path, labeling) -> int:
     image = sitk.ReadImage(str(report.parent / f"{stem}_seg-vert_msk.nii.gz"))
     lut = np.arange(256, dtype=np.uint8)
     vertebrae = doc["vertebrae"]
-    new = refine_labels([v["label_value"] for v in vertebrae], labeling).labels if vertebrae else ()
+    assignment = refine_labels([v["label_value"] for v in vertebrae], labeling) if vertebrae else None
+    new = assignment.labels if assignment is not None else ()
     lut[[v["label"] for v in vertebrae]] = 0
     for v, label in zip(vertebrae, new):
         lut[v["label"]] = label
-    doc["vertebrae"] = [{**v, "label": int(label)} for v, label in zip(vertebrae, new) if label]
+    doc["vertebrae"] = [{**vertebrae[i], "order": order, "label": int(new[i]), "name": anatomy.name_of(new[i]),
+                         "label_likelihood": round(float(assignment.likelihoods[i]), 4),
+                         "label_confidence": round(float(assignment.confidences[i]), 4)}
+                        for order, i in enumerate(assignment.kept(), start=1)] if assignment is not None else []
+    if assignment is not None:
+        doc["chain"] = assignment.chain
     result = sitk.GetImageFromArray(lut[sitk.GetArrayFromImage(image)])
     result.CopyInformation(image)
     sitk.WriteImage(result, str(out / f"{stem}_seg-vert_msk.nii.gz"), True)
