@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import vtk
 from slicer_testing import SHAPE_ZYX, add_volume, ct_array, label_array, write_engine_outputs
 from VertebraTraversalLib import exporting
 from VertebraTraversalLib import segmentation as libseg
@@ -73,6 +74,7 @@ def test_user_corrections_are_exported(mrml, tmp_path, corrected):
     ("duplicate", r"segments 'L1' and 'L1 \(incomplete\)' are both L1"),
     ("overlap", "segments '(L1|T9)' and '(L1|T9)' overlap"),
     ("grid", "segment 'T9' is on another grid than volume 'ct'"),
+    ("transform", "it is under another transform than volume 'ct'"),
 ])
 def test_bad_exports_are_refused_and_leave_scene_and_dataset_alone(mrml, tmp_path, corrected, change, pattern):
     volume, node = corrected
@@ -85,9 +87,11 @@ def test_bad_exports_are_refused_and_leave_scene_and_dataset_alone(mrml, tmp_pat
     elif change == "overlap":
         mask[4, 2:6, 1:5] = True  # inside L1
         _add_segment(mrml, node, mask, "T9")
-    else:
+    elif change == "grid":
         mask[1:3, 1:3, 1:3] = True
         _add_segment(mrml, node, mask, "T9", spacing=(3.0, 2.0, 4.0))
+    else:  # the user moved the segmentation alone
+        node.SetAndObserveTransformNodeID(mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "t").GetID())
     before = mrml.node_ids()
     with pytest.raises(InputError, match=f"segmentation 'ct vertebrae': .*{pattern}"):
         exporting.export_segmentation_case(mrml.scene, node, volume, tmp_path / "data", "bad", mrml.seg_logic)
@@ -103,3 +107,17 @@ def test_existing_case_is_refused_and_kept(mrml, tmp_path, corrected):
     with pytest.raises(InputError, match="case 'c1' already exists; not overwriting"):
         exporting.export_segmentation_case(mrml.scene, node, volume, tmp_path / "data", "c1", mrml.seg_logic)
     assert {p: p.read_bytes() for p in kept} == kept
+
+
+def test_a_transformed_volume_and_its_result_export_on_the_volume_grid(mrml, tmp_path):
+    volume = add_volume(mrml.scene, ct_array())
+    transform = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(0, 3, 100.0)
+    transform.SetMatrixTransformToParent(matrix)
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    out = write_engine_outputs(tmp_path / "out")
+    node = libseg.build_segmentation_node(mrml.scene, volume, out["labels"], out["report"], mrml.seg_logic)
+    files = exporting.export_segmentation_case(mrml.scene, node, volume, tmp_path / "data", "moved", mrml.seg_logic)
+    labels = read_label_map(files.labels, reference=sitk.ReadImage(str(files.image)))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(labels), label_array())

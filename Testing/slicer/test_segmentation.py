@@ -6,6 +6,7 @@ import pytest
 import slicer
 import slicer.util
 import slicerio
+import vtk
 from slicer_testing import INCOMPLETE, add_volume, ct_array, label_array, segment_mask, write_engine_outputs
 from VertebraTraversalLib import segmentation as libseg
 from VertebraTraversalLib import volumes
@@ -145,3 +146,39 @@ def test_volume_written_for_the_child_reads_back_in_lps(mrml, tmp_path):
     assert image.GetOrigin() == pytest.approx(expected.GetOrigin())
     assert image.GetDirection() == pytest.approx(expected.GetDirection())
     assert mrml.node_ids() == before and [p.name for p in path.parent.iterdir()] == ["input.nii.gz"]
+
+
+def test_a_transformed_volume_gets_its_vertebrae_where_it_shows_them(mrml, tmp_path):
+    volume = add_volume(mrml.scene, ct_array())
+    transform = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(0, 3, 100.0)  # 100 mm to the right: the volume and its vertebrae move together
+    transform.SetMatrixTransformToParent(matrix)
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    out = write_engine_outputs(tmp_path / "out")
+    node = libseg.build_segmentation_node(mrml.scene, volume, out["labels"], out["report"], mrml.seg_logic)
+    seg = node.GetSegmentation()
+    for index, label in enumerate((19, 20, 21)):
+        segment_id = seg.GetNthSegmentID(index)
+        assert node.GetBinaryLabelmapInternalRepresentation(segment_id).GetOrigin() == pytest.approx(volume.GetOrigin())
+        np.testing.assert_array_equal(segment_mask(node, segment_id), label_array() == label)
+    world_volume, world_segments = [0.0] * 6, [0.0] * 6
+    volume.GetRASBounds(world_volume)
+    node.GetRASBounds(world_segments)
+    assert world_volume[0] <= world_segments[0] < world_segments[1] <= world_volume[1]
+
+
+def test_a_target_under_another_transform_gets_the_volume_s(mrml, tmp_path):
+    volume = add_volume(mrml.scene, ct_array())
+    elsewhere = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "elsewhere")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(1, 3, -40.0)
+    elsewhere.SetMatrixTransformToParent(matrix)
+    empty = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "mine (empty)")
+    empty.SetAndObserveTransformNodeID(elsewhere.GetID())
+    out = write_engine_outputs(tmp_path / "out")
+    node = libseg.build_segmentation_node(mrml.scene, volume, out["labels"], out["report"], mrml.seg_logic,
+                                          target=empty)
+    assert node is empty and node.GetTransformNodeID() is None
+    seg = node.GetSegmentation()
+    np.testing.assert_array_equal(segment_mask(node, seg.GetNthSegmentID(0)), label_array() == 19)

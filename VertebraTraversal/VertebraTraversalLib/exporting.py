@@ -54,6 +54,19 @@ def segment_assignments(seg_node: "slicer.vtkMRMLSegmentationNode") -> Dict[str,
     return out
 
 
+def check_same_transform(seg_node: "slicer.vtkMRMLSegmentationNode", volume_node: "slicer.vtkMRMLVolumeNode") -> None:
+    """Refuse a segmentation that is not under the volume's parent transform: the label map is written on
+    the volume's grid in the volume's own frame, which is the segmentation's only when both share it.
+
+    Raises:
+        InputError: naming both nodes.
+    """
+    if seg_node.GetTransformNodeID() != volume_node.GetTransformNodeID():
+        raise InputError(f"segmentation {seg_node.GetName()!r}: it is under another transform than volume "
+                         f"{volume_node.GetName()!r}; put both under the same transform (or harden both) "
+                         f"before exporting")
+
+
 def check_grid(seg_node: "slicer.vtkMRMLSegmentationNode", segment_id: str,
                volume_node: "slicer.vtkMRMLVolumeNode", tol_mm: float = 1e-3) -> None:
     """Refuse a segment whose binary labelmap is not on the volume's voxel grid (other spacing,
@@ -176,6 +189,7 @@ def export_segmentation_case(scene: "slicer.vtkMRMLScene", seg_node: "slicer.vtk
     if files.image.parent.exists() or files.labels.parent.exists():
         raise InputError(f"{files.image.parent}: case {case_id!r} already exists; not overwriting")
     assignments = segment_assignments(seg_node)
+    check_same_transform(seg_node, volume_node)
     for segment_id in assignments:
         check_grid(seg_node, segment_id, volume_node)
     work = Path(tempfile.mkdtemp(prefix="VertebraTraversal-export-"))

@@ -166,8 +166,8 @@ def build_segmentation_node(scene: "slicer.vtkMRMLScene", volume_node: "slicer.v
         report_path: ``<stem>_report.json`` (completeness, likelihoods per label).
         seg_logic: a ``vtkSlicerSegmentationsModuleLogic`` with the scene set.
         name: node name (default ``"<volume> vertebrae"``, made unique).
-        target: an existing node to fill when it is empty; a non-empty one is never overwritten
-            (a new node is created instead).
+        target: an existing node to fill when it is empty (it moves under the volume's transform); a
+            non-empty one is never overwritten (a new node is created instead).
         style: display of incomplete vertebrae.
 
     Returns:
@@ -180,13 +180,15 @@ def build_segmentation_node(scene: "slicer.vtkMRMLScene", volume_node: "slicer.v
     report = read_report(report_path)
     seg_node = _target_node(scene, volume_node, name, target)
     created = seg_node is not target
+    previous_transform = seg_node.GetTransformNodeID()
     try:
         _fill(seg_node, volume_node, labelmap, report, seg_logic, style, labels_path)
     except Exception:
         if created:
             _remove_with_display(scene, seg_node)
-        else:
-            seg_node.GetSegmentation().RemoveAllSegments()  # the target was empty: leave it empty
+        else:  # the target was empty: leave it empty, where it was
+            seg_node.GetSegmentation().RemoveAllSegments()
+            seg_node.SetAndObserveTransformNodeID(previous_transform)
         raise
     place_in_subject_hierarchy(scene, volume_node, seg_node)
     return seg_node
@@ -196,9 +198,13 @@ def _fill(seg_node: Any, volume_node: Any, labelmap: Any, report: Dict[int, Mapp
           style: IncompleteStyle, labels_path: PathLike) -> None:
     seg_node.CreateDefaultDisplayNodes()
     seg_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
-    seg_node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+    # The label map lies on the volume's grid in the volume's own frame, and the import places it in world
+    # coordinates through the segmentation's transform: import untransformed, then move the segmentation
+    # under the volume's transform, so that both show the vertebrae in the same place.
+    seg_node.SetAndObserveTransformNodeID(None)
     if not seg_logic.ImportLabelmapToSegmentationNode(labelmap, seg_node):
         raise InputError(f"{labels_path}: could not import the label map into a segmentation")
+    seg_node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
     segmentation = seg_node.GetSegmentation()
     labels = {}
     for index in range(segmentation.GetNumberOfSegments()):
