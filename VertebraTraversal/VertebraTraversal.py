@@ -173,6 +173,8 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def _applyPoll(self) -> None:
         state = self._run.poll()
+        # the engine reports progress per case, when a case is done: until then a busy bar
+        self.ui.progressBar.maximum = 0 if self._run.running and state.fraction <= 0 else 100
         self.ui.progressBar.value = int(round(100 * state.fraction))
         self.ui.statusLabel.text = state.status
         for line in self._run.log[self._logLines:]:
@@ -187,7 +189,9 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self._parameterNode.outputSegmentation = self._run.segmentation_node
             self._run.segmentation_node.SetDisplayVisibility(True)
             # through the parameter node: the GUI may be disconnected (another module is shown)
-            self._parameterNode.caseId = self._parameterNode.caseId or self._run.volume_node.GetName()
+            self._parameterNode.caseId = self._parameterNode.caseId or self.logic.defaultCaseId(self._run.volume_node)
+            if state.modality in MODALITY_CHOICES:  # an export of this result is of the model's modality
+                self._parameterNode.exportModality = state.modality
         elif state.cancelled:
             self.ui.progressBar.value = 0
         elif state.error:
@@ -297,6 +301,12 @@ class VertebraTraversalLogic(ScriptedLoadableModuleLogic):
         if run.running:
             run.cancel()
         return run
+
+    @staticmethod
+    def defaultCaseId(volume) -> str:
+        """A case id the export accepts, made from the volume's name (``"3: CT Chest"`` -> ``"3_CT_Chest"``)."""
+        from vertebra_traversal.export import case_id_from_name
+        return case_id_from_name(volume.GetName())
 
     def exportCase(self, segmentation, volume, datasetFolder, caseId: str, modality: str = "ct"):
         """Write the corrected segmentation + volume as a new dataset case (never overwrites)."""

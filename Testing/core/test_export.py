@@ -221,3 +221,13 @@ def test_command_line(tmp_path, capsys):
     assert str(dataset.CaseFiles(config.dataset, "case7", "ct").sidecar) in capsys.readouterr().out
     assert main(argv) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("3: CT Chest", "3_CT_Chest"), ("ct", "ct"), ("  ..Ünïcode//spine.. ", "n_code_spine"), (":::", "case"),
+    ("a..b", "a_b"), ("x" * 200, "x" * 128),
+])
+def test_case_id_from_any_name_is_one_the_export_accepts(tmp_path, name, expected):
+    case_id = export.case_id_from_name(name)
+    assert case_id == expected
+    assert export.validate_case_id(case_id, tmp_path) == case_id

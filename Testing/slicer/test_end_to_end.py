@@ -119,6 +119,22 @@ def test_real_engine_takes_the_start_network_choice(mrml, tmp_path, tiny):
         [off_segments.GetNthSegment(i).GetName() for i in range(off_segments.GetNumberOfSegments())]
 
 
+def test_real_engine_refuses_a_blank_volume_by_its_name(mrml, tmp_path, tiny):
+    volume = load_volume(mrml.scene, _column_ct(tmp_path / "column_ct.nii.gz"), "blank scan")
+    image = vtk.vtkImageData()
+    image.SetDimensions(10, 9, 8)
+    image.AllocateScalars(vtk.VTK_FLOAT, 1)
+    image.GetPointData().GetScalars().Fill(0.0)  # a blank scan: the engine refuses it
+    volume.SetAndObserveImageData(image)
+    before = mrml.node_ids()
+    run, _ = _start(mrml, volume, str(tiny), tmp_path)
+    state = run.wait(TIMEOUT_S)
+    assert run.returncode != 0 and not state.done
+    assert "volume 'blank scan'" in state.error and "constant" in state.error, state.error
+    assert "input.nii.gz" not in state.error
+    assert mrml.node_ids() == before and run.segmentation_node is None
+
+
 def test_real_engine_cancel_restores_the_scene(mrml, tmp_path, tiny):
     volume = load_volume(mrml.scene, _column_ct(tmp_path / "column_ct.nii.gz"), "column")
     before = (mrml.node_ids(), sorted(p.name for p in tmp_path.iterdir()))

@@ -22,6 +22,15 @@ def test_reader_handles_split_lines_split_utf8_and_noise():
     assert reader.noise == ["Warning: some library chatter", '{"not": "an event"}', "[1, 2]"]
 
 
+def test_line_reader_joins_lines_and_characters_cut_between_chunks():
+    reader = events.LineReader()
+    data = "first ä\nsecond\nlast".encode("utf-8")
+    cut = data.index("ä".encode("utf-8")) + 1
+    assert reader.feed(data[:cut]) == []
+    assert reader.feed(data[cut:]) == ["first ä", "second"]
+    assert reader.close() == ["last"] and reader.close() == []
+
+
 def test_reader_accepts_str_chunks():
     reader = events.EventStreamReader()
     assert reader.feed('{"event": "can') == []
@@ -87,6 +96,7 @@ def test_state_follows_the_run(mrml):
     assert state.vertebrae == ("T12 (incomplete)", "L1")                # the result's final names, top first
     assert state.status == "2 found: T12 (incomplete), L1"
     assert state.fraction == 1.0 and state.outputs == {"labels": "l.nii.gz", "report": "r.json"}
+    assert state.modality == "ct"  # from the start event: what an export of this result is written as
     assert not state.finished
     assert events.apply_event(roi, {"event": "done", "seconds": 2}, state).done
     assert events.apply_event(roi, {"event": "error", "message": "boom"}, state).error == "boom"

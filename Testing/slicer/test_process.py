@@ -31,8 +31,12 @@ emit({"event": "start", "input": source, "case": 1, "cases": 1, "model": "fake",
       "device": "cpu", "patch_size_mm": [9, 8, 20]})
 print("library noise on stdout", flush=True)
 sys.stderr.write("engine: working\n"); sys.stderr.flush()
+note = "engine: Wirbel gefunden: \u00e4\n".encode("utf-8")
+cut = note.index(b"\xc3") + 1  # a line, and its one two-byte character, in two writes
+sys.stderr.buffer.write(note[:cut]); sys.stderr.flush(); time.sleep(0.05)
+sys.stderr.buffer.write(note[cut:]); sys.stderr.flush()
 if mode == "error":
-    emit({"event": "error", "message": "input is not a spine"}); sys.exit(1)
+    emit({"event": "error", "message": source + ": input is not a spine"}); sys.exit(1)
 if mode == "forever":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a stubborn child: only SIGKILL ends it
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
@@ -100,6 +104,7 @@ def test_successful_run_builds_the_segmentation_and_cleans_up(mrml, tmp_path, en
     for index, label in enumerate((19, 20, 21)):  # the child segmented what the library wrote for it
         np.testing.assert_array_equal(segment_mask(node, seg.GetNthSegmentID(index)), label_array() == label)
     assert "engine: working" in run.log and "library noise on stdout" in run.log
+    assert "engine: Wirbel gefunden: \u00e4" in run.log  # whole, though it came in two pieces
     assert _work_dirs(tmp_path) == []
     assert _open_descriptors() == descriptors  # the child's pipes are closed, not leaked
 
@@ -110,7 +115,8 @@ def test_engine_error_is_reported_and_leaves_the_scene_alone(mrml, tmp_path, eng
     run = SegmentationRun(mrml.scene, volume, mrml.seg_logic, engine("error"))
     run.start()
     state = run.wait(timeout_s=60)
-    assert "input is not a spine" in state.error and run.returncode == 1
+    assert state.error == "engine exited with code 1: volume 'ct': input is not a spine"  # not our temporary copy
+    assert run.returncode == 1
     assert run.segmentation_node is None and mrml.node_ids() == before and _work_dirs(tmp_path) == []
 
 

@@ -41,6 +41,7 @@ class RunState:
         outputs: the ``result`` event's ``outputs`` (labels, segmentation, centroids, report paths).
         done / cancelled: the engine said ``done`` / ``cancelled``.
         error: message of an ``error`` event (or of a failed run).
+        modality: the model's modality (``"ct"`` / ``"mr"``) from the ``start`` event; None before it.
     """
 
     fraction: float = 0.0
@@ -51,11 +52,34 @@ class RunState:
     done: bool = False
     cancelled: bool = False
     error: Optional[str] = None
+    modality: Optional[str] = None
 
     @property
     def finished(self) -> bool:
         """True once the run ended in any way (done, cancelled or error)."""
         return self.done or self.cancelled or self.error is not None
+
+
+class LineReader:
+    """Complete text lines from a byte (or str) stream read in chunks of any size: a line or a UTF-8
+    character cut between two chunks comes out whole."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+
+    def feed(self, chunk: Union[bytes, str]) -> List[str]:
+        """The lines (without their newline) that ``chunk`` completes; the rest waits."""
+        text = self._decoder.decode(chunk) if isinstance(chunk, (bytes, bytearray)) else chunk
+        lines = (self._pending + text).split("\n")
+        self._pending = lines.pop()
+        return lines
+
+    def close(self) -> List[str]:
+        """End of stream: the last line without a newline, if any."""
+        rest = self._pending + self._decoder.decode(b"", final=True)
+        self._pending = ""
+        return [rest] if rest else []
 
 
 class EventStreamReader:
@@ -67,23 +91,19 @@ class EventStreamReader:
     """
 
     def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending = ""
+        self._lines = LineReader()
         self.noise: List[str] = []
 
     def feed(self, chunk: Union[bytes, str]) -> List[Dict[str, Any]]:
         """Parse a chunk; return the events of every line it completes."""
-        text = self._decoder.decode(chunk) if isinstance(chunk, (bytes, bytearray)) else chunk
-        lines = (self._pending + text).split("\n")
-        self._pending = lines.pop()
-        return [event for event in (self._parse(line) for line in lines) if event is not None]
+        return self._events(self._lines.feed(chunk))
 
     def close(self) -> List[Dict[str, Any]]:
         """End of stream: parse what is left (a last line without a newline)."""
-        rest = self._pending + self._decoder.decode(b"", final=True)
-        self._pending = ""
-        event = self._parse(rest)
-        return [event] if event is not None else []
+        return self._events(self._lines.close())
+
+    def _events(self, lines: List[str]) -> List[Dict[str, Any]]:
+        return [event for event in (self._parse(line) for line in lines) if event is not None]
 
     def _parse(self, line: str) -> Optional[Dict[str, Any]]:
         line = line.strip()
@@ -194,7 +214,8 @@ def apply_event(target: Any, event: Mapping[str, Any], state: Optional[RunState]
     state = state or RunState()
     kind = event.get("event")
     if kind == "start":
-        return replace(state, status=f"Segmenting with the {event.get('modality', '')} model on {event.get('device', '')}")
+        modality = str(event["modality"]).lower() if event.get("modality") else state.modality
+        return replace(state, modality=modality, status=f"Segmenting with the {event.get('modality', '')} model on {event.get('device', '')}")
     if kind == "patch":
         return _on_patch(target, event, state)
     if kind == "vertebra":

@@ -31,7 +31,7 @@ import slicer
 
 import vertebra_traversal
 
-from .events import EventStreamReader, RunState, apply_event, create_patch_roi, remove_patch_roi
+from .events import EventStreamReader, LineReader, RunState, apply_event, create_patch_roi, remove_patch_roi
 from .segmentation import build_segmentation_node
 from .volumes import write_volume
 
@@ -123,9 +123,11 @@ class SegmentationRun:
         self._stderr: "queue.Queue[Any]" = queue.Queue()
         self._open_streams = 0
         self._stderr_tail = b""
+        self._stderr_lines = LineReader()
         self._process: Optional[subprocess.Popen] = None
         self._threads: List[threading.Thread] = []
         self._work: Optional[Path] = None
+        self._input_path: Optional[Path] = None
         self._roi = None
         self._cancel_deadline: Optional[float] = None
         self._killed = False
@@ -146,7 +148,7 @@ class SegmentationRun:
             raise RuntimeError("this run was started already; create a new SegmentationRun")
         self._work = Path(tempfile.mkdtemp(prefix="VertebraTraversal-", dir=self.config.work_dir))
         try:
-            input_path = write_volume(self.volume_node, self._work / "input.nii.gz")
+            input_path = self._input_path = write_volume(self.volume_node, self._work / "input.nii.gz")
             argv = engine_command(self.config, input_path, self._work / "out")
             logger.info("starting %s", " ".join(argv))
             self._process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -252,9 +254,10 @@ class SegmentationRun:
                 return
             if chunk is _EOF:
                 self._open_streams -= 1
+                self.log.extend(line.rstrip("\r") for line in self._stderr_lines.close())
                 continue
             self._stderr_tail = (self._stderr_tail + chunk)[-4000:]
-            self.log.extend(chunk.decode("utf-8", errors="replace").splitlines())
+            self.log.extend(line.rstrip("\r") for line in self._stderr_lines.feed(chunk))
 
     def _drain_stdout(self) -> None:
         while True:
@@ -282,6 +285,8 @@ class SegmentationRun:
                 self.state = replace(self.state, cancelled=True, status="Cancelled")
             else:
                 message = self._engine_state.error or _last_line(self._stderr_tail) or "no result"
+                if self._input_path is not None:  # the engine names its input: the user's volume, not our copy
+                    message = message.replace(str(self._input_path), f"volume {self.volume_node.GetName()!r}")
                 self.state = replace(self.state, error=f"engine exited with code {self.returncode}: {message}")
         finally:
             self._cleanup_files()

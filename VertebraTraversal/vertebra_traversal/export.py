@@ -142,6 +142,14 @@ def validate_case_id(case_id: str, root: PathLike) -> str:
     return case_id
 
 
+def case_id_from_name(name: str) -> str:
+    """A valid case id made from any name (a volume's, say ``"3: CT Chest"`` -> ``"3_CT_Chest"``): every run of
+    other characters becomes one ``_``, leading and trailing ``._-`` go, at most 128 characters; ``"case"``
+    when nothing is left."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name or "").replace("..", "_").strip("._-")[:128].rstrip("._-")
+    return safe if _CASE_ID.match(safe) else "case"
+
+
 def _image_matrix(image: sitk.Image) -> np.ndarray:
     """4x4 voxel (i, j, k) -> LPS mm matrix of a SimpleITK image."""
     matrix = np.eye(4)
