@@ -294,9 +294,11 @@ class VertebraTraversalLogic(ScriptedLoadableModuleLogic):
         run.start()
         return run
 
-    def segment(self, volume, model: str = "ct", device: str = "auto", timeout_s: float = 1800.0):
-        """Blocking variant (scripts, self-test): returns the run once it finished."""
-        run = self.startSegmentation(volume, model, device)
+    def segment(self, volume, model: str = "ct", device: str = "auto", timeout_s: float = 1800.0, target=None,
+                startNetwork: Optional[str] = None):
+        """Blocking variant (scripts, self-test) of :meth:`startSegmentation`, with the same options:
+        returns the run once it finished (cancelled after ``timeout_s``)."""
+        run = self.startSegmentation(volume, model, device, target, startNetwork)
         run.wait(timeout_s, on_state=lambda state: slicer.app.processEvents())
         if run.running:
             run.cancel()
