@@ -195,6 +195,23 @@ def test_a_piece_that_can_take_a_free_level_is_kept_and_leaving_out_has_a_price(
     assert refine_labels(inner, LabelingConfig(max_trimmed=3, trim_penalty=0.15)).labels[5] != 0
 
 
+def test_an_l6_read_exactly_ties_with_leaving_it_out_at_the_variants_price():
+    # T6-L5 and an L6 read at L6's own value: the l6 chain explains all 13 at 1 - 0.15, the standard
+    # chain the 12 it keeps at 1 - 0.15 (the average is over the kept); ties go to the standard chain
+    values = _values("T6", "L5") + [float(anatomy.vertebra("L6").regression_value)]
+    left_out = refine_labels(values, LabelingConfig(max_trimmed=1, trim_penalty=0.15))
+    assert left_out.chain == "standard" and left_out.labels[-1] == 0 and left_out.score == pytest.approx(1.0)
+    dearer = refine_labels(values, LabelingConfig(max_trimmed=1, trim_penalty=0.2))
+    assert dearer.chain == "l6" and names(dearer) == span("T6", "L5") + ["L6"]
+
+
+def test_with_skipped_levels_four_lumbar_values_counted_from_the_sacrum_read_as_a_skipped_l1():
+    values = [15.0, 16.0, 17.0, 18.0, 19.0, 20.9, 21.9, 22.9, 23.9]  # the module docstring's example
+    assert refine_labels(values).chain == "four_lumbar"
+    skipped = refine_labels(values, LabelingConfig(max_gaps=1, gap_penalty=0.1))  # 0.1 < the variant's 0.15
+    assert skipped.chain == "standard" and names(skipped)[4:] == ["T12", "L2", "L3", "L4", "L5"]
+
+
 def test_leaving_out_makes_room_for_more_instances_than_a_chain_holds_and_is_checked():
     values = _values("C1", "L5") + [4.7, 9.8]  # 26: more than any chain holds unless two are left out
     assert refine_labels(values, LabelingConfig(max_trimmed=2)).labels[-2:] == (0, 0)

@@ -25,6 +25,10 @@ distance above the sacrum -- and ``p`` takes the better one. ``[.., 19, 20.9, 21
 standard chain must either break the T12 anchor or the sacrum anchor (average well below 1), the
 four-lumbar chain explains both (T12, L1..L4 with p = 0.9 each) and wins despite the penalty. When the
 values are just a standard spine, the variant can at best tie before the penalty, so standard wins.
+Where skipped levels are allowed (``max_gaps``, below) the standard chain has a third way: T12, then L1
+skipped, L2..L5 explains the same values as well as the four-lumbar chain does, at the lower price of a
+gap (``gap_penalty`` 0.1 against ``variant_penalty`` 0.15), and wins. A spine whose lumbar values are counted
+from the ribs (the bundled CT model's, on its phantoms) reads L1..L4 either way.
 
 Also beyond the paper, and off by default: ``LabelingConfig.max_gaps`` lets a sequence skip single
 levels, each costing ``gap_penalty`` of its average likelihood. The paper's sequences are gap-free
@@ -38,8 +42,13 @@ K instances at the two ends of the chain, each costing ``trim_penalty`` of its a
 get no label. The traversal stores now and then pieces of other bone at an end of the spine (the pelvis
 below L5, the skull above C1) with label values that fit no level next to their neighbours. Where the scan
 shows most of the spine no level is left for them, and keeping them moves every label: ``[3, 4, .., 24,
-4.7, 9.8, 10.8]`` (C3-L5 and three pieces of the pelvis) is read as a T13 chain in which C3-L5 are named
-C1-L2; with the three left out (K = 3, T = 0.15: 1 - 0.45 against 0), C3-L5 keep their names.
+4.7, 9.8, 10.8]`` (C3-L5 and three pieces of the pelvis) is read by the paper's triangle as a T13 chain in
+which C3-L5 are named C1-L2 (every sequence scores 0 there, so the tie-break decides), by a Gaussian of
+1.25 levels as an L6 chain in which L5 is named L3; with the three left out (K = 3, T = 0.15), C3-L5 keep
+their names. The average is taken over the instances kept, so leaving out one costs only T: an L6 read
+exactly (L6's own value, 25) ties with the standard chain that leaves it out at 0.15, the price of the L6
+chain, and the tie goes to the standard chain. Counting left-out instances as 0 instead was tried on
+validation phantoms and named fewer L6 spines right, not more (CT model history).
 
 Confidence: ``likelihoods`` are the raw ``p(y | v)`` of the chosen labels; ``confidences`` are
 per-vertebra marginals over all candidate sequences: the share of the candidates' weight that agrees
@@ -117,7 +126,8 @@ class LabelAssignment:
         likelihoods: raw ``p(label | value)`` of each chosen label (0..1).
         confidences: per-vertebra marginal share of the chosen label over all candidates (0..1).
         chain: ``"standard"``, ``"t13"``, ``"l6"`` or ``"four_lumbar"``.
-        score: the chosen sequence's average likelihood (paper §3.4), before any variant penalty.
+        score: the chosen sequence's average likelihood (paper §3.4) over the instances it keeps, before
+            the variant, skipped-level and left-out penalties.
     """
 
     labels: Tuple[int, ...]
@@ -297,6 +307,12 @@ def _check_values(values: Sequence[float]) -> List[float]:
     return out
 
 
+def capacity(config: LabelingConfig = LabelingConfig()) -> int:
+    """The most instances :func:`refine_labels` can label under ``config``: its longest allowed chain, plus
+    the instances it may leave out at the chain's ends."""
+    return max(len(c.members) for c in _chains(config)) + int(config.max_trimmed)
+
+
 def refine_labels(values: Sequence[float], config: LabelingConfig = LabelingConfig()) -> LabelAssignment:
     """Maximum-likelihood labels of the detected vertebrae (paper §3.4 plus T13/L6/four lumbar).
 
@@ -318,9 +334,9 @@ def refine_labels(values: Sequence[float], config: LabelingConfig = LabelingConf
     if not vals:
         return LabelAssignment((), (), (), "standard", 0.0)
     chains = _chains(config)
-    longest = max(len(c.members) for c in chains)
-    if len(vals) - config.max_trimmed > longest:
-        raise ValueError(f"{len(vals)} vertebrae detected but the allowed chains hold at most {longest}; "
+    if len(vals) > capacity(config):
+        raise ValueError(f"{len(vals)} vertebrae detected but the allowed chains hold at most "
+                         f"{capacity(config) - config.max_trimmed} (and {config.max_trimmed} may be left out); "
                          f"no labelling without duplicates exists")
     candidates = _candidates(vals, chains, config)
     rank = {name: i for i, name in enumerate(CHAINS)}

@@ -1,0 +1,45 @@
+"""How many instances reach the labelling: never more than the label refinement can hold
+(labeling.capacity), so that a reading without T13 and L6 chains still labels a scan with 25 instances."""
+import numpy as np
+import SimpleITK as sitk
+
+from vertebra_traversal import anatomy
+from vertebra_traversal.labeling import LabelingConfig, capacity
+from vertebra_traversal.pipeline import SegmentConfig, label_model_grid
+from vertebra_traversal.traversal import Instance, TraversalResult
+
+
+def _stack(values_top_first, voxels_top_first):
+    """Instances stacked along z (z increases superior), each a slab of 4 x 4 columns whose voxel count is
+    its size; the first one on top. Returns (model image, traversal result)."""
+    n = len(values_top_first)
+    instances = np.zeros((2 * n, 8, 8), np.int16)
+    found = []
+    for rank, (value, voxels) in enumerate(zip(values_top_first, voxels_top_first)):
+        z = 2 * (n - 1 - rank)
+        flat = instances[z].reshape(-1)
+        flat[:voxels] = rank + 1
+        found.append(Instance(rank + 1, float(value), 0.9, voxels, (float(z), 3.5, 3.5),
+                              (slice(z, z + 1), slice(0, 8), slice(0, 8))))
+    image = sitk.GetImageFromArray(np.zeros(instances.shape, np.float32))
+    image.SetSpacing((2.0, 2.0, 2.0))
+    return image, TraversalResult(instances, tuple(found), steps=1, network_passes=1, stopped_by="complete",
+                                  cancelled=False)
+
+
+def test_capacity_is_the_longest_allowed_chain_and_what_may_be_left_out():
+    assert capacity(LabelingConfig()) == len(anatomy.STANDARD) + 1
+    assert capacity(LabelingConfig(allow_t13=False, allow_l6=False)) == len(anatomy.STANDARD)
+    assert capacity(LabelingConfig(max_trimmed=3)) == len(anatomy.STANDARD) + 4
+
+
+def test_more_instances_than_a_spine_without_variants_holds_keeps_the_largest_and_labels_them():
+    # C1-L5 (24) and a 25th, the smallest, between L3 and L4: without T13 and L6 no chain holds 25
+    values = list(range(1, 22)) + [21.5] + list(range(22, 25))
+    voxels = [40] * 21 + [5] + [40] * 3
+    image, result = _stack(values, voxels)
+    config = SegmentConfig(labeling=LabelingConfig(allow_t13=False, allow_l6=False, allow_four_lumbar=False))
+    labels, kept, assignment = label_model_grid(image, result, config)
+    assert len(kept) == 24 and 22 not in [v.index for v in kept]
+    assert assignment.labels == tuple(range(1, 25))
+    assert np.count_nonzero(sitk.GetArrayFromImage(labels)) == 24 * 40  # the 5-voxel piece is gone
