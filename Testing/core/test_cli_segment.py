@@ -240,3 +240,15 @@ def test_two_inputs_with_the_same_output_name_are_refused_before_any_work(tmp_pa
     assert f"{second}: same output name 'scan' as {first}" in out.stderr
     assert not any(json.loads(line)["event"] == "start" for line in out.stdout.splitlines())
     assert not (tmp_path / "o").exists()
+
+
+def test_skipped_levels_and_ends_left_out_can_be_set_per_run(tmp_path, model):
+    image = _ct(tmp_path / "scan_ct.nii.gz")
+    out = _run(["segment", image, "-o", tmp_path / "out", "--model", model, "--device", "cpu",
+                "--gaps", "3", "--trim-ends", "2"])
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "out" / "scan_ct_report.json").read_text())
+    assert (report["model"]["label_gaps"], report["model"]["label_trimmed"]) == (3, 2)
+    refused = _run(["segment", image, "-o", tmp_path / "bad", "--model", model, "--trim-ends", "4"])
+    assert refused.returncode == 2 and "--trim-ends: invalid choice: 4" in refused.stderr
+    assert not (tmp_path / "bad").exists()

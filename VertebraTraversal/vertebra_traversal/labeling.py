@@ -98,7 +98,7 @@ class LabelingConfig:
     max_gaps: int = 0
     gap_penalty: float = 0.1
     max_trimmed: int = 0
-    trim_penalty: float = 0.1
+    trim_penalty: float = 0.15
 
     def __post_init__(self) -> None:
         for name in ("allow_t13", "allow_l6", "allow_four_lumbar"):

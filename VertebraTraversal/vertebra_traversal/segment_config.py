@@ -69,6 +69,9 @@ class SegmentConfig:
         labeling: label refinement settings (T13 / L6 / four lumbar, paper §3.4 and beyond).
         label_calibration: read the label values through the model's calibration table when it has one
             (:mod:`~vertebra_traversal.label_calibration`); False = the paper's reading (§3.4).
+        max_gaps / max_trimmed: how many levels the label sequence may skip and how many instances it may
+            leave out at the chain's two ends in this run (0-3), at the model's penalties where it carries
+            them (else ``labeling``'s); None = the model's reading (the bundled CT model: 2 and 3).
         start_network: when a model's start network (:mod:`~vertebra_traversal.start_network`) segments
             the empty-memory patches: ``"always"``, ``"fallback"`` (only when the main network alone finds
             no vertebra in the scan; the traversal then runs again) or ``"off"``; None = the model's
@@ -92,6 +95,8 @@ class SegmentConfig:
     max_steps: int = 2000
     labeling: LabelingConfig = field(default_factory=LabelingConfig)
     label_calibration: bool = True
+    max_gaps: Optional[int] = None
+    max_trimmed: Optional[int] = None
     start_network: Optional[str] = None
 
     def __post_init__(self) -> None:
@@ -112,6 +117,8 @@ class SegmentConfig:
             raise ValueError(f"min_volume_ratio must be in [0, 1), got {self.min_volume_ratio!r}")
         if not math.isfinite(self.growth_threshold_hu):
             raise ValueError(f"growth_threshold_hu must be finite, got {self.growth_threshold_hu!r}")
+        counts = {k: v for k, v in (("max_gaps", self.max_gaps), ("max_trimmed", self.max_trimmed)) if v is not None}
+        replace(self.labeling, **counts)  # LabelingConfig checks them: ValueError naming the field
         if self.label_interpolation not in LABEL_INTERPOLATORS:
             raise ValueError(f"label_interpolation must be one of {LABEL_INTERPOLATORS}, "
                              f"got {self.label_interpolation!r}")
@@ -164,10 +171,10 @@ class SegmentConfig:
     def labeling_for(self, meta: ModelMetadata) -> LabelingConfig:
         """The label refinement of a run: ``labeling``, with the model's calibration and skipped-level
         allowance (``ModelMetadata.label_gaps``) and ends that may be left out (``ModelMetadata.label_trim``)
-        unless switched off or a calibration is already set."""
-        if self.labeling.calibration is not None or not self.label_calibration:
-            return self.labeling
-        calibration = meta.calibration()
-        if calibration is None:
-            return self.labeling
-        return replace(self.labeling, calibration=calibration, **meta.label_gaps(), **meta.label_trim())
+        unless switched off or a calibration is already set; then this run's ``max_gaps`` and ``max_trimmed``."""
+        labeling = self.labeling
+        calibration = meta.calibration() if labeling.calibration is None and self.label_calibration else None
+        if calibration is not None:
+            labeling = replace(labeling, calibration=calibration, **meta.label_gaps(), **meta.label_trim())
+        counts = {k: v for k, v in (("max_gaps", self.max_gaps), ("max_trimmed", self.max_trimmed)) if v is not None}
+        return replace(labeling, **counts) if counts else labeling

@@ -137,6 +137,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="network: the completeness output (paper §3.5); edge: the vertebra does not reach the "
                              "scan's border; both. Default: the model's (its card says which and why)")
     add_edge_options(parser, recorded=False)
+    parser.add_argument("--gaps", type=int, choices=range(4), metavar="G",
+                        help="label levels the sequence may skip, 0-3 (default: the model's; the bundled CT "
+                             "model: 2)")
+    parser.add_argument("--trim-ends", type=int, choices=range(4), metavar="K",
+                        help="instances the label sequence may leave out at the chain's two ends, 0-3; they "
+                             "leave the output (default: the model's; the bundled CT model: 3; 0 keeps all)")
     parser.add_argument("--start-network", choices=START_USES,
                         help="for a model with a start network (combine): always, fallback (only when the main "
                              "network alone finds no vertebra in a scan) or off (accepted for any model). "
@@ -185,8 +191,8 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                            completeness_rule=args.completeness_rule, edge_margin_mm=margin,
                            edge_min_contact_mm2=contact, edge_margin_faces=faces,
                            max_spine_offset_mm=spine_offset, min_volume_ratio=volume_ratio,
-                           label_interpolation=args.label_interpolation,
-                           start_network=args.start_network)
+                           label_interpolation=args.label_interpolation, max_gaps=args.gaps,
+                           max_trimmed=args.trim_ends, start_network=args.start_network)
     meta = model.metadata
     resolved = config.for_model(meta)  # what the run uses: the model's settings read in
     labeling = resolved.labeling
