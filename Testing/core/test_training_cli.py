@@ -148,14 +148,15 @@ def test_fine_tunes_keep_a_gaussian_label_reading_and_drop_a_fitted_table(tiny_p
     trained = load_model(out / "model.pt", device="cpu")
     assert read_metadata(out / "model.pt").calibration() is None
     fitted = LabelCalibration(tuple(v + 1.0 for v in TABLE_VALUES), (2.0,) * len(TABLE_VALUES), vertebrae=9, cases=3)
-    gaps = {"max_gaps": 1, "gap_penalty": 0.1}
-    inits = {"gauss": write_calibrated(trained, gaussian_reading(1.5), tmp_path / "gauss.pt", gaps),
+    gaps, trim = {"max_gaps": 1, "gap_penalty": 0.1}, {"max_trimmed": 3, "trim_penalty": 0.15}
+    inits = {"gauss": write_calibrated(trained, gaussian_reading(1.5), tmp_path / "gauss.pt", {**gaps, **trim}),
              "table": write_calibrated(trained, fitted, tmp_path / "table.pt")}
     for name, init in inits.items():
         assert cli.main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / name), "--iterations",
                          "1", "--workers", "0", "--init", str(init)]) == 0
     assert read_metadata(tmp_path / "gauss" / "model.pt").calibration() == gaussian_reading(1.5)
     assert read_metadata(tmp_path / "gauss" / "model.pt").label_gaps() == gaps
+    assert read_metadata(tmp_path / "gauss" / "model.pt").label_trim() == trim  # the ends allowance comes along
     assert read_metadata(tmp_path / "table" / "model.pt").calibration() is None
     assert [read_metadata(path).training["init_label_reading"] for path in
             (out / "model.pt", tmp_path / "gauss" / "model.pt", tmp_path / "table" / "model.pt")] == \

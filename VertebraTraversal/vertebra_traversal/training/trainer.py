@@ -126,7 +126,8 @@ def inherited_reading(init: Path, metadata: ModelMetadata) -> "tuple[Dict[str, A
     training metadata as ``init_label_reading``).
 
     A Gaussian reading of the paper's expected values does not depend on the weights and is kept, with
-    its allowance for skipped levels (``ModelMetadata.label_gaps``); a
+    its allowance for skipped levels and for instances left out at the chain's ends
+    (``ModelMetadata.label_gaps``, ``label_trim``); a
     table fitted to the init model's answers describes those weights only and is dropped, with a warning
     that says how to fit one for the new weights (``vertebra-traversal calibrate``).
     """
@@ -137,7 +138,7 @@ def inherited_reading(init: Path, metadata: ModelMetadata) -> "tuple[Dict[str, A
         logger.warning("%s reads its labels through a table fitted to its own weights; the fine-tuned model "
                        "does not keep it (fit one for it with vertebra-traversal calibrate)", init)
         return {}, "dropped"
-    return ModelMetadata.reading_record(calibration, metadata.label_gaps()), "kept"
+    return ModelMetadata.reading_record(calibration, {**metadata.label_gaps(), **metadata.label_trim()}), "kept"
 
 
 def _target(cases: Sequence[PreparedCase]) -> str:
