@@ -173,7 +173,7 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def _applyPoll(self) -> None:
         state = self._run.poll()
-        # the engine reports progress per case, when a case is done: until then a busy bar
+        # a busy bar until the first patch says how far along the scan the traversal is
         self.ui.progressBar.maximum = 0 if self._run.running and state.fraction <= 0 else 100
         self.ui.progressBar.value = int(round(100 * state.fraction))
         self.ui.statusLabel.text = state.status

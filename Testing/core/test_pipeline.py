@@ -78,6 +78,20 @@ def test_events_carry_lps_millimetres_and_cancel_stops_cleanly():
     assert first["center_lps_mm"][2] == pytest.approx(expected_z, abs=SPACING)
 
 
+@pytest.mark.parametrize("direction", ["up", "down"])
+def test_patch_events_say_how_far_along_the_scan_the_traversal_is(direction):
+    spine = box_spine((110, 30, 30), IDS_BOTTOM_UP)
+    events = []
+    segment_with_predictor(_stored(spine.labels), oracle_for(spine, direction), _meta(direction),
+                           on_event=events.append)
+    patches = [e for e in events if e["event"] == "patch"]
+    for e in patches:  # the centre's model-grid z (LPS z = 300 + 4 z here) over the 110 layers, in its direction
+        along = ((e["center_lps_mm"][2] - 300.0) / SPACING + 0.5) / 110
+        assert e["scan_fraction"] == pytest.approx(along if direction == "up" else 1 - along, abs=1e-4)
+    fractions = [e["scan_fraction"] for e in patches]
+    assert fractions[0] < 0.35 and max(fractions) > 0.75  # the run starts near its end of the scan and climbs
+
+
 def test_ct_surface_refinement_peels_low_density_surface_voxels():
     spine = box_spine((110, 30, 30), IDS_BOTTOM_UP)
     image = _stored(spine.labels)

@@ -143,6 +143,7 @@ def test_real_engine_cancel_restores_the_scene(mrml, tmp_path, tiny):
     while run.poll().patches < 2 and run.running and time.monotonic() < deadline:
         time.sleep(0.05)
     assert run.running, (run.state, run.log[-20:])
+    assert 0 < run.state.fraction < 1  # the engine's patches say how far along the scan it is
     assert run.request_cancel().status == "Cancelling"  # as the module's Cancel: returns at once
     state = run.wait(TIMEOUT_S)
     assert state.cancelled and run.returncode == 130  # the engine stopped between two steps (SIGTERM)

@@ -103,6 +103,20 @@ def test_state_follows_the_run(mrml):
     assert events.apply_event(roi, {"event": "cancelled"}, state).finished
 
 
+def test_progress_follows_the_patches_along_the_scan_and_never_goes_back(mrml):
+    roi = events.create_patch_roi(mrml.scene)
+    state = events.apply_event(roi, {"event": "start", "case": 2, "cases": 4, "modality": "MR"})
+    assert (state.case, state.cases, state.modality) == (2, 4, "mr") and state.fraction == 0.0
+    seen = []
+    for along in (0.2, 0.6, 0.4, 1.0):  # the converge phase may step back; a case ends only with its result
+        patch = {"event": "patch", "step": 1, "center_lps_mm": [0, 0, 0], "size_mm": [9, 9, 9], "scan_fraction": along}
+        state = events.apply_event(roi, patch, state)
+        seen.append(state.fraction)
+    assert seen == pytest.approx([(1 + 0.2) / 4, (1 + 0.6) / 4, (1 + 0.6) / 4, (1 + 0.99) / 4])
+    old_engine = {"event": "patch", "step": 2, "center_lps_mm": [0, 0, 0], "size_mm": [9, 9, 9]}
+    assert events.apply_event(roi, old_engine, state).fraction == state.fraction
+
+
 def test_a_run_that_finds_nothing_says_so(mrml):
     roi = events.create_patch_roi(mrml.scene)
     state = events.apply_event(roi, {"event": "patch", "step": 1, "center_lps_mm": [0, 0, 0],

@@ -33,7 +33,8 @@ class RunState:
     """What the module shows about a run; every event returns a new state.
 
     Attributes:
-        fraction: progress 0..1 (``progress`` events; 1 on ``result``).
+        fraction: progress 0..1: within a case from the ``patch`` events' ``scan_fraction`` (never going
+            back), per finished case from ``progress`` events; 1 on ``result``.
         status: one line for the status label.
         vertebrae: provisional names found so far, in order found (``"T1 (incomplete)"`` when flagged);
             from the ``result`` event on, the final names (after the label refinement, top first).
@@ -42,6 +43,7 @@ class RunState:
         done / cancelled: the engine said ``done`` / ``cancelled``.
         error: message of an ``error`` event (or of a failed run).
         modality: the model's modality (``"ct"`` / ``"mr"``) from the ``start`` event; None before it.
+        case / cases: the ``start`` event's case number (1-based) and number of cases.
     """
 
     fraction: float = 0.0
@@ -53,6 +55,8 @@ class RunState:
     cancelled: bool = False
     error: Optional[str] = None
     modality: Optional[str] = None
+    case: int = 1
+    cases: int = 1
 
     @property
     def finished(self) -> bool:
@@ -189,7 +193,11 @@ def _on_patch(target: Any, event: Mapping[str, Any], state: RunState) -> RunStat
     move_roi(roi, event["center_lps_mm"], event["size_mm"])
     patches = state.patches + 1
     tail = f"patch {event.get('step', patches)} ({event.get('phase', 'search')})"
-    return replace(state, patches=patches, status=_status(state, tail))
+    fraction = state.fraction
+    if isinstance(event.get("scan_fraction"), (int, float)):  # this case's share, short of its end
+        along = min(0.99, max(0.0, float(event["scan_fraction"])))
+        fraction = max(fraction, (state.case - 1 + along) / state.cases)
+    return replace(state, patches=patches, fraction=fraction, status=_status(state, tail))
 
 
 def _on_vertebra(event: Mapping[str, Any], state: RunState) -> RunState:
@@ -215,7 +223,8 @@ def apply_event(target: Any, event: Mapping[str, Any], state: Optional[RunState]
     kind = event.get("event")
     if kind == "start":
         modality = str(event["modality"]).lower() if event.get("modality") else state.modality
-        return replace(state, modality=modality, status=f"Segmenting with the {event.get('modality', '')} model on {event.get('device', '')}")
+        case, cases = max(1, int(event.get("case", 1))), max(1, int(event.get("cases", 1)))
+        return replace(state, modality=modality, case=case, cases=cases, status=f"Segmenting with the {event.get('modality', '')} model on {event.get('device', '')}")
     if kind == "patch":
         return _on_patch(target, event, state)
     if kind == "vertebra":

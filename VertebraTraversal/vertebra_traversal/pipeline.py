@@ -100,16 +100,22 @@ def _traversal_config(meta: ModelMetadata, config: SegmentConfig) -> TraversalCo
 
 
 def _event_adapter(model_image: sitk.Image, patch_mm: List[float], on_event: Optional[EventCallback],
-                   labeling: LabelingConfig) -> Callable[[Any], None]:
-    """Turn traversal events (model-grid voxels) into JSON-ready dicts with LPS millimetres."""
+                   labeling: LabelingConfig, direction: str = "up") -> Callable[[Any], None]:
+    """Turn traversal events (model-grid voxels) into JSON-ready dicts with LPS millimetres. A patch event
+    also says how far along the scan's superior axis (model-grid z) its centre lies in the traversal's
+    ``direction``, 0..1: the sliding search and the climb both move that way (§3.3), so it serves as the
+    run's progress."""
+    depth = max(1, model_image.GetSize()[2])
 
     def emit(event: Any) -> None:
         if on_event is None:
             return
         center = [round(float(c), 2) for c in model_index_to_lps(model_image, event.center_zyx)]
         if isinstance(event, PatchEvent):
+            along = min(1.0, max(0.0, (float(event.center_zyx[0]) + 0.5) / depth))
             on_event({"event": "patch", "step": event.step, "center_lps_mm": center,
-                      "size_mm": patch_mm, "phase": event.phase})
+                      "size_mm": patch_mm, "phase": event.phase,
+                      "scan_fraction": round(along if direction == "up" else 1.0 - along, 4)})
         elif isinstance(event, VertebraEvent):
             label = provisional_label(event.label_value, labeling.calibration)
             on_event({"event": "vertebra", "index": event.index, "provisional_label": label,
@@ -129,7 +135,8 @@ def run_traversal(image: sitk.Image, predictor: Predictor, meta: ModelMetadata,
     array = normalize(sitk.GetArrayFromImage(model_image), spec)
     patch_mm = [round(float(p) * float(s), 2) for p, s in zip(reversed(meta.patch_size), meta.spacing_mm)]
     result = traverse(array, predictor, _traversal_config(meta, config),
-                      on_event=_event_adapter(model_image, patch_mm, on_event, config.labeling_for(meta)),
+                      on_event=_event_adapter(model_image, patch_mm, on_event, config.labeling_for(meta),
+                                              meta.direction),
                       should_cancel=should_cancel)
     return model_image, result
 
