@@ -188,6 +188,8 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if state.done and self._run.segmentation_node is not None:
             self._parameterNode.outputSegmentation = self._run.segmentation_node
             self._run.segmentation_node.SetDisplayVisibility(True)
+            self.ui.resultsTableView.setMRMLTableNode(self._run.results_table)
+            self.ui.resultsCollapsibleButton.collapsed = False
             # through the parameter node: the GUI may be disconnected (another module is shown)
             self._parameterNode.caseId = self._parameterNode.caseId or self.logic.defaultCaseId(self._run.volume_node)
             if state.modality in MODALITY_CHOICES:  # an export of this result is of the model's modality
@@ -369,6 +371,10 @@ class VertebraTraversalTest(ScriptedLoadableModuleTest):
             complete = segment_tag(segment, "VertebraTraversal.complete")
             self.assertIn(complete, ("true", "false"))
             self.assertEqual(segment.GetName().endswith("(incomplete)"), complete == "false")
+        table = run.results_table.GetTable()  # the same vertebrae in the results table, top first
+        self.assertEqual([table.GetValue(r, 0).ToString() for r in range(table.GetNumberOfRows())],
+                         [segmentation.GetNthSegment(i).GetName().replace(" (incomplete)", "")
+                          for i in range(segmentation.GetNumberOfSegments())])
 
         self.delayDisplay("Exporting for training")
         files = logic.exportCase(run.segmentation_node, volume, work / "dataset", "selftest", "ct")

@@ -58,6 +58,8 @@ for index, (label, name) in enumerate(((21, "L2"), (20, "L1"), (19, "T12")), sta
     emit({"event": "vertebra", "index": index, "provisional_label": label, "provisional_name": name,
           "label_value": label - 4.0, "completeness": 0.3 if label == 21 else 0.9, "complete": label != 21,
           "center_lps_mm": [0, 0, 0]})
+if mode == "badlabels":  # an id no vertebra has: the library must refuse the result
+    labels[0, 0, 0] = 99
 os.makedirs(out)
 result = sitk.GetImageFromArray(labels); result.CopyInformation(image)
 paths = {"labels": os.path.join(out, "input_seg-vert_msk.nii.gz"), "report": os.path.join(out, "input_report.json")}
@@ -105,8 +107,21 @@ def test_successful_run_builds_the_segmentation_and_cleans_up(mrml, tmp_path, en
         np.testing.assert_array_equal(segment_mask(node, seg.GetNthSegmentID(index)), label_array() == label)
     assert "engine: working" in run.log and "library noise on stdout" in run.log
     assert "engine: Wirbel gefunden: \u00e4" in run.log  # whole, though it came in two pieces
+    table = run.results_table.GetTable()  # the report as a table, top first
+    assert [table.GetValue(r, 0).ToString() for r in range(table.GetNumberOfRows())] == ["T12", "L1", "L2"]
     assert _work_dirs(tmp_path) == []
     assert _open_descriptors() == descriptors  # the child's pipes are closed, not leaked
+
+
+def test_a_result_the_library_refuses_leaves_no_node_behind(mrml, tmp_path, engine):
+    volume = add_volume(mrml.scene, ct_array())
+    before = mrml.node_ids()
+    run = SegmentationRun(mrml.scene, volume, mrml.seg_logic, engine("badlabels"))
+    run.start()
+    state = run.wait(timeout_s=60)
+    assert state.error.startswith("could not load the result:") and "99" in state.error, state.error
+    assert run.segmentation_node is None and run.results_table is None
+    assert mrml.node_ids() == before and _work_dirs(tmp_path) == []
 
 
 def test_engine_error_is_reported_and_leaves_the_scene_alone(mrml, tmp_path, engine):

@@ -9,12 +9,14 @@ from .events import (ROI_NAME, EventStreamReader, RunState, apply_event, create_
                      lps_to_ras, remove_patch_roi)
 from .exporting import export_segmentation_case, segment_assignments
 from .process import RunConfig, SegmentationRun
+from .results import build_results_table
 from .segmentation import IncompleteStyle, build_segmentation_node, segment_name, segment_tag, terminology_entry
 from .volumes import load_volume, read_volume_into, same_geometry, write_volume
 
 __all__ = [
     "ROI_NAME", "EventStreamReader", "RunState", "apply_event", "create_patch_roi", "find_patch_roi", "lps_to_ras",
     "remove_patch_roi", "export_segmentation_case", "segment_assignments", "RunConfig", "SegmentationRun",
+    "build_results_table",
     "IncompleteStyle", "build_segmentation_node", "segment_name", "segment_tag", "terminology_entry",
     "load_volume", "read_volume_into", "same_geometry", "write_volume",
 ]

@@ -32,6 +32,7 @@ import slicer
 import vertebra_traversal
 
 from .events import EventStreamReader, LineReader, RunState, apply_event, create_patch_roi, remove_patch_roi
+from .results import build_results_table
 from .segmentation import build_segmentation_node
 from .volumes import write_volume
 
@@ -116,6 +117,7 @@ class SegmentationRun:
         self.state = RunState()
         self._engine_state = RunState()  # what the events said; ``state`` ends only when the child did
         self.segmentation_node: Optional["slicer.vtkMRMLSegmentationNode"] = None
+        self.results_table: Optional["slicer.vtkMRMLTableNode"] = None
         self.log: List[str] = []
         self.returncode: Optional[int] = None
         self._reader = EventStreamReader()
@@ -293,14 +295,19 @@ class SegmentationRun:
 
     def _build(self) -> None:
         outputs = self.state.outputs or {}
+        table = None
         try:
+            table = build_results_table(self.scene, self.volume_node, outputs["report"])
             self.segmentation_node = build_segmentation_node(
                 self.scene, self.volume_node, outputs["labels"], outputs["report"], self.seg_logic,
                 name=self.config.segmentation_name, target=self.target)
         except Exception as exc:  # report it in the state; the scene keeps no partial node
             logger.exception("building the segmentation failed")
+            if table is not None:
+                self.scene.RemoveNode(table)
             self.state = replace(self.state, error=f"could not load the result: {exc}")
             return
+        self.results_table = table
         self.state = replace(self._engine_state, done=True, fraction=1.0, error=None, cancelled=False)
 
     def _cleanup_files(self) -> None:

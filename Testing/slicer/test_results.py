@@ -1,0 +1,55 @@
+"""Engine report -> a table node a reader checks first: one row per vertebra, top first."""
+import json
+
+import pytest
+import slicer
+from slicer_testing import add_volume, ct_array, write_engine_outputs
+from VertebraTraversalLib import results
+
+from vertebra_traversal.imageio import InputError
+
+
+def _cells(table):
+    data = table.GetTable()
+    return [[data.GetValue(r, c).ToString() for c in range(data.GetNumberOfColumns())]
+            for r in range(data.GetNumberOfRows())]
+
+
+def test_one_row_per_vertebra_top_first_with_flags_confidence_volume_and_ras_centroid(mrml, tmp_path):
+    volume = add_volume(mrml.scene, ct_array())
+    out = write_engine_outputs(tmp_path / "out")
+    report = json.loads(out["report"].read_text())
+    report["vertebrae"][1].update(volume_mm3=48250.0, centroid_lps_mm=[12.5, -30.0, 101.25], label_confidence=0.875)
+    out["report"].write_text(json.dumps(report))
+    table = results.build_results_table(mrml.scene, volume, out["report"])
+    titles = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
+    assert titles == [title for title, _, _ in results.COLUMNS]
+    rows = _cells(table)
+    assert [r[0] for r in rows] == ["T12", "L1", "L2"]
+    assert rows[1] == ["L1", "yes", "no", "0.88", "0.75", "0.90", "48.2", "-12.5", "30.0", "101.2"]
+    assert rows[2][:3] == ["L2", "no", "yes"]  # cut by the scan's border, flagged incomplete
+    assert table.GetName() == "ct vertebrae table" and table.GetLocked()
+
+
+def test_rows_follow_the_reports_order_and_a_bad_report_adds_no_node(mrml, tmp_path):
+    volume = add_volume(mrml.scene, ct_array())
+    out = write_engine_outputs(tmp_path / "out")
+    report = json.loads(out["report"].read_text())
+    for entry, order in zip(report["vertebrae"], (3, 1, 2)):
+        entry["order"] = order
+    out["report"].write_text(json.dumps(report))
+    assert [r[0] for r in results.result_rows({e["label"]: e for e in report["vertebrae"]})] == ["L1", "L2", "T12"]
+    (tmp_path / "bad.json").write_text('{"format": "something else"}')
+    before = mrml.node_ids()
+    with pytest.raises(InputError, match="bad.json"):
+        results.build_results_table(mrml.scene, volume, tmp_path / "bad.json")
+    assert mrml.node_ids() == before
+
+
+def test_the_table_goes_beside_the_volume_in_its_study(mrml, tmp_path):
+    volume = add_volume(mrml.scene, ct_array())
+    shnode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(mrml.scene)
+    study = shnode.CreateStudyItem(shnode.CreateSubjectItem(shnode.GetSceneItemID(), "Patient"), "Study")
+    shnode.CreateItem(study, volume)
+    table = results.build_results_table(mrml.scene, volume, write_engine_outputs(tmp_path / "out")["report"])
+    assert shnode.GetItemParent(shnode.GetItemByDataNode(table)) == study

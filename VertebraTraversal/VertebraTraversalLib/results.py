@@ -1,0 +1,101 @@
+"""The engine's report as a table node: one row per vertebra, top first, with what a reader checks first.
+
+The segmentation node carries the same values as segment tags (:mod:`.segmentation`), which the Segment
+Editor does not show; the table puts the label confidence (the share of the plausible label sequences
+that agree, paper §3.4 extended), the completeness flag (§3.5) and its reason side by side, so that a low
+confidence or a vertebra at the scan's edge is seen before the labels are trusted.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import slicer
+import vtk
+
+from vertebra_traversal import anatomy
+from vertebra_traversal.imageio import PathLike
+
+from .events import lps_to_ras
+from .segmentation import place_in_subject_hierarchy, read_report
+
+
+#: (column title, report field, kind): kind ``"text"``, ``"flag"`` (yes / no) or a number format.
+COLUMNS: Tuple[Tuple[str, str, str], ...] = (
+    ("Vertebra", "name", "text"),
+    ("Complete", "complete", "flag"),
+    ("At scan edge", "at_scan_edge", "flag"),
+    ("Label confidence", "label_confidence", "{:.2f}"),
+    ("Label likelihood", "label_likelihood", "{:.2f}"),
+    ("Completeness probability", "completeness_probability", "{:.2f}"),
+    ("Volume (mL)", "volume_mm3", "mL"),
+    ("Centroid R (mm)", "centroid_lps_mm", "R"),
+    ("Centroid A (mm)", "centroid_lps_mm", "A"),
+    ("Centroid S (mm)", "centroid_lps_mm", "S"),
+)
+
+
+def _cell(entry: Mapping[str, Any], field: str, kind: str) -> str:
+    value = entry.get(field)
+    if value is None:
+        return ""
+    if kind == "text":
+        return str(value)
+    if kind == "flag":
+        return "yes" if value else "no"
+    if kind == "mL":
+        return f"{float(value) / 1000.0:.1f}"
+    if kind in ("R", "A", "S"):
+        return f"{lps_to_ras(value)['RAS'.index(kind)]:.1f}"
+    return kind.format(float(value))
+
+
+def result_rows(report: Mapping[int, Mapping[str, Any]]) -> List[List[str]]:
+    """The table's rows (strings, in :data:`COLUMNS` order) for report entries by label id, top first
+    (the report's ``order``, else the anatomical rank)."""
+    def position(label: int) -> Tuple[float, float]:
+        return (float(report[label].get("order", 0)), float(anatomy.vertebra(label).rank))
+    rows = []
+    for label in sorted(report, key=position):
+        entry = dict(report[label], name=report[label].get("name") or anatomy.name_of(label))
+        rows.append([_cell(entry, field, kind) for _, field, kind in COLUMNS])
+    return rows
+
+
+def build_results_table(scene: "slicer.vtkMRMLScene", volume_node: "slicer.vtkMRMLVolumeNode",
+                        report_path: PathLike, name: Optional[str] = None) -> "slicer.vtkMRMLTableNode":
+    """A table node of the engine's report ``<stem>_report.json`` for the vertebrae of ``volume_node``.
+
+    Args:
+        scene: the MRML scene.
+        volume_node: the segmented volume; the table goes beside it in the subject hierarchy.
+        report_path: the engine's report.
+        name: node name (default ``"<volume> vertebrae table"``, made unique).
+
+    Returns:
+        The table node: the columns of :data:`COLUMNS` (centroids in RAS mm), one row per vertebra.
+
+    Raises:
+        InputError: the report cannot be read (no node is added then).
+    """
+    rows = result_rows(read_report(report_path))
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode",
+                                    scene.GenerateUniqueName(name or f"{volume_node.GetName()} vertebrae table"))
+    _fill(table, [title for title, _, _ in COLUMNS], rows)
+    place_in_subject_hierarchy(scene, volume_node, table)
+    return table
+
+
+def _fill(table: Any, titles: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    columns: Dict[str, Any] = {}
+    for title in titles:
+        column = vtk.vtkStringArray()
+        column.SetName(title)
+        columns[title] = column
+    for row in rows:
+        for title, value in zip(titles, row):
+            columns[title].InsertNextValue(value)
+    for title in titles:
+        table.AddColumn(columns[title])
+    table.SetUseColumnNameAsColumnHeader(True)
+    table.SetUseFirstColumnAsRowHeader(True)
+    table.SetLocked(True)  # a record of the run: corrections go into the segmentation
