@@ -156,12 +156,12 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onPoll(self) -> None:
         if self._run is None:
-            self._timer.stop()
+            self._stopPolling()
             return
         try:
             self._applyPoll()
         except Exception as exc:  # a QTimer slot must not raise: stop the run and say why, once
-            self._timer.stop()
+            self._stopPolling()
             try:
                 self._run.cancel()
             except Exception:
@@ -171,9 +171,13 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 slicer.util.errorDisplay(f"Vertebra Traversal stopped: {exc}")
                 self._updateButtons()
 
+    def _stopPolling(self) -> None:
+        """Stop the timer; the progress bar leaves its busy state (shown until a patch says how far it is)."""
+        self._timer.stop()
+        self.ui.progressBar.maximum = 100
+
     def _applyPoll(self) -> None:
         state = self._run.poll()
-        # a busy bar until the first patch says how far along the scan the traversal is
         self.ui.progressBar.maximum = 0 if self._run.running and state.fraction <= 0 else 100
         self.ui.progressBar.value = int(round(100 * state.fraction))
         self.ui.statusLabel.text = state.status
@@ -181,7 +185,7 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.ui.logTextEdit.appendPlainText(line)
         self._logLines = len(self._run.log)
         if state.finished:
-            self._timer.stop()
+            self._stopPolling()
             self._onFinished(state)
 
     def _onFinished(self, state) -> None:
@@ -208,7 +212,7 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def _stopRun(self) -> None:
         """Stop a running engine and wait for it (the module or the scene is closing)."""
-        self._timer.stop()
+        self._stopPolling()
         if self._run is not None and self._run.running:
             self._run.cancel()
 

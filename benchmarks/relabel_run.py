@@ -48,6 +48,8 @@ def relabel_case(report: Path, out: Path, labeling) -> int:
                         for order, i in enumerate(assignment.kept(), start=1)] if assignment is not None else []
     if assignment is not None:
         doc["chain"] = assignment.chain
+    if isinstance(doc.get("model"), dict):
+        doc["model"].update(label_gaps=labeling.max_gaps, label_trimmed=labeling.max_trimmed)
     result = sitk.GetImageFromArray(lut[sitk.GetArrayFromImage(image)])
     result.CopyInformation(image)
     sitk.WriteImage(result, str(out / f"{stem}_seg-vert_msk.nii.gz"), True)
@@ -60,16 +62,17 @@ def main() -> None:
     parser.add_argument("--pred", type=Path, required=True, help="a segment output folder")
     parser.add_argument("--out", type=Path, required=True, help="new folder for the relabelled run")
     parser.add_argument("--model", default="ct", help="the model the run used: its label reading")
-    parser.add_argument("--gaps", type=int, help="skipped levels (default: the model's)")
-    parser.add_argument("--gap-penalty", type=float, default=0.1)
-    parser.add_argument("--trim-ends", type=int, help="instances left out at the ends (default: the model's)")
-    parser.add_argument("--trim-penalty", type=float, default=0.15)
+    parser.add_argument("--gaps", type=int, help="skipped levels (default: the model's), as segment --gaps")
+    parser.add_argument("--gap-penalty", type=float, help="default: the model's, else 0.1")
+    parser.add_argument("--trim-ends", type=int, help="instances left out at the ends (default: the model's), "
+                                                      "as segment --trim-ends")
+    parser.add_argument("--trim-penalty", type=float, help="default: the model's, else 0.15")
     args = parser.parse_args()
-    labeling = SegmentConfig().labeling_for(read_metadata(resolve_model(args.model)))
-    if args.gaps is not None:
-        labeling = replace(labeling, max_gaps=args.gaps, gap_penalty=args.gap_penalty)
-    if args.trim_ends is not None:
-        labeling = replace(labeling, max_trimmed=args.trim_ends, trim_penalty=args.trim_penalty)
+    config = SegmentConfig(max_gaps=args.gaps, max_trimmed=args.trim_ends)  # what segment would read
+    labeling = config.labeling_for(read_metadata(resolve_model(args.model)))
+    penalties = {k: v for k, v in (("gap_penalty", args.gap_penalty), ("trim_penalty", args.trim_penalty))
+                 if v is not None}
+    labeling = replace(labeling, **penalties)
     args.out.mkdir(parents=True)  # a new folder: nothing is overwritten
     changed = sum(relabel_case(report, args.out, labeling) for report in sorted(args.pred.glob(f"*{REPORT}")))
     print(json.dumps({"out": str(args.out), "instances_changed": int(changed), "max_gaps": labeling.max_gaps,

@@ -230,23 +230,6 @@ def test_the_models_skipped_level_allowance_comes_with_its_calibration():
     assert [v.name for v in gap_free.vertebrae] != ["T9", "T10", "T12", "L1", "L2", "L3"]
 
 
-def test_a_run_sets_its_own_skipped_levels_and_ends_left_out_at_the_models_prices():
-    from vertebra_traversal.label_calibration import gaussian_reading
-    reading = {**gaussian_reading(1.25).to_json(), "gaps": {"max_gaps": 2, "gap_penalty": 0.2},
-               "trim": {"max_trimmed": 3, "trim_penalty": 0.25}}
-    meta = replace(_meta(), label_calibration=reading)
-    model = SegmentConfig().labeling_for(meta)
-    assert (model.max_gaps, model.gap_penalty, model.max_trimmed, model.trim_penalty) == (2, 0.2, 3, 0.25)
-    run = SegmentConfig(max_gaps=0, max_trimmed=1).labeling_for(meta)
-    assert (run.max_gaps, run.gap_penalty, run.max_trimmed, run.trim_penalty) == (0, 0.2, 1, 0.25)
-    assert run.calibration == model.calibration
-    paper = SegmentConfig(label_calibration=False, max_trimmed=2).labeling_for(meta)  # the paper's reading, plus
-    assert paper.calibration is None and (paper.max_gaps, paper.max_trimmed, paper.trim_penalty) == (0, 2, 0.15)
-    for bad in (dict(max_gaps=4), dict(max_trimmed=-1)):
-        with pytest.raises(ValueError, match="max_gaps|max_trimmed"):
-            SegmentConfig(**bad)
-
-
 def test_the_models_label_calibration_is_used_unless_switched_off():
     from vertebra_traversal.label_calibration import TABLE_VALUES, LabelCalibration
     spine = box_spine((110, 30, 30), IDS_BOTTOM_UP, height=12, gap=4, z0=4)

@@ -24,6 +24,7 @@ def test_one_row_per_vertebra_top_first_with_flags_confidence_volume_and_ras_cen
     table = results.build_results_table(mrml.scene, volume, out["report"])
     titles = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
     assert titles == [title for title, _, _ in results.COLUMNS]
+    assert [table.GetColumnTitle(t) for t in titles] == titles and table.GetUseColumnTitleAsColumnHeader()
     rows = _cells(table)
     assert [r[0] for r in rows] == ["T12", "L1", "L2"]
     assert rows[1] == ["L1", "yes", "no", "0.88", "0.75", "0.90", "48.2", "-12.5", "30.0", "101.2"]

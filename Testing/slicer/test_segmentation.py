@@ -162,6 +162,10 @@ def test_a_transformed_volume_gets_its_vertebrae_where_it_shows_them(mrml, tmp_p
         segment_id = seg.GetNthSegmentID(index)
         assert node.GetBinaryLabelmapInternalRepresentation(segment_id).GetOrigin() == pytest.approx(volume.GetOrigin())
         np.testing.assert_array_equal(segment_mask(node, segment_id), label_array() == label)
+    # the grid the Segment Editor edits on is the volume's, in the frame both share
+    geometry = seg.GetConversionParameter(slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+    values = [float(v) for v in geometry.split(";")[:12]]  # a 3 x 4 matrix: spacing on the diagonal, origin
+    assert [values[3], values[7], values[11]] == pytest.approx(volume.GetOrigin())
     world_volume, world_segments = [0.0] * 6, [0.0] * 6
     volume.GetRASBounds(world_volume)
     node.GetRASBounds(world_segments)
@@ -182,3 +186,28 @@ def test_a_target_under_another_transform_gets_the_volume_s(mrml, tmp_path):
     assert node is empty and node.GetTransformNodeID() is None
     seg = node.GetSegmentation()
     np.testing.assert_array_equal(segment_mask(node, seg.GetNthSegmentID(0)), label_array() == 19)
+
+
+class _FailingImport:
+    """The segmentations logic with an import that fails (as for a label map it cannot convert)."""
+
+    def ImportLabelmapToSegmentationNode(self, *args):
+        return False
+
+
+def test_an_empty_target_whose_filling_fails_is_left_as_it_was(mrml, tmp_path):
+    volume = add_volume(mrml.scene, ct_array())
+    transform = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    empty = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "mine (empty)")
+    before = (mrml.node_ids(), empty.GetTransformNodeID(), empty.GetNumberOfDisplayNodes(),
+              empty.GetSegmentation().GetConversionParameter(
+                  slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()))
+    out = write_engine_outputs(tmp_path / "out")
+    with pytest.raises(InputError, match="could not import"):
+        libseg.build_segmentation_node(mrml.scene, volume, out["labels"], out["report"], _FailingImport(),
+                                       target=empty)
+    after = (mrml.node_ids(), empty.GetTransformNodeID(), empty.GetNumberOfDisplayNodes(),
+             empty.GetSegmentation().GetConversionParameter(
+                 slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()))
+    assert after == before and empty.GetSegmentation().GetNumberOfSegments() == 0

@@ -80,8 +80,12 @@ def build_results_table(scene: "slicer.vtkMRMLScene", volume_node: "slicer.vtkMR
     rows = result_rows(read_report(report_path))
     table = scene.AddNewNodeByClass("vtkMRMLTableNode",
                                     scene.GenerateUniqueName(name or f"{volume_node.GetName()} vertebrae table"))
-    _fill(table, [title for title, _, _ in COLUMNS], rows)
-    place_in_subject_hierarchy(scene, volume_node, table)
+    try:
+        _fill(table, [title for title, _, _ in COLUMNS], rows)
+        place_in_subject_hierarchy(scene, volume_node, table)
+    except Exception:
+        scene.RemoveNode(table)
+        raise
     return table
 
 
@@ -96,6 +100,7 @@ def _fill(table: Any, titles: Sequence[str], rows: Sequence[Sequence[str]]) -> N
             columns[title].InsertNextValue(value)
     for title in titles:
         table.AddColumn(columns[title])
-    table.SetUseColumnNameAsColumnHeader(True)
+        table.SetColumnTitle(title, title)
+    table.SetUseColumnTitleAsColumnHeader(True)
     table.SetUseFirstColumnAsRowHeader(True)
     table.SetLocked(True)  # a record of the run: corrections go into the segmentation

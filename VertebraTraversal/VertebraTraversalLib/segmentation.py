@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import slicer
@@ -29,7 +29,8 @@ from .volumes import PathLike, read_volume_into, same_geometry
 
 logger = logging.getLogger(__name__)
 
-
+#: The segmentation's conversion parameter that holds its reference image geometry.
+_GEOMETRY = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
 
 @dataclass(frozen=True)
 class IncompleteStyle:
@@ -180,31 +181,58 @@ def build_segmentation_node(scene: "slicer.vtkMRMLScene", volume_node: "slicer.v
     report = read_report(report_path)
     seg_node = _target_node(scene, volume_node, name, target)
     created = seg_node is not target
-    previous_transform = seg_node.GetTransformNodeID()
+    before = _Settings.of(seg_node)
     try:
         _fill(seg_node, volume_node, labelmap, report, seg_logic, style, labels_path)
     except Exception:
         if created:
             _remove_with_display(scene, seg_node)
-        else:  # the target was empty: leave it empty, where it was
-            seg_node.GetSegmentation().RemoveAllSegments()
-            seg_node.SetAndObserveTransformNodeID(previous_transform)
+        else:  # the target was empty: leave it as it was
+            before.restore(scene, seg_node)
         raise
     place_in_subject_hierarchy(scene, volume_node, seg_node)
     return seg_node
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """What filling an empty target changes besides its segments: transform, reference geometry (parameter
+    and node reference), display nodes."""
+
+    transform: Optional[str]
+    geometry: str
+    geometry_node: Optional[str]
+    displays: Tuple[str, ...]
+
+    @classmethod
+    def of(cls, node: Any) -> "_Settings":
+        return cls(node.GetTransformNodeID(), node.GetSegmentation().GetConversionParameter(_GEOMETRY),
+                   node.GetNodeReferenceID(node.GetReferenceImageGeometryReferenceRole()),
+                   tuple(node.GetNthDisplayNodeID(i) for i in range(node.GetNumberOfDisplayNodes())))
+
+    def restore(self, scene: "slicer.vtkMRMLScene", node: Any) -> None:
+        node.GetSegmentation().RemoveAllSegments()
+        node.SetAndObserveTransformNodeID(self.transform)
+        node.GetSegmentation().SetConversionParameter(_GEOMETRY, self.geometry)
+        node.SetNodeReferenceID(node.GetReferenceImageGeometryReferenceRole(), self.geometry_node)
+        for index in reversed(range(node.GetNumberOfDisplayNodes())):
+            display = node.GetNthDisplayNode(index)
+            if display is not None and display.GetID() not in self.displays:
+                scene.RemoveNode(display)
+
+
 def _fill(seg_node: Any, volume_node: Any, labelmap: Any, report: Dict[int, Mapping[str, Any]], seg_logic: Any,
           style: IncompleteStyle, labels_path: PathLike) -> None:
     seg_node.CreateDefaultDisplayNodes()
-    seg_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
     # The label map lies on the volume's grid in the volume's own frame, and the import places it in world
     # coordinates through the segmentation's transform: import untransformed, then move the segmentation
-    # under the volume's transform, so that both show the vertebrae in the same place.
+    # under the volume's transform, so that both show the vertebrae in the same place. The reference
+    # geometry is taken last, in that frame (taken before, it would be shifted by the transform).
     seg_node.SetAndObserveTransformNodeID(None)
     if not seg_logic.ImportLabelmapToSegmentationNode(labelmap, seg_node):
         raise InputError(f"{labels_path}: could not import the label map into a segmentation")
     seg_node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+    seg_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
     segmentation = seg_node.GetSegmentation()
     labels = {}
     for index in range(segmentation.GetNumberOfSegments()):

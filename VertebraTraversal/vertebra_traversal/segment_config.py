@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import Dict, Optional
 
 from .checkpoint import ModelMetadata
 from .geometry import LABEL_INTERPOLATORS
@@ -117,8 +117,7 @@ class SegmentConfig:
             raise ValueError(f"min_volume_ratio must be in [0, 1), got {self.min_volume_ratio!r}")
         if not math.isfinite(self.growth_threshold_hu):
             raise ValueError(f"growth_threshold_hu must be finite, got {self.growth_threshold_hu!r}")
-        counts = {k: v for k, v in (("max_gaps", self.max_gaps), ("max_trimmed", self.max_trimmed)) if v is not None}
-        replace(self.labeling, **counts)  # LabelingConfig checks them: ValueError naming the field
+        replace(self.labeling, **self._counts())  # LabelingConfig checks them: ValueError naming the field
         if self.label_interpolation not in LABEL_INTERPOLATORS:
             raise ValueError(f"label_interpolation must be one of {LABEL_INTERPOLATORS}, "
                              f"got {self.label_interpolation!r}")
@@ -176,5 +175,8 @@ class SegmentConfig:
         calibration = meta.calibration() if labeling.calibration is None and self.label_calibration else None
         if calibration is not None:
             labeling = replace(labeling, calibration=calibration, **meta.label_gaps(), **meta.label_trim())
-        counts = {k: v for k, v in (("max_gaps", self.max_gaps), ("max_trimmed", self.max_trimmed)) if v is not None}
-        return replace(labeling, **counts) if counts else labeling
+        return replace(labeling, **self._counts())
+
+    def _counts(self) -> Dict[str, int]:
+        """This run's ``max_gaps`` and ``max_trimmed``, those given."""
+        return {k: v for k, v in (("max_gaps", self.max_gaps), ("max_trimmed", self.max_trimmed)) if v is not None}

@@ -1,9 +1,14 @@
-"""How many instances reach the labelling: never more than the label refinement can hold
-(labeling.capacity), so that a reading without T13 and L6 chains still labels a scan with 25 instances."""
+"""The label reading of a run: the model's, with the run's own skipped levels and ends left out, and
+never more instances than the label refinement can hold (labeling.capacity), so that a reading without
+T13 and L6 chains still labels a scan with 25 instances."""
+from dataclasses import replace
+
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from vertebra_traversal import anatomy
+from vertebra_traversal.checkpoint import ModelMetadata
 from vertebra_traversal.labeling import LabelingConfig, capacity
 from vertebra_traversal.pipeline import SegmentConfig, label_model_grid
 from vertebra_traversal.traversal import Instance, TraversalResult
@@ -34,7 +39,7 @@ def test_capacity_is_the_longest_allowed_chain_and_what_may_be_left_out():
 
 
 def test_more_instances_than_a_spine_without_variants_holds_keeps_the_largest_and_labels_them():
-    # C1-L5 (24) and a 25th, the smallest, between L3 and L4: without T13 and L6 no chain holds 25
+    # C1-L5 (24) and a 25th, the smallest, between L2 and L3: without T13 and L6 no chain holds 25
     values = list(range(1, 22)) + [21.5] + list(range(22, 25))
     voxels = [40] * 21 + [5] + [40] * 3
     image, result = _stack(values, voxels)
@@ -43,3 +48,25 @@ def test_more_instances_than_a_spine_without_variants_holds_keeps_the_largest_an
     assert len(kept) == 24 and 22 not in [v.index for v in kept]
     assert assignment.labels == tuple(range(1, 25))
     assert np.count_nonzero(sitk.GetArrayFromImage(labels)) == 24 * 40  # the 5-voxel piece is gone
+
+
+def _meta():
+    return ModelMetadata(modality="CT", target="vertebra", spacing_mm=(4.0,) * 3, patch_size=(32, 32, 32),
+                         normalization={"kind": "ct", "clip": [-1000, 2000], "scale": 1.0, "offset": 0.0})
+
+
+def test_a_run_sets_its_own_skipped_levels_and_ends_left_out_at_the_models_prices():
+    from vertebra_traversal.label_calibration import gaussian_reading
+    reading = {**gaussian_reading(1.25).to_json(), "gaps": {"max_gaps": 2, "gap_penalty": 0.2},
+               "trim": {"max_trimmed": 3, "trim_penalty": 0.25}}
+    meta = replace(_meta(), label_calibration=reading)
+    model = SegmentConfig().labeling_for(meta)
+    assert (model.max_gaps, model.gap_penalty, model.max_trimmed, model.trim_penalty) == (2, 0.2, 3, 0.25)
+    run = SegmentConfig(max_gaps=0, max_trimmed=1).labeling_for(meta)
+    assert (run.max_gaps, run.gap_penalty, run.max_trimmed, run.trim_penalty) == (0, 0.2, 1, 0.25)
+    assert run.calibration == model.calibration
+    paper = SegmentConfig(label_calibration=False, max_trimmed=2).labeling_for(meta)  # the paper's reading, plus
+    assert paper.calibration is None and (paper.max_gaps, paper.max_trimmed, paper.trim_penalty) == (0, 2, 0.15)
+    for bad in (dict(max_gaps=4), dict(max_trimmed=-1)):
+        with pytest.raises(ValueError, match="max_gaps|max_trimmed"):
+            SegmentConfig(**bad)
