@@ -224,7 +224,8 @@ def apply_event(target: Any, event: Mapping[str, Any], state: Optional[RunState]
     if kind == "start":
         modality = str(event["modality"]).lower() if event.get("modality") else state.modality
         case, cases = max(1, int(event.get("case", 1))), max(1, int(event.get("cases", 1)))
-        return replace(state, modality=modality, case=case, cases=cases, status=f"Segmenting with the {event.get('modality', '')} model on {event.get('device', '')}")
+        status = f"Segmenting with the {event.get('modality', '')} model on {event.get('device', '')}"
+        return replace(state, modality=modality, case=case, cases=cases, status=status)
     if kind == "patch":
         return _on_patch(target, event, state)
     if kind == "vertebra":
