@@ -334,9 +334,10 @@ def refine_labels(values: Sequence[float], config: LabelingConfig = LabelingConf
     if not vals:
         return LabelAssignment((), (), (), "standard", 0.0)
     chains = _chains(config)
-    if len(vals) > capacity(config):
+    most = capacity(config)
+    if len(vals) > most:
         raise ValueError(f"{len(vals)} vertebrae detected but the allowed chains hold at most "
-                         f"{capacity(config) - config.max_trimmed} (and {config.max_trimmed} may be left out); "
+                         f"{most - config.max_trimmed} (and {config.max_trimmed} may be left out); "
                          f"no labelling without duplicates exists")
     candidates = _candidates(vals, chains, config)
     rank = {name: i for i, name in enumerate(CHAINS)}

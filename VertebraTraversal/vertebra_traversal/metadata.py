@@ -207,6 +207,14 @@ class ModelMetadata:
         """
         return self._sequence_entry("trim")
 
+    def label_sequence(self) -> Dict[str, Any]:
+        """:meth:`label_gaps` and :meth:`label_trim` together: every sequence setting the reading carries.
+
+        Raises:
+            CheckpointError: either entry is invalid.
+        """
+        return {**self.label_gaps(), **self.label_trim()}
+
     def _sequence_entry(self, entry: str) -> Dict[str, Any]:
         value = self.label_calibration.get(entry) if self.label_calibration else None
         if value is None:

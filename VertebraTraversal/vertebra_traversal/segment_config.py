@@ -174,7 +174,7 @@ class SegmentConfig:
         labeling = self.labeling
         calibration = meta.calibration() if labeling.calibration is None and self.label_calibration else None
         if calibration is not None:
-            labeling = replace(labeling, calibration=calibration, **meta.label_gaps(), **meta.label_trim())
+            labeling = replace(labeling, calibration=calibration, **meta.label_sequence())
         return replace(labeling, **self._counts())
 
     def _counts(self) -> Dict[str, int]:

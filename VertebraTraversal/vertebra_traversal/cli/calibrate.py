@@ -136,9 +136,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-#: (count option, penalty option, LabelingConfig count field, penalty field, default penalty)
-SEQUENCE_OPTIONS = (("--gaps", "--gap-penalty", "max_gaps", "gap_penalty", 0.1),
-                    ("--trim-ends", "--trim-penalty", "max_trimmed", "trim_penalty", 0.15))
+#: (count option, penalty option, LabelingConfig count field, penalty field); the penalty's default is
+#: LabelingConfig's (0.1 a skipped level, 0.15 an end left out).
+SEQUENCE_OPTIONS = (("--gaps", "--gap-penalty", "max_gaps", "gap_penalty"),
+                    ("--trim-ends", "--trim-penalty", "max_trimmed", "trim_penalty"))
 
 
 def _sequence(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
@@ -150,13 +151,14 @@ def _sequence(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
         InputError: a penalty without its count, or values ``LabelingConfig`` refuses.
     """
     out: Dict[str, Any] = {}
-    for count_option, penalty_option, count_field, penalty_field, default in SEQUENCE_OPTIONS:
+    for count_option, penalty_option, count_field, penalty_field in SEQUENCE_OPTIONS:
         count, penalty = (getattr(args, option[2:].replace("-", "_")) for option in (count_option, penalty_option))
         if count is None:
             if penalty is not None:
                 raise InputError(f"{penalty_option} needs {count_option}: it prices what {count_option} allows")
             continue
-        values = {count_field: count, penalty_field: default if penalty is None else penalty}
+        values = {count_field: count, penalty_field: getattr(LabelingConfig(), penalty_field) if penalty is None
+                  else penalty}
         try:
             LabelingConfig(**values)
         except ValueError as exc:

@@ -138,7 +138,7 @@ def inherited_reading(init: Path, metadata: ModelMetadata) -> "tuple[Dict[str, A
         logger.warning("%s reads its labels through a table fitted to its own weights; the fine-tuned model "
                        "does not keep it (fit one for it with vertebra-traversal calibrate)", init)
         return {}, "dropped"
-    return ModelMetadata.reading_record(calibration, {**metadata.label_gaps(), **metadata.label_trim()}), "kept"
+    return ModelMetadata.reading_record(calibration, metadata.label_sequence()), "kept"
 
 
 def _target(cases: Sequence[PreparedCase]) -> str:
