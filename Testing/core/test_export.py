@@ -201,7 +201,7 @@ def test_label_map_on_another_grid_is_refused(tmp_path):
     labels.SetDirection(DIRECTION)
     sitk.WriteImage(labels, str(tmp_path / "labels.nii.gz"))
     config = export.ExportConfig(image_path, tmp_path / "labels.nii.gz", config.dataset, "c1")
-    with pytest.raises(InputError, match=r"labels\.nii\.gz: label map grid .* differs"):
+    with pytest.raises(InputError, match=r"labels\.nii\.gz: label map grid differs from its image \(size"):
         export.export_case(config)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from vertebra_traversal.imageio import (InputError, read_image, read_label_map, same_grid, write_bytes_atomic,
+from vertebra_traversal.imageio import (InputError, grid_difference, read_image, read_label_map, same_grid, write_bytes_atomic,
                                        write_image_atomic)
 
 
@@ -79,8 +79,12 @@ def test_label_map_checks_ids_and_grid(tmp_path, ramp):
     with pytest.raises(InputError, match=r"unknown label ids \[99\]"):
         read_label_map(bad)
     other = write_image_atomic(_image(labels * 0, (2.0, 1.0, 1.0)), tmp_path / "other.nii.gz")
-    with pytest.raises(InputError, match="differs from its image"):
+    with pytest.raises(InputError, match=r"differs from its image \(spacing \(2\.0, 1\.0, 1\.0\) against"):
         read_label_map(other, reference=reference)
+    shifted = _image(labels * 0)
+    shifted.SetOrigin((0.0, 0.0, 20.0))  # only the origin differs: the message must say so
+    with pytest.raises(InputError, match=r"\(origin \(0\.0, 0\.0, 20\.0\) against \(0\.0, 0\.0, 0\.0\)\)$"):
+        read_label_map(write_image_atomic(shifted, tmp_path / "shifted.nii.gz"), reference=reference)
 
 
 def test_same_grid_compares_geometry(ramp):
@@ -88,6 +92,10 @@ def test_same_grid_compares_geometry(ramp):
     assert same_grid(a, b)
     b.SetOrigin((0.0, 0.0, 1.0))
     assert not same_grid(a, b)
+    assert grid_difference(a, b) == "origin (0.0, 0.0, 0.0) against (0.0, 0.0, 1.0)"
+    b.SetOrigin(a.GetOrigin())
+    b.SetDirection((0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0))
+    assert grid_difference(a, b).startswith("direction (1.0, 0.0, 0.0,") and not same_grid(a, b)
 
 
 def test_json_documents_are_checked_for_their_format(tmp_path):

@@ -3,6 +3,7 @@ of seed S + i, refuses to overwrite (exit 2), validates options, prints statisti
 import json
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from PIL import Image
 
@@ -51,7 +52,19 @@ def test_bad_options_exit_2_naming_the_option(tmp_path, capsys):
     assert main(["phantom", "--out", str(tmp_path), "--slice-spacing", "3", "1"]) == 2
     assert "--slice-spacing" in capsys.readouterr().err
     assert main(["phantom", "--out", str(tmp_path), "--count", "0"]) == 2
+    with pytest.raises(SystemExit) as stop:  # argparse's own exit for an option it cannot parse
+        main(["phantom", "--out", str(tmp_path), "--max-voxels", "2500.5"])
+    assert stop.value.code == 2
+    assert "--max-voxels: expected a whole number such as 2e6, got '2500.5'" in capsys.readouterr().err
     assert not (tmp_path / "rawdata").exists()
+
+
+def test_max_voxels_is_written_as_the_help_writes_its_default(tmp_path):
+    assert main(["phantom", "--out", str(tmp_path), "--seed", "7", *FAST, "--max-voxels", "1e5"]) == 0
+    image = sitk.ReadImage(str(dataset.list_cases(tmp_path)[0].image))
+    uncapped = generate_case(7, PhantomConfig(fov="lumbar", inplane_spacing_mm=(3.0, 3.0), slice_spacing_mm=(3.0, 3.0)))
+    assert np.prod(uncapped.image.GetSize()) > 2e5
+    assert 0.9e5 < np.prod(image.GetSize()) < 1.1e5  # coarsened to the cap (rounded up to whole voxels)
 
 
 def test_mr_cases(tmp_path):

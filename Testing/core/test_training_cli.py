@@ -174,8 +174,9 @@ def test_a_fine_tune_trains_the_main_network_and_keeps_the_start_network(tiny_pr
     both = tmp_path / "both.pt"
     assert cli.main(["combine", "--model", str(out / "model.pt"), "--start", str(tmp_path / "start" / "model.pt"),
                      "--out", str(both), "--use", "fallback"]) == 0
+    write_spine_case(tmp_path / "held", "case009", [23, 22], seed=3)
     assert cli.main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "tuned"), "--iterations",
-                     "1", "--workers", "0", "--init", str(both), "--validation", str(tmp_path / "data")]) == 0
+                     "1", "--workers", "0", "--init", str(both), "--validation", str(tmp_path / "held")]) == 0
     lines = (tmp_path / "tuned" / "validation.jsonl").read_text().splitlines()
     assert lines and "scan_dice" in json.loads(lines[-1])                 # the whole-scan validation ran
     init, tuned = (load_model(p, device="cpu") for p in (both, tmp_path / "tuned" / "model.pt"))

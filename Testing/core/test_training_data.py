@@ -10,7 +10,7 @@ import SimpleITK as sitk
 from test_training_fixtures import spine_arrays, to_images, write_spine_case, write_verse_case
 from vertebra_traversal.imageio import InputError
 from vertebra_traversal.normalization import NormalizationSpec
-from vertebra_traversal.training.data import find_cases, prepare_case
+from vertebra_traversal.training.data import check_disjoint, find_cases, prepare_case, prepare_cases
 
 CT = NormalizationSpec("ct")
 
@@ -94,3 +94,37 @@ def test_label_map_without_vertebrae_is_refused(tmp_path):
     with pytest.raises(InputError, match="holds no vertebra"):
         prepare_case(find_cases([tmp_path])[0], tmp_path / "cache", 2.0, CT)
     assert not list((tmp_path / "cache").glob("*.npy"))
+
+
+def test_held_out_cases_must_not_repeat_a_training_case_or_a_copy_of_one(tmp_path):
+    write_spine_case(tmp_path / "train", "case001", [24, 23])
+    write_spine_case(tmp_path / "train", "case002", [23, 22], seed=1)
+    write_spine_case(tmp_path / "held", "case009", [24, 23], seed=2)
+    train, held = find_cases([tmp_path / "train"]), find_cases([tmp_path / "held"])
+    check_disjoint(train, held)  # other scans: accepted
+    check_disjoint(train, [])
+    with pytest.raises(InputError, match=r"case002_ct\.nii\.gz: this held-out case .* training case .*case002_ct"):
+        check_disjoint(train, find_cases([tmp_path / "train"])[1:])
+    copy = tmp_path / "copy"
+    write_spine_case(copy, "renamed", [23, 22], seed=1)  # the same scan under another id
+    with pytest.raises(InputError, match=r"renamed_ct\.nii\.gz: .* is also a training case \(.*case002_ct"):
+        check_disjoint(train, find_cases([copy]))
+
+
+def test_worker_processes_prepare_the_same_cache_in_order_and_name_a_bad_case(tmp_path):
+    for number, ids in enumerate(([24, 23], [23, 22], [22, 21])):
+        write_spine_case(tmp_path / "data", f"case00{number}", ids, seed=number)
+    cases = find_cases([tmp_path / "data"])
+    seen = []
+    parallel = prepare_cases(cases, tmp_path / "two", 2.0, CT, progress=lambda *a: seen.append(a), workers=2)
+    serial = prepare_cases(cases, tmp_path / "one", 2.0, CT)
+    assert seen == [(1, 3, "case000"), (2, 3, "case001"), (3, 3, "case002")]
+    for a, b in zip(parallel, serial):
+        assert a.case_id == b.case_id and a.index == b.index
+        assert all(np.array_equal(x, y) for x, y in zip(a.load(), b.load()))
+    labels_path = cases[1].labels
+    _, labels = to_images(*spine_arrays([23, 22]))
+    labels.SetSpacing((1.0, 1.0, 1.0))
+    sitk.WriteImage(labels, str(labels_path))
+    with pytest.raises(InputError, match=f"{labels_path}.*differs from its image"):
+        prepare_cases(find_cases([tmp_path / "data"]), tmp_path / "bad", 2.0, CT, workers=2)

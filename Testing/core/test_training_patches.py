@@ -1,8 +1,11 @@
 """Worker-side samples: shapes, memory/target consistency with the traversal order, determinism."""
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
+import torch
 
 from test_training_fixtures import write_spine_case
 from vertebra_traversal import anatomy
@@ -64,6 +67,22 @@ def test_loader_batches_from_the_start_iteration(case):
     batches = list(make_loader(dataset, batch_size=2, start=2, workers=0))
     assert len(batches) == 2 and batches[0]["input"].shape == (2, 2, 16, 16, 16)
     assert np.array_equal(batches[0]["input"][0].numpy(), dataset[4]["input"])
+
+
+class _HandlerProbe(torch.utils.data.Dataset):
+    """Answers, from inside the loader's worker, whether Ctrl-C is ignored there."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int):
+        return torch.tensor(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)
+
+
+def test_loader_workers_leave_ctrl_c_to_the_main_process():
+    answers = torch.cat(list(make_loader(_HandlerProbe(), batch_size=1, start=0, workers=1)))
+    assert answers.tolist() == [True, True]
+    assert signal.getsignal(signal.SIGINT) != signal.SIG_IGN  # the main process still takes it
 
 
 def test_fixed_validation_samples_are_not_augmented_and_repeat(case):

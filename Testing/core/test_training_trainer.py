@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,37 @@ def test_a_folder_holding_another_run_or_other_files_is_refused_untouched(data, 
     with pytest.raises(InputError, match=r"run.json: not a vertebra-traversal-run run description"):
         train([data], other, _config(), device="cpu")
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt", "run.json"]
+
+
+def test_a_run_folder_in_use_or_a_file_as_out_is_refused_untouched(data, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted):
+        train([data], run, _config(), device="cpu", should_stop=lambda: True)
+    files = {p: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with RunFolder(run).locked():  # what another process training in the folder holds
+        with pytest.raises(InputError, match="another training process is using this run folder"):
+            train([data], run, _config(), device="cpu")
+    assert {p: p.read_bytes() for p in run.iterdir() if p.is_file()} == files
+    assert train([data], run, _config(), device="cpu").exists()  # released: the run resumes and ends
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    with pytest.raises(InputError, match=r"notes\.txt: is a file, not a folder"):
+        train([data], target, _config(), device="cpu")
+    assert target.read_text() == "keep me"
+
+
+def test_held_out_cases_that_are_training_cases_are_refused(data, tmp_path):
+    with pytest.raises(InputError, match=r"case001_ct\.nii\.gz: this held-out case .* is also a training case"):
+        train([data], tmp_path / "run", _config(), device="cpu", validation_dirs=[data])
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_without_held_out_cases_says_that_it_scores_training_patches(data, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="vertebra_traversal.training.trainer"):
+        train([data], tmp_path / "run", _config(iterations=2), device="cpu")
+    assert "no held-out cases (--validation)" in caplog.text
+    last = json.loads((tmp_path / "run" / "validation.jsonl").read_text().splitlines()[-1])
+    assert last["source"] == "training" and not [k for k in last if k.startswith("scan_")]
 
 
 def test_init_fine_tunes_and_refuses_another_modality(data, tmp_path):

@@ -175,12 +175,8 @@ def predicted_completeness(pred: PredictionFiles) -> Optional[Dict[int, bool]]:
 def _read_prediction(pred: PredictionFiles, reference: sitk.Image, ref_path: Path) -> sitk.Image:
     labels = imageio.read_label_map(pred.labels)
     if not imageio.same_grid(labels, reference):
-        raise InputError(
-            f"{pred.labels}: prediction grid (size {labels.GetSize()}, spacing "
-            f"{tuple(round(s, 3) for s in labels.GetSpacing())}, origin {tuple(round(o, 2) for o in labels.GetOrigin())})"
-            f" differs from the reference {ref_path} (size {reference.GetSize()}, spacing "
-            f"{tuple(round(s, 3) for s in reference.GetSpacing())}, origin "
-            f"{tuple(round(o, 2) for o in reference.GetOrigin())})")
+        raise InputError(f"{pred.labels}: prediction grid differs from the reference {ref_path} "
+                         f"({imageio.grid_difference(labels, reference)})")
     return labels
 
 

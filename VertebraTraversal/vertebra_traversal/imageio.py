@@ -90,13 +90,22 @@ def read_image(path: PathLike) -> sitk.Image:
 
 
 def same_grid(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> bool:
-    """True when both images share size, spacing, origin and direction (within ``tol``)."""
-    return (
-        a.GetSize() == b.GetSize()
-        and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol)
-        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tol * 10)
-        and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol)
-    )
+    """True when both images share size, spacing, origin and direction (within ``tol``, origin ``10 tol``)."""
+    return not grid_difference(a, b, tol)
+
+
+def grid_difference(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> str:
+    """Which of size, spacing, origin (mm) and direction differ between two grids (the :func:`same_grid`
+    tolerances), each as ``"origin (0.0, 0.0, 0.0) against (0.0, 0.0, 20.0)"``; empty when none does."""
+    fields = (("size", lambda i: i.GetSize(), 0.0, 0), ("spacing", lambda i: i.GetSpacing(), tol, 3),
+              ("origin", lambda i: i.GetOrigin(), tol * 10, 2), ("direction", lambda i: i.GetDirection(), tol, 3))
+    parts = []
+    for name, get, atol, digits in fields:
+        x, y = get(a), get(b)
+        if len(x) != len(y) or not np.allclose(x, y, atol=atol):
+            parts.append(f"{name} {tuple(round(float(v), digits) for v in x)} against "
+                         f"{tuple(round(float(v), digits) for v in y)}")
+    return "; ".join(parts)
 
 
 def read_label_map(path: PathLike, reference: Optional[sitk.Image] = None,
@@ -121,9 +130,7 @@ def read_label_map(path: PathLike, reference: Optional[sitk.Image] = None,
     if unknown:
         raise InputError(f"{path}: unknown label ids {unknown} (VerSe ids expected: {sorted(anatomy.BY_LABEL)})")
     if reference is not None and not same_grid(image, reference):
-        raise InputError(f"{path}: label map grid (size {image.GetSize()}, spacing "
-                         f"{tuple(round(s, 3) for s in image.GetSpacing())}) differs from its image "
-                         f"(size {reference.GetSize()}, spacing {tuple(round(s, 3) for s in reference.GetSpacing())})")
+        raise InputError(f"{path}: label map grid differs from its image ({grid_difference(image, reference)})")
     if extra:
         array[np.isin(array, list(extra))] = 0
     out = sitk.GetImageFromArray(array.astype(np.uint8))

@@ -22,6 +22,17 @@ from ..phantom.config import FOV_MODES
 logger = logging.getLogger(__name__)
 
 
+def _whole_number(text: str) -> int:
+    """A count written as ``2000000`` or ``2e6``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number such as 2e6, got {text!r}") from None
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"expected a whole number such as 2e6, got {text!r}")
+    return int(value)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("phantom", help="generate synthetic spine CT/MR cases (VerSe-style layout)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, default in (("fracture-rate", 0.1), ("low-density-rate", 0.15), ("t13-rate", 0.03), ("l6-rate", 0.03),
                           ("four-lumbar-rate", 0.03), ("implant-rate", 0.0), ("scoliosis-rate", 0.15)):
         p.add_argument(f"--{name}", type=float, default=default, help=f"probability per case (default {default})")
-    p.add_argument("--max-voxels", type=int, default=25_000_000, help="coarsen spacing above this (default 25e6)")
+    p.add_argument("--max-voxels", type=_whole_number, default=25_000_000,
+                   help="coarsen spacing above this (default 25e6; 2e6 or 2000000)")
     p.add_argument("--no-random-orientation", action="store_true", help="store every image as LPS")
     p.add_argument("--stats", action="store_true", help="print per-vertebra statistics of each case")
     p.set_defaults(func=run)

@@ -56,7 +56,7 @@ class TrainingConfig:
             move the weights and the exported model is not caught in mid-swing (see
             :meth:`learning_rate_at`).
         validate_every, checkpoint_every: iterations between validation passes / resumable checkpoints.
-        workers: DataLoader worker processes (0 = sample in the main process).
+        workers: DataLoader worker processes (0 = sample in the main process); as many prepare the cache.
         seed: seeds weights and every patch (patch ``i`` uses the generator ``(seed, i)``).
         foreground_fraction: share of patches inside a random vertebra's bounding box (§3.6: 75 %).
         centred_fraction: share of those centred on the middle of the box, within

@@ -21,9 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -138,6 +140,26 @@ def cache_key(case: TrainingCase, spacing_mm: float, normalization: Normalizatio
     return f"{case.case_id}-{spacing_mm:g}mm-{digest}"
 
 
+def check_disjoint(cases: Sequence[TrainingCase], held_out: Sequence[TrainingCase]) -> None:
+    """Refuse held-out cases that are also training cases: the same image file, or a copy of one (same
+    image size in bytes and the same label map).
+
+    Raises:
+        InputError: names the held-out file and the training file it repeats.
+    """
+    def key(case: TrainingCase) -> "tuple[int, bytes]":
+        return case.image.stat().st_size, hashlib.sha1(case.labels.read_bytes()).digest()
+
+    if not held_out:
+        return
+    paths, copies = {c.image.resolve(): c for c in cases}, {key(c): c for c in cases}
+    for case in held_out:
+        same = paths.get(case.image.resolve()) or copies.get(key(case))
+        if same is not None:
+            raise InputError(f"{case.image}: this held-out case (--validation) is also a training case "
+                             f"({same.image}); validation needs cases the model is not trained on")
+
+
 def describe_case(case: TrainingCase) -> Dict[str, Any]:
     """A JSON description of a source case (for the run identity and the model metadata)."""
     digest = hashlib.sha1(case.labels.read_bytes()).hexdigest()[:16]
@@ -215,11 +237,32 @@ def prepare_case(case: TrainingCase, cache_dir: Path, spacing_mm: float, normali
 
 def prepare_cases(cases: Sequence[TrainingCase], cache_dir: Path, spacing_mm: float,
                   normalization: NormalizationSpec, margin_mm: float = 2.0,
-                  progress: Optional[Progress] = None) -> List[PreparedCase]:
-    """:func:`prepare_case` for every case; ``progress(done, total, case_id)`` after each."""
+                  progress: Optional[Progress] = None, workers: int = 0) -> List[PreparedCase]:
+    """:func:`prepare_case` for every case, in ``workers`` processes (0: in this one); ``progress(done, total,
+    case_id)`` after each, in the order of ``cases``.
+
+    Raises:
+        InputError: the first case (in order) that cannot be prepared; the cases not yet started are not.
+    """
+    args = (cache_dir, spacing_mm, normalization, margin_mm)
+    if workers < 1 or len(cases) < 2:
+        results: Iterable[PreparedCase] = (prepare_case(case, *args) for case in cases)
+        return _reported(results, cases, progress)
+    context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch threads
+    with ProcessPoolExecutor(max_workers=min(workers, len(cases)), mp_context=context) as pool:
+        futures = [pool.submit(prepare_case, case, *args) for case in cases]
+        try:
+            return _reported((f.result() for f in futures), cases, progress)
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+
+
+def _reported(results: Iterable[PreparedCase], cases: Sequence[TrainingCase],
+              progress: Optional[Progress]) -> List[PreparedCase]:
     prepared = []
-    for number, case in enumerate(cases, start=1):
-        prepared.append(prepare_case(case, cache_dir, spacing_mm, normalization, margin_mm))
+    for number, (case, result) in enumerate(zip(cases, results), start=1):
+        prepared.append(result)
         if progress is not None:
             progress(number, len(cases), case.case_id)
     return prepared

@@ -13,6 +13,7 @@ One sample (all arrays on the model grid, (z, y, x), axis 0 inferior -> superior
 """
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -126,6 +127,7 @@ def make_loader(dataset: PatchDataset, batch_size: int, start: int, workers: int
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's: it stops after the iteration
 
 
 def fixed_samples(cases: Sequence[PreparedCase], settings: PatchSettings, count: int) -> List[Dict[str, np.ndarray]]:

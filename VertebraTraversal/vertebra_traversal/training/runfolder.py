@@ -8,19 +8,23 @@ Layout of ``RUN_DIR``::
     validation.jsonl    one JSON object per validation pass
     cache/              model-grid arrays of the cases (see :mod:`.data`)
     model.pt            the final TorchScript model (written once, at the end)
+    run.lock            held (an OS file lock) by the process training in the folder
 
-A folder that holds anything else, or another run, is refused and left untouched.
+A folder that holds anything else, or another run, is refused and left untouched; so is a folder whose
+lock another live process holds (the lock goes with its process, so a run that was killed resumes).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import IO, Any, Dict, Iterator, List, Optional
 
 import torch
 
@@ -30,6 +34,21 @@ logger = logging.getLogger(__name__)
 
 RUN_FORMAT = "vertebra-traversal-run"
 LOG_FIELDS = ("iteration", "loss", "seg", "label", "completeness", "lambda", "seconds")
+LOCK_NAME = "run.lock"
+
+
+def _try_lock(handle: IO[str]) -> bool:
+    """Take an exclusive, non-blocking OS lock on the open file; False when another process holds it."""
+    try:
+        if os.name == "nt":
+            import msvcrt
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> List[str]:
@@ -71,6 +90,23 @@ class RunFolder:
     def model(self) -> Path:
         return self.root / "model.pt"
 
+    @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK_NAME
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder for this process while the block runs (after :meth:`claim`).
+
+        Raises:
+            InputError: another process holds it: two runs would write the same log and checkpoint.
+        """
+        with self.lock_file.open("a", encoding="utf-8") as handle:
+            if not _try_lock(handle):
+                raise InputError(f"{self.root}: another training process is using this run folder; wait for it "
+                                 f"to finish or stop it, or choose another --out folder")
+            yield
+
     def claim(self, identity: Dict[str, Any]) -> bool:
         """Make the folder this run's, or recognise it as this run's. Returns True when resuming.
 
@@ -78,6 +114,8 @@ class RunFolder:
             InputError: the folder holds other files, or another run (the message lists what differs).
         """
         identity = json.loads(json.dumps(identity))  # canonical JSON types (tuples -> lists)
+        if self.root.exists() and not self.root.is_dir():
+            raise InputError(f"{self.root}: is a file, not a folder; choose a new or empty --out folder")
         if self.identity_file.exists():
             stored = read_json_document(self.identity_file, RUN_FORMAT, "run description")
             differs = _differences(stored.get("identity"), identity)
@@ -86,7 +124,7 @@ class RunFolder:
                                  f"{', '.join(differs[:8])}); choose a new --out folder, or --init from its "
                                  f"model to continue training")
             return self.checkpoint.exists()
-        if self.root.exists() and any(self.root.iterdir()):
+        if self.root.exists() and any(p.name != LOCK_NAME for p in self.root.iterdir()):
             raise InputError(f"{self.root}: folder is not empty and holds no training run; "
                              f"choose a new or empty --out folder")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -100,6 +138,8 @@ class RunFolder:
             raise RuntimeError(f"{self.root}: holds a trained run; not releasing it")
         shutil.rmtree(self.cache, ignore_errors=True)
         self.identity_file.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # still open (and so kept) on Windows: claim ignores it
+            self.lock_file.unlink(missing_ok=True)
 
     def save_checkpoint(self, state: Dict[str, Any]) -> None:
         """``torch.save`` the state through a temporary file (never a half-written checkpoint)."""

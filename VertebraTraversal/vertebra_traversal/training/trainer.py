@@ -26,7 +26,7 @@ from ..network import IterativeFCN, NetworkConfig
 from ..normalization import NormalizationSpec
 from ..start_network import StartSwitch, networks
 from .config import TrainingConfig
-from .data import PreparedCase, TrainingCase, describe_case, find_cases, prepare_cases
+from .data import PreparedCase, TrainingCase, check_disjoint, describe_case, find_cases, prepare_cases
 from .loss import fp_weight, reference_voxels, total_loss
 from .patches import PatchDataset, PatchSettings, fixed_samples, make_loader
 from .runfolder import RunFolder
@@ -308,37 +308,42 @@ def train(data_dirs: Sequence[Path], out_dir: Path, config: TrainingConfig, init
         config, inherited = _init_weights(Path(init), config)
     cases = find_cases(data_dirs, config.modality)
     held_out = find_cases(validation_dirs, config.modality) if validation_dirs else []
+    check_disjoint(cases, held_out)
     data = [describe_case(c) for c in cases]
     identity = {"config": config.identity(), "data": data, "validation": [describe_case(c) for c in held_out],
                 "init": inherited.info}
     fresh = not run.identity_file.exists()
     resuming = run.claim(identity)
-    if run.model.exists():
-        logger.info("%s: this run is complete; its model is %s", run.root, run.model)
-        return run.model
-    try:
-        session = _prepare(run, config, torch_device, cases, held_out, progress)
-    except InputError:
-        if fresh:  # nothing trained yet: leave the folder as empty as we found it, so a fixed rerun fits
-            run.release()
-        raise
-    if resuming:
-        session.restore(run.load_checkpoint())
-        logger.info("resuming %s at iteration %d of %d", run.root, session.iteration, config.iterations)
-    elif inherited.state is not None:
-        session.model.load_state_dict(inherited.state)
-    run.start_log(session.iteration)
-    training: Dict[str, Any] = {"preset": config.preset, "config": config.to_json(), "data": data,
-                                "validation_data": identity["validation"], "init": inherited.info,
-                                "init_label_reading": inherited.reading_note,
-                                "init_start_network": inherited.start_note}
-    metadata = inherited.post.apply(replace(_metadata(config, _target(session.cases), training, inherited.reading),
-                                            start_network=inherited.start_network))
-    samples = fixed_samples(session.cases if not held_out else _prepare_held_out(run, config, held_out),
-                            session.settings, config.validation_patches)
-    if session.iteration < config.iterations:
-        _loop(session, config, config.workers, samples, metadata, should_stop)
-    return _finish(session, metadata, training, inherited.start)
+    with run.locked():  # one process per run folder
+        if run.model.exists():
+            logger.info("%s: this run is complete; its model is %s", run.root, run.model)
+            return run.model
+        if not held_out:
+            logger.warning("no held-out cases (--validation): validation scores fixed patches of the training "
+                           "cases, and the traversal is not run on whole scans")
+        try:
+            session = _prepare(run, config, torch_device, cases, held_out, progress)
+        except InputError:
+            if fresh:  # nothing trained yet: leave the folder as empty as we found it, so a fixed rerun fits
+                run.release()
+            raise
+        if resuming:
+            session.restore(run.load_checkpoint())
+            logger.info("resuming %s at iteration %d of %d", run.root, session.iteration, config.iterations)
+        elif inherited.state is not None:
+            session.model.load_state_dict(inherited.state)
+        run.start_log(session.iteration)
+        training: Dict[str, Any] = {"preset": config.preset, "config": config.to_json(), "data": data,
+                                    "validation_data": identity["validation"], "init": inherited.info,
+                                    "init_label_reading": inherited.reading_note,
+                                    "init_start_network": inherited.start_note}
+        metadata = _metadata(config, _target(session.cases), training, inherited.reading)
+        metadata = inherited.post.apply(replace(metadata, start_network=inherited.start_network))
+        samples = fixed_samples(session.cases if not held_out else _prepare_held_out(run, config, held_out),
+                                session.settings, config.validation_patches)
+        if session.iteration < config.iterations:
+            _loop(session, config, config.workers, samples, metadata, should_stop)
+        return _finish(session, metadata, training, inherited.start)
 
 
 def _prepare(run: RunFolder, config: TrainingConfig, device: torch.device, cases: List[TrainingCase],
@@ -347,12 +352,14 @@ def _prepare(run: RunFolder, config: TrainingConfig, device: torch.device, cases
         if progress is not None:
             progress(TrainingProgress("prepare", 0, config.iterations, message=f"prepared {case_id} ({done}/{total})"))
 
-    prepared = prepare_cases(cases, run.cache, config.spacing_mm, config.normalization, config.verse_margin_mm, report)
+    prepared = prepare_cases(cases, run.cache, config.spacing_mm, config.normalization, config.verse_margin_mm, report,
+                             config.workers)
     return _Session(run, config, device, prepared, held_out, progress)
 
 
 def _prepare_held_out(run: RunFolder, config: TrainingConfig, held_out: List[TrainingCase]) -> List[PreparedCase]:
-    return prepare_cases(held_out, run.cache, config.spacing_mm, config.normalization, config.verse_margin_mm)
+    return prepare_cases(held_out, run.cache, config.spacing_mm, config.normalization, config.verse_margin_mm,
+                         workers=config.workers)
 
 
 def _finish(session: _Session, metadata: ModelMetadata, training: Dict[str, Any],
