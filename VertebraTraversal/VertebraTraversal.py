@@ -220,9 +220,12 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         params = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
             self.logic.ensureDependencies(ask=True, withTorch=False)
-            files = self.logic.exportCase(params.outputSegmentation, params.inputVolume, params.datasetFolder,
-                                          params.caseId, params.exportModality)
-            slicer.util.infoDisplay(f"Wrote case {params.caseId}:\n{files.image}\n{files.labels}\n{files.sidecar}")
+            from VertebraTraversalLib import warnings_collected
+            with warnings_collected() as warnings:
+                files = self.logic.exportCase(params.outputSegmentation, params.inputVolume, params.datasetFolder,
+                                              params.caseId, params.exportModality)
+            notes = "".join(f"\n\nWarning: {text}" for text in warnings)
+            slicer.util.infoDisplay(f"Wrote case {params.caseId}:\n{files.image}\n{files.labels}\n{files.sidecar}{notes}")
 
 
 class VertebraTraversalLogic(ScriptedLoadableModuleLogic):

@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
-from vertebra_traversal import dataset, export
+from vertebra_traversal import anatomy, dataset, export
 from vertebra_traversal.cli.main import main
 from vertebra_traversal.imageio import InputError, read_label_map
 
@@ -120,7 +120,7 @@ def test_overlapping_segments_in_two_layers_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("names, pattern", [
-    (("L1", "Sacrum"), r"corrected\.seg\.nrrd: segment 'Sacrum' is not a vertebra name"),
+    (("L1", "Sacrum"), r"corrected\.seg\.nrrd: segment 'Sacrum' is not named as a vertebra"),
     (("L1", "l1 (incomplete)"), r"corrected\.seg\.nrrd: segments 'L1' and 'l1 \(incomplete\)' are both L1"),
 ])
 def test_unknown_or_duplicate_names_are_refused(tmp_path, names, pattern):
@@ -166,18 +166,21 @@ def test_existing_case_is_never_overwritten(tmp_path):
     assert {p: p.read_bytes() for p in before} == before
 
 
-def test_name_decides_and_tags_are_the_fallback():
+def test_the_name_decides_and_a_name_that_is_not_a_vertebra_is_refused_whatever_the_tags():
     tags = {export.TAG_LABEL_ID: "20", export.TAG_COMPLETE: "false"}
     assert export.resolve_segment("L1 (incomplete)", tags, "f") == export.SegmentAssignment("L1 (incomplete)", 20, False)
     assert export.resolve_segment("L2", tags, "f") == export.SegmentAssignment("L2", 21, True)  # renamed by the user
-    assert export.resolve_segment("L1 wedge fracture", tags, "f").label == 20
-    assert export.resolve_segment("L1 wedge fracture", tags, "f").complete is False
-    assert export.resolve_segment("Segment_1", {export.TAG_LABEL_ID: "28"}, "f") == \
-        export.SegmentAssignment("Segment_1", 28, True)
+    assert export.resolve_segment("L1 incomplete", {}, "f").complete is False
+    assert export.resolve_segment("T9 vertebra", {}, "f") == export.SegmentAssignment("T9 vertebra", 16, True)
     assert export.parse_segment_name(" t13 ( incomplete ) ") == (28, True)
-    assert export.parse_segment_name("L7") is None and export.parse_segment_name("vertebra") is None
-    with pytest.raises(InputError, match="f: segment 'Segment_1' is not a vertebra name"):
-        export.resolve_segment("Segment_1", {export.TAG_LABEL_ID: "26"}, "f")  # sacrum id is not a vertebra
+    assert export.parse_segment_name("L6 Vertebra (incomplete)") == (25, True)
+    for name in ("L7", "S1", "C8", "vertebra", "T 1", "L1 wedge fracture", "L1 (partial)", "L2 vertebrae"):
+        assert export.parse_segment_name(name) is None, name
+    for name in ("fragment", "L1 wedge fracture", "Segment_1", "S1"):  # the tag still says L1: not used
+        with pytest.raises(InputError, match=f"f: segment '{name}' \\(it was L1\\) is not named as a vertebra"):
+            export.resolve_segment(name, tags, "f")
+    with pytest.raises(InputError, match="f: segment 'Segment_1' is not named as a vertebra; name it"):
+        export.resolve_segment("Segment_1", {}, "f")
 
 
 def test_label_map_input_with_completeness_override(tmp_path):
@@ -231,3 +234,31 @@ def test_case_id_from_any_name_is_one_the_export_accepts(tmp_path, name, expecte
     case_id = export.case_id_from_name(name)
     assert case_id == expected
     assert export.validate_case_id(case_id, tmp_path) == case_id
+
+
+def test_a_new_case_goes_only_into_a_dataset_folder(tmp_path):
+    image_path, config = _files(tmp_path)
+    _single_layer_seg(tmp_path, _image())
+    files = export.export_case(config)
+    for root, pattern in ((files.root / "rawdata", r"lies inside a dataset \(.*rawdata\); export into the dataset"),
+                          (files.labels.parent, r"lies inside a dataset \(.*derivatives\)"),
+                          (files.image, r"case7_ct\.nii\.gz: is a file, not a dataset folder")):
+        with pytest.raises(InputError, match=pattern):
+            export.export_case(export.ExportConfig(image_path, config.segmentation, root, "other"))
+    assert [c.case_id for c in dataset.list_cases(files.root)] == ["case7"]
+    assert sorted(p.name for p in (files.root / "rawdata").iterdir()) == ["case7"]
+    with pytest.raises(InputError, match=r"data: modality 'xr' is not one of"):
+        export.new_case_files(files.root, "other", "xr")
+
+
+def test_levels_missing_between_the_labelled_ones_are_named_in_a_warning(tmp_path, caplog):
+    named = [anatomy.label_of(n) for n in ("L4", "L6")]
+    assert export.warn_missing_levels(named, "f") == ["L5"]
+    assert "f: no vertebra labelled L5 between L4 and L6" in caplog.text
+    for names in (("T12", "T13", "L1"), ("T12", "L1", "L2", "L3", "L4"), ("C1",), ()):
+        assert export.warn_missing_levels([anatomy.label_of(n) for n in names], "f") == []
+    image_path, config = _files(tmp_path)
+    _single_layer_seg(tmp_path, _image(), ("L1", "T10"))  # T11 and T12 between them are not labelled
+    caplog.clear()
+    export.export_case(config)
+    assert "corrected.seg.nrrd: no vertebra labelled T11, T12 between T10 and L1" in caplog.text

@@ -14,6 +14,7 @@ from vertebra_traversal.checkpoint import load_model, read_metadata
 from vertebra_traversal.imageio import InputError
 from vertebra_traversal.network import NetworkConfig
 from vertebra_traversal.training.augment import AugmentConfig
+from vertebra_traversal.training.loss import LossConfig
 from vertebra_traversal.training.runfolder import LOG_FIELDS, RunFolder
 from vertebra_traversal.training.trainer import TrainingInterrupted, train
 
@@ -152,10 +153,15 @@ def test_a_run_without_held_out_cases_says_that_it_scores_training_patches(data,
     assert last["source"] == "training" and not [k for k in last if k.startswith("scan_")]
 
 
-def test_init_fine_tunes_and_refuses_another_modality(data, tmp_path):
+def test_init_fine_tunes_and_refuses_another_modality(data, tmp_path, caplog):
     model = train([data], tmp_path / "base", _config(iterations=2), device="cpu")
+    assert "fine-tuning with false positives" not in caplog.text
     tuned = train([data], tmp_path / "tuned", _config(iterations=2, network=NetworkConfig(
         filters=4, depth=1, head_features=4, head_depth=2, patch_size=(16, 16, 16))), init=model, device="cpu")
+    assert "fine-tuning with false positives weighted 0.1 at first" in caplog.text  # the default ramp
+    caplog.clear()
+    train([data], tmp_path / "full", _config(iterations=1, loss=LossConfig(lambda_min=1.0)), init=model, device="cpu")
+    assert "fine-tuning with false positives" not in caplog.text
     meta = read_metadata(tuned)
     assert meta.network["filters"] == 8  # the init model's network wins over the config's
     assert meta.training["init"]["path"] == str(model)

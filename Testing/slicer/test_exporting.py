@@ -1,4 +1,6 @@
 """Segmentation node -> dataset case, read back with the core's dataset and imageio readers."""
+import logging
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -70,7 +72,8 @@ def test_user_corrections_are_exported(mrml, tmp_path, corrected):
 
 
 @pytest.mark.parametrize("change, pattern", [
-    ("unknown", "segment 'tumour' is not a vertebra name"),
+    ("unknown", "segment 'tumour' is not named as a vertebra"),
+    ("renamed", r"segment 'fragment' \(it was L1\) is not named as a vertebra"),
     ("duplicate", r"segments 'L1' and 'L1 \(incomplete\)' are both L1"),
     ("overlap", "segments '(L1|T9)' and '(L1|T9)' overlap"),
     ("grid", "segment 'T9' is on another grid than volume 'ct'"),
@@ -79,9 +82,11 @@ def test_user_corrections_are_exported(mrml, tmp_path, corrected):
 def test_bad_exports_are_refused_and_leave_scene_and_dataset_alone(mrml, tmp_path, corrected, change, pattern):
     volume, node = corrected
     mask = np.zeros(SHAPE_ZYX, bool)
-    if change == "unknown":  # a new segment: no tag to fall back on (a renamed engine segment keeps its tag)
+    if change == "unknown":  # a new segment, without tags
         mask[9, 2:6, 1:5] = True
         _add_segment(mrml, node, mask, "tumour")
+    elif change == "renamed":  # an engine segment keeps its tags: they must not label it behind the user's back
+        _segment(node, "L1").SetName("fragment")
     elif change == "duplicate":
         _segment(node, "L2 (incomplete)").SetName("L1 (incomplete)")
     elif change == "overlap":
@@ -121,3 +126,30 @@ def test_a_transformed_volume_and_its_result_export_on_the_volume_grid(mrml, tmp
     files = exporting.export_segmentation_case(mrml.scene, node, volume, tmp_path / "data", "moved", mrml.seg_logic)
     labels = read_label_map(files.labels, reference=sitk.ReadImage(str(files.image)))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(labels), label_array())
+
+
+def test_an_empty_segment_is_left_out_with_a_warning(mrml, tmp_path, corrected, caplog):
+    volume, node = corrected
+    named = [r.name for r in dataset.read_case_info(
+        exporting.export_segmentation_case(mrml.scene, node, volume, tmp_path / "data", "c1", mrml.seg_logic)).vertebrae]
+    node.GetSegmentation().AddEmptySegment("added", "T13")  # added in the Segment Editor, never painted
+    with exporting.warnings_collected() as warnings:  # what the module shows with its result
+        files = exporting.export_segmentation_case(mrml.scene, node, volume, tmp_path / "data", "c2", mrml.seg_logic)
+    assert [r.name for r in dataset.read_case_info(files).vertebrae] == named
+    assert warnings == ["segmentation 'ct vertebrae': segment 'T13' is empty; left out"]
+    assert "segment 'T13' is empty" in caplog.text
+    with exporting.warnings_collected() as warnings:
+        exporting.export_segmentation_case(mrml.scene, node, volume, tmp_path / "data", "c3", mrml.seg_logic)
+        logging.getLogger("elsewhere").warning("not the export's")
+    assert len(warnings) == 1
+
+
+def test_no_volume_or_a_bad_modality_is_refused_before_any_work(mrml, tmp_path, corrected):
+    volume, node = corrected
+    before = mrml.node_ids()
+    with pytest.raises(InputError, match="'ct vertebrae': no volume with image data to export it with"):
+        exporting.export_segmentation_case(mrml.scene, node, None, tmp_path / "data", "c1", mrml.seg_logic)
+    with pytest.raises(InputError, match=r"data: modality 'xr' is not one of") as refused:
+        exporting.export_segmentation_case(mrml.scene, node, volume, tmp_path / "data", "c1", mrml.seg_logic, "xr")
+    assert "VertebraTraversal-export" not in str(refused.value)  # no temporary file in the message
+    assert mrml.node_ids() == before and not (tmp_path / "data").exists()

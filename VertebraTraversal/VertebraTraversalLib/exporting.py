@@ -1,8 +1,8 @@
 """A (corrected) segmentation node -> a new dataset case for fine-tuning (Qt-free).
 
 Segments map to vertebra ids and completeness by the core rules
-(:func:`vertebra_traversal.export.resolve_segment`: ``"L1"``, ``"L1 (incomplete)"``; the tags are
-the fallback). The segments are exported layer by layer to a label map on the volume's own
+(:func:`vertebra_traversal.export.resolve_segment`: ``"L1"``, ``"L1 (incomplete)"``; a name that is not
+a vertebra's is refused). The segments are exported layer by layer to a label map on the volume's own
 geometry (``EXTENT_REFERENCE_GEOMETRY``), remapped to VerSe ids, checked for overlaps and for voxels
 lost to another grid, written with the image to temporary files and handed to the core
 :func:`vertebra_traversal.export.export_case`, which writes the case atomically and never
@@ -10,11 +10,12 @@ overwrites one. Every node this adds to the scene on the way is removed again.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import numpy as np
 import slicer
@@ -22,8 +23,8 @@ import slicer.util
 import vtk
 
 from vertebra_traversal import dataset
-from vertebra_traversal.export import (ExportConfig, SegmentAssignment, check_unique, export_case, resolve_segment,
-                                       validate_case_id)
+from vertebra_traversal.export import (ExportConfig, SegmentAssignment, check_unique, export_case, new_case_files,
+                                       resolve_segment)
 from vertebra_traversal.formats import TAG_COMPLETE, TAG_LABEL_ID
 from vertebra_traversal.imageio import InputError
 
@@ -31,6 +32,31 @@ from .segmentation import segment_tag
 from .volumes import PathLike, ijk_to_ras, write_volume
 
 logger = logging.getLogger(__name__)
+
+
+class _Collector(logging.Handler):
+    def __init__(self, messages: List[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def warnings_collected() -> Iterator[List[str]]:
+    """The warnings the export logs while the block runs (empty segments, levels with no segment), in order,
+    for the module to show beside its result instead of only in the Python console."""
+    messages: List[str] = []
+    handler = _Collector(messages)
+    loggers = [logging.getLogger("vertebra_traversal"), logging.getLogger(__name__.rsplit(".", 1)[0])]
+    for item in loggers:
+        item.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        for item in loggers:
+            item.removeHandler(handler)
 
 
 def segment_assignments(seg_node: "slicer.vtkMRMLSegmentationNode") -> Dict[str, SegmentAssignment]:
@@ -127,9 +153,13 @@ def layered_labels(seg_node: Any, volume_node: Any, seg_logic: Any,
         for index, segment_id in enumerate(segment_ids, start=1):
             lut[index] = assignments[segment_id].label
             owner[assignments[segment_id].label] = assignments[segment_id].segment
-            if np.count_nonzero(exported == index) != _voxel_count(seg_node, segment_id):
+            count = np.count_nonzero(exported == index)
+            if count != _voxel_count(seg_node, segment_id):
                 raise InputError(f"segmentation {seg_node.GetName()!r}: segment {assignments[segment_id].segment!r} "
                                  f"has voxels outside volume {volume_node.GetName()!r} or on another grid")
+            if count == 0:
+                logger.warning("segmentation %r: segment %r is empty; left out", seg_node.GetName(),
+                               assignments[segment_id].segment)
         mapped = lut[exported]
         out = mapped if out is None else _merge(out, mapped, owner, seg_node)
     if out is None or not np.any(out):
@@ -182,12 +212,15 @@ def export_segmentation_case(scene: "slicer.vtkMRMLScene", seg_node: "slicer.vtk
         The written case's paths.
 
     Raises:
-        InputError: bad id, existing case, unknown/duplicate/overlapping segments, another grid.
+        InputError: bad id, modality or dataset folder, existing case, no volume, unknown/duplicate/overlapping
+            segments, another grid.
     """
-    validate_case_id(case_id, dataset_root)
-    files = dataset.CaseFiles(Path(dataset_root), case_id, modality.lower())
-    if files.image.parent.exists() or files.labels.parent.exists():
-        raise InputError(f"{files.image.parent}: case {case_id!r} already exists; not overwriting")
+    new_case_files(dataset_root, case_id, modality)
+    if seg_node is None:
+        raise InputError("no segmentation to export: choose the corrected segmentation")
+    if volume_node is None or volume_node.GetImageData() is None:
+        raise InputError(f"segmentation {seg_node.GetName()!r}: no volume with image data to export it with; "
+                         f"choose the scan it was segmented from")
     assignments = segment_assignments(seg_node)
     check_same_transform(seg_node, volume_node)
     for segment_id in assignments:

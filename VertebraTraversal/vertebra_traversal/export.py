@@ -7,12 +7,14 @@ every vertebra whether it is completely visible. ``vertebra-traversal train --in
 such cases; completeness is the target of the network's classification output (paper §3.5), and
 the label map gives the segmentation and identification targets (paper §3.1, §3.4, §3.6).
 
-Segments map to vertebra ids by name (``"L1"``, ``"L1 (incomplete)"``, case-insensitive): the
-recognised name gives the id and, by its ``(incomplete)`` suffix, the completeness. ``segment``
-writes names and tags that agree; when they disagree the user has edited the name ("rename a
-segment to relabel it", README), so the name decides. A name that is not a vertebra name (e.g.
-``"L1 wedge fracture"``) falls back to the tags ``VertebraTraversal.labelId`` and
-``VertebraTraversal.complete`` (default: complete); without a valid tag it is refused.
+Segments map to vertebra ids by name, case-insensitive: ``"L1"``, ``"L1 (incomplete)"``, ``"L1 incomplete"``
+and the terminology's ``"L1 vertebra"`` (``anatomy.csv``'s SNOMED meaning), with or without the flag. The
+level gives the id and the ``incomplete`` flag the completeness. ``segment`` writes names and tags
+(``VertebraTraversal.labelId``, ``VertebraTraversal.complete``) that agree; when they disagree the user has
+edited the name ("rename a segment to relabel it", README), so the name decides. A name that is not such
+a name (``"fragment"``, ``"L7"``, ``"L1 wedge fracture"``) is refused whatever its tags say: the tags still
+hold the engine's label, and a segment renamed away from it would go into the training data under a label
+its name no longer says.
 
 Arrays: slicerio returns voxels indexed ``(i, j, k)`` (``(layer, i, j, k)`` with several layers);
 SimpleITK arrays are ``(z, y, x)`` = ``(k, j, i)``. Physical coordinates are LPS millimetres.
@@ -23,7 +25,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -35,7 +37,7 @@ from .imageio import InputError, PathLike, read_image, read_label_map
 
 logger = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^\s*([A-Za-z]\d{1,2})\s*(\(\s*incomplete\s*\))?\s*$", re.IGNORECASE)
+_NAME = re.compile(r"^\s*([A-Za-z]\d{1,2})(?:\s+vertebra)?\s*(\(\s*incomplete\s*\)|incomplete)?\s*$", re.IGNORECASE)
 _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 #: Tolerances: direction/spacing entries (mm) and the grid offset (voxels).
 _MATRIX_TOL_MM = 1e-3
@@ -73,7 +75,8 @@ class SegmentAssignment:
 
 
 def parse_segment_name(name: str) -> Optional[Tuple[int, bool]]:
-    """``"L1"`` -> ``(20, False)``, ``"t1 (incomplete)"`` -> ``(8, True)``; ``None`` for other names.
+    """``"L1"`` -> ``(20, False)``, ``"t1 (incomplete)"`` / ``"T1 vertebra incomplete"`` -> ``(8, True)``; ``None``
+    for other names.
 
     Returns:
         (VerSe label id, flagged incomplete) or None when the name is not a vertebra of anatomy.py.
@@ -95,19 +98,21 @@ def _tag_complete(tags: Mapping[str, str]) -> Optional[bool]:
 
 
 def resolve_segment(name: str, tags: Mapping[str, str], source: PathLike) -> SegmentAssignment:
-    """Map one segment (name + tags) to a vertebra id and a completeness flag (rules: module docstring).
+    """Map one segment to a vertebra id and a completeness flag by its name (rules: module docstring); the
+    tags only show, in the log, where the user changed what ``segment`` wrote.
 
     Raises:
-        InputError: naming ``source`` and the segment, when neither name nor tag gives a vertebra.
+        InputError: naming ``source`` and the segment, when its name is not a vertebra name.
     """
     parsed = parse_segment_name(name)
-    tag_label, tag_complete = _tag_label(tags), _tag_complete(tags)
     if parsed is None:
-        if tag_label is None:
-            raise InputError(f"{source}: segment {name!r} is not a vertebra name (expected e.g. 'L1' or "
-                             f"'L1 (incomplete)'; known: {', '.join(anatomy.BY_NAME)})")
-        return SegmentAssignment(name, tag_label, True if tag_complete is None else tag_complete)
+        was = _tag_label(tags)
+        hint = f" (it was {anatomy.name_of(was)})" if was is not None else ""
+        raise InputError(f"{source}: segment {name!r}{hint} is not named as a vertebra; name it by its level, "
+                         f"e.g. 'L1' or 'L1 (incomplete)', or delete it before exporting (levels: "
+                         f"{', '.join(anatomy.BY_NAME)})")
     label, flagged = parsed
+    tag_label, tag_complete = _tag_label(tags), _tag_complete(tags)
     if tag_label is not None and tag_label != label:
         logger.info("segment %r: the name decides (%s), not its tag %s", name, anatomy.name_of(label),
                     anatomy.name_of(tag_label))
@@ -140,6 +145,45 @@ def validate_case_id(case_id: str, root: PathLike) -> str:
         raise InputError(f"{root}: case id {case_id!r} is not valid (use letters, digits, '.', '_', '-'; "
                          f"start with a letter or digit)")
     return case_id
+
+
+def new_case_files(root: PathLike, case_id: str, modality: str) -> dataset.CaseFiles:
+    """Where a new case would go, checked before any work: a valid modality and case id, a dataset root that
+    is a folder (or not there yet) and not a folder inside another dataset, and no case of that id in it.
+
+    Raises:
+        InputError: naming the root or the existing case folder.
+    """
+    root = Path(root)
+    if str(modality).lower() not in dataset.MODALITIES:
+        raise InputError(f"{root}: modality {modality!r} is not one of {dataset.MODALITIES}")
+    validate_case_id(case_id, root)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root}: is a file, not a dataset folder")
+    inside = next((p for p in (root, *root.parents) if p.name in ("rawdata", "derivatives")), None)
+    if inside is not None:
+        raise InputError(f"{root}: lies inside a dataset ({inside}); export into the dataset folder itself, the one "
+                         f"that holds rawdata/ and derivatives/")
+    files = dataset.CaseFiles(root, case_id, modality.lower())
+    for folder in (files.image.parent, files.labels.parent):
+        if folder.exists():
+            raise InputError(f"{folder}: case {case_id!r} already exists; not overwriting")
+    return files
+
+
+def warn_missing_levels(labels: Sequence[int], source: PathLike) -> List[str]:
+    """Log a warning, and return the names, of standard vertebrae missing between the highest and the lowest
+    labelled one (T13 and L6 are never missing): training reads such a vertebra as background."""
+    ranks = [anatomy.vertebra(label).rank for label in labels]
+    if not ranks:
+        return []
+    missing = [v.name for v in anatomy.STANDARD if min(ranks) < v.rank < max(ranks) and v.label not in labels]
+    if missing:
+        logger.warning("%s: no vertebra labelled %s between %s and %s; training reads its bone as background, so "
+                       "segment it or leave this case out", source, ", ".join(missing),
+                       anatomy.name_of(min(labels, key=lambda l: anatomy.vertebra(l).rank)),
+                       anatomy.name_of(max(labels, key=lambda l: anatomy.vertebra(l).rank)))
+    return missing
 
 
 def case_id_from_name(name: str) -> str:
@@ -326,18 +370,13 @@ def export_case(config: ExportConfig, completeness: Optional[Mapping[int, bool]]
         The paths of the written case.
 
     Raises:
-        InputError: bad modality or case id, an existing case (nothing is overwritten), or any
-            problem of the image or segmentation file (the message names the file).
+        InputError: bad modality, case id or dataset folder (:func:`new_case_files`), an existing case
+            (nothing is overwritten), or any problem of the image or segmentation file (the message names the file).
     """
-    if config.modality.lower() not in dataset.MODALITIES:
-        raise InputError(f"{config.image}: modality {config.modality!r} is not one of {dataset.MODALITIES}")
-    validate_case_id(config.case_id, config.dataset)
-    files = dataset.CaseFiles(Path(config.dataset), config.case_id, config.modality.lower())
-    for folder in (files.image.parent, files.labels.parent):
-        if folder.exists():
-            raise InputError(f"{folder}: case {config.case_id!r} already exists; not overwriting")
+    new_case_files(config.dataset, config.case_id, config.modality)
     image = read_image(config.image)
     labels, flags = read_segmentation_file(config.segmentation, image, completeness)
+    warn_missing_levels(sorted(flags), (source or {}).get("segmentation", config.segmentation))
     info = case_info(config, labels, flags, source)
     written = dataset.write_case(config.dataset, info, image, labels)
     logger.info("exported case %s: %s", config.case_id,
