@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,8 +247,9 @@ def prepare_cases(cases: Sequence[TrainingCase], cache_dir: Path, spacing_mm: fl
     if workers < 1 or len(cases) < 2:
         results: Iterable[PreparedCase] = (prepare_case(case, *args) for case in cases)
         return _reported(results, cases, progress)
-    context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch threads
-    with ProcessPoolExecutor(max_workers=min(workers, len(cases)), mp_context=context) as pool:
+    # the platform's default start method, as the DataLoader's workers use it (a fork on Linux: a script needs
+    # no ``if __name__ == "__main__"`` guard there, as it needs one on Windows and macOS for both)
+    with ProcessPoolExecutor(max_workers=min(workers, len(cases))) as pool:
         futures = [pool.submit(prepare_case, case, *args) for case in cases]
         try:
             return _reported((f.result() for f in futures), cases, progress)
