@@ -211,10 +211,11 @@ def test_a_failed_preparation_leaves_the_new_folder_reusable(tmp_path):
     assert train([root], tmp_path / "run", _config(iterations=1), device="cpu").exists()
 
 
-def test_label_path_only_changes_nothing_but_the_label_path(data, tmp_path):
+def test_label_path_only_changes_nothing_but_the_label_path(data, tmp_path, caplog):
     base = train([data], tmp_path / "base", _config(iterations=2), device="cpu")
     tuned = train([data], tmp_path / "tuned", _config(iterations=3, trained_part="label-path", learning_rate=0.05),
                   init=base, device="cpu")
+    assert "fine-tuning with false positives" not in caplog.text  # no mask term to weigh
     before = load_model(base, device="cpu").module.state_dict()
     after = load_model(tuned, device="cpu").module.state_dict()
     changed = sorted(k for k in before if not torch.equal(before[k], after[k]))

@@ -306,7 +306,7 @@ def train(data_dirs: Sequence[Path], out_dir: Path, config: TrainingConfig, init
         raise InputError(f"training only the {config.trained_part} needs an --init model to start from")
     if init is not None:
         config, inherited = _init_weights(Path(init), config)
-        if config.loss.lambda_min < 1.0:
+        if config.trained_part == "all" and config.loss.lambda_min < 1.0:  # the label path has no mask term
             logger.warning("fine-tuning with false positives weighted %.2g at first (the paper's ramp for a network "
                            "that has yet to find bone): the masks may swell; --lambda-min 1 weighs them fully",
                            config.loss.lambda_min)
