@@ -224,8 +224,8 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             with warnings_collected() as warnings:
                 files = self.logic.exportCase(params.outputSegmentation, params.inputVolume, params.datasetFolder,
                                               params.caseId, params.exportModality)
-            notes = "".join(f"\n\nWarning: {text}" for text in warnings)
-            slicer.util.infoDisplay(f"Wrote case {params.caseId}:\n{files.image}\n{files.labels}\n{files.sidecar}{notes}")
+            written = f"Wrote case {params.caseId}:\n{files.image}\n{files.labels}\n{files.sidecar}"
+            slicer.util.infoDisplay(written + "".join(f"\n\nWarning: {text}" for text in warnings))
 
 
 class VertebraTraversalLogic(ScriptedLoadableModuleLogic):
