@@ -10,7 +10,8 @@ import SimpleITK as sitk
 from test_training_fixtures import spine_arrays, to_images, write_spine_case, write_verse_case
 from vertebra_traversal.imageio import InputError
 from vertebra_traversal.normalization import NormalizationSpec
-from vertebra_traversal.training.data import check_disjoint, find_cases, prepare_case, prepare_cases
+from vertebra_traversal.training.data import (check_disjoint, describe_case, find_cases, prepare_case,
+                                               prepare_cases)
 
 CT = NormalizationSpec("ct")
 
@@ -97,18 +98,21 @@ def test_label_map_without_vertebrae_is_refused(tmp_path):
 
 
 def test_held_out_cases_must_not_repeat_a_training_case_or_a_copy_of_one(tmp_path):
+    def described(root):
+        return [describe_case(c) for c in find_cases([root])]
+
     write_spine_case(tmp_path / "train", "case001", [24, 23])
     write_spine_case(tmp_path / "train", "case002", [23, 22], seed=1)
     write_spine_case(tmp_path / "held", "case009", [24, 23], seed=2)
-    train, held = find_cases([tmp_path / "train"]), find_cases([tmp_path / "held"])
+    train, held = described(tmp_path / "train"), described(tmp_path / "held")
     check_disjoint(train, held)  # other scans: accepted
     check_disjoint(train, [])
     with pytest.raises(InputError, match=r"case002_ct\.nii\.gz: this held-out case .* training case .*case002_ct"):
-        check_disjoint(train, find_cases([tmp_path / "train"])[1:])
+        check_disjoint(train, described(tmp_path / "train")[1:])
     copy = tmp_path / "copy"
     write_spine_case(copy, "renamed", [23, 22], seed=1)  # the same scan under another id
     with pytest.raises(InputError, match=r"renamed_ct\.nii\.gz: .* is also a training case \(.*case002_ct"):
-        check_disjoint(train, find_cases([copy]))
+        check_disjoint(train, described(copy))
 
 
 def test_worker_processes_prepare_the_same_cache_in_order_and_name_a_bad_case(tmp_path):

@@ -15,7 +15,8 @@ from .volumes import load_volume, read_volume_into, same_geometry, write_volume
 
 __all__ = [
     "ROI_NAME", "EventStreamReader", "RunState", "apply_event", "create_patch_roi", "find_patch_roi", "lps_to_ras",
-    "remove_patch_roi", "export_segmentation_case", "segment_assignments", "warnings_collected", "RunConfig", "SegmentationRun",
+    "remove_patch_roi", "export_segmentation_case", "segment_assignments", "warnings_collected", "RunConfig",
+    "SegmentationRun",
     "build_results_table",
     "IncompleteStyle", "build_segmentation_node", "segment_name", "segment_tag", "terminology_entry",
     "load_volume", "read_volume_into", "same_geometry", "write_volume",

@@ -174,15 +174,14 @@ def new_case_files(root: PathLike, case_id: str, modality: str) -> dataset.CaseF
 def warn_missing_levels(labels: Sequence[int], source: PathLike) -> List[str]:
     """Log a warning, and return the names, of standard vertebrae missing between the highest and the lowest
     labelled one (T13 and L6 are never missing): training reads such a vertebra as background."""
-    ranks = [anatomy.vertebra(label).rank for label in labels]
-    if not ranks:
+    ordered = sorted(labels, key=lambda label: anatomy.vertebra(label).rank)
+    if not ordered:
         return []
-    missing = [v.name for v in anatomy.STANDARD if min(ranks) < v.rank < max(ranks) and v.label not in labels]
+    low, high = anatomy.vertebra(ordered[0]), anatomy.vertebra(ordered[-1])
+    missing = [v.name for v in anatomy.STANDARD if low.rank < v.rank < high.rank and v.label not in labels]
     if missing:
         logger.warning("%s: no vertebra labelled %s between %s and %s; training reads its bone as background, so "
-                       "segment it or leave this case out", source, ", ".join(missing),
-                       anatomy.name_of(min(labels, key=lambda l: anatomy.vertebra(l).rank)),
-                       anatomy.name_of(max(labels, key=lambda l: anatomy.vertebra(l).rank)))
+                       "segment it or leave this case out", source, ", ".join(missing), low.name, high.name)
     return missing
 
 

@@ -139,24 +139,22 @@ def cache_key(case: TrainingCase, spacing_mm: float, normalization: Normalizatio
     return f"{case.case_id}-{spacing_mm:g}mm-{digest}"
 
 
-def check_disjoint(cases: Sequence[TrainingCase], held_out: Sequence[TrainingCase]) -> None:
-    """Refuse held-out cases that are also training cases: the same image file, or a copy of one (same
-    image size in bytes and the same label map).
+def check_disjoint(training: Sequence[Dict[str, Any]], held_out: Sequence[Dict[str, Any]]) -> None:
+    """Refuse held-out cases that are also training cases, given both as :func:`describe_case` records: the
+    same image file, or a copy of one (same image size in bytes and the same label map).
 
     Raises:
         InputError: names the held-out file and the training file it repeats.
     """
-    def key(case: TrainingCase) -> "tuple[int, bytes]":
-        return case.image.stat().st_size, hashlib.sha1(case.labels.read_bytes()).digest()
+    def key(record: Dict[str, Any]) -> "tuple[int, str]":
+        return record["image_bytes"], record["labels_sha1"]
 
-    if not held_out:
-        return
-    paths, copies = {c.image.resolve(): c for c in cases}, {key(c): c for c in cases}
-    for case in held_out:
-        same = paths.get(case.image.resolve()) or copies.get(key(case))
+    seen = {key(record): record for record in training}
+    for record in held_out:
+        same = seen.get(key(record))
         if same is not None:
-            raise InputError(f"{case.image}: this held-out case (--validation) is also a training case "
-                             f"({same.image}); validation needs cases the model is not trained on")
+            raise InputError(f"{record['image']}: this held-out case (--validation) is also a training case "
+                             f"({same['image']}); validation needs cases the model is not trained on")
 
 
 def describe_case(case: TrainingCase) -> Dict[str, Any]:

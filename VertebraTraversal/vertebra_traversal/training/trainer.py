@@ -312,10 +312,9 @@ def train(data_dirs: Sequence[Path], out_dir: Path, config: TrainingConfig, init
                            config.loss.lambda_min)
     cases = find_cases(data_dirs, config.modality)
     held_out = find_cases(validation_dirs, config.modality) if validation_dirs else []
-    check_disjoint(cases, held_out)
-    data = [describe_case(c) for c in cases]
-    identity = {"config": config.identity(), "data": data, "validation": [describe_case(c) for c in held_out],
-                "init": inherited.info}
+    data, validation = [describe_case(c) for c in cases], [describe_case(c) for c in held_out]
+    check_disjoint(data, validation)
+    identity = {"config": config.identity(), "data": data, "validation": validation, "init": inherited.info}
     fresh = not run.identity_file.exists()
     resuming = run.claim(identity)
     with run.locked():  # one process per run folder
