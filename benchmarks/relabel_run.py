@@ -22,6 +22,7 @@ import SimpleITK as sitk
 
 from vertebra_traversal import anatomy
 from vertebra_traversal.checkpoint import read_metadata
+from vertebra_traversal.confidence import steps_from_start
 from vertebra_traversal.labeling import refine_labels
 from vertebra_traversal.models import resolve_model
 from vertebra_traversal.segment_config import SegmentConfig
@@ -29,9 +30,10 @@ from vertebra_traversal.segment_config import SegmentConfig
 REPORT = "_report.json"
 
 
-def relabel_case(report: Path, out: Path, labeling) -> int:
+def relabel_case(report: Path, out: Path, labeling, confidence=None, direction: str = "up") -> int:
     """Write one case's label map and report read by ``labeling`` into ``out``; returns how many instances
-    changed their label or were left out."""
+    changed their label or were left out. ``confidence``: the model's fitted label confidence where
+    ``labeling`` is its own reading (``segment`` reports it then), else None: the sequences' share."""
     stem = report.name[:-len(REPORT)]
     doc = json.loads(report.read_text())
     image = sitk.ReadImage(str(report.parent / f"{stem}_seg-vert_msk.nii.gz"))
@@ -42,14 +44,18 @@ def relabel_case(report: Path, out: Path, labeling) -> int:
     lut[[v["label"] for v in vertebrae]] = 0
     for v, label in zip(vertebrae, new):
         lut[v["label"]] = label
+    kept = assignment.kept() if assignment is not None else ()
+    steps = steps_from_start(len(kept), direction)
     doc["vertebrae"] = [{**vertebrae[i], "order": order, "label": int(new[i]), "name": anatomy.name_of(new[i]),
                          "label_likelihood": round(float(assignment.likelihoods[i]), 4),
-                         "label_confidence": round(float(assignment.confidences[i]), 4)}
-                        for order, i in enumerate(assignment.kept(), start=1)] if assignment is not None else []
+                         "label_confidence": round(float(assignment.confidences[i]) if confidence is None
+                                                   else confidence.probability(assignment.likelihoods[i], step), 4)}
+                        for order, (i, step) in enumerate(zip(kept, steps), start=1)]
     if assignment is not None:
         doc["chain"] = assignment.chain
     if isinstance(doc.get("model"), dict):
-        doc["model"].update(label_gaps=labeling.max_gaps, label_trimmed=labeling.max_trimmed)
+        doc["model"].update(label_gaps=labeling.max_gaps, label_trimmed=labeling.max_trimmed,
+                            label_confidence_fitted=confidence is not None)
     result = sitk.GetImageFromArray(lut[sitk.GetArrayFromImage(image)])
     result.CopyInformation(image)
     sitk.WriteImage(result, str(out / f"{stem}_seg-vert_msk.nii.gz"), True)
@@ -69,12 +75,14 @@ def main() -> None:
     parser.add_argument("--trim-penalty", type=float, help="default: the model's, else 0.15")
     args = parser.parse_args()
     config = SegmentConfig(max_gaps=args.gaps, max_trimmed=args.trim_ends)  # what segment would read
-    labeling = config.labeling_for(read_metadata(resolve_model(args.model)))
+    meta = read_metadata(resolve_model(args.model))
+    labeling = config.labeling_for(meta)
     penalties = {k: v for k, v in (("gap_penalty", args.gap_penalty), ("trim_penalty", args.trim_penalty))
                  if v is not None}
     labeling = replace(labeling, **penalties)
+    confidence = meta.confidence() if labeling == SegmentConfig().labeling_for(meta) else None
     args.out.mkdir(parents=True)  # a new folder: nothing is overwritten
-    changed = sum(relabel_case(report, args.out, labeling) for report in sorted(args.pred.glob(f"*{REPORT}")))
+    changed = sum(relabel_case(report, args.out, labeling, confidence, meta.direction) for report in sorted(args.pred.glob(f"*{REPORT}")))
     print(json.dumps({"out": str(args.out), "instances_changed": int(changed), "max_gaps": labeling.max_gaps,
                       "max_trimmed": labeling.max_trimmed}))
 

@@ -191,3 +191,65 @@ def test_keep_reading_writes_only_the_skipped_levels_and_needs_a_reading(folders
                              timeout=120)
         assert bad.returncode == 2 and message in bad.stderr, (extra, bad.stderr)
     assert not (tmp_path / "h.pt").exists()
+
+
+def _confidence_folders(tmp_path, reading=None):
+    """Four cases of three boxes; in two of them ``segment`` named every box right (likelihood 0.9), in the
+    other two every box one level too low (likelihood 0.3). Reports as a run with the model's own reading."""
+    model = tiny_model(tmp_path / "model.pt")
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    pred.mkdir()
+    truth = ["L3", "L2", "L1"]
+    for case_id, right in (("a", True), ("b", False), ("c", True), ("d", False)):
+        named = truth if right else ["L4", "L3", "L2"]
+        records = [dataset.VertebraRecord(L(n), n, True, [0.0, 0.0, 0.0]) for n in truth]
+        dataset.write_case(ref, dataset.CaseInfo(case_id, "ct", "vertebra", records),
+                           _image(np.zeros((26, 8, 8), np.float32)), _image(_labels(truth)))
+        sitk.WriteImage(_image(_labels(named)), str(pred / f"{case_id}_ct_seg-vert_msk.nii.gz"))
+        vertebrae = [{"order": 3 - i, "label": L(n), "label_value": 20.0, "complete": True,
+                      "label_likelihood": 0.9 if right else 0.3}
+                     for i, n in enumerate(named)]
+        run = reading or {"label_calibration": False, "label_gaps": 0, "label_trimmed": 0}
+        (pred / f"{case_id}_ct_report.json").write_text(json.dumps(
+            {"format": "vertebra-traversal-report", "version": 1, "model": {"path": str(model), **run},
+             "vertebrae": vertebrae}))
+    return model, ref, pred
+
+
+def test_confidence_is_fitted_on_whether_each_label_was_right_and_nothing_else_changes(tmp_path):
+    from vertebra_traversal.calibrate import confidence_model
+    model, ref, pred = _confidence_folders(tmp_path)
+    before = model.read_bytes()
+    result = confidence_model(model, pred, ref, tmp_path / "conf.pt")
+    fitted = read_metadata(tmp_path / "conf.pt")
+    assert fitted.confidence() == result.confidence
+    assert (result.confidence.vertebrae, result.confidence.cases, result.confidence.right) == (12, 4, 0.5)
+    assert result.confidence.probability(0.9, 1) > 0.8 > 0.2 > result.confidence.probability(0.3, 1)
+    assert result.auroc == 1.0 and result.brier < result.brier_constant == 0.25
+    assert fitted.to_json() == {**read_metadata(model).to_json(), "label_confidence": fitted.label_confidence}
+    assert model.read_bytes() == before
+
+
+def test_confidence_refuses_runs_with_another_label_reading_and_other_settings(tmp_path):
+    model, ref, pred = _confidence_folders(tmp_path, {"label_calibration": False, "label_gaps": 2, "label_trimmed": 0})
+    args = CLI + ["calibrate", "--model", str(model), "--pred", str(pred), "--ref", str(ref), "--confidence"]
+    out = subprocess.run(args + ["--out", str(tmp_path / "c.pt")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "a_ct_report.json: labels read with" in out.stderr and "--gaps" in out.stderr
+    both = subprocess.run(args + ["--gaps", "1", "--out", str(tmp_path / "c.pt")], capture_output=True, text=True,
+                          timeout=120)
+    assert both.returncode == 2 and "takes no other setting (--gaps given)" in both.stderr
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_confidence_from_the_command_line_and_a_new_reading_drops_it(tmp_path):
+    from vertebra_traversal.calibrate import gaussian_model
+    model, ref, pred = _confidence_folders(tmp_path)
+    out = subprocess.run(CLI + ["calibrate", "--model", str(model), "--pred", str(pred), "--ref", str(ref),
+                                "--confidence", "--out", str(tmp_path / "c.pt")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["vertebrae"] == 12 and summary["right"] == 0.5 and summary["auroc_in_sample"] == 1.0
+    assert read_metadata(tmp_path / "c.pt").confidence() is not None
+    gaussian_model(tmp_path / "c.pt", 1.25, tmp_path / "g.pt")  # labels read anew: the old fit no longer holds
+    assert read_metadata(tmp_path / "g.pt").confidence() is None

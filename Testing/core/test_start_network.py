@@ -147,3 +147,17 @@ def test_calibrating_a_combined_model_keeps_both_networks(tmp_path):
     assert after.metadata.start_network == before.metadata.start_network and after.metadata.label_calibration
     for old, new in zip(networks(before), networks(after)):
         assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), new.state_dict().values()))
+
+
+def test_combine_drops_a_label_confidence_fitted_without_the_start_network(tmp_path, caplog):
+    from vertebra_traversal.checkpoint import read_metadata
+    from vertebra_traversal.confidence import ConfidenceCalibration
+    fitted = ConfidenceCalibration(-0.1, 1.5, -1.9, vertebrae=20, cases=2, right=0.5).to_json()
+    main = tiny_model(tmp_path / "main.pt", seed=0)
+    loaded = load_model(main, device="cpu")
+    with_confidence = save_torchscript(loaded.module, replace(loaded.metadata, label_confidence=fitted),
+                                       tmp_path / "fitted.pt")
+    start, out = tiny_model(tmp_path / "start.pt", seed=1), tmp_path / "both.pt"
+    assert cli.main(["combine", "--model", str(with_confidence), "--start", str(start), "--out", str(out)]) == 0
+    assert read_metadata(with_confidence).confidence() is not None and read_metadata(out).confidence() is None
+    assert "label confidence was fitted on runs without this start network" in caplog.text

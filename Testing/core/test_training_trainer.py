@@ -240,3 +240,23 @@ def test_cosine_schedule_sets_adams_rate_at_every_step_and_resumes_exactly(data,
     train([data], tmp_path / "c", _config(), device="cpu")        # the constant rate moves the weights otherwise
     constant = _state(tmp_path / "c")["model"]
     assert any(not torch.equal(value, constant[key]) for key, value in final["model"].items())
+
+
+def test_a_fine_tune_does_not_keep_the_init_models_label_confidence(tmp_path, caplog):
+    from dataclasses import replace
+
+    from vertebra_traversal.confidence import ConfidenceCalibration
+    from vertebra_traversal.label_calibration import gaussian_reading
+    from vertebra_traversal.metadata import ModelMetadata
+    from vertebra_traversal.training.trainer import inherited_reading
+    meta = ModelMetadata(modality="CT", target="vertebra", spacing_mm=(2.5,) * 3, patch_size=(48,) * 3,
+                         normalization={"kind": "ct", "clip": [-1000, 2000], "scale": 0.001, "offset": 0.0},
+                         label_calibration=gaussian_reading(1.25).to_json(),
+                         label_confidence=ConfidenceCalibration(-0.1, 1.5, -1.9).to_json())
+    with caplog.at_level(logging.WARNING):
+        reading, fate = inherited_reading(tmp_path / "init.pt", meta)
+    assert fate == "kept" and reading == ModelMetadata.reading_record(gaussian_reading(1.25))
+    assert "does not keep it and reports the share of the plausible label sequences" in caplog.text
+    caplog.clear()
+    inherited_reading(tmp_path / "init.pt", replace(meta, label_confidence={}))
+    assert "label confidence" not in caplog.text

@@ -1,9 +1,10 @@
 """The engine's report as a table node: one row per vertebra, top first, with what a reader checks first.
 
 The segmentation node carries the same values as segment tags (:mod:`.segmentation`), which the Segment
-Editor does not show; the table puts the label confidence (the share of the plausible label sequences
-that agree, paper §3.4 extended), the completeness flag (§3.5) and its reason side by side, so that a low
-confidence or a vertebra at the scan's edge is seen before the labels are trusted.
+Editor does not show; the table puts the label confidence (for the bundled models the probability that
+the label is right, fitted on phantoms; docs/ARCHITECTURE.md), the completeness flag (§3.5) and its reason
+side by side, so that a low confidence or a vertebra at the scan's edge is seen before the labels are
+trusted.
 """
 from __future__ import annotations
 

@@ -10,11 +10,13 @@ changed.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import anatomy, dataset
+from .confidence import WEIGHTS, ConfidenceCalibration, auroc, brier, fit_confidence, steps_from_start
 from .checkpoint import LoadedModel, ModelMetadata, load_to_rewrite, save_torchscript
 from .evaluate import Progress, evaluate_case, find_prediction
 from .formats import REPORT_FORMAT
@@ -22,18 +24,22 @@ from .imageio import InputError, PathLike, read_json_document
 from .label_calibration import LabelCalibration, fit_calibration, gaussian_reading
 from .labeling import LabelingConfig, refine_labels
 from .metadata import PostSettings
+from .segment_config import SegmentConfig
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class CalibrationCase:
-    """One segmented case: its instances' label values top first, and the reference label of each
-    matched instance (``None`` where an instance matched no reference vertebra)."""
+    """One segmented case: its instances' label values top first, the reference label of each matched
+    instance (``None`` where an instance matched no reference vertebra), and the labels ``segment`` gave
+    them with their likelihoods (for :func:`confidence_model`)."""
 
     case_id: str
     label_values: Tuple[float, ...]
     reference_labels: Tuple[Optional[int], ...]
+    labels: Tuple[int, ...] = ()
+    likelihoods: Tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,25 +54,34 @@ class CalibrationResult:
     matched: int
 
 
-def _report_values(path: Path, model: Path) -> List[Tuple[int, float]]:
+def _report_values(path: Path, model: Path, reading: Optional[Dict[str, Any]] = None
+                   ) -> List[Tuple[int, float, float]]:
+    """(label, label value, label likelihood or NaN) of the report's vertebrae, top first; ``reading``: the
+    report's ``model`` entries the run must have used (:func:`_own_reading`), None = any."""
     data = read_json_document(path, REPORT_FORMAT, "report")
     made_with = Path(str(data.get("model", {}).get("path", ""))).resolve()
     if made_with != model.resolve():
         raise InputError(f"{path}: segmented with {made_with}, not with {model}; calibrate the model that made "
                          f"the predictions")
+    used = {key: data["model"].get(key) for key in reading or {}}
+    if reading and used != reading:
+        raise InputError(f"{path}: labels read with {used}, not with the model's own reading {reading} (a segment "
+                         f"run with --gaps, --trim-ends or --no-label-calibration); segment again without them")
     try:
         rows = sorted(data["vertebrae"], key=lambda v: int(v["order"]))
-        return [(int(v["label"]), float(v["label_value"])) for v in rows]
+        return [(int(v["label"]), float(v["label_value"]), float(v.get("label_likelihood", math.nan))) for v in rows]
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{path}: cannot read label values ({type(exc).__name__}: {exc})") from None
 
 
-def collect_cases(model: Path, pred_dir: PathLike, ref_dir: PathLike,
-                  progress: Optional[Progress] = None) -> List[CalibrationCase]:
-    """Match every case of the reference dataset ``ref_dir`` to ``segment``'s outputs in ``pred_dir``.
+def collect_cases(model: Path, pred_dir: PathLike, ref_dir: PathLike, progress: Optional[Progress] = None,
+                  reading: Optional[Dict[str, Any]] = None) -> List[CalibrationCase]:
+    """Match every case of the reference dataset ``ref_dir`` to ``segment``'s outputs in ``pred_dir``
+    (``reading``: as :func:`_report_values`).
 
     Raises:
-        InputError: a case without prediction or report, a report made by another model, bad files.
+        InputError: a case without prediction or report, a report made by another model (or with another
+            label reading than ``reading``), bad files.
     """
     cases = dataset.list_cases(ref_dir)
     out = []
@@ -77,13 +92,14 @@ def collect_cases(model: Path, pred_dir: PathLike, ref_dir: PathLike,
         if pred is None or pred.report is None:
             raise InputError(f"{pred_dir}: no segment report for case {case.case_id} (calibration needs the "
                              f"label values that `segment` writes into <case>_report.json)")
-        values = _report_values(pred.report, model)
+        values = _report_values(pred.report, model, reading)
         score = evaluate_case(case, pred).score
         reference_of: Dict[int, int] = {}  # an instance matched by two references keeps the better one
         for v in sorted((v for v in score.vertebrae if v.matched), key=lambda v: v.dice):
             reference_of[int(v.pred_label)] = v.label
-        out.append(CalibrationCase(case.case_id, tuple(v for _, v in values),
-                                   tuple(reference_of.get(label) for label, _ in values)))
+        out.append(CalibrationCase(case.case_id, tuple(v for _, v, _ in values),
+                                   tuple(reference_of.get(label) for label, _, _ in values),
+                                   tuple(label for label, _, _ in values), tuple(p for _, _, p in values)))
     if progress is not None:
         progress(1.0, f"matched {len(cases)} case(s)")
     return out
@@ -129,13 +145,73 @@ def calibrate_model(model_path: PathLike, pred_dir: PathLike, ref_dir: PathLike,
     return CalibrationResult(calibration, out, before, after, matched)
 
 
+@dataclass(frozen=True)
+class ConfidenceResult:
+    """The fitted label confidence, where it was written, and how it scores on the fitting vertebrae
+    (in-sample: :func:`~vertebra_traversal.confidence.brier`, lower is better, and
+    :func:`~vertebra_traversal.confidence.auroc`, 0.5 = no guide)."""
+
+    confidence: ConfidenceCalibration
+    model: Path
+    brier: float
+    brier_constant: float
+    auroc: float
+
+
+def _own_reading(metadata: ModelMetadata) -> Dict[str, Any]:
+    """The report's ``model`` entries of a ``segment`` run that reads the labels as ``metadata`` says."""
+    labeling = SegmentConfig().labeling_for(metadata)
+    return {"label_calibration": labeling.calibration is not None, "label_gaps": labeling.max_gaps,
+            "label_trimmed": labeling.max_trimmed}
+
+
+def confidence_model(model_path: PathLike, pred_dir: PathLike, ref_dir: PathLike, out: PathLike,
+                     progress: Optional[Progress] = None) -> ConfidenceResult:
+    """Fit the label confidence (:mod:`.confidence`) of ``model_path`` on its ``segment`` outputs of the
+    reference dataset ``ref_dir`` (read with its own label reading) and write the model with it as ``out``;
+    everything else in the model stays as it is. A matched vertebra's label is right when it is its
+    reference's.
+
+    Raises:
+        InputError: as :func:`collect_cases`; a report without label likelihoods; fewer than 10 matched
+            vertebrae or labels that are all right or all wrong.
+        CheckpointError: as :func:`calibrate_model`.
+    """
+    model_path, out = Path(model_path), Path(out)
+    loaded = load_to_rewrite(model_path, out, "calibrated")
+    cases = collect_cases(model_path, pred_dir, ref_dir, progress, _own_reading(loaded.metadata))
+    samples = []
+    for case in cases:
+        steps = steps_from_start(len(case.labels), loaded.metadata.direction)
+        for label, likelihood, reference, step in zip(case.labels, case.likelihoods, case.reference_labels, steps):
+            if reference is None:
+                continue
+            if not math.isfinite(likelihood):
+                raise InputError(f"{pred_dir}: the report of case {case.case_id} has no label likelihoods")
+            samples.append((likelihood, step, reference == label))
+    try:
+        confidence = fit_confidence(samples, cases=len(cases))
+    except ValueError as exc:
+        raise InputError(f"{pred_dir}: {exc}") from None
+    save_torchscript(loaded.module, replace(loaded.metadata, label_confidence=confidence.to_json()),  # type: ignore[arg-type]
+                     out)
+    right = [r for _, _, r in samples]
+    probabilities = [confidence.probability(lk, step) for lk, step, _ in samples]
+    logger.info("label confidence from %d vertebrae of %d cases written to %s", len(samples), len(cases), out)
+    return ConfidenceResult(confidence, out, brier(probabilities, right),
+                            brier([confidence.right] * len(right), right), auroc(probabilities, right))
+
+
 def write_calibrated(loaded: LoadedModel, calibration: LabelCalibration, out: PathLike,
                      gaps: Optional[Dict[str, Any]] = None, settings: PostSettings = PostSettings()) -> Path:
     """Write ``loaded``'s network with ``calibration`` in its metadata as the new model file ``out``;
     ``gaps``: the label refinement's sequence settings, ``{"max_gaps": G, "gap_penalty": D}`` and / or
     ``{"max_trimmed": K, "trim_penalty": T}`` (``ModelMetadata.label_gaps``, ``label_trim``);
     ``settings``: post-processing settings to record (those not given keep the model's)."""
-    metadata = settings.apply(replace(loaded.metadata,
+    if loaded.metadata.label_confidence:
+        logger.warning("%s: the label confidence fitted with the old reading is not kept; fit it again with "
+                       "calibrate --confidence on cases segmented with the new model", out)
+    metadata = settings.apply(replace(loaded.metadata, label_confidence={},
                                       label_calibration=ModelMetadata.reading_record(calibration, gaps)))
     return save_torchscript(loaded.module, metadata, out)  # type: ignore[arg-type]
 
@@ -177,3 +253,12 @@ def describe(result: CalibrationResult) -> Dict[str, object]:
             "identification_in_sample_before": round(result.identified_before, 4),
             "identification_in_sample_after": round(result.identified_after, 4),
             "means": [round(v, 2) for v in result.calibration.means]}
+
+
+def describe_confidence(result: ConfidenceResult) -> Dict[str, object]:
+    """JSON-ready summary of :func:`confidence_model` printed by the command line."""
+    c = result.confidence
+    return {"model": str(result.model), "cases": c.cases, "vertebrae": c.vertebrae, "right": round(c.right, 4),
+            "weights": {name: round(getattr(c, name), 4) for name in WEIGHTS},
+            "brier_in_sample": round(result.brier, 4), "brier_constant": round(result.brier_constant, 4),
+            "auroc_in_sample": round(result.auroc, 4)}

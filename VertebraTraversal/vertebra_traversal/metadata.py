@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from . import anatomy
+from .confidence import ConfidenceCalibration
 from .imageio import InputError
 from .label_calibration import LabelCalibration
 from .labeling import LabelingConfig
@@ -75,6 +76,10 @@ class ModelMetadata:
             (``LabelingConfig``; ``calibrate --gaps``; see :meth:`label_gaps`), an optional ``trim`` entry
             ``{"max_trimmed": K, "trim_penalty": T}`` leave out instances at the chain's ends
             (``calibrate --trim-ends``; see :meth:`label_trim`).
+        label_confidence: ``ConfidenceCalibration.to_json()`` (:mod:`.confidence`; ``calibrate --confidence``):
+            what a vertebra's label likelihood and its distance from the traversal's start say about the
+            label being right, fitted on cases read with this model's label reading; or empty: ``segment``
+            reports the share of the plausible label sequences that agree instead.
         surface_threshold_hu: CT only: the HU below which the surface refinement (§3.1) peels this model's
             mask surfaces, or None: the paper's 200. Chosen per model on validation cases and stated in its card.
         edge_margin_mm: for the ``edge`` and ``both`` completeness rules, how close (mm, along each axis) to
@@ -112,6 +117,7 @@ class ModelMetadata:
     network: Dict[str, Any] = field(default_factory=dict)
     training: Dict[str, Any] = field(default_factory=dict)
     label_calibration: Dict[str, Any] = field(default_factory=dict)
+    label_confidence: Dict[str, Any] = field(default_factory=dict)
     start_network: Dict[str, Any] = field(default_factory=dict)
     surface_threshold_hu: Optional[float] = None
     edge_margin_mm: float = 0.0
@@ -144,11 +150,13 @@ class ModelMetadata:
         _check_network(self.network, self.patch_size)
         _check_json("training", self.training)
         _check_json("label_calibration", self.label_calibration)
+        _check_json("label_confidence", self.label_confidence)
         _check_json("start_network", self.start_network)
         if self.surface_threshold_hu is not None:
             object.__setattr__(self, "surface_threshold_hu", _hu("surface_threshold_hu", self.surface_threshold_hu))
         self.start_use()
         self.calibration()
+        self.confidence()
         self.label_gaps()
         self.label_trim()
 
@@ -177,6 +185,19 @@ class ModelMetadata:
             return LabelCalibration.from_json(dict(self.label_calibration))
         except ValueError as exc:
             raise CheckpointError(f"metadata: 'label_calibration' is invalid ({exc})") from None
+
+    def confidence(self) -> Optional[ConfidenceCalibration]:
+        """The fitted label confidence (:mod:`.confidence`), or None when the model has none.
+
+        Raises:
+            CheckpointError: the stored record is malformed.
+        """
+        if not self.label_confidence:
+            return None
+        try:
+            return ConfidenceCalibration.from_json(dict(self.label_confidence))
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"metadata: 'label_confidence' is invalid ({exc})") from None
 
     @staticmethod
     def reading_record(calibration: LabelCalibration, sequence: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:

@@ -23,6 +23,7 @@ import SimpleITK as sitk
 
 from . import anatomy
 from .checkpoint import LoadedModel, ModelMetadata
+from .confidence import ConfidenceCalibration, steps_from_start
 from .fragments import fragments
 from .geometry import from_model_grid, model_index_to_lps, superior_axis, to_model_grid
 from .labeling import LabelAssignment, LabelingConfig, capacity, provisional_label, refine_labels
@@ -301,7 +302,8 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
     labels = from_model_grid(label_model, image, config.label_interpolation)
     labels = _postprocess(labels, image, meta, config) if found else labels
     at_edge = scan_edge_labels(labels, config.margin_for(meta), config.contact_for(meta), config.faces_for(meta))
-    vertebrae = _describe(labels, found, assignment, config.completeness_threshold, config.rule_for(meta), at_edge)
+    vertebrae = _describe(labels, found, assignment, config.completeness_threshold, config.rule_for(meta), at_edge,
+                          config.confidence_for(meta), meta.direction)
     seconds = time.perf_counter() - start
     logger.info("%d vertebrae (%s chain) in %.1f s, %d network passes", len(vertebrae),
                 assignment.chain if assignment else "-", seconds, passes)
@@ -341,26 +343,33 @@ def scan_edge_labels(labels: sitk.Image, margin_mm: float = 0.0, min_contact_mm2
                           min_contact_mm2, axes)
 
 
-def _describe(labels: sitk.Image, found: list, assignment: Any, threshold: float,
-              rule: str, at_edge: Set[int]) -> List[VertebraResult]:
+def _describe(labels: sitk.Image, found: list, assignment: Any, threshold: float, rule: str, at_edge: Set[int],
+              confidence: Optional[ConfidenceCalibration] = None, direction: str = "up") -> List[VertebraResult]:
     """Per-vertebra report rows measured on the final label map (input grid); ``at_edge``: the labels
-    that reach the scan's border (:func:`scan_edge_labels`)."""
+    that reach the scan's border (:func:`scan_edge_labels`). ``label_confidence`` is ``confidence``'s
+    probability (:mod:`.confidence`; steps counted over the rows reported, from the end where a traversal
+    of ``direction`` started) or, without one, the label's share of the plausible sequences."""
     if not found:
         return []
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(labels)
     present = set(stats.GetLabels())
-    out = []
-    for i, v in enumerate(found):
-        label = assignment.labels[i]
-        if label not in present:  # lost entirely to resampling / refinement
+    kept = []
+    for i, label in enumerate(assignment.labels[:len(found)]):
+        if label in present:
+            kept.append(i)
+        else:  # lost entirely to resampling / refinement
             logger.warning("vertebra %s vanished on the input grid", anatomy.name_of(label))
-            continue
+    out = []
+    for i, steps in zip(kept, steps_from_start(len(kept), direction)):
+        v, label, likelihood = found[i], assignment.labels[i], float(assignment.likelihoods[i])
         out.append(VertebraResult(
             order=i + 1, label=label, name=anatomy.name_of(label),
             complete=is_complete(float(v.completeness), label in at_edge, threshold, rule),
             completeness_probability=float(v.completeness), at_scan_edge=label in at_edge,
-            label_likelihood=float(assignment.likelihoods[i]), label_confidence=float(assignment.confidences[i]),
-            label_value=float(v.label_value), volume_mm3=float(stats.GetPhysicalSize(label)),
+            label_likelihood=likelihood, label_value=float(v.label_value),
+            label_confidence=float(assignment.confidences[i]) if confidence is None
+            else confidence.probability(likelihood, steps),
+            volume_mm3=float(stats.GetPhysicalSize(label)),
             centroid_lps_mm=tuple(float(c) for c in stats.GetCentroid(label))))
     return out

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, Optional
 
 from .checkpoint import ModelMetadata
+from .confidence import ConfidenceCalibration
 from .geometry import LABEL_INTERPOLATORS
 from .labeling import LabelingConfig
 from .metadata import START_USES
@@ -176,6 +177,12 @@ class SegmentConfig:
         if calibration is not None:
             labeling = replace(labeling, calibration=calibration, **meta.label_sequence())
         return replace(labeling, **self._counts())
+
+    def confidence_for(self, meta: ModelMetadata) -> Optional[ConfidenceCalibration]:
+        """The model's fitted label confidence (:mod:`~vertebra_traversal.confidence`) when this run reads the
+        labels as the model does (it was fitted on such runs), else None: the run reports the share of the
+        plausible label sequences that agree (``LabelAssignment.confidences``)."""
+        return meta.confidence() if self.labeling_for(meta) == SegmentConfig().labeling_for(meta) else None
 
     def _counts(self) -> Dict[str, int]:
         """This run's ``max_gaps`` and ``max_trimmed``, those given."""

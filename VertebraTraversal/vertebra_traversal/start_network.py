@@ -113,5 +113,9 @@ def attach_start(main_path: PathLike, start_path: PathLike, out: PathLike, use: 
     if previous is not None:
         logger.info("%s: replacing its start network", main_path)
     use = use or (main_model.metadata.start_use() if previous is not None else "always")
-    metadata = replace(main_model.metadata, start_network=dict(describe_start(start_path, start_model), use=use))
+    if main_model.metadata.label_confidence:
+        logger.warning("%s: its label confidence was fitted on runs without this start network and is not kept; "
+                       "fit it again with calibrate --confidence", main_path)
+    metadata = replace(main_model.metadata, label_confidence={},
+                       start_network=dict(describe_start(start_path, start_model), use=use))
     return save_torchscript(StartSwitch(main, start_model.module), metadata, out)  # type: ignore[arg-type]

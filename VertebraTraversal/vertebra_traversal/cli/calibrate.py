@@ -1,4 +1,4 @@
-"""``vertebra-traversal calibrate --model MODEL --out NEW.pt (--pred DIR --ref DIR | --gaussian SD | --keep-reading)``.
+"""``vertebra-traversal calibrate --model MODEL --out NEW.pt (--pred DIR --ref DIR [--confidence] | --gaussian SD | --keep-reading)``.
 
 Fits what the model's label output means per level (:mod:`vertebra_traversal.label_calibration`) on cases
 it has segmented, and writes a new model file with that table in its metadata; ``segment`` then reads the
@@ -21,6 +21,13 @@ neighbour's instance does not shift every label beyond it (the bundled CT model:
 ``--trim-ends K [--trim-penalty T]`` (any mode) lets it leave out up to K instances at the two ends of
 the chain, each costing T (default 0.15), which then get no label: pieces of other bone below L5 or
 above C1 whose label values fit no level (off by default).
+
+``--confidence`` (with ``--pred`` and ``--ref``, nothing else) fits no label reading but the label
+confidence (:mod:`vertebra_traversal.confidence`): the probability that a label is right, from its
+likelihood and its distance from the end of the chain where the traversal started, fitted on cases the
+model segmented *as it is* (the reports must show its own label reading). ``segment`` then reports that
+probability as ``label_confidence``. Any later change of the reading (the other modes) drops it. Prints
+the in-sample Brier score (lower is better) beside that of a constant, and the area under the ROC curve.
 
 ``--keep-reading`` fits nothing: the model keeps the label reading it carries (a fitted table or a
 Gaussian) and its skipped-level allowance unless ``--gaps`` is given (``--gaps 0`` removes one), likewise
@@ -46,7 +53,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from ..calibrate import calibrate_model, describe, gaussian_model, regapped_model
+from ..calibrate import (calibrate_model, confidence_model, describe, describe_confidence, gaussian_model,
+                         regapped_model)
 from ..checkpoint import read_metadata
 from ..imageio import InputError
 from ..labeling import LabelingConfig
@@ -68,6 +76,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sd-floor", type=float, help="smallest spread per level (default 2; fitting only)")
     parser.add_argument("--gaussian", type=float, metavar="SD",
                         help="instead of fitting: the paper's expected values read through a Gaussian of SD levels")
+    parser.add_argument("--confidence", action="store_true",
+                        help="with --pred and --ref: fit only the label confidence (what a label's likelihood and "
+                             "its distance from the traversal's start say about it being right) on cases "
+                             "segmented with the model as it is; nothing else changes")
     parser.add_argument("--keep-reading", action="store_true",
                         help="instead of fitting: keep the model's own label reading and skipped-level "
                              "allowance, and write only --gaps when given (and the settings below)")
@@ -93,6 +105,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.confidence:
+        return _run_confidence(args)
     fitting = args.pred is not None or args.ref is not None
     modes = int(fitting) + int(args.gaussian is not None) + int(args.keep_reading)
     if modes != 1 or (fitting and (args.pred is None or args.ref is None)):
@@ -133,6 +147,26 @@ def run(args: argparse.Namespace) -> int:
     result = calibrate_model(model, args.pred, args.ref, args.out, **shape, gaps=sequence, settings=settings,
                              progress=lambda fraction, message: logger.info("%3.0f%% %s", 100 * fraction, message))
     sys.stdout.write(json.dumps(describe(result), indent=1) + "\n")
+    return 0
+
+
+def _run_confidence(args: argparse.Namespace) -> int:
+    """``--confidence``: fit the label confidence alone; every option that would change the labels is refused."""
+    if args.pred is None or args.ref is None:
+        raise InputError("--confidence needs --pred and --ref: cases the model segmented, and their reference")
+    margin, contact, faces = edge_options(args)
+    given = (("--gaussian", args.gaussian), ("--smoothing", args.smoothing), ("--sd-floor", args.sd_floor),
+             ("--gaps", args.gaps), ("--trim-ends", args.trim_ends), ("--keep-reading", args.keep_reading or None),
+             ("--surface-threshold-hu", args.surface_threshold_hu), ("--edge-margin-mm", margin),
+             ("--edge-min-contact-mm2", contact), ("--edge-margin-faces", faces),
+             ("--max-spine-offset-mm", spine_offset_option(args)), ("--min-volume-ratio", volume_ratio_option(args)))
+    others = [option for option, value in given if value is not None]
+    if others:
+        raise InputError(f"--confidence fits the confidence of the model as it segmented --pred and takes no other "
+                         f"setting ({', '.join(others)} given)")
+    result = confidence_model(resolve_model(args.model), args.pred, args.ref, args.out,
+                              progress=lambda fraction, message: logger.info("%3.0f%% %s", 100 * fraction, message))
+    sys.stdout.write(json.dumps(describe_confidence(result), indent=1) + "\n")
     return 0
 
 

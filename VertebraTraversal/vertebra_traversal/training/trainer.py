@@ -131,6 +131,10 @@ def inherited_reading(init: Path, metadata: ModelMetadata) -> "tuple[Dict[str, A
     table fitted to the init model's answers describes those weights only and is dropped, with a warning
     that says how to fit one for the new weights (``vertebra-traversal calibrate``).
     """
+    if metadata.label_confidence:
+        logger.warning("%s carries a label confidence fitted on its own runs; the fine-tuned model does not keep "
+                       "it and reports the share of the plausible label sequences until you fit one for it "
+                       "(vertebra-traversal calibrate --confidence)", init)
     calibration = metadata.calibration()
     if calibration is None:
         return {}, "none"

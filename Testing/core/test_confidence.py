@@ -1,0 +1,94 @@
+"""The fitted label confidence (vertebra_traversal.confidence): its formula, its fit, its record in the model's
+metadata, and where a run reports it instead of the share of the plausible label sequences."""
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from oracle import box_spine, oracle_for
+from test_pipeline import IDS_BOTTOM_UP, _meta, _stored
+from vertebra_traversal.checkpoint import CheckpointError
+from vertebra_traversal.confidence import (STEPS_CAP, ConfidenceCalibration, auroc, brier, fit_confidence,
+                                           steps_from_start)
+from vertebra_traversal.labeling import refine_labels
+from vertebra_traversal.pipeline import SegmentConfig, segment_with_predictor
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def test_the_probability_is_the_logistic_of_likelihood_and_capped_steps():
+    c = ConfidenceCalibration(intercept=-1.0, likelihood_weight=2.0, steps_weight=-3.0)
+    assert c.probability(0.5, 0) == pytest.approx(0.5)
+    assert c.probability(1.0, 4) == pytest.approx(_sigmoid(-1.0 + 2.0 - 1.2))
+    assert c.probability(1.0, STEPS_CAP + 7) == pytest.approx(c.probability(1.0, STEPS_CAP))
+    assert c.probability(0.9, 3) > c.probability(0.2, 3) and c.probability(0.9, 1) > c.probability(0.9, 8)
+
+
+def test_steps_count_from_the_end_where_the_traversal_started():
+    assert steps_from_start(4, "up") == [3, 2, 1, 0]  # top first; an upward traversal starts at the bottom
+    assert steps_from_start(4, "down") == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="direction"):
+        steps_from_start(3, "sideways")
+
+
+def test_the_fit_recovers_the_numbers_that_made_the_outcomes():
+    rng = np.random.default_rng(7)
+    truth = ConfidenceCalibration(intercept=-0.5, likelihood_weight=2.5, steps_weight=-2.0)
+    samples = []
+    for _ in range(6000):
+        likelihood, steps = float(rng.uniform()), int(rng.integers(0, 20))
+        samples.append((likelihood, steps, bool(rng.uniform() < truth.probability(likelihood, steps))))
+    fitted = fit_confidence(samples, cases=40)
+    assert (fitted.intercept, fitted.likelihood_weight, fitted.steps_weight) == pytest.approx((-0.5, 2.5, -2.0),
+                                                                                              abs=0.25)
+    assert fitted.vertebrae == 6000 and fitted.cases == 40
+    assert fitted.right == pytest.approx(np.mean([r for _, _, r in samples]))
+
+
+@pytest.mark.parametrize("samples, message", [([(0.5, 1, True)] * 9, "at least 10"),
+                                              ([(0.5, 1, True)] * 12, "all 12 labels were right")])
+def test_the_fit_refuses_what_it_cannot_learn_from(samples, message):
+    with pytest.raises(ValueError, match=message):
+        fit_confidence(samples, cases=1)
+
+
+def test_the_record_round_trips_and_a_bad_one_names_its_field():
+    c = ConfidenceCalibration(-0.1, 1.5, -1.9, vertebrae=643, cases=60, right=0.48)
+    assert ConfidenceCalibration.from_json(c.to_json()) == c
+    for bad, field in (({"intercept": 0.0, "likelihood_weight": 1.0}, "steps_weight"),
+                       ({**c.to_json(), "steps_weight": float("nan")}, "steps_weight"),
+                       ({**c.to_json(), "right": 1.5}, "right"), ({**c.to_json(), "steps_cap": 0}, "steps_cap")):
+        with pytest.raises(ValueError, match=field):
+            ConfidenceCalibration.from_json(bad)
+    with pytest.raises(CheckpointError, match="label_confidence.*steps_weight"):
+        replace(_meta(), label_confidence={"intercept": 0.0, "likelihood_weight": 1.0})
+
+
+def test_brier_and_auroc_on_known_cases():
+    assert brier([1.0, 0.0], [True, False]) == 0.0 and brier([0.5, 0.5], [True, False]) == 0.25
+    assert auroc([0.9, 0.1], [True, False]) == 1.0 and auroc([0.1, 0.9], [True, False]) == 0.0
+    assert auroc([0.5, 0.5], [True, False]) == 0.5 and math.isnan(auroc([0.5], [True]))
+
+
+@pytest.mark.parametrize("direction", ["up", "down"])
+def test_a_run_reports_the_fitted_probability_counted_from_the_traversals_start(direction):
+    spine = box_spine((110, 30, 30), IDS_BOTTOM_UP, height=12, gap=4, z0=4)
+    fitted = ConfidenceCalibration(intercept=0.0, likelihood_weight=0.0, steps_weight=1.0)
+    meta = replace(_meta(direction), label_confidence=fitted.to_json())
+    result = segment_with_predictor(_stored(spine.labels), oracle_for(spine, direction), meta)
+    assert [v.name for v in result.vertebrae] == ["T10", "T11", "T12", "L1", "L2", "L3"]
+    steps = range(5, -1, -1) if direction == "up" else range(6)
+    assert [v.label_confidence for v in result.vertebrae] == pytest.approx([_sigmoid(s / 10) for s in steps])
+
+
+def test_a_run_that_reads_the_labels_otherwise_reports_the_share_of_the_sequences_instead():
+    spine = box_spine((110, 30, 30), IDS_BOTTOM_UP, height=12, gap=4, z0=4)
+    meta = replace(_meta(), label_confidence=ConfidenceCalibration(0.0, 0.0, 1.0).to_json())
+    config = SegmentConfig(max_gaps=1)  # not the model's reading: the fit never saw such labels
+    assert config.confidence_for(meta) is None and SegmentConfig().confidence_for(meta) is not None
+    result = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), meta, config)
+    shares = refine_labels([v.label_value for v in result.vertebrae], config.labeling_for(meta)).confidences
+    assert [v.label_confidence for v in result.vertebrae] == pytest.approx(shares)
