@@ -82,7 +82,8 @@ def main() -> None:
     labeling = replace(labeling, **penalties)
     confidence = meta.confidence() if labeling == SegmentConfig().labeling_for(meta) else None
     args.out.mkdir(parents=True)  # a new folder: nothing is overwritten
-    changed = sum(relabel_case(report, args.out, labeling, confidence, meta.direction) for report in sorted(args.pred.glob(f"*{REPORT}")))
+    changed = sum(relabel_case(report, args.out, labeling, confidence, meta.direction)
+                  for report in sorted(args.pred.glob(f"*{REPORT}")))
     print(json.dumps({"out": str(args.out), "instances_changed": int(changed), "max_gaps": labeling.max_gaps,
                       "max_trimmed": labeling.max_trimmed}))
 

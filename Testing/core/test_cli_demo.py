@@ -12,10 +12,11 @@ def test_table_lists_flags_edge_and_agreement_with_the_truth():
     score = score_case(labels, labels, result.labels.GetSpacing()[::-1], {19: True, 20: False},
                        {19: True, 20: False})
     lines = table(result, score, ["T12", "L1*"]).splitlines()
-    assert lines[0].split() == ["vertebra", "complete", "p(compl.)", "at", "edge", "label", "p", "volume", "mL",
-                                "truth", "Dice", "%", "ASSD", "mm"]
-    assert lines[1].split()[:4] + lines[1].split()[6:] == ["T12", "yes", "0.93", "no", "T12", "100.0", "0.00"]
-    assert lines[2].split()[:4] + lines[2].split()[6:] == ["L1", "NO", "0.12", "yes", "L1", "100.0", "0.00"]
+    assert lines[0].split() == ["vertebra", "complete", "p(compl.)", "at", "edge", "label", "p", "conf.", "volume",
+                                "mL", "truth", "Dice", "%", "ASSD", "mm"]
+    assert lines[1].split()[:4] + lines[1].split()[7:] == ["T12", "yes", "0.93", "no", "T12", "100.0", "0.00"]
+    assert lines[2].split()[:4] + lines[2].split()[7:] == ["L1", "NO", "0.12", "yes", "L1", "100.0", "0.00"]
+    assert [line.split()[5] for line in lines[1:3]] == [f"{v.label_confidence:.2f}" for v in result.vertebrae]
     assert lines[3] == "ground truth: T12, L1*"
     assert lines[4] == "mean Dice 100.0 %, mean ASSD 0.00 mm, identification 100 %, completeness 100 %"
 
@@ -30,7 +31,7 @@ def test_an_instance_matched_by_two_reference_vertebrae_shows_the_one_it_agrees_
     assert sorted((v.label, v.pred_label) for v in score.vertebrae) == [(19, 19), (20, 20), (21, 20)]
     lines = table(result, score, ["T12", "L1", "L2"]).splitlines()
     row = lines[2].split()
-    assert row[0] == "L1" and row[6:8] == ["L1", f"{100 * 2 * 216 / (216 + 288):.1f}"]
+    assert row[0] == "L1" and row[7:9] == ["L1", f"{100 * 2 * 216 / (216 + 288):.1f}"]
     assert lines[4] == f"without an instance of their own: L2 (in the instance named L1, Dice {100 * 2 * 72 / (72 + 288):.1f} %)"
 
 

@@ -25,6 +25,8 @@ def test_the_probability_is_the_logistic_of_likelihood_and_capped_steps():
     assert c.probability(1.0, 4) == pytest.approx(_sigmoid(-1.0 + 2.0 - 1.2))
     assert c.probability(1.0, STEPS_CAP + 7) == pytest.approx(c.probability(1.0, STEPS_CAP))
     assert c.probability(0.9, 3) > c.probability(0.2, 3) and c.probability(0.9, 1) > c.probability(0.9, 8)
+    assert ConfidenceCalibration(-2000.0, 0.0, 0.0).probability(0.5, 0) == pytest.approx(0.0)  # no overflow
+    assert ConfidenceCalibration(2000.0, 0.0, 0.0).probability(0.5, 0) == pytest.approx(1.0)
 
 
 def test_steps_count_from_the_end_where_the_traversal_started():

@@ -1,7 +1,7 @@
 """The engine's report as a table node: one row per vertebra, top first, with what a reader checks first.
 
 The segmentation node carries the same values as segment tags (:mod:`.segmentation`), which the Segment
-Editor does not show; the table puts the label confidence (for the bundled models the probability that
+Editor does not show; the table puts the label confidence (for the bundled CT model the probability that
 the label is right, fitted on phantoms; docs/ARCHITECTURE.md), the completeness flag (§3.5) and its reason
 side by side, so that a low confidence or a vertebra at the scan's edge is seen before the labels are
 trusted.

@@ -69,8 +69,11 @@ class ConfidenceCalibration:
     def probability(self, likelihood: float, steps: int) -> float:
         """``P(right)`` of a label with likelihood ``p(label | value)`` (0..1), ``steps`` labelled vertebrae
         away from the end of the chain where the traversal started (0 = the first one it labelled)."""
-        z = self.intercept + self.likelihood_weight * float(likelihood) + self.steps_weight * _steps(steps, self.steps_cap)
-        return 1.0 / (1.0 + math.exp(-z))
+        z = (self.intercept + self.likelihood_weight * float(likelihood)
+             + self.steps_weight * _steps(steps, self.steps_cap))
+        if z >= 0:
+            return 1.0 / (1.0 + math.exp(-z))
+        return math.exp(z) / (1.0 + math.exp(z))  # the same, without overflow for a large negative z
 
     def to_json(self) -> Dict[str, Any]:
         """The ``label_confidence`` record of a model's metadata."""

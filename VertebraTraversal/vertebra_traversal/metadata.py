@@ -12,7 +12,7 @@ import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from . import anatomy
 from .confidence import ConfidenceCalibration
@@ -179,12 +179,7 @@ class ModelMetadata:
         Raises:
             CheckpointError: the stored table is malformed.
         """
-        if not self.label_calibration:
-            return None
-        try:
-            return LabelCalibration.from_json(dict(self.label_calibration))
-        except ValueError as exc:
-            raise CheckpointError(f"metadata: 'label_calibration' is invalid ({exc})") from None
+        return _parsed("label_calibration", self.label_calibration, LabelCalibration.from_json)
 
     def confidence(self) -> Optional[ConfidenceCalibration]:
         """The fitted label confidence (:mod:`.confidence`), or None when the model has none.
@@ -192,12 +187,7 @@ class ModelMetadata:
         Raises:
             CheckpointError: the stored record is malformed.
         """
-        if not self.label_confidence:
-            return None
-        try:
-            return ConfidenceCalibration.from_json(dict(self.label_confidence))
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"metadata: 'label_confidence' is invalid ({exc})") from None
+        return _parsed("label_confidence", self.label_confidence, ConfidenceCalibration.from_json)
 
     @staticmethod
     def reading_record(calibration: LabelCalibration, sequence: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
@@ -277,6 +267,17 @@ class ModelMetadata:
         if missing:
             raise CheckpointError(f"metadata: missing fields {missing}")
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _parsed(name: str, record: Dict[str, Any], parse: Callable[[Dict[str, Any]], Any]) -> Any:
+    """``parse(record)``, or None for an empty record; a record ``parse`` refuses raises CheckpointError
+    naming the field."""
+    if not record:
+        return None
+    try:
+        return parse(dict(record))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"metadata: '{name}' is invalid ({exc})") from None
 
 
 def in_ct_range(value: Any) -> bool:

@@ -1,4 +1,5 @@
-"""``vertebra-traversal calibrate --model MODEL --out NEW.pt (--pred DIR --ref DIR [--confidence] | --gaussian SD | --keep-reading)``.
+"""``vertebra-traversal calibrate --model MODEL --out NEW.pt (--pred DIR --ref DIR [--confidence] | --gaussian SD |
+--keep-reading)``.
 
 Fits what the model's label output means per level (:mod:`vertebra_traversal.label_calibration`) on cases
 it has segmented, and writes a new model file with that table in its metadata; ``segment`` then reads the

@@ -48,19 +48,21 @@ def _where(score: VertebraScore) -> str:
 
 
 def table(result: SegmentationResult, score: CaseScore, truth_names: List[str]) -> str:
-    """Per-vertebra table: predicted name, flags, confidence, and agreement with the ground truth."""
+    """Per-vertebra table: predicted name, flags, label likelihood and confidence, and agreement with the
+    ground truth."""
     by_label = {}  # an instance matched by several reference vertebrae shows the one it agrees with best
     for s in sorted((s for s in score.vertebrae if s.pred_label is not None), key=lambda s: s.dice):
         by_label[s.pred_label] = s
-    lines = [f"{'vertebra':<18}{'complete':>9}{'p(compl.)':>10}{'at edge':>8}{'label p':>9}{'volume mL':>10}"
-             f"{'truth':>7}{'Dice %':>8}{'ASSD mm':>9}"]
+    lines = [f"{'vertebra':<18}{'complete':>9}{'p(compl.)':>10}{'at edge':>8}{'label p':>9}{'conf.':>7}"
+             f"{'volume mL':>10}{'truth':>7}{'Dice %':>8}{'ASSD mm':>9}"]
     for v in result.vertebrae:
         s = by_label.get(v.label)
         truth = "-" if s is None else name_of(s.label)
         dice = "-" if s is None else f"{100 * s.dice:.1f}"
         assd = "-" if s is None or not np.isfinite(s.assd_mm) else f"{s.assd_mm:.2f}"
         lines.append(f"{v.name:<18}{'yes' if v.complete else 'NO':>9}{v.completeness_probability:>10.2f}"
-                     f"{'yes' if v.at_scan_edge else 'no':>8}{v.label_likelihood:>9.2f}{v.volume_mm3 / 1000:>10.1f}"
+                     f"{'yes' if v.at_scan_edge else 'no':>8}{v.label_likelihood:>9.2f}{v.label_confidence:>7.2f}"
+                     f"{v.volume_mm3 / 1000:>10.1f}"
                      f"{truth:>7}{dice:>8}{assd:>9}")
     lines.append(f"ground truth: {', '.join(truth_names)}")
     shown = {s.label for s in by_label.values()}

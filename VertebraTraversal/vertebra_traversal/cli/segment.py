@@ -207,7 +207,8 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                   "largest_component": config.largest_component, "surface_growth": config.surface_growth,
                   "growth_threshold_hu": config.growth_threshold_hu,
                   "label_calibration": labeling.calibration is not None, "label_gaps": labeling.max_gaps,
-                  "label_trimmed": labeling.max_trimmed, "label_confidence_fitted": config.confidence_for(meta) is not None,
+                  "label_trimmed": labeling.max_trimmed,
+                  "label_confidence_fitted": config.confidence_for(meta) is not None,
                   "start_network": bool(meta.start_network), "start_network_use": config.start_use_for(meta)}
     patch_mm = [float(p) * float(s) for p, s in zip(reversed(meta.patch_size), meta.spacing_mm)]
     for number, path in enumerate(inputs, start=1):
