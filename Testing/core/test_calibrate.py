@@ -193,25 +193,30 @@ def test_keep_reading_writes_only_the_skipped_levels_and_needs_a_reading(folders
     assert not (tmp_path / "h.pt").exists()
 
 
-def _confidence_folders(tmp_path, reading=None):
-    """Four cases of three boxes; in two of them ``segment`` named every box right (likelihood 0.9), in the
-    other two every box one level too low (likelihood 0.3). Reports as a run with the model's own reading."""
+OWN_RUN = {"label_calibration": False, "label_gaps": 0, "label_trimmed": 0, "max_spine_offset_mm": 0.0,
+           "min_volume_ratio": 0.0, "start_network_use": "off"}  # what a default segment run of tiny_model reports
+
+
+def _confidence_folders(tmp_path, run=None, named_bottom_up=None, likelihoods=None):
+    """Four cases of three boxes (L3, L2, L1 from the bottom). By default ``segment`` named every box right
+    (likelihood 0.9) in cases a and c and one level too low (0.3) in b and d; ``named_bottom_up`` and
+    ``likelihoods`` (bottom first) set the same for every case instead. Report rows are written top last, as
+    a reader must not rely on their order. ``run``: the report's model settings (default :data:`OWN_RUN`)."""
     model = tiny_model(tmp_path / "model.pt")
     ref, pred = tmp_path / "ref", tmp_path / "pred"
     pred.mkdir()
     truth = ["L3", "L2", "L1"]
     for case_id, right in (("a", True), ("b", False), ("c", True), ("d", False)):
-        named = truth if right else ["L4", "L3", "L2"]
+        named = named_bottom_up or (truth if right else ["L4", "L3", "L2"])
+        ps = likelihoods or [0.9 if right else 0.3] * 3
         records = [dataset.VertebraRecord(L(n), n, True, [0.0, 0.0, 0.0]) for n in truth]
         dataset.write_case(ref, dataset.CaseInfo(case_id, "ct", "vertebra", records),
                            _image(np.zeros((26, 8, 8), np.float32)), _image(_labels(truth)))
         sitk.WriteImage(_image(_labels(named)), str(pred / f"{case_id}_ct_seg-vert_msk.nii.gz"))
-        vertebrae = [{"order": 3 - i, "label": L(n), "label_value": 20.0, "complete": True,
-                      "label_likelihood": 0.9 if right else 0.3}
-                     for i, n in enumerate(named)]
-        run = reading or {"label_calibration": False, "label_gaps": 0, "label_trimmed": 0}
+        vertebrae = [{"order": 3 - i, "label": L(n), "label_value": 20.0, "complete": True, "label_likelihood": p}
+                     for i, (n, p) in enumerate(zip(named, ps))]  # i = 0 is the bottom box: order 3
         (pred / f"{case_id}_ct_report.json").write_text(json.dumps(
-            {"format": "vertebra-traversal-report", "version": 1, "model": {"path": str(model), **run},
+            {"format": "vertebra-traversal-report", "version": 1, "model": {"path": str(model), **(run or OWN_RUN)},
              "vertebrae": vertebrae}))
     return model, ref, pred
 
@@ -230,19 +235,60 @@ def test_confidence_is_fitted_on_whether_each_label_was_right_and_nothing_else_c
     assert model.read_bytes() == before
 
 
-def test_confidence_refuses_runs_with_another_label_reading_and_other_settings(tmp_path):
-    model, ref, pred = _confidence_folders(tmp_path, {"label_calibration": False, "label_gaps": 2, "label_trimmed": 0})
+@pytest.mark.parametrize("direction", ["up", "down"])
+def test_confidence_counts_steps_from_where_the_models_traversal_starts(tmp_path, direction):
+    from dataclasses import replace
+
+    from vertebra_traversal.calibrate import confidence_model
+    from vertebra_traversal.checkpoint import load_model, save_torchscript
+    # the two bottom boxes named right, the top one wrong, every likelihood alike: only the position tells
+    model, ref, pred = _confidence_folders(tmp_path, named_bottom_up=["L3", "L2", "T12"], likelihoods=[0.6] * 3)
+    loaded = load_model(model, device="cpu")
+    turned = save_torchscript(loaded.module, replace(loaded.metadata, direction=direction), tmp_path / "turned.pt")
+    for report in pred.glob("*_report.json"):  # made by the turned model
+        report.write_text(report.read_text().replace(json.dumps(str(model)), json.dumps(str(turned))))
+    weight = confidence_model(turned, pred, ref, tmp_path / "conf.pt").confidence.steps_weight
+    assert weight < -1.0 if direction == "up" else weight > 1.0  # up: wrong far from the bottom; down: near the top
+
+
+@pytest.mark.parametrize("run", [{**OWN_RUN, "label_gaps": 2}, {**OWN_RUN, "max_spine_offset_mm": 20.0},
+                                 {**OWN_RUN, "min_volume_ratio": 0.5}, {"label_calibration": False}])
+def test_confidence_refuses_runs_that_picked_or_named_instances_otherwise(tmp_path, run):
+    model, ref, pred = _confidence_folders(tmp_path, run)
     args = CLI + ["calibrate", "--model", str(model), "--pred", str(pred), "--ref", str(ref), "--confidence"]
     out = subprocess.run(args + ["--out", str(tmp_path / "c.pt")], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "a_ct_report.json: labels read with" in out.stderr and "--gaps" in out.stderr
-    both = subprocess.run(args + ["--gaps", "1", "--out", str(tmp_path / "c.pt")], capture_output=True, text=True,
-                          timeout=120)
-    assert both.returncode == 2 and "takes no other setting (--gaps given)" in both.stderr
+    assert out.returncode == 2 and "a_ct_report.json: instances picked and named with" in out.stderr
     assert not (tmp_path / "c.pt").exists()
 
 
+@pytest.mark.parametrize("extra", [["--gaps", "1"], ["--gap-penalty", "0.3"], ["--trim-penalty", "0.5"],
+                                   ["--edge-margin-mm", "2"], ["--keep-reading"]])
+def test_confidence_takes_no_other_setting(tmp_path, extra):
+    model, ref, pred = _confidence_folders(tmp_path)
+    out = subprocess.run(CLI + ["calibrate", "--model", str(model), "--pred", str(pred), "--ref", str(ref),
+                                "--confidence", "--out", str(tmp_path / "c.pt")] + extra,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and f"takes no other setting ({extra[0]} given)" in out.stderr
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_confidence_refuses_reports_without_likelihoods_and_too_little_to_learn(tmp_path):
+    from vertebra_traversal.calibrate import confidence_model
+    model, ref, pred = _confidence_folders(tmp_path)
+    report = pred / "b_ct_report.json"
+    report.write_text(report.read_text().replace('"label_likelihood"', '"likelihood"'))
+    with pytest.raises(InputError, match="b_ct_report.json: a vertebra without a finite label_likelihood"):
+        confidence_model(model, pred, ref, tmp_path / "c.pt")
+    right = tmp_path / "right"
+    right.mkdir()
+    model, ref, pred = _confidence_folders(right, named_bottom_up=["L3", "L2", "L1"])
+    with pytest.raises(InputError, match="all 12 labels were right"):
+        confidence_model(model, pred, ref, right / "c.pt")
+    assert not (tmp_path / "c.pt").exists() and not (right / "c.pt").exists()
+
+
 def test_confidence_from_the_command_line_and_a_new_reading_drops_it(tmp_path):
-    from vertebra_traversal.calibrate import gaussian_model
+    from vertebra_traversal.calibrate import gaussian_model, regapped_model
     model, ref, pred = _confidence_folders(tmp_path)
     out = subprocess.run(CLI + ["calibrate", "--model", str(model), "--pred", str(pred), "--ref", str(ref),
                                 "--confidence", "--out", str(tmp_path / "c.pt")], capture_output=True, text=True,
@@ -253,3 +299,11 @@ def test_confidence_from_the_command_line_and_a_new_reading_drops_it(tmp_path):
     assert read_metadata(tmp_path / "c.pt").confidence() is not None
     gaussian_model(tmp_path / "c.pt", 1.25, tmp_path / "g.pt")  # labels read anew: the old fit no longer holds
     assert read_metadata(tmp_path / "g.pt").confidence() is None
+    from dataclasses import replace
+
+    from vertebra_traversal.checkpoint import load_model, save_torchscript
+    fitted = load_model(tmp_path / "c.pt", device="cpu")  # a reading and a confidence: --keep-reading drops it too
+    both = save_torchscript(fitted.module, replace(fitted.metadata, label_calibration=read_metadata(
+        tmp_path / "g.pt").label_calibration), tmp_path / "both.pt")
+    regapped_model(both, tmp_path / "k.pt", {"max_gaps": 1, "gap_penalty": 0.1})
+    assert read_metadata(both).confidence() is not None and read_metadata(tmp_path / "k.pt").confidence() is None

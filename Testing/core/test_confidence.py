@@ -94,3 +94,36 @@ def test_a_run_that_reads_the_labels_otherwise_reports_the_share_of_the_sequence
     result = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), meta, config)
     shares = refine_labels([v.label_value for v in result.vertebrae], config.labeling_for(meta)).confidences
     assert [v.label_confidence for v in result.vertebrae] == pytest.approx(shares)
+
+
+@pytest.mark.parametrize("config", [SegmentConfig(max_gaps=1), SegmentConfig(label_calibration=False, max_trimmed=1),
+                                    SegmentConfig(max_spine_offset_mm=20.0), SegmentConfig(min_volume_ratio=0.5)])
+def test_only_runs_that_pick_and_name_instances_as_the_model_does_use_the_fit(config):
+    meta = replace(_meta(), label_confidence=ConfidenceCalibration(0.0, 0.0, 1.0).to_json())
+    assert config.confidence_for(meta) is None
+    same = SegmentConfig(max_gaps=0, max_trimmed=0, max_spine_offset_mm=0.0, min_volume_ratio=0.0, batch_size=1)
+    assert same.confidence_for(meta) == meta.confidence()  # the model's own values, given explicitly
+
+
+def test_segment_reports_the_fitted_probability_and_says_so(tmp_path):
+    import json
+
+    from model_factory import tiny_model
+    from test_cli_segment import _ct, _run
+    from vertebra_traversal.checkpoint import load_model, save_torchscript
+    loaded = load_model(tiny_model(tmp_path / "tiny.pt"), device="cpu")
+    fitted = ConfidenceCalibration(0.3, 1.0, -2.0)
+    model = save_torchscript(loaded.module, replace(loaded.metadata, label_confidence=fitted.to_json()),
+                             tmp_path / "fitted.pt")
+    image = _ct(tmp_path / "scan_ct.nii.gz")
+    for extra, expected in (([], True), (["--gaps", "1"], False)):
+        out_dir = tmp_path / f"out{len(extra)}"
+        run = _run(["segment", image, "-o", out_dir, "--model", model, "--device", "cpu"] + extra)
+        assert run.returncode == 0, run.stderr
+        report = json.loads((out_dir / "scan_ct_report.json").read_text())
+        assert report["model"]["label_confidence_fitted"] is expected
+    rows = sorted(json.loads((tmp_path / "out0" / "scan_ct_report.json").read_text())["vertebrae"],
+                  key=lambda v: v["order"])
+    assert rows, "the tiny model finds the bony column"
+    expected = [fitted.probability(v["label_likelihood"], s) for v, s in zip(rows, steps_from_start(len(rows), "up"))]
+    assert [v["label_confidence"] for v in rows] == pytest.approx(expected, abs=1e-3)

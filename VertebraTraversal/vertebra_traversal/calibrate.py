@@ -65,13 +65,19 @@ def _report_values(path: Path, model: Path, reading: Optional[Dict[str, Any]] = 
                          f"the predictions")
     used = {key: data["model"].get(key) for key in reading or {}}
     if reading and used != reading:
-        raise InputError(f"{path}: labels read with {used}, not with the model's own reading {reading} (a segment "
-                         f"run with --gaps, --trim-ends or --no-label-calibration); segment again without them")
+        raise InputError(f"{path}: instances picked and named with {used}, not with the model's own settings "
+                         f"{reading} (a segment run with --gaps, --trim-ends, --no-label-calibration, "
+                         f"--max-spine-offset-mm, --min-volume-ratio or --start-network, or a report from a version "
+                         f"that did not record them); segment again with the model's own settings")
     try:
         rows = sorted(data["vertebrae"], key=lambda v: int(v["order"]))
-        return [(int(v["label"]), float(v["label_value"]), float(v.get("label_likelihood", math.nan))) for v in rows]
+        values = [(int(v["label"]), float(v["label_value"]), float(v.get("label_likelihood", math.nan)))
+                  for v in rows]
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{path}: cannot read label values ({type(exc).__name__}: {exc})") from None
+    if reading and not all(math.isfinite(p) for _, _, p in values):
+        raise InputError(f"{path}: a vertebra without a finite label_likelihood; the label confidence is fitted on it")
+    return values
 
 
 def collect_cases(model: Path, pred_dir: PathLike, ref_dir: PathLike, progress: Optional[Progress] = None,
@@ -159,10 +165,12 @@ class ConfidenceResult:
 
 
 def _own_reading(metadata: ModelMetadata) -> Dict[str, Any]:
-    """The report's ``model`` entries of a ``segment`` run that reads the labels as ``metadata`` says."""
-    labeling = SegmentConfig().labeling_for(metadata)
-    return {"label_calibration": labeling.calibration is not None, "label_gaps": labeling.max_gaps,
-            "label_trimmed": labeling.max_trimmed}
+    """The report's ``model`` entries of a ``segment`` run that picks and names the instances as
+    ``metadata`` says (``SegmentConfig.labels_as_model``)."""
+    own = SegmentConfig().for_model(metadata)
+    return {"label_calibration": own.labeling.calibration is not None, "label_gaps": own.labeling.max_gaps,
+            "label_trimmed": own.labeling.max_trimmed, "max_spine_offset_mm": own.max_spine_offset_mm,
+            "min_volume_ratio": own.min_volume_ratio, "start_network_use": own.start_use_for(metadata)}
 
 
 def confidence_model(model_path: PathLike, pred_dir: PathLike, ref_dir: PathLike, out: PathLike,
@@ -173,8 +181,9 @@ def confidence_model(model_path: PathLike, pred_dir: PathLike, ref_dir: PathLike
     reference's.
 
     Raises:
-        InputError: as :func:`collect_cases`; a report without label likelihoods; fewer than 10 matched
-            vertebrae or labels that are all right or all wrong.
+        InputError: as :func:`collect_cases` (reports must show the model's own settings,
+            :func:`_own_reading`); a report without label likelihoods; fewer than 10 matched vertebrae or
+            labels that are all right or all wrong.
         CheckpointError: as :func:`calibrate_model`.
     """
     model_path, out = Path(model_path), Path(out)
@@ -184,11 +193,8 @@ def confidence_model(model_path: PathLike, pred_dir: PathLike, ref_dir: PathLike
     for case in cases:
         steps = steps_from_start(len(case.labels), loaded.metadata.direction)
         for label, likelihood, reference, step in zip(case.labels, case.likelihoods, case.reference_labels, steps):
-            if reference is None:
-                continue
-            if not math.isfinite(likelihood):
-                raise InputError(f"{pred_dir}: the report of case {case.case_id} has no label likelihoods")
-            samples.append((likelihood, step, reference == label))
+            if reference is not None:
+                samples.append((likelihood, step, reference == label))
     try:
         confidence = fit_confidence(samples, cases=len(cases))
     except ValueError as exc:

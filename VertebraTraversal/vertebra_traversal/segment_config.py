@@ -178,11 +178,22 @@ class SegmentConfig:
             labeling = replace(labeling, calibration=calibration, **meta.label_sequence())
         return replace(labeling, **self._counts())
 
+    def labels_as_model(self, meta: ModelMetadata) -> bool:
+        """Whether this run picks and names the instances as the model's own settings do: the same label
+        reading, spine-line limit, volume ratio and start-network use (the settings in a report's ``model``
+        entry that :func:`~vertebra_traversal.calibrate.confidence_model` checks)."""
+        own = SegmentConfig()
+        return (self.labeling_for(meta) == own.labeling_for(meta)
+                and self.spine_offset_for(meta) == own.spine_offset_for(meta)
+                and self.volume_ratio_for(meta) == own.volume_ratio_for(meta)
+                and self.start_use_for(meta) == own.start_use_for(meta))
+
     def confidence_for(self, meta: ModelMetadata) -> Optional[ConfidenceCalibration]:
-        """The model's fitted label confidence (:mod:`~vertebra_traversal.confidence`) when this run reads the
-        labels as the model does (it was fitted on such runs), else None: the run reports the share of the
-        plausible label sequences that agree (``LabelAssignment.confidences``)."""
-        return meta.confidence() if self.labeling_for(meta) == SegmentConfig().labeling_for(meta) else None
+        """The model's fitted label confidence (:mod:`~vertebra_traversal.confidence`) when this run picks and
+        names the instances as the model does (:meth:`labels_as_model`; it was fitted on such runs), else
+        None: the run reports the share of the plausible label sequences that agree
+        (``LabelAssignment.confidences``)."""
+        return meta.confidence() if self.labels_as_model(meta) else None
 
     def _counts(self) -> Dict[str, int]:
         """This run's ``max_gaps`` and ``max_trimmed``, those given."""

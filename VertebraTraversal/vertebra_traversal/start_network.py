@@ -88,7 +88,8 @@ def describe_start(path: Path, loaded: LoadedModel) -> Dict[str, Any]:
 def attach_start(main_path: PathLike, start_path: PathLike, out: PathLike, use: Optional[str] = None) -> Path:
     """Write ``out``: the main network of ``main_path`` with the start network ``start_path`` (TorchScript).
 
-    The metadata is ``main_path``'s (label reading, completeness rule, ...) with ``start_network`` set,
+    The metadata is ``main_path``'s (label reading, completeness rule, ...) without a fitted label
+    confidence (``label_confidence``: fitted on runs without this start network) and with ``start_network`` set,
     its ``use`` (``"always"`` or ``"fallback"``, :meth:`~vertebra_traversal.metadata.ModelMetadata.start_use`)
     included. A start network already in ``main_path`` is replaced; ``use=None`` keeps its use (else
     ``"always"``).

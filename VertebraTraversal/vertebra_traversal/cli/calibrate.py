@@ -26,8 +26,9 @@ above C1 whose label values fit no level (off by default).
 ``--confidence`` (with ``--pred`` and ``--ref``, nothing else) fits no label reading but the label
 confidence (:mod:`vertebra_traversal.confidence`): the probability that a label is right, from its
 likelihood and its distance from the end of the chain where the traversal started, fitted on cases the
-model segmented *as it is* (the reports must show its own label reading). ``segment`` then reports that
-probability as ``label_confidence``. Any later change of the reading (the other modes) drops it. Prints
+model segmented *as it is* (the reports must show its own label reading, spine-line limit, volume ratio
+and start-network use). ``segment`` then reports that probability as ``label_confidence`` in runs with the
+same settings. Any later change of the reading (the other modes) drops it. Prints
 the in-sample Brier score (lower is better) beside that of a constant, and the area under the ROC curve.
 
 ``--keep-reading`` fits nothing: the model keeps the label reading it carries (a fitted table or a
@@ -157,7 +158,8 @@ def _run_confidence(args: argparse.Namespace) -> int:
         raise InputError("--confidence needs --pred and --ref: cases the model segmented, and their reference")
     margin, contact, faces = edge_options(args)
     given = (("--gaussian", args.gaussian), ("--smoothing", args.smoothing), ("--sd-floor", args.sd_floor),
-             ("--gaps", args.gaps), ("--trim-ends", args.trim_ends), ("--keep-reading", args.keep_reading or None),
+             ("--gaps", args.gaps), ("--gap-penalty", args.gap_penalty), ("--trim-ends", args.trim_ends),
+             ("--trim-penalty", args.trim_penalty), ("--keep-reading", args.keep_reading or None),
              ("--surface-threshold-hu", args.surface_threshold_hu), ("--edge-margin-mm", margin),
              ("--edge-min-contact-mm2", contact), ("--edge-margin-faces", faces),
              ("--max-spine-offset-mm", spine_offset_option(args)), ("--min-volume-ratio", volume_ratio_option(args)))

@@ -3,8 +3,9 @@
 Writes a model file that holds two networks (:mod:`vertebra_traversal.start_network`): MAIN answers every
 patch whose instance memory holds a voxel and gives every patch its label value and completeness; START
 segments the patches that the traversal sees with an empty memory (the search, and a scan's first
-vertebra; paper §3.3). The new file keeps MAIN's metadata (label reading, completeness rule) and records
-START in ``start_network``. Train a start network from MAIN with every vertebra patch drawn with an empty
+vertebra; paper §3.3). The new file keeps MAIN's metadata (label reading, completeness rule) but for a
+fitted label confidence, which it drops (the fit saw runs without START), and records START in
+``start_network``. Train a start network from MAIN with every vertebra patch drawn with an empty
 memory:
 
     vertebra-traversal train --data train/ --out runs/start --init main.pt --start-fraction 1
