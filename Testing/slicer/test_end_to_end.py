@@ -167,6 +167,8 @@ def test_phantom_with_bundled_model_to_training_case(mrml, tmp_path):
     table = run.results_table.GetTable()  # the results table lists the same vertebrae, top first
     assert [table.GetValue(r, 0).ToString() for r in range(table.GetNumberOfRows())] == \
         [anatomy.name_of(label) for label in labels]
+    # the bundled CT model carries a fitted label confidence, and the table says so
+    assert run.results_table.GetColumnDescription("Label confidence").startswith("The probability that this label")
     exported = _export_and_load(mrml, run.segmentation_node, volume, tmp_path, labels)
     truth = sitk.GetArrayFromImage(case.labels)
     # what was found is spine: the exported voxels lie on the phantom's vertebrae far above chance (their

@@ -54,3 +54,18 @@ def test_the_table_goes_beside_the_volume_in_its_study(mrml, tmp_path):
     shnode.CreateItem(study, volume)
     table = results.build_results_table(mrml.scene, volume, write_engine_outputs(tmp_path / "out")["report"])
     assert shnode.GetItemParent(shnode.GetItemByDataNode(table)) == study
+
+
+@pytest.mark.parametrize("flag, fitted", [(True, True), (False, False), (None, False)])
+def test_the_confidence_column_says_whether_it_is_a_fitted_probability(mrml, tmp_path, flag, fitted):
+    volume = add_volume(mrml.scene, ct_array())
+    out = write_engine_outputs(tmp_path / "out")
+    report = json.loads(out["report"].read_text())
+    report.setdefault("model", {}).pop("label_confidence_fitted", None)
+    if flag is not None:  # None: a report from before the fitted confidence existed
+        report["model"]["label_confidence_fitted"] = flag
+    out["report"].write_text(json.dumps(report))
+    table = results.build_results_table(mrml.scene, volume, out["report"])
+    description = table.GetColumnDescription(results.CONFIDENCE_TITLE)
+    assert description == results.CONFIDENCE_MEANINGS[fitted]
+    assert description.startswith("The probability" if fitted else "The share of the plausible")

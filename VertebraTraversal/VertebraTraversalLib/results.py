@@ -8,24 +8,27 @@ trusted.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import slicer
 import vtk
 
 from vertebra_traversal import anatomy
-from vertebra_traversal.imageio import PathLike
+from vertebra_traversal.formats import REPORT_FORMAT
+from vertebra_traversal.imageio import PathLike, read_json_document
 
 from .events import lps_to_ras
 from .segmentation import place_in_subject_hierarchy, read_report
 
 
+CONFIDENCE_TITLE = "Label confidence"
 #: (column title, report field, kind): kind ``"text"``, ``"flag"`` (yes / no) or a number format.
 COLUMNS: Tuple[Tuple[str, str, str], ...] = (
     ("Vertebra", "name", "text"),
     ("Complete", "complete", "flag"),
     ("At scan edge", "at_scan_edge", "flag"),
-    ("Label confidence", "label_confidence", "{:.2f}"),
+    (CONFIDENCE_TITLE, "label_confidence", "{:.2f}"),
     ("Label likelihood", "label_likelihood", "{:.2f}"),
     ("Completeness probability", "completeness_probability", "{:.2f}"),
     ("Volume (mL)", "volume_mm3", "mL"),
@@ -33,6 +36,17 @@ COLUMNS: Tuple[Tuple[str, str, str], ...] = (
     ("Centroid A (mm)", "centroid_lps_mm", "A"),
     ("Centroid S (mm)", "centroid_lps_mm", "S"),
 )
+
+
+#: What the ``Label confidence`` column holds (its description, which Slicer's table view shows as the
+#: tooltip of the column's cells): the report's
+#: ``model.label_confidence_fitted`` says which (absent in reports from before the fitted one existed).
+CONFIDENCE_MEANINGS = {
+    True: "The probability that this label is right, fitted on the model's training phantoms; its model "
+          "card says how well it held on new scans. Check every label.",
+    False: "The share of the plausible label sequences that agree with this label (the model carries no "
+           "fitted confidence); its model card says how often such labels were right. Check every label.",
+}
 
 
 def _cell(entry: Mapping[str, Any], field: str, kind: str) -> str:
@@ -73,16 +87,20 @@ def build_results_table(scene: "slicer.vtkMRMLScene", volume_node: "slicer.vtkMR
         name: node name (default ``"<volume> vertebrae table"``, made unique).
 
     Returns:
-        The table node: the columns of :data:`COLUMNS` (centroids in RAS mm), one row per vertebra.
+        The table node: the columns of :data:`COLUMNS` (centroids in RAS mm), one row per vertebra; the
+        confidence column's description (:data:`CONFIDENCE_MEANINGS`) says what its numbers are.
 
     Raises:
         InputError: the report cannot be read (no node is added then).
     """
     rows = result_rows(read_report(report_path))
+    model = read_json_document(Path(report_path), REPORT_FORMAT, "file").get("model")
+    fitted = bool(model.get("label_confidence_fitted")) if isinstance(model, Mapping) else False
     table = scene.AddNewNodeByClass("vtkMRMLTableNode",
                                     scene.GenerateUniqueName(name or f"{volume_node.GetName()} vertebrae table"))
     try:
         _fill(table, [title for title, _, _ in COLUMNS], rows)
+        table.SetColumnDescription(CONFIDENCE_TITLE, CONFIDENCE_MEANINGS[fitted])
         place_in_subject_hierarchy(scene, volume_node, table)
     except Exception:
         scene.RemoveNode(table)

@@ -24,6 +24,7 @@ from ..outputs import prepare_output_dir, write_outputs
 from ..phantom import generate_case
 from ..phantom.sample import SAMPLE_CONFIG, SAMPLE_SEED
 from ..pipeline import SegmentationResult, segment_image
+from ..segment_config import SegmentConfig
 from ..render import preview_png
 
 logger = logging.getLogger(__name__)
@@ -84,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
     result = segment_image(sample.image, model)
     if not result.vertebrae:
         raise InputError(f"{image_path}: the model found no vertebra in the sample")
-    paths = write_outputs(result, image_path, out_dir, {"path": str(args.model)}, stem="sample")
+    model_info = {"path": str(args.model),
+                  "label_confidence_fitted": SegmentConfig().confidence_for(model.metadata) is not None}
+    paths = write_outputs(result, image_path, out_dir, model_info, stem="sample")
     names = {v.label: v.name if v.complete else f"{v.name}*" for v in result.vertebrae}
     picture = out_dir / "sample_result.png"
     picture.write_bytes(preview_png(sample.image, result.labels, names, title="VertebraTraversal: sample result"))
