@@ -19,7 +19,7 @@ from vertebra_traversal.formats import REPORT_FORMAT
 from vertebra_traversal.imageio import PathLike, read_json_document
 
 from .events import lps_to_ras
-from .segmentation import place_in_subject_hierarchy, read_report
+from .segmentation import place_in_subject_hierarchy, report_entries
 
 
 CONFIDENCE_TITLE = "Label confidence"
@@ -93,8 +93,9 @@ def build_results_table(scene: "slicer.vtkMRMLScene", volume_node: "slicer.vtkMR
     Raises:
         InputError: the report cannot be read (no node is added then).
     """
-    rows = result_rows(read_report(report_path))
-    model = read_json_document(Path(report_path), REPORT_FORMAT, "file").get("model")
+    report = read_json_document(Path(report_path), REPORT_FORMAT, "file")
+    rows = result_rows(report_entries(report, report_path))
+    model = report.get("model")
     fitted = bool(model.get("label_confidence_fitted")) if isinstance(model, Mapping) else False
     table = scene.AddNewNodeByClass("vtkMRMLTableNode",
                                     scene.GenerateUniqueName(name or f"{volume_node.GetName()} vertebrae table"))

@@ -62,8 +62,15 @@ def read_report(path: PathLike) -> Dict[int, Mapping[str, Any]]:
     Raises:
         InputError: unreadable file, wrong format, or an unknown label id.
     """
-    path = Path(path)
-    data = read_json_document(path, REPORT_FORMAT, "file")
+    return report_entries(read_json_document(Path(path), REPORT_FORMAT, "file"), path)
+
+
+def report_entries(data: Mapping[str, Any], path: PathLike) -> Dict[int, Mapping[str, Any]]:
+    """The entries of a report document ``data`` (read from ``path``) by label id.
+
+    Raises:
+        InputError: an unknown label id.
+    """
     entries = {}
     for entry in data.get("vertebrae", []):
         if not anatomy.is_valid_label(entry.get("label", 0)):

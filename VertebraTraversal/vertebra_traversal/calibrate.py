@@ -167,10 +167,7 @@ class ConfidenceResult:
 def _own_reading(metadata: ModelMetadata) -> Dict[str, Any]:
     """The report's ``model`` entries of a ``segment`` run that picks and names the instances as
     ``metadata`` says (``SegmentConfig.labels_as_model``)."""
-    own = SegmentConfig().for_model(metadata)
-    return {"label_calibration": own.labeling.calibration is not None, "label_gaps": own.labeling.max_gaps,
-            "label_trimmed": own.labeling.max_trimmed, "max_spine_offset_mm": own.max_spine_offset_mm,
-            "min_volume_ratio": own.min_volume_ratio, "start_network_use": own.start_use_for(metadata)}
+    return SegmentConfig().selection_record(metadata)
 
 
 def confidence_model(model_path: PathLike, pred_dir: PathLike, ref_dir: PathLike, out: PathLike,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 from .checkpoint import ModelMetadata
 from .confidence import ConfidenceCalibration
@@ -177,6 +177,15 @@ class SegmentConfig:
         if calibration is not None:
             labeling = replace(labeling, calibration=calibration, **meta.label_sequence())
         return replace(labeling, **self._counts())
+
+    def selection_record(self, meta: ModelMetadata) -> Dict[str, Any]:
+        """The settings of this run that decide which instances get which labels, as a report's ``model`` entry
+        records them (``segment``) and ``calibrate --confidence`` checks them against the model's own."""
+        resolved = self.for_model(meta)
+        labeling = resolved.labeling
+        return {"max_spine_offset_mm": resolved.max_spine_offset_mm, "min_volume_ratio": resolved.min_volume_ratio,
+                "label_calibration": labeling.calibration is not None, "label_gaps": labeling.max_gaps,
+                "label_trimmed": labeling.max_trimmed, "start_network_use": self.start_use_for(meta)}
 
     def labels_as_model(self, meta: ModelMetadata) -> bool:
         """Whether this run picks and names the instances as the model's own settings do: the same label
