@@ -78,8 +78,9 @@ class ModelMetadata:
             (``calibrate --trim-ends``; see :meth:`label_trim`).
         label_confidence: ``ConfidenceCalibration.to_json()`` (:mod:`.confidence`; ``calibrate --confidence``):
             what a vertebra's label likelihood and its distance from the traversal's start say about the
-            label being right, fitted on cases read with this model's label reading; or empty: ``segment``
-            reports the share of the plausible label sequences that agree instead.
+            label being right, fitted on cases segmented with this model's own settings
+            (``SegmentConfig.selection_record``); or empty: ``segment`` reports the share of the plausible
+            label sequences that agree instead.
         surface_threshold_hu: CT only: the HU below which the surface refinement (§3.1) peels this model's
             mask surfaces, or None: the paper's 200. Chosen per model on validation cases and stated in its card.
         edge_margin_mm: for the ``edge`` and ``both`` completeness rules, how close (mm, along each axis) to
