@@ -129,12 +129,14 @@ def test_segment_runs_a_combined_model_in_the_child_process_and_reports_it(tmp_p
         assert json.loads((out_dir / "scan_ct_report.json").read_text())["model"]["start_network"] is flag
 
 
-def test_the_bundled_mr_model_holds_a_start_network_and_the_ct_model_none():
+def test_the_bundled_models_hold_start_networks_mr_always_and_ct_as_fallback():
     mr, ct = (load_model(resolve_model(name), device="cpu") for name in ("mr", "ct"))
-    main, start = networks(mr)
-    assert start is not None and mr.metadata.start_network["training"]["config"]["start_fraction"] == 1.0
-    assert networks(ct)[1] is None and not ct.metadata.start_network
+    for loaded, use in ((mr, "always"), (ct, "fallback")):
+        main, start = networks(loaded)
+        assert start is not None and loaded.metadata.start_network["training"]["config"]["start_fraction"] == 1.0
+        assert loaded.metadata.start_use() == use
     assert mr.metadata.label_calibration    # the main network's fitted table is kept inside
+    assert ct.metadata.label_confidence     # fitted again on runs with the start network as fallback
 
 
 def test_calibrating_a_combined_model_keeps_both_networks(tmp_path):

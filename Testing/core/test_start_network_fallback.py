@@ -19,10 +19,15 @@ from vertebra_traversal.checkpoint import CheckpointError, load_model, save_torc
 from vertebra_traversal.cli import main as cli
 from vertebra_traversal.imageio import read_image
 from vertebra_traversal.metadata import ModelMetadata
+from vertebra_traversal.models import resolve_model
 from vertebra_traversal.network import IterativeFCN
+from vertebra_traversal.phantom import generate_case
+from vertebra_traversal.phantom.sample import SAMPLE_CONFIG
 from vertebra_traversal.pipeline import SegmentConfig, segment_image
 
 NOTHING, EVERYWHERE = -20.0, 20.0
+#: A neck scan (C1 to T2 in view) whose search the bundled CT model's main network never starts.
+NECK_SEED = 424308
 
 
 def _constant(path, logit: float, seed: int = 0):
@@ -131,3 +136,23 @@ def test_combine_keeps_the_use_of_the_start_network_it_replaces(tmp_path):
     fresh = tmp_path / "fresh.pt"
     assert cli.main(["combine", "--model", str(tmp_path / "main.pt"), "--start", str(other), "--out", str(fresh)]) == 0
     assert load_model(fresh, device="cpu").metadata.start_use() == "always"
+
+
+def test_the_bundled_ct_model_starts_a_neck_scan_with_its_fallback_network():
+    """The bundled CT model's main network, with an empty memory, finds nothing in this neck scan; its start
+    network (``use: fallback``) starts it, and the main network climbs on from there (CT model card)."""
+    case = generate_case(NECK_SEED, replace(SAMPLE_CONFIG, fov="neck"))
+    model = load_model(resolve_model("ct"), device="cpu")
+    alone = segment_image(case.image, model, SegmentConfig(start_network="off"))
+    assert alone.vertebrae == () and not alone.start_network_used
+    result = segment_image(case.image, model)
+    assert result.start_network_used
+    found, truth = sitk.GetArrayViewFromImage(result.labels), sitk.GetArrayViewFromImage(case.labels)
+    lies_on = {}
+    for v in result.vertebrae:   # the reference vertebra that holds most of the instance, and what share
+        ids, counts = np.unique(truth[found == v.label], return_counts=True)
+        counts[ids == 0] = 0
+        lies_on[v.label] = (int(ids[counts.argmax()]), counts.max() / counts.sum())
+    assert all(share >= 0.7 for _, share in lies_on.values()), lies_on
+    assert len({ref for ref, _ in lies_on.values()}) >= 6, lies_on      # six or more vertebrae of the neck
+    assert sum(label == ref for label, (ref, _) in lies_on.items()) >= len(lies_on) / 2, lies_on
