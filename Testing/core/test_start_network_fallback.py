@@ -1,4 +1,5 @@
-"""When a model's start network runs: ``always``, ``fallback`` (only where the main network finds nothing), ``off``.
+"""When a model's start network runs: ``always``, ``fallback`` (only where the main network stalls:
+it finds nothing, or vertebrae bunched in a small part of the scan), ``off``.
 
 The networks are tiny ones whose segmentation output is a constant: probability ~0 everywhere ("finds
 nothing") or ~1 everywhere ("bone everywhere"), so which network answered a scan is known exactly.

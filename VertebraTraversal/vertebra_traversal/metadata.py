@@ -34,7 +34,8 @@ DIRECTIONS = ("up", "down")
 #: HU values a CT image stores (12-bit, air at -1024), e.g. for ``surface_threshold_hu``.
 CT_HU_RANGE = (-1024.0, 3071.0)
 #: When a model's start network segments the empty-memory patches (:mod:`.start_network`): on every run
-#: (``always``), only when the main network alone finds no vertebra in the scan (``fallback``), or never
+#: (``always``), only when the main network alone stalls in the scan (``fallback``: it finds no vertebra, or
+#: vertebrae bunched in less than half of the scan's height, ``pipeline._stalled``), or never
 #: (``off``, a segment-time choice only).
 START_USES = ("always", "fallback", "off")
 #: The uses a model file can record (``off`` is a segment-time choice only).

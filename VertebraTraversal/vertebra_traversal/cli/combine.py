@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path, help="the combined model file to write (new)")
     parser.add_argument("--use", choices=RECORDED_START_USES,
                         help="when segment runs the start network: always, or fallback: only in a scan where the "
-                             "main network alone finds no vertebra (segment --start-network overrides). Default: "
+                             "main network alone finds no vertebra, or vertebrae that span less than half of the "
+                             "scan's height (segment --start-network overrides). Default: "
                              "the use of the start network MAIN holds, else always")
     parser.set_defaults(func=run)
 

@@ -145,7 +145,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "leave the output (default: the model's; the bundled CT model: 3; 0 keeps all)")
     parser.add_argument("--start-network", choices=START_USES,
                         help="for a model with a start network (combine): always, fallback (only when the main "
-                             "network alone finds no vertebra in a scan) or off (accepted for any model). "
+                             "network alone finds no vertebra in a scan, or vertebrae that span less than half of "
+                             "its height) or off (accepted for any model). "
                              "Default: the model's")
     parser.add_argument("--events", action="store_true", help="JSON lines on stdout (for the Slicer module)")
     parser.set_defaults(func=run)
