@@ -35,7 +35,7 @@ DIRECTIONS = ("up", "down")
 CT_HU_RANGE = (-1024.0, 3071.0)
 #: When a model's start network segments the empty-memory patches (:mod:`.start_network`): on every run
 #: (``always``), only when the main network alone stalls in the scan (``fallback``: it finds no vertebra, or
-#: vertebrae bunched in less than half of the scan's height, ``pipeline._stalled``), or never
+#: vertebrae bunched in less than half of the scan's height, ``fallback.stalled``), or never
 #: (``off``, a segment-time choice only).
 START_USES = ("always", "fallback", "off")
 #: The uses a model file can record (``off`` is a segment-time choice only).

@@ -25,7 +25,8 @@ from . import anatomy
 from .checkpoint import LoadedModel, ModelMetadata
 from .confidence import ConfidenceCalibration, steps_from_start
 from .fragments import fragments
-from .geometry import from_model_grid, model_index_to_lps, physical_bounds, superior_axis, to_model_grid
+from .fallback import Counted, height_mm, span_mm, stalled
+from .geometry import from_model_grid, model_index_to_lps, superior_axis, to_model_grid
 from .labeling import LabelAssignment, LabelingConfig, capacity, provisional_label, refine_labels
 from .normalization import NormalizationSpec, normalize, pad_value
 from .predictor import Predictor
@@ -45,11 +46,6 @@ EventCallback = Callable[[Dict[str, Any]], None]
 #: covers several cm²; the demo sample's rib piece touches the border over 1.3 cm², the pieces of other bone
 #: that traversals stored on 20 training phantoms over 3.4 cm² at most.
 CUT_AREA_MM2 = 400.0
-#: A main-network run whose vertebrae span less than this share of the scan's superior extent has stalled, and
-#: a model with a fallback start network traverses again with it (:func:`_stalled`). On 100 training phantoms
-#: (60 of all fields of view, 40 of the neck) the spans of the bundled CT model's runs were at least 0.62 of the
-#: scan outside the neck; 7 neck scans fell below 0.5 and the start network found 32 more vertebrae in them.
-STALLED_SPAN_FRACTION = 0.5
 
 @dataclass(frozen=True)
 class VertebraResult:
@@ -192,9 +188,10 @@ def segment_image(image: sitk.Image, model: LoadedModel, config: SegmentConfig =
         should_cancel: polled between traversal steps.
 
     With ``config.start_use_for(model.metadata) == "fallback"`` the traversal runs with the main network
-    alone and, when that stalls (:func:`_stalled`: no vertebra, or vertebrae bunched in a small part of
-    the scan), once more with the start network, whose result is kept; the second run's patch steps and
-    vertebra indices continue the first's, and the result counts the passes and seconds of both.
+    alone and, when that stalls (:func:`~.fallback.stalled`: no vertebra, or vertebrae bunched in a small
+    part of the scan), once more with the start network, whose result is kept unless it holds fewer
+    vertebrae; the second run's patch steps and vertebra indices continue the first's, and the result
+    counts the passes and seconds of both.
     """
     def traverse_with(loaded: LoadedModel, events: Optional[EventCallback]) -> SegmentationResult:
         return segment_with_predictor(image, TorchPredictor(loaded, batch_size=config.batch_size), model.metadata,
@@ -203,57 +200,20 @@ def segment_image(image: sitk.Image, model: LoadedModel, config: SegmentConfig =
     use = config.start_use_for(model.metadata)
     if use == "always":
         return replace(traverse_with(model, on_event), start_network_used=True)
-    counted = _Counted(on_event)
+    counted = Counted(on_event)
     first = traverse_with(replace(model, module=networks(model)[0]), counted)
-    if use == "off" or first.cancelled or not _stalled(first.vertebrae, image):
+    if use == "off" or first.cancelled or not stalled([v.centroid_lps_mm for v in first.vertebrae], image):
         return first
-    logger.info("the main network found %d vertebrae spanning %.0f of the scan's %.0f mm; traversing again with the "
-                "start network", len(first.vertebrae), _span_mm(first.vertebrae), _height_mm(image))
+    logger.info("the main network found %d vertebrae in %.0f mm of the scan's %.0f; traversing again with the start "
+                "network", len(first.vertebrae), span_mm([v.centroid_lps_mm for v in first.vertebrae]),
+                height_mm(image))
     second = traverse_with(model, counted.continued())
-    return replace(second, network_passes=first.network_passes + second.network_passes,
+    kept = second if second.cancelled or len(second.vertebrae) >= len(first.vertebrae) else first
+    if kept is first:
+        logger.info("the start network found fewer vertebrae (%d); keeping the main network's", len(second.vertebrae))
+    return replace(kept, network_passes=first.network_passes + second.network_passes,
                    steps=first.steps + second.steps, seconds=first.seconds + second.seconds,
-                   start_network_used=True)
-
-
-def _span_mm(vertebrae: Tuple[VertebraResult, ...]) -> float:
-    """Distance (mm) along LPS z (superior) between the top-most and bottom-most centroid."""
-    heights = [v.centroid_lps_mm[2] for v in vertebrae]
-    return max(heights) - min(heights) if heights else 0.0
-
-
-def _stalled(vertebrae: Tuple[VertebraResult, ...], image: sitk.Image) -> bool:
-    """Whether a traversal with the main network alone stalled: it found no vertebra, or its vertebrae's
-    centroids span less than ``STALLED_SPAN_FRACTION`` of the scan's extent along the superior axis (it
-    started on the wrong bone and stopped, typically a few pieces near T1 at the bottom of a neck scan)."""
-    return not vertebrae or _span_mm(vertebrae) < STALLED_SPAN_FRACTION * _height_mm(image)
-
-
-def _height_mm(image: sitk.Image) -> float:
-    """The scan's extent (mm) along LPS z (superior), between its outermost voxel centres."""
-    low, high = physical_bounds(image)
-    return float(high[2] - low[2])
-
-
-class _Counted:
-    """An event callback that counts what it passes on, so that a second traversal's ``patch`` steps and
-    ``vertebra`` indices can continue the first's (docs/ARCHITECTURE.md: both count from 1 per scan)."""
-
-    def __init__(self, on_event: Optional[EventCallback]) -> None:
-        self.on_event = on_event
-        self.last = {"step": 0, "index": 0}
-
-    def __call__(self, event: Dict[str, Any]) -> None:
-        for key in self.last:
-            self.last[key] = max(self.last[key], int(event.get(key, 0)))
-        if self.on_event is not None:
-            self.on_event(event)
-
-    def continued(self) -> Optional[EventCallback]:
-        """The callback for the second traversal: ``step`` and ``index`` moved on by the first's last ones."""
-        if self.on_event is None:
-            return None
-        offsets, on_event = dict(self.last), self.on_event
-        return lambda event: on_event({k: v + offsets[k] if k in offsets else v for k, v in event.items()})
+                   start_network_used=kept is second)
 
 
 def _plausible(instances: Tuple[Any, ...], most: int) -> List[Any]:

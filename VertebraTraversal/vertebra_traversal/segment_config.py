@@ -74,8 +74,8 @@ class SegmentConfig:
             leave out at the chain's two ends in this run (0-3), at the model's penalties where it carries
             them (else ``labeling``'s); None = the model's reading (the bundled CT model: 2 and 3).
         start_network: when a model's start network (:mod:`~vertebra_traversal.start_network`) segments
-            the empty-memory patches: ``"always"``, ``"fallback"`` (only when the main network alone finds
-            no vertebra in the scan; the traversal then runs again) or ``"off"``; None = the model's
+            the empty-memory patches: ``"always"``, ``"fallback"`` (only when the main network alone stalls
+            in the scan, :func:`~vertebra_traversal.fallback.stalled`; the traversal then runs again) or ``"off"``; None = the model's
             (``ModelMetadata.start_use``). Ignored for a model of one network.
     """
 
