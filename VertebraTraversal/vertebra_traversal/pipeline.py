@@ -24,8 +24,8 @@ import SimpleITK as sitk
 from . import anatomy
 from .checkpoint import LoadedModel, ModelMetadata
 from .confidence import ConfidenceCalibration, steps_from_start
-from .fragments import fragments
 from .fallback import Counted, height_mm, span_mm, stalled
+from .fragments import fragments
 from .geometry import from_model_grid, model_index_to_lps, superior_axis, to_model_grid
 from .labeling import LabelAssignment, LabelingConfig, capacity, provisional_label, refine_labels
 from .normalization import NormalizationSpec, normalize, pad_value

@@ -75,8 +75,8 @@ class SegmentConfig:
             them (else ``labeling``'s); None = the model's reading (the bundled CT model: 2 and 3).
         start_network: when a model's start network (:mod:`~vertebra_traversal.start_network`) segments
             the empty-memory patches: ``"always"``, ``"fallback"`` (only when the main network alone stalls
-            in the scan, :func:`~vertebra_traversal.fallback.stalled`; the traversal then runs again) or ``"off"``; None = the model's
-            (``ModelMetadata.start_use``). Ignored for a model of one network.
+            in the scan, :func:`~vertebra_traversal.fallback.stalled`; the traversal then runs again) or
+            ``"off"``; None = the model's (``ModelMetadata.start_use``). Ignored for a model of one network.
     """
 
     batch_size: int = 4
