@@ -59,7 +59,10 @@ def _runs(tmp_path, model, shape=(60, 40, 36)):
     results["model"] = segment_image(image, model, on_event=events.append)  # the file's own use
     indices = [e["index"] for e in events if e["event"] == "vertebra"]
     assert indices == list(range(1, len(indices) + 1))
-    return results, [e["step"] for e in events if e["event"] == "patch"]
+    restarts = [e for e in events if e["event"] == "restart"]
+    assert restarts == ([{"event": "restart", "network": "start", "found": len(results["off"].vertebrae)}]
+                        if results["model"].steps > results["off"].steps else [])    # once, where the second run ran
+    return results, [e["step"] for e in events if e["event"] == "patch"], restarts
 
 
 def _same_labels(a, b) -> bool:
@@ -69,7 +72,7 @@ def _same_labels(a, b) -> bool:
 def test_fallback_runs_the_start_network_only_where_the_main_network_finds_nothing(tmp_path):
     model = _combined(tmp_path, NOTHING, EVERYWHERE, "fallback")
     assert model.metadata.start_network["use"] == "fallback" and model.metadata.start_use() == "fallback"
-    results, steps = _runs(tmp_path, model)
+    results, steps, restarts = _runs(tmp_path, model)
     off, always, fallback = results["off"], results["always"], results["model"]
     assert off.vertebrae == () and not off.start_network_used
     assert always.vertebrae and always.start_network_used
@@ -77,33 +80,36 @@ def test_fallback_runs_the_start_network_only_where_the_main_network_finds_nothi
     assert fallback.steps == off.steps + always.steps
     assert fallback.network_passes == off.network_passes + always.network_passes
     assert len(steps) == fallback.steps and steps == sorted(set(steps))     # the second run counts on
+    assert [r["found"] for r in restarts] == [0]
 
 
 def test_fallback_keeps_the_main_networks_result_where_its_vertebrae_span_the_scan(tmp_path):
     model = _combined(tmp_path, EVERYWHERE, NOTHING, "fallback")
-    results, _ = _runs(tmp_path, model, shape=(60, 200, 36))     # 199 x 1.6 mm along the superior axis (index j)
+    results, _, restarts = _runs(tmp_path, model, shape=(60, 200, 36))     # 199 x 1.6 mm along index j
     off, always, fallback = results["off"], results["always"], results["model"]
     assert len(off.vertebrae) > 1 and _span(off) > STALLED_SPAN_FRACTION * 199 * 1.6
     assert not fallback.start_network_used
     assert fallback.vertebrae == off.vertebrae and _same_labels(fallback, off) and fallback.steps == off.steps
     assert always.vertebrae == () and always.start_network_used    # the start network never starts
+    assert restarts == []
 
 
 def test_fallback_runs_where_the_main_networks_vertebrae_bunch_in_a_small_part_of_the_scan(tmp_path):
     model = _combined(tmp_path, EVERYWHERE, EVERYWHERE, "fallback")
-    results, _ = _runs(tmp_path, model)         # one instance fills this 62 mm scan: its centroids span 0 mm
+    results, _, restarts = _runs(tmp_path, model)     # one instance fills this 62 mm scan: it spans 0 mm
     off, always, fallback = results["off"], results["always"], results["model"]
     assert len(off.vertebrae) == 1 and fallback.start_network_used
     assert fallback.vertebrae == always.vertebrae and fallback.steps == off.steps + always.steps
+    assert [r["found"] for r in restarts] == [1]
 
 
 def test_a_stalled_run_is_kept_where_the_start_network_finds_fewer_vertebrae(tmp_path):
     model = _combined(tmp_path, EVERYWHERE, NOTHING, "fallback")
-    results, _ = _runs(tmp_path, model)         # stalled (one instance), and the start network never starts
+    results, _, restarts = _runs(tmp_path, model)     # stalled (one instance); the start network never starts
     off, always, fallback = results["off"], results["always"], results["model"]
     assert len(off.vertebrae) == 1 and always.vertebrae == () and not fallback.start_network_used
     assert fallback.vertebrae == off.vertebrae and _same_labels(fallback, off)
-    assert fallback.steps == off.steps + always.steps              # both ran
+    assert fallback.steps == off.steps + always.steps and len(restarts) == 1    # both ran
 
 
 def _span(result) -> float:

@@ -126,3 +126,16 @@ def test_a_run_that_finds_nothing_says_so(mrml):
                                      "vertebrae": []}, state)
     assert state.vertebrae == () and state.status == "no vertebra found"
     assert events.apply_event(roi, {"event": "done", "seconds": 2}, state).status == "done in 2 s - no vertebra found"
+
+
+def test_a_restart_voids_the_stalled_runs_vertebrae(mrml):
+    roi = events.create_patch_roi(mrml.scene)
+    found = {"event": "vertebra", "index": 1, "provisional_label": 8, "provisional_name": "T1", "label_value": 8.2,
+             "completeness": 0.4, "complete": False, "center_lps_mm": [0, 0, 0]}
+    state = events.apply_event(roi, found, None)
+    assert state.vertebrae == ("T1 (incomplete)",)
+    state = events.apply_event(roi, {"event": "restart", "network": "start", "found": 1}, state)
+    assert state.vertebrae == ()
+    assert state.status == "starting again with the start network (1 found before) - none found yet"
+    again = dict(found, index=2, provisional_label=3, provisional_name="C3", complete=True)
+    assert events.apply_event(roi, again, state).vertebrae == ("C3",)   # the second run's, numbered on

@@ -230,6 +230,10 @@ def apply_event(target: Any, event: Mapping[str, Any], state: Optional[RunState]
         return _on_patch(target, event, state)
     if kind == "vertebra":
         return _on_vertebra(event, state)
+    if kind == "restart":  # the main network stalled: its vertebrae may be replaced, the search starts over
+        state = replace(state, vertebrae=())
+        return replace(state, status=_status(state, f"starting again with the {event.get('network', 'start')} "
+                                                    f"network ({event.get('found', 0)} found before)"))
     if kind == "progress":
         fraction = min(1.0, max(0.0, float(event.get("fraction", state.fraction))))
         return replace(state, fraction=fraction, status=_status(state, str(event.get("message", ""))))

@@ -207,6 +207,8 @@ def segment_image(image: sitk.Image, model: LoadedModel, config: SegmentConfig =
     logger.info("the main network found %d vertebrae in %.0f mm of the scan's %.0f; traversing again with the start "
                 "network", len(first.vertebrae), span_mm([v.centroid_lps_mm for v in first.vertebrae]),
                 height_mm(image))
+    if on_event is not None:  # the vertebrae announced so far may be replaced (docs/ARCHITECTURE.md)
+        on_event({"event": "restart", "network": "start", "found": len(first.vertebrae)})
     second = traverse_with(model, counted.continued())
     kept = second if second.cancelled or len(second.vertebrae) >= len(first.vertebrae) else first
     if kept is first:
