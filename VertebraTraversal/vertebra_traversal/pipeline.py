@@ -202,11 +202,11 @@ def segment_image(image: sitk.Image, model: LoadedModel, config: SegmentConfig =
         return replace(traverse_with(model, on_event), start_network_used=True)
     counted = Counted(on_event)
     first = traverse_with(replace(model, module=networks(model)[0]), counted)
-    if use == "off" or first.cancelled or not stalled([v.centroid_lps_mm for v in first.vertebrae], image):
+    centroids = [v.centroid_lps_mm for v in first.vertebrae]
+    if use == "off" or first.cancelled or not stalled(centroids, image):
         return first
     logger.info("the main network found %d vertebrae in %.0f mm of the scan's %.0f; traversing again with the start "
-                "network", len(first.vertebrae), span_mm([v.centroid_lps_mm for v in first.vertebrae]),
-                height_mm(image))
+                "network", len(centroids), span_mm(centroids), height_mm(image))
     if on_event is not None:  # the vertebrae announced so far may be replaced (docs/ARCHITECTURE.md)
         on_event({"event": "restart", "network": "start", "found": len(first.vertebrae)})
     second = traverse_with(model, counted.continued())
