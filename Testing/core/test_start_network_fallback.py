@@ -18,13 +18,13 @@ from model_factory import TINY
 from test_cli_segment import _ct, _run
 from vertebra_traversal.checkpoint import CheckpointError, load_model, save_torchscript
 from vertebra_traversal.cli import main as cli
+from vertebra_traversal.fallback import STALLED_SPAN_FRACTION, span_mm
 from vertebra_traversal.imageio import read_image
 from vertebra_traversal.metadata import ModelMetadata
 from vertebra_traversal.models import resolve_model
 from vertebra_traversal.network import IterativeFCN
 from vertebra_traversal.phantom import generate_case
 from vertebra_traversal.phantom.sample import SAMPLE_CONFIG
-from vertebra_traversal.fallback import STALLED_SPAN_FRACTION, span_mm
 from vertebra_traversal.pipeline import SegmentConfig, segment_image
 
 NOTHING, EVERYWHERE = -20.0, 20.0

@@ -14,6 +14,7 @@ import SimpleITK as sitk
 
 from .geometry import superior_axis
 
+#: Receives the engine's JSON-ready events (docs/ARCHITECTURE.md, *Event stream*).
 EventCallback = Callable[[Dict[str, Any]], None]
 
 #: A main-network run whose vertebrae's centroids span less than this share of the scan's superior extent has

@@ -24,7 +24,7 @@ import SimpleITK as sitk
 from . import anatomy
 from .checkpoint import LoadedModel, ModelMetadata
 from .confidence import ConfidenceCalibration, steps_from_start
-from .fallback import Counted, height_mm, span_mm, stalled
+from .fallback import Counted, EventCallback, height_mm, span_mm, stalled
 from .fragments import fragments
 from .geometry import from_model_grid, model_index_to_lps, superior_axis, to_model_grid
 from .labeling import LabelAssignment, LabelingConfig, capacity, provisional_label, refine_labels
@@ -40,7 +40,6 @@ from .traversal import PatchEvent, TraversalConfig, TraversalResult, VertebraEve
 
 logger = logging.getLogger(__name__)
 
-EventCallback = Callable[[Dict[str, Any]], None]
 #: An instance the scan's cranio-caudal border cuts across this area (mm²) or more is a vertebra the scan
 #: cuts, whatever its volume (``SegmentConfig.min_volume_ratio``): a cut through a vertebra's body alone
 #: covers several cm²; the demo sample's rib piece touches the border over 1.3 cm², the pieces of other bone
@@ -343,7 +342,7 @@ def _describe(labels: sitk.Image, found: list, assignment: Any, threshold: float
     stats.Execute(labels)
     present = set(stats.GetLabels())
     kept = []
-    for i, label in enumerate(assignment.labels[:len(found)]):
+    for i, label in enumerate(assignment.labels):  # one per instance found
         if label in present:
             kept.append(i)
         else:  # lost entirely to resampling / refinement
