@@ -18,7 +18,7 @@ from vertebra_traversal.imageio import InputError
 from vertebra_traversal.label_calibration import TABLE_VALUES, LabelCalibration, gaussian_reading
 from vertebra_traversal.models import BUNDLED
 from vertebra_traversal.network import NetworkConfig
-from vertebra_traversal.start_network import networks
+from vertebra_traversal.start_network import networks, rescue_network
 from vertebra_traversal.training.config import preset
 from vertebra_traversal.training.trainer import TrainingProgress
 
@@ -167,21 +167,23 @@ def test_fine_tunes_keep_a_gaussian_label_reading_and_drop_a_fitted_table(tiny_p
     assert not gaussian_reading(1.5).fitted and fitted.fitted
 
 
-def test_a_fine_tune_trains_the_main_network_and_keeps_the_start_network(tiny_presets, tmp_path, capsys):
+def test_a_fine_tune_trains_the_main_network_and_keeps_the_start_and_rescue_networks(tiny_presets, tmp_path, capsys):
     out, args = _one_case_run(tmp_path, 1)
     assert cli.main(args) == 0
     assert cli.main(args[:-4] + ["--out", str(tmp_path / "start"), "--seed", "5", "--iterations", "1"]) == 0
-    both = tmp_path / "both.pt"
+    both, three = tmp_path / "both.pt", tmp_path / "three.pt"
     assert cli.main(["combine", "--model", str(out / "model.pt"), "--start", str(tmp_path / "start" / "model.pt"),
-                     "--out", str(both), "--use", "fallback"]) == 0
+                     "--out", str(both)]) == 0
+    assert cli.main(["combine", "--model", str(both), "--rescue", str(out / "model.pt"), "--out", str(three)]) == 0
     write_spine_case(tmp_path / "held", "case009", [23, 22], seed=3)
     assert cli.main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "tuned"), "--iterations",
-                     "1", "--workers", "0", "--init", str(both), "--validation", str(tmp_path / "held")]) == 0
+                     "1", "--workers", "0", "--init", str(three), "--validation", str(tmp_path / "held")]) == 0
     lines = (tmp_path / "tuned" / "validation.jsonl").read_text().splitlines()
     assert lines and "scan_dice" in json.loads(lines[-1])                 # the whole-scan validation ran
-    init, tuned = (load_model(p, device="cpu") for p in (both, tmp_path / "tuned" / "model.pt"))
+    init, tuned = (load_model(p, device="cpu") for p in (three, tmp_path / "tuned" / "model.pt"))
     (init_main, init_start), (tuned_main, tuned_start) = networks(init), networks(tuned)
-    assert all(torch.equal(a, b) for a, b in zip(init_start.state_dict().values(), tuned_start.state_dict().values()))
+    for kept, was in ((tuned_start, init_start), (rescue_network(tuned), rescue_network(init))):
+        assert all(torch.equal(a, b) for a, b in zip(was.state_dict().values(), kept.state_dict().values()))
     assert not all(torch.equal(a, b) for a, b in zip(init_main.state_dict().values(), tuned_main.state_dict().values()))
     assert tuned.metadata.start_network == init.metadata.start_network
     assert [read_metadata(p).training["init_start_network"] for p in (out / "model.pt", tmp_path / "tuned" / "model.pt")] \

@@ -139,3 +139,5 @@ def test_a_restart_voids_the_stalled_runs_vertebrae(mrml):
     assert state.status == "starting again with the start network (1 found before) - none found yet"
     again = dict(found, index=2, provisional_label=3, provisional_name="C3", complete=True)
     assert events.apply_event(roi, again, state).vertebrae == ("C3",)   # the second run's, numbered on
+    rescue = events.apply_event(roi, {"event": "restart", "network": "rescue", "found": 0}, state)
+    assert rescue.status == "starting again with the rescue network (0 found before) - none found yet"

@@ -1,8 +1,11 @@
-"""When a model's fallback start network runs, and how the second traversal's events count on.
+"""When a model's fallback start network or its rescue network runs, and how the second traversal's events
+count on.
 
 A model whose start network is a fallback (``start_network.use: fallback``, :mod:`.start_network`) runs
 the traversal (§3.3) with its main network alone and, where that *stalls*, once more with the start
 network answering the patches with an empty memory (:func:`vertebra_traversal.pipeline.segment_image`).
+A model with a rescue network runs it with its start network and, where that stalls, once more with the
+rescue network in the start network's place.
 Not in the paper: its search runs the network with an empty memory, which a network trained by §3.6
 rarely sees, so a scan of the neck alone may never start, or start on the wrong bone and stop.
 """
@@ -38,11 +41,11 @@ def height_mm(image: sitk.Image) -> float:
 
 
 def stalled(centroids_lps_mm: Sequence[Sequence[float]], image: sitk.Image) -> bool:
-    """Whether a traversal with the main network alone stalled: it found no vertebra, or the centroids
-    (LPS mm) of the vertebrae it reports span less than ``STALLED_SPAN_FRACTION`` of the scan's height
-    (:func:`height_mm`): it started on the wrong bone and stopped. The vertebrae are those the run reports,
-    after its label reading and filters (``segment --trim-ends``, ``--max-spine-offset-mm``,
-    ``--min-volume-ratio``), so these options can change whether the start network runs."""
+    """Whether a scan's first traversal stalled: it found no vertebra, or the centroids (LPS mm) of the
+    vertebrae it reports span less than ``STALLED_SPAN_FRACTION`` of the scan's height (:func:`height_mm`):
+    it started on the wrong bone and stopped. The vertebrae are those the run reports, after its label
+    reading and filters (``segment --trim-ends``, ``--max-spine-offset-mm``, ``--min-volume-ratio``), so
+    these options can change whether the second traversal runs."""
     return not centroids_lps_mm or span_mm(centroids_lps_mm) < STALLED_SPAN_FRACTION * height_mm(image)
 
 

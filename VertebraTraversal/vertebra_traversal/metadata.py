@@ -100,7 +100,8 @@ class ModelMetadata:
             all, else below 1. Chosen likewise.
         start_network: description of the start network the file holds beside the main one
             (:mod:`.start_network`; ``vertebra-traversal combine``), or empty: one network. Its ``use``
-            (``"always"`` when absent, or ``"fallback"``) says when it runs; see :meth:`start_use`.
+            (``"always"`` when absent, or ``"fallback"``) says when it runs; see :meth:`start_use`. Its
+            ``rescue``, where present, describes a third network the file holds (:class:`~.start_network.RescueSwitch`).
         format_version: metadata format version (this code reads up to ``FORMAT_VERSION``).
 
     Raises:
@@ -167,12 +168,15 @@ class ModelMetadata:
         record's ``use``, ``"always"`` when the record has none (files written before ``use`` existed).
 
         Raises:
-            CheckpointError: ``start_network.use`` is not ``"always"`` or ``"fallback"``.
+            CheckpointError: ``start_network.use`` is not ``"always"`` or ``"fallback"``, or not ``"always"``
+                in a model with a rescue network (``start_network.rescue``, :mod:`.start_network`).
         """
         if not self.start_network:
             return "off"
         use = self.start_network.get("use", "always")
         _check_choice("start_network.use", use, RECORDED_START_USES)
+        if self.start_network.get("rescue") and use != "always":
+            raise CheckpointError(f"start_network.use must be 'always' with a rescue network, got {use!r}")
         return use
 
     def calibration(self) -> Optional[LabelCalibration]:

@@ -109,7 +109,7 @@ def write_seg_nrrd(labels: sitk.Image, vertebrae: Sequence[VertebraResult], path
 def report_json(result: SegmentationResult, input_path: PathLike, model_info: Dict[str, Any]) -> Dict[str, Any]:
     return {"format": REPORT_FORMAT, "version": 1, "input": str(input_path), "model": model_info,
             "chain": result.chain, "network_passes": result.network_passes, "steps": result.steps,
-            "start_network_used": result.start_network_used,
+            "start_network_used": result.start_network_used, "rescue_network_used": result.rescue_network_used,
             "seconds": round(result.seconds, 2), "vertebrae": [v.to_json() for v in result.vertebrae]}
 
 

@@ -34,7 +34,7 @@ from .postprocess import (EDGE_MARGIN_FACES, grow_into_bone, is_complete, labels
                           refine_surface_ct, surface_passes)
 from .segment_config import SegmentConfig
 from .spine_line import off_spine
-from .start_network import networks
+from .start_network import traversal_modules
 from .torch_predictor import TorchPredictor
 from .traversal import PatchEvent, TraversalConfig, TraversalResult, VertebraEvent, traverse
 
@@ -76,7 +76,8 @@ class VertebraResult:
 @dataclass(frozen=True)
 class SegmentationResult:
     """Outcome of :func:`segment_image`. ``labels`` is a uint8 VerSe-id map on the input grid;
-    ``start_network_used``: the model's start network segmented this scan's empty-memory patches."""
+    ``start_network_used``: the model's start network segmented this scan's empty-memory patches;
+    ``rescue_network_used``: its rescue network did, in the second traversal that gave this result."""
 
     labels: sitk.Image
     vertebrae: Tuple[VertebraResult, ...]
@@ -86,6 +87,7 @@ class SegmentationResult:
     seconds: float
     cancelled: bool
     start_network_used: bool = False
+    rescue_network_used: bool = False
 
 
 def _traversal_config(meta: ModelMetadata, config: SegmentConfig) -> TraversalConfig:
@@ -188,33 +190,35 @@ def segment_image(image: sitk.Image, model: LoadedModel, config: SegmentConfig =
 
     With ``config.start_use_for(model.metadata) == "fallback"`` the traversal runs with the main network
     alone and, when that stalls (:func:`~.fallback.stalled`: no vertebra, or vertebrae bunched in a small
-    part of the scan), once more with the start network, whose result is kept unless it holds fewer
-    vertebrae; the second run's patch steps and vertebra indices continue the first's, and the result
+    part of the scan), once more with the start network; with ``"always"`` and a model that holds a rescue
+    network (and ``config.rescue_network``), with the start network and then, where that stalls, with the
+    rescue network (:func:`~.start_network.traversal_modules`). The second run's result is kept unless it
+    holds fewer vertebrae; its patch steps and vertebra indices continue the first's, and the result
     counts the passes and seconds of both.
     """
-    def traverse_with(loaded: LoadedModel, events: Optional[EventCallback]) -> SegmentationResult:
-        return segment_with_predictor(image, TorchPredictor(loaded, batch_size=config.batch_size), model.metadata,
-                                      config, events, should_cancel)
+    def traverse_with(module: Any, events: Optional[EventCallback]) -> SegmentationResult:
+        predictor = TorchPredictor(replace(model, module=module), batch_size=config.batch_size)
+        return segment_with_predictor(image, predictor, model.metadata, config, events, should_cancel)
 
     use = config.start_use_for(model.metadata)
-    if use == "always":
-        return replace(traverse_with(model, on_event), start_network_used=True)
+    first_network, second_network, name = traversal_modules(model, use, config.rescue_network)
     counted = Counted(on_event)
-    first = traverse_with(replace(model, module=networks(model)[0]), counted)
+    first = replace(traverse_with(first_network, counted), start_network_used=use == "always")
     centroids = [v.centroid_lps_mm for v in first.vertebrae]
-    if use == "off" or first.cancelled or not stalled(centroids, image):
+    if second_network is None or first.cancelled or not stalled(centroids, image):
         return first
-    logger.info("the main network found %d vertebrae in %.0f mm of the scan's %.0f; traversing again with the start "
-                "network", len(centroids), span_mm(centroids), height_mm(image))
+    logger.info("%d vertebrae found in %.0f mm of the scan's %.0f; traversing again with the %s network",
+                len(centroids), span_mm(centroids), height_mm(image), name)
     if on_event is not None:  # the vertebrae announced so far may be replaced (docs/ARCHITECTURE.md)
-        on_event({"event": "restart", "network": "start", "found": len(first.vertebrae)})
-    second = traverse_with(model, counted.continued())
+        on_event({"event": "restart", "network": name, "found": len(first.vertebrae)})
+    second = traverse_with(second_network, counted.continued())
     kept = second if second.cancelled or len(second.vertebrae) >= len(first.vertebrae) else first
     if kept is first:
-        logger.info("the start network found fewer vertebrae (%d); keeping the main network's", len(second.vertebrae))
+        logger.info("the %s network found fewer vertebrae (%d); keeping the first run's", name, len(second.vertebrae))
     return replace(kept, network_passes=first.network_passes + second.network_passes,
                    steps=first.steps + second.steps, seconds=first.seconds + second.seconds,
-                   start_network_used=kept is second)
+                   start_network_used=first.start_network_used or (kept is second),
+                   rescue_network_used=kept is second and name == "rescue")
 
 
 def _plausible(instances: Tuple[Any, ...], most: int) -> List[Any]:

@@ -77,6 +77,8 @@ class SegmentConfig:
             the empty-memory patches: ``"always"``, ``"fallback"`` (only when the main network alone stalls
             in the scan, :func:`~vertebra_traversal.fallback.stalled`; the traversal then runs again) or
             ``"off"``; None = the model's (``ModelMetadata.start_use``). Ignored for a model of one network.
+        rescue_network: run a model's rescue network (:class:`~vertebra_traversal.start_network.RescueSwitch`)
+            in a second traversal where the first stalls; False = never. Ignored for a model without one.
     """
 
     batch_size: int = 4
@@ -99,6 +101,7 @@ class SegmentConfig:
     max_gaps: Optional[int] = None
     max_trimmed: Optional[int] = None
     start_network: Optional[str] = None
+    rescue_network: bool = True
 
     def __post_init__(self) -> None:
         if self.completeness_rule is not None:
@@ -162,6 +165,10 @@ class SegmentConfig:
         """When the start network runs in this run: ``"off"`` without one, else this config's or the model's."""
         return "off" if not meta.start_network else (self.start_network or meta.start_use())
 
+    def rescues(self, meta: ModelMetadata) -> bool:
+        """Whether the model's rescue network may run in this run (where the first traversal stalls)."""
+        return self.rescue_network and bool(meta.start_network.get("rescue")) and self.start_use_for(meta) == "always"
+
     def for_model(self, meta: ModelMetadata) -> "SegmentConfig":
         """This config with the model's label reading (:meth:`labeling_for`), spine-line limit and volume ratio
         read in, as a run uses them: what :func:`~vertebra_traversal.pipeline.label_model_grid` expects."""
@@ -183,9 +190,12 @@ class SegmentConfig:
         records them (``segment``) and ``calibrate --confidence`` checks them against the model's own."""
         resolved = self.for_model(meta)
         labeling = resolved.labeling
-        return {"max_spine_offset_mm": resolved.max_spine_offset_mm, "min_volume_ratio": resolved.min_volume_ratio,
-                "label_calibration": labeling.calibration is not None, "label_gaps": labeling.max_gaps,
-                "label_trimmed": labeling.max_trimmed, "start_network_use": self.start_use_for(meta)}
+        record = {"max_spine_offset_mm": resolved.max_spine_offset_mm, "min_volume_ratio": resolved.min_volume_ratio,
+                  "label_calibration": labeling.calibration is not None, "label_gaps": labeling.max_gaps,
+                  "label_trimmed": labeling.max_trimmed, "start_network_use": self.start_use_for(meta)}
+        if meta.start_network.get("rescue"):   # recorded only for a model with one: older reports stay readable
+            record["rescue_network"] = self.rescues(meta)
+        return record
 
     def labels_as_model(self, meta: ModelMetadata) -> bool:
         """Whether this run picks and names the instances as the model's own settings do: the same label
@@ -195,7 +205,7 @@ class SegmentConfig:
         return (self.labeling_for(meta) == own.labeling_for(meta)
                 and self.spine_offset_for(meta) == own.spine_offset_for(meta)
                 and self.volume_ratio_for(meta) == own.volume_ratio_for(meta)
-                and self.start_use_for(meta) == own.start_use_for(meta))
+                and self.start_use_for(meta) == own.start_use_for(meta) and self.rescues(meta) == own.rescues(meta))
 
     def confidence_for(self, meta: ModelMetadata) -> Optional[ConfidenceCalibration]:
         """The model's fitted label confidence (:mod:`~vertebra_traversal.confidence`) when this run picks and

@@ -18,6 +18,11 @@ continuation (the CT model card). A model file may therefore hold two networks o
 see one network. :func:`attach_start` writes it from two model files (``vertebra-traversal combine``);
 its metadata records the start network in ``start_network``. Train a start network with
 ``train --start-fraction 1`` (every vertebra patch drawn with an empty memory).
+
+A model whose start network runs ``always`` may hold a third network, the **rescue** network
+(:class:`RescueSwitch`, :func:`attach_rescue`; ``start_network.rescue`` in the metadata): a start network
+for the second traversal of a scan in which the first one stalled (:mod:`.fallback`). It runs only there,
+so a rescue trained on the scans that stall (the neck, say) cannot change a scan that does not.
 """
 from __future__ import annotations
 
@@ -62,18 +67,71 @@ class StartSwitch(nn.Module):
         return seg, label, complete
 
 
+class RescueSwitch(StartSwitch):
+    """A :class:`StartSwitch` that also carries the rescue network (``rescue``); it runs as the start network
+    of a second traversal (:func:`traversal_modules`), never in this module's ``forward``."""
+
+    def __init__(self, main: nn.Module, start: nn.Module, rescue: nn.Module) -> None:
+        super().__init__(main, start)
+        self.rescue = rescue
+
+
+def _children(loaded: LoadedModel) -> Dict[str, nn.Module]:
+    """The networks of ``loaded`` by name (``main``, ``start``, ``rescue``), checked against its metadata.
+
+    Raises:
+        CheckpointError: the metadata and the file disagree on which networks it holds.
+    """
+    children = dict(loaded.module.named_children()) if isinstance(loaded.module, nn.Module) else {}
+    if set(children) not in ({"main", "start"}, {"main", "start", "rescue"}):
+        children = {"main": loaded.module}  # type: ignore[dict-item]
+    record = loaded.metadata.start_network
+    for name, claimed in (("start", bool(record)), ("rescue", bool(record.get("rescue")))):
+        if (name in children) != claimed:
+            raise CheckpointError(f"{loaded.path}: the metadata and the network disagree on whether it holds "
+                                  f"a {name} network")
+    return children
+
+
 def networks(loaded: LoadedModel) -> Tuple[nn.Module, Optional[nn.Module]]:
     """``(main, start)`` of a loaded model; ``start`` is None for a model of one network.
 
     Raises:
-        CheckpointError: the metadata names a start network but the file holds none, or the reverse.
+        CheckpointError: the metadata names a start (or rescue) network but the file holds none, or the reverse.
     """
-    children = dict(loaded.module.named_children()) if isinstance(loaded.module, nn.Module) else {}
-    combined = set(children) == {"main", "start"}
-    if combined != bool(loaded.metadata.start_network):
-        raise CheckpointError(f"{loaded.path}: the metadata and the network disagree on whether it holds "
-                              f"a start network")
-    return (children["main"], children["start"]) if combined else (loaded.module, None)  # type: ignore
+    children = _children(loaded)
+    return children["main"], children.get("start")
+
+
+def rescue_network(loaded: LoadedModel) -> Optional[nn.Module]:
+    """The rescue network of a loaded model (:class:`RescueSwitch`), or None."""
+    return _children(loaded).get("rescue")
+
+
+def with_networks(main: nn.Module, start: Optional[nn.Module], rescue: Optional[nn.Module] = None) -> nn.Module:
+    """The module a model file holds for these networks: ``main`` alone, a :class:`StartSwitch` or a
+    :class:`RescueSwitch`."""
+    if start is None:
+        return main
+    return StartSwitch(main, start) if rescue is None else RescueSwitch(main, start, rescue)
+
+
+def traversal_modules(loaded: LoadedModel, use: str, rescue: bool = True
+                      ) -> Tuple[nn.Module, Optional[nn.Module], str]:
+    """The networks of a scan's first traversal and of its second, run only where the first stalls
+    (:func:`~vertebra_traversal.fallback.stalled`), or None; and the name of the second's start network.
+
+    ``use`` (``START_USES``): ``off`` -> the main network alone, no second; ``fallback`` -> the main network
+    alone, then main + start; ``always`` -> main + start, then main + rescue where the model holds a rescue
+    network and ``rescue`` is true.
+    """
+    main, start = networks(loaded)
+    spare = rescue_network(loaded) if rescue else None
+    if use == "off" or start is None:
+        return main, None, ""
+    if use == "fallback":
+        return main, StartSwitch(main, start), "start"
+    return loaded.module, None if spare is None else StartSwitch(main, spare), "rescue"  # type: ignore[return-value]
 
 
 def describe_start(path: Path, loaded: LoadedModel) -> Dict[str, Any]:
@@ -85,21 +143,8 @@ def describe_start(path: Path, loaded: LoadedModel) -> Dict[str, Any]:
                          if key in training}}
 
 
-def attach_start(main_path: PathLike, start_path: PathLike, out: PathLike, use: Optional[str] = None) -> Path:
-    """Write ``out``: the main network of ``main_path`` with the start network ``start_path`` (TorchScript).
-
-    The metadata is ``main_path``'s (label reading, completeness rule, ...) without a fitted label
-    confidence (``label_confidence``: fitted on runs without this start network) and with ``start_network`` set,
-    its ``use`` (``"always"`` or ``"fallback"``, :meth:`~vertebra_traversal.metadata.ModelMetadata.start_use`)
-    included. A start network already in ``main_path`` is replaced; ``use=None`` keeps its use (else
-    ``"always"``).
-
-    Raises:
-        CheckpointError: ``out`` exists (nothing is overwritten) or ends in ``.pt2``; either file is not a
-            usable TorchScript model; the start model holds two networks itself; the two disagree in one of
-            ``SHARED_FIELDS`` (the message names the field and both files).
-    """
-    main_path, start_path, out = Path(main_path), Path(start_path), Path(out)
+def _load_pair(main_path: Path, start_path: Path, out: Path) -> Tuple[LoadedModel, LoadedModel]:
+    """The model and the network of one to put into it, checked (:func:`attach_start`'s errors)."""
     if out.suffix == ".pt2" and not out.exists():  # an existing file is refused as such by load_to_rewrite
         raise CheckpointError(f"{out}: a combined model is TorchScript; torch.export cannot trace its switch "
                               f"(give a .pt file name)")
@@ -110,13 +155,82 @@ def attach_start(main_path: PathLike, start_path: PathLike, out: PathLike, use: 
         mine, theirs = getattr(main_model.metadata, name), getattr(start_model.metadata, name)
         if mine != theirs:
             raise CheckpointError(f"{start_path}: its {name} {theirs!r} differs from {main_path}'s {mine!r}")
+    return main_model, start_model
+
+
+def _save(model: LoadedModel, record: Dict[str, Any], module: nn.Module, out: Path, added: str) -> Path:
+    """Write ``module`` with ``model``'s metadata, ``record`` as its ``start_network`` and no label confidence
+    (fitted on runs without the ``added`` network)."""
+    if model.metadata.label_confidence:
+        logger.warning("%s: its label confidence was fitted on runs without this %s network and is not kept; "
+                       "fit it again with calibrate --confidence", model.path, added)
+    return save_torchscript(module, replace(model.metadata, label_confidence={}, start_network=record), out)
+
+
+def attach_start(main_path: PathLike, start_path: PathLike, out: PathLike, use: Optional[str] = None) -> Path:
+    """Write ``out``: the main network of ``main_path`` with the start network ``start_path`` (TorchScript).
+
+    The metadata is ``main_path``'s (label reading, completeness rule, ...) without a fitted label
+    confidence (``label_confidence``: fitted on runs without this start network) and with ``start_network`` set,
+    its ``use`` (``"always"`` or ``"fallback"``, :meth:`~vertebra_traversal.metadata.ModelMetadata.start_use`)
+    included. A start network already in ``main_path`` is replaced, its rescue network kept; ``use=None``
+    keeps its use (else ``"always"``).
+
+    Raises:
+        CheckpointError: ``out`` exists (nothing is overwritten) or ends in ``.pt2``; either file is not a
+            usable TorchScript model; the start model holds two networks itself; the two disagree in one of
+            ``SHARED_FIELDS`` (the message names the field and both files); ``use`` is ``fallback`` for a
+            model with a rescue network.
+    """
+    main_path, start_path, out = Path(main_path), Path(start_path), Path(out)
+    main_model, start_model = _load_pair(main_path, start_path, out)
     main, previous = networks(main_model)
+    rescue = rescue_network(main_model)
     if previous is not None:
         logger.info("%s: replacing its start network", main_path)
     use = use or (main_model.metadata.start_use() if previous is not None else "always")
-    if main_model.metadata.label_confidence:
-        logger.warning("%s: its label confidence was fitted on runs without this start network and is not kept; "
-                       "fit it again with calibrate --confidence", main_path)
-    metadata = replace(main_model.metadata, label_confidence={},
-                       start_network=dict(describe_start(start_path, start_model), use=use))
-    return save_torchscript(StartSwitch(main, start_model.module), metadata, out)  # type: ignore[arg-type]
+    record = dict(describe_start(start_path, start_model), use=use)
+    if rescue is not None:
+        if use != "always":
+            raise CheckpointError(f"{main_path}: holds a rescue network, which needs a start network that runs "
+                                  f"always, not {use}")
+        record["rescue"] = main_model.metadata.start_network["rescue"]
+    return _save(main_model, record, with_networks(main, start_model.module, rescue), out, "start")  # type: ignore[arg-type]
+
+
+def attach_rescue(model_path: PathLike, rescue_path: PathLike, out: PathLike) -> Path:
+    """Write ``out``: ``model_path`` (a main network whose start network runs always) with the rescue network
+    ``rescue_path`` (:class:`RescueSwitch`), recorded in ``start_network.rescue``; a rescue network already
+    there is replaced. Metadata as :func:`attach_start` writes it.
+
+    Raises:
+        CheckpointError: as :func:`attach_start`; ``model_path`` holds no start network, or one that runs
+            only as a fallback (that start network is its rescue already).
+    """
+    model_path, rescue_path, out = Path(model_path), Path(rescue_path), Path(out)
+    model, rescue_model = _load_pair(model_path, rescue_path, out)
+    main, start = networks(model)
+    if start is None or model.metadata.start_use() != "always":
+        raise CheckpointError(f"{model_path}: a rescue network runs where the traversal with the start network "
+                              f"stalls; give a model whose start network runs always (combine --start --use always)")
+    record = dict(model.metadata.start_network, rescue=describe_start(rescue_path, rescue_model))
+    return _save(model, record, RescueSwitch(main, start, rescue_model.module), out, "rescue")  # type: ignore[arg-type]
+
+
+def extract_network(model_path: PathLike, name: str, out: PathLike) -> Path:
+    """Write ``out``: the ``start`` or ``rescue`` network of ``model_path`` as a model of one network, e.g. to
+    train it further (``train --init``). Metadata: the model's, with the network's own ``network`` and
+    ``training`` records, no start network and no label confidence.
+
+    Raises:
+        CheckpointError: ``out`` exists; the model holds no such network.
+    """
+    model_path, out = Path(model_path), Path(out)
+    model = load_to_rewrite(model_path, out, "extracted")
+    network = _children(model).get(name) if name in ("start", "rescue") else None
+    if network is None:
+        raise CheckpointError(f"{model_path}: holds no {name} network")
+    record = model.metadata.start_network if name == "start" else model.metadata.start_network["rescue"]
+    metadata = replace(model.metadata, start_network={}, label_confidence={}, network=record["network"],
+                       training=dict(record.get("training", {})))
+    return save_torchscript(network, metadata, out)

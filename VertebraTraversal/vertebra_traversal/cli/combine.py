@@ -1,4 +1,4 @@
-"""``vertebra-traversal combine --model MAIN --start START --out NEW.pt``.
+"""``vertebra-traversal combine --model MAIN (--start START | --rescue RESCUE | --extract NAME) --out NEW.pt``.
 
 Writes a model file that holds two networks (:mod:`vertebra_traversal.start_network`): MAIN answers every
 patch whose instance memory holds a voxel and gives every patch its label value and completeness; START
@@ -11,8 +11,17 @@ memory:
     vertebra-traversal train --data train/ --out runs/start --init main.pt --start-fraction 1
     vertebra-traversal combine --model main.pt --start runs/start/model.pt --out main-start.pt
 
+``--rescue RESCUE`` adds a third network to a model whose start network runs always: a start network
+for a second traversal of the scans in which the first one stalls (it finds nothing, or vertebrae in
+less than half of the scan's height). ``--extract start`` or ``--extract rescue`` writes that network
+of MAIN as a model of one network, to train it further:
+
+    vertebra-traversal combine --model mr --extract start --out mr-start.pt
+    vertebra-traversal train --data neck/ --out runs/rescue --init mr-start.pt --start-fraction 1
+    vertebra-traversal combine --model mr --rescue runs/rescue/model.pt --out mr-rescue.pt
+
 Fine-tuning the combined model (``train --init main-start.pt``) trains its main network and keeps the
-start network as it is. Prints the new file's path.
+other networks as they are. Prints the new file's path.
 """
 from __future__ import annotations
 
@@ -20,26 +29,39 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..imageio import InputError
 from ..metadata import RECORDED_START_USES
 from ..models import resolve_model
-from ..start_network import attach_start
+from ..start_network import attach_rescue, attach_start, extract_network
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("combine", help="add a start network for empty-memory patches to a model",
+    parser = subparsers.add_parser("combine", help="add a start or rescue network to a model, or take one out",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="the main model: 'ct' or 'mr' (bundled) or a checkpoint path")
-    parser.add_argument("--start", required=True, help="the start model (a checkpoint path)")
-    parser.add_argument("--out", required=True, type=Path, help="the combined model file to write (new)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--start", help="the start model (a checkpoint path)")
+    what.add_argument("--rescue", help="the rescue model (a checkpoint path), for a model whose start network "
+                                       "runs always")
+    what.add_argument("--extract", choices=("start", "rescue"), help="write this network of MODEL alone")
+    parser.add_argument("--out", required=True, type=Path, help="the model file to write (new)")
     parser.add_argument("--use", choices=RECORDED_START_USES,
-                        help="when segment runs the start network: always, or fallback: only in a scan where the "
-                             "main network alone finds no vertebra, or vertebrae that span less than half of the "
-                             "scan's height (segment --start-network overrides). Default: "
+                        help="with --start: when segment runs the start network: always, or fallback: only in a "
+                             "scan where the main network alone finds no vertebra, or vertebrae that span less "
+                             "than half of the scan's height (segment --start-network overrides). Default: "
                              "the use of the start network MAIN holds, else always")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    path = attach_start(resolve_model(args.model), resolve_model(args.start), args.out, use=args.use)
+    if args.use is not None and args.start is None:
+        raise InputError("--use: only with --start")
+    model = resolve_model(args.model)
+    if args.start is not None:
+        path = attach_start(model, resolve_model(args.start), args.out, use=args.use)
+    elif args.rescue is not None:
+        path = attach_rescue(model, resolve_model(args.rescue), args.out)
+    else:
+        path = extract_network(model, args.extract, args.out)
     sys.stdout.write(f"{path}\n")
     return 0

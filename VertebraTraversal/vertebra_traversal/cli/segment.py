@@ -148,6 +148,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "network alone finds no vertebra in a scan, or vertebrae that span less than half of "
                              "its height) or off (accepted for any model). "
                              "Default: the model's")
+    parser.add_argument("--no-rescue-network", action="store_true",
+                        help="never run the model's rescue network (combine --rescue: a second traversal of a scan in "
+                             "which the one with the start network stalls); accepted for any model")
     parser.add_argument("--events", action="store_true", help="JSON lines on stdout (for the Slicer module)")
     parser.set_defaults(func=run)
 
@@ -193,7 +196,8 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                            edge_min_contact_mm2=contact, edge_margin_faces=faces,
                            max_spine_offset_mm=spine_offset, min_volume_ratio=volume_ratio,
                            label_interpolation=args.label_interpolation, max_gaps=args.gaps,
-                           max_trimmed=args.trim_ends, start_network=args.start_network)
+                           max_trimmed=args.trim_ends, start_network=args.start_network,
+                           rescue_network=not args.no_rescue_network)
     meta = model.metadata
     model_info = {"path": str(model_path.resolve()), "modality": meta.modality, "spacing_mm": list(meta.spacing_mm),
                   "patch_size": list(meta.patch_size), "direction": meta.direction,
