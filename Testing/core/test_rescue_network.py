@@ -91,7 +91,7 @@ def test_combine_with_a_rescue_network_keeps_every_network_and_extract_takes_one
     with torch.inference_mode():     # the rescue network never answers inside the model's own forward
         for got, want in zip(model.module(x), without.module(x)):
             torch.testing.assert_close(got, want)
-    for name, network in (("start", start), ("rescue", rescue)):
+    for name, network in (("main", networks(model)[0]), ("start", start), ("rescue", rescue)):
         out = tmp_path / f"{name}-alone.pt"
         assert cli.main(["combine", "--model", str(tmp_path / "three.pt"), "--extract", name, "--out", str(out)]) == 0
         alone = load_model(out, device="cpu")
@@ -115,6 +115,7 @@ def test_combine_with_a_rescue_network_keeps_every_network_and_extract_takes_one
     (["--model", "both.pt", "--extract", "rescue"], "both.pt: holds no rescue network"),
     (["--model", "main.pt", "--extract", "start"], "main.pt: holds no start network"),
     (["--model", "both.pt", "--rescue", "rescue.pt", "--use", "always"], "--use: only with --start"),
+    (["--model", "main.pt", "--extract", "main"], "main.pt: holds one network"),
 ])
 def test_combine_refuses_what_cannot_hold_or_give_a_rescue_network(tmp_path, args, message):
     _with_rescue(tmp_path, NOTHING, NOTHING, EVERYWHERE)

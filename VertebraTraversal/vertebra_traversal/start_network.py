@@ -218,19 +218,22 @@ def attach_rescue(model_path: PathLike, rescue_path: PathLike, out: PathLike) ->
 
 
 def extract_network(model_path: PathLike, name: str, out: PathLike) -> Path:
-    """Write ``out``: the ``start`` or ``rescue`` network of ``model_path`` as a model of one network, e.g. to
-    train it further (``train --init``). Metadata: the model's, with the network's own ``network`` and
-    ``training`` records, no start network and no label confidence.
+    """Write ``out``: the ``main``, ``start`` or ``rescue`` network of ``model_path`` as a model of one network,
+    e.g. to train it further (``train --init``). Metadata: the model's, with the start or rescue network's own
+    ``network`` and ``training`` records, no start network and no label confidence.
 
     Raises:
-        CheckpointError: ``out`` exists; the model holds no such network.
+        CheckpointError: ``out`` exists; the model holds no such network, or only one (``main``).
     """
     model_path, out = Path(model_path), Path(out)
     model = load_to_rewrite(model_path, out, "extracted")
-    network = _children(model).get(name) if name in ("start", "rescue") else None
-    if network is None:
+    children = _children(model)
+    if len(children) == 1 and name == "main":
+        raise CheckpointError(f"{model_path}: holds one network; it is the model itself")
+    if name not in children:
         raise CheckpointError(f"{model_path}: holds no {name} network")
-    record = model.metadata.start_network if name == "start" else model.metadata.start_network["rescue"]
-    metadata = replace(model.metadata, start_network={}, label_confidence={}, network=record["network"],
-                       training=dict(record.get("training", {})))
-    return save_torchscript(network, metadata, out)
+    metadata = replace(model.metadata, start_network={}, label_confidence={})
+    if name != "main":
+        record = model.metadata.start_network if name == "start" else model.metadata.start_network["rescue"]
+        metadata = replace(metadata, network=record["network"], training=dict(record.get("training", {})))
+    return save_torchscript(children[name], metadata, out)

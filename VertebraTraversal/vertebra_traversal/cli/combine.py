@@ -13,8 +13,8 @@ memory:
 
 ``--rescue RESCUE`` adds a third network to a model whose start network runs always: a start network
 for a second traversal of the scans in which the first one stalls (it finds nothing, or vertebrae in
-less than half of the scan's height). ``--extract start`` or ``--extract rescue`` writes that network
-of MAIN as a model of one network, to train it further:
+less than half of the scan's height). ``--extract main|start|rescue`` writes that network of MAIN as a
+model of one network, to train it further:
 
     vertebra-traversal combine --model mr --extract start --out mr-start.pt
     vertebra-traversal train --data neck/ --out runs/rescue --init mr-start.pt --start-fraction 1
@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     what.add_argument("--start", help="the start model (a checkpoint path)")
     what.add_argument("--rescue", help="the rescue model (a checkpoint path), for a model whose start network "
                                        "runs always")
-    what.add_argument("--extract", choices=("start", "rescue"), help="write this network of MODEL alone")
+    what.add_argument("--extract", choices=("main", "start", "rescue"), help="write this network of MODEL alone")
     parser.add_argument("--out", required=True, type=Path, help="the model file to write (new)")
     parser.add_argument("--use", choices=RECORDED_START_USES,
                         help="with --start: when segment runs the start network: always, or fallback: only in a "
