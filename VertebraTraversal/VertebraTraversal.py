@@ -58,6 +58,7 @@ class VertebraTraversalParameterNode:
     modelPath: Path
     device: Annotated[str, Choice(DEVICE_CHOICES)] = "auto"
     startNetwork: Annotated[str, Choice(START_NETWORK_CHOICES)] = START_NETWORK_DEFAULT
+    rescueNetwork: bool = True
     outputSegmentation: vtkMRMLSegmentationNode
     datasetFolder: Path
     caseId: str = ""
@@ -147,7 +148,7 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.logic.ensureDependencies(ask=True)
             startNetwork = None if params.startNetwork == START_NETWORK_DEFAULT else params.startNetwork
             self._run = self.logic.startSegmentation(params.inputVolume, self.logic.modelSpec(params), params.device,
-                                                     params.outputSegmentation, startNetwork)
+                                                     params.outputSegmentation, startNetwork, params.rescueNetwork)
             self._logLines = 0
             self.ui.logTextEdit.clear()
             self.ui.progressBar.value = 0
@@ -292,22 +293,23 @@ class VertebraTraversalLogic(ScriptedLoadableModuleLogic):
         slicer.util.pip_install("torch")
 
     def startSegmentation(self, volume, model: str = "ct", device: str = "auto", target=None,
-                          startNetwork: Optional[str] = None):
+                          startNetwork: Optional[str] = None, rescueNetwork: bool = True):
         """Start the child process; poll the returned run (``poll()``/``cancel()``).
 
-        ``startNetwork``: ``"always"``, ``"fallback"``, ``"off"`` or None (the model file's choice)."""
+        ``startNetwork``: ``"always"``, ``"fallback"``, ``"off"`` or None (the model file's choice);
+        ``rescueNetwork``: False leaves a model's rescue network out (``segment --no-rescue-network``)."""
         from VertebraTraversalLib import RunConfig, SegmentationRun
         config = RunConfig(python=self.pythonExecutable(), model=model, device=device, start_network=startNetwork,
-                           work_dir=Path(slicer.app.temporaryPath))
+                           rescue_network=rescueNetwork, work_dir=Path(slicer.app.temporaryPath))
         run = SegmentationRun(slicer.mrmlScene, volume, slicer.modules.segmentations.logic(), config, target)
         run.start()
         return run
 
     def segment(self, volume, model: str = "ct", device: str = "auto", timeout_s: float = 1800.0, target=None,
-                startNetwork: Optional[str] = None):
+                startNetwork: Optional[str] = None, rescueNetwork: bool = True):
         """Blocking variant (scripts, self-test) of :meth:`startSegmentation`, with the same options:
         returns the run once it finished (cancelled after ``timeout_s``)."""
-        run = self.startSegmentation(volume, model, device, target, startNetwork)
+        run = self.startSegmentation(volume, model, device, target, startNetwork, rescueNetwork)
         run.wait(timeout_s, on_state=lambda state: slicer.app.processEvents())
         if run.running:
             run.cancel()

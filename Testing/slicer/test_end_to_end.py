@@ -10,6 +10,7 @@ finds lies on phantom vertebrae.
 """
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +26,13 @@ from vertebra_traversal.export import parse_segment_name
 from vertebra_traversal.imageio import read_label_map, write_image_atomic
 from vertebra_traversal.models import BUNDLED
 from vertebra_traversal.normalization import NormalizationSpec
+from vertebra_traversal.phantom import generate_case
+from vertebra_traversal.phantom.sample import SAMPLE_CONFIG
 from vertebra_traversal.training.data import find_cases, prepare_case
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 from model_factory import tiny_model  # noqa: E402
+from test_rescue_network import MR_NECK_SEED  # noqa: E402
 
 TIMEOUT_S = 900
 
@@ -48,10 +52,10 @@ def _column_ct(path: Path) -> Path:
     return write_image_atomic(image, path)
 
 
-def _start(mrml: Mrml, volume, model: str, tmp_path: Path, start_network=None):
+def _start(mrml: Mrml, volume, model: str, tmp_path: Path, start_network=None, rescue_network=True):
     run = SegmentationRun(mrml.scene, volume, mrml.seg_logic,
                           RunConfig(python=sys.executable, model=model, device="cpu", work_dir=tmp_path,
-                                    start_network=start_network))
+                                    start_network=start_network, rescue_network=rescue_network))
     run.start()
     moves = []
     events.find_patch_roi(mrml.scene).AddObserver(vtk.vtkCommand.ModifiedEvent, lambda *a: moves.append(1))
@@ -117,6 +121,18 @@ def test_real_engine_takes_the_start_network_choice(mrml, tmp_path, tiny):
     plain_segments, off_segments = (run.segmentation_node.GetSegmentation() for run in (plain, off))
     assert [plain_segments.GetNthSegment(i).GetName() for i in range(plain_segments.GetNumberOfSegments())] == \
         [off_segments.GetNthSegment(i).GetName() for i in range(off_segments.GetNumberOfSegments())]
+
+
+def test_real_engine_takes_the_rescue_network_choice(mrml, tmp_path):
+    """The bundled MR model on a neck scan its start network never starts (``Testing/core/test_rescue_network.py``):
+    its rescue network finds the bodies; left out, the run finds none."""
+    case = generate_case(MR_NECK_SEED, replace(SAMPLE_CONFIG, fov="neck", modality="mr"))
+    volume = load_volume(mrml.scene, write_image_atomic(case.image, tmp_path / "neck_mr.nii.gz"), "neck")
+    runs = {rescue: _start(mrml, volume, "mr", tmp_path, rescue_network=rescue)[0] for rescue in (True, False)}
+    for run in runs.values():
+        assert run.wait(TIMEOUT_S).done and run.returncode == 0, run.log[-20:]
+    found = {rescue: run.segmentation_node.GetSegmentation().GetNumberOfSegments() for rescue, run in runs.items()}
+    assert found[True] >= 4 and found[False] == 0, found
 
 
 def test_real_engine_refuses_a_blank_volume_by_its_name(mrml, tmp_path, tiny):

@@ -48,7 +48,7 @@ def test_parameter_node_fields_and_gui_bindings_match():
     assert set(bound) == fields
     assert bound["inputVolume"] == "qMRMLNodeComboBox" and bound["model"] == "QComboBox"
     assert bound["modelPath"] == "ctkPathLineEdit" and bound["device"] == "QComboBox"
-    assert bound["startNetwork"] == "QComboBox"
+    assert bound["startNetwork"] == "QComboBox" and bound["rescueNetwork"] == "QCheckBox"
 
 
 def test_start_network_choices_are_the_engines_after_the_models_own():

@@ -2,7 +2,8 @@
 
 :class:`SegmentationRun` writes the input volume to a temporary ``.nii.gz``, starts
 ``<python> -m vertebra_traversal.cli.main segment INPUT -o OUT --model M --device D --events``
-(plus ``--start-network U`` when the run overrides the model file's start-network use; in Slicer
+(plus ``--start-network U`` when the run overrides the model file's start-network use, ``--no-rescue-network``
+when it leaves the rescue network out; in Slicer
 ``python`` is ``shutil.which("PythonSlicer")``; peers such as SlicerTotalSegmentator also run their
 engine out of process), and reads its stdout/stderr on two daemon threads into queues.
 The module's QTimer calls :meth:`SegmentationRun.poll`, which applies the queued events (the patch
@@ -54,6 +55,8 @@ class RunConfig:
         start_network: ``"always"``, ``"fallback"`` or ``"off"`` (``segment --start-network``), or None
             for what the model file records. The child refuses ``always``/``fallback`` for a model of one
             network (exit 2, its message in the run's error).
+        rescue_network: run the model's rescue network where the first traversal stalls (False:
+            ``segment --no-rescue-network``); a model without one ignores it.
         work_dir: parent of the temporary folder (default: the system temp folder).
         segmentation_name: name of the result node (default ``"<volume> vertebrae"``).
         terminate_timeout_s: grace period after SIGTERM before the process group is killed.
@@ -65,6 +68,7 @@ class RunConfig:
     model: str = "ct"
     device: str = "auto"
     start_network: Optional[str] = None
+    rescue_network: bool = True
     work_dir: Optional[Path] = None
     segmentation_name: Optional[str] = None
     terminate_timeout_s: float = 5.0
@@ -76,8 +80,9 @@ def engine_command(config: RunConfig, input_path: Path, out_dir: Path) -> List[s
     """The child's argv."""
     module, *sub = config.command
     start = ["--start-network", config.start_network] if config.start_network is not None else []
+    rescue = [] if config.rescue_network else ["--no-rescue-network"]
     return [config.python, "-m", module, *sub, str(input_path), "-o", str(out_dir), "--model", config.model,
-            "--device", config.device, *start, "--events"]
+            "--device", config.device, *start, *rescue, "--events"]
 
 
 def child_environment(config: RunConfig) -> Dict[str, str]:
