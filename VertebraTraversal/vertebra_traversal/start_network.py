@@ -195,7 +195,8 @@ def attach_start(main_path: PathLike, start_path: PathLike, out: PathLike, use: 
             raise CheckpointError(f"{main_path}: holds a rescue network, which needs a start network that runs "
                                   f"always, not {use}")
         record["rescue"] = main_model.metadata.start_network["rescue"]
-    return _save(main_model, record, with_networks(main, start_model.module, rescue), out, "start")  # type: ignore[arg-type]
+    module = with_networks(main, start_model.module, rescue)  # type: ignore[arg-type]
+    return _save(main_model, record, module, out, "start")
 
 
 def attach_rescue(model_path: PathLike, rescue_path: PathLike, out: PathLike) -> Path:
@@ -214,7 +215,8 @@ def attach_rescue(model_path: PathLike, rescue_path: PathLike, out: PathLike) ->
         raise CheckpointError(f"{model_path}: a rescue network runs where the traversal with the start network "
                               f"stalls; give a model whose start network runs always (combine --start --use always)")
     record = dict(model.metadata.start_network, rescue=describe_start(rescue_path, rescue_model))
-    return _save(model, record, RescueSwitch(main, start, rescue_model.module), out, "rescue")  # type: ignore[arg-type]
+    module = RescueSwitch(main, start, rescue_model.module)  # type: ignore[arg-type]
+    return _save(model, record, module, out, "rescue")
 
 
 def extract_network(model_path: PathLike, name: str, out: PathLike) -> Path:
