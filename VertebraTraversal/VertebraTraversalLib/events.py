@@ -230,7 +230,7 @@ def apply_event(target: Any, event: Mapping[str, Any], state: Optional[RunState]
         return _on_patch(target, event, state)
     if kind == "vertebra":
         return _on_vertebra(event, state)
-    if kind == "restart":  # the main network stalled: its vertebrae may be replaced, the search starts over
+    if kind == "restart":  # the first traversal stalled: its vertebrae may be replaced, the search starts over
         state = replace(state, vertebrae=())
         return replace(state, status=_status(state, f"starting again with the {event.get('network', 'start')} "
                                                     f"network ({event.get('found', 0)} found before)"))

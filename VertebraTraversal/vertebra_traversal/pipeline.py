@@ -201,7 +201,7 @@ def segment_image(image: sitk.Image, model: LoadedModel, config: SegmentConfig =
         return segment_with_predictor(image, predictor, model.metadata, config, events, should_cancel)
 
     use = config.start_use_for(model.metadata)
-    first_network, second_network, name = traversal_modules(model, use, config.rescue_network)
+    first_network, second_network, name = traversal_modules(model, use, config.rescues(model.metadata))
     counted = Counted(on_event)
     first = replace(traverse_with(first_network, counted), start_network_used=use == "always")
     centroids = [v.centroid_lps_mm for v in first.vertebrae]

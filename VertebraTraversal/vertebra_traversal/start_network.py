@@ -123,10 +123,11 @@ def traversal_modules(loaded: LoadedModel, use: str, rescue: bool = True
 
     ``use`` (``START_USES``): ``off`` -> the main network alone, no second; ``fallback`` -> the main network
     alone, then main + start; ``always`` -> main + start, then main + rescue where the model holds a rescue
-    network and ``rescue`` is true.
+    network and ``rescue`` is true (``SegmentConfig.rescues``, which the run's report records).
     """
-    main, start = networks(loaded)
-    spare = rescue_network(loaded) if rescue else None
+    children = _children(loaded)
+    main, start = children["main"], children.get("start")
+    spare = children.get("rescue") if rescue else None
     if use == "off" or start is None:
         return main, None, ""
     if use == "fallback":
