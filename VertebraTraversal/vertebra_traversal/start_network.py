@@ -183,19 +183,23 @@ def describe_start(path: Path, loaded: LoadedModel) -> Dict[str, Any]:
                          if key in training}}
 
 
-def _load_pair(main_path: Path, start_path: Path, out: Path) -> Tuple[LoadedModel, LoadedModel]:
-    """The model and the network of one to put into it, checked (:func:`attach_start`'s errors)."""
+def _load_with(main_path: Path, others: Tuple[Path, ...], out: Path) -> Tuple[LoadedModel, ...]:
+    """The model and the networks of one to put into it, each checked (:func:`attach_start`'s errors)."""
     if out.suffix == ".pt2" and not out.exists():  # an existing file is refused as such by load_to_rewrite
         raise CheckpointError(f"{out}: a combined model is TorchScript; torch.export cannot trace its switch "
                               f"(give a .pt file name)")
-    main_model, start_model = (load_to_rewrite(p, out, "combined") for p in (main_path, start_path))
-    if networks(start_model)[1] is not None:
-        raise CheckpointError(f"{start_path}: holds a start network itself; give a model of one network")
-    for name in SHARED_FIELDS:
-        mine, theirs = getattr(main_model.metadata, name), getattr(start_model.metadata, name)
-        if mine != theirs:
-            raise CheckpointError(f"{start_path}: its {name} {theirs!r} differs from {main_path}'s {mine!r}")
-    return main_model, start_model
+    main_model = load_to_rewrite(main_path, out, "combined")
+    loaded = [main_model]
+    for path in others:
+        other = load_to_rewrite(path, out, "combined")
+        if networks(other)[1] is not None:
+            raise CheckpointError(f"{path}: holds a start network itself; give a model of one network")
+        for name in SHARED_FIELDS:
+            mine, theirs = getattr(main_model.metadata, name), getattr(other.metadata, name)
+            if mine != theirs:
+                raise CheckpointError(f"{path}: its {name} {theirs!r} differs from {main_path}'s {mine!r}")
+        loaded.append(other)
+    return tuple(loaded)
 
 
 def _save(model: LoadedModel, record: Dict[str, Any], module: nn.Module, out: Path, added: str) -> Path:
@@ -223,7 +227,7 @@ def attach_start(main_path: PathLike, start_path: PathLike, out: PathLike, use: 
             model with a rescue network.
     """
     main_path, start_path, out = Path(main_path), Path(start_path), Path(out)
-    main_model, start_model = _load_pair(main_path, start_path, out)
+    main_model, start_model = _load_with(main_path, (start_path,), out)
     main, previous = networks(main_model)
     spares = spare_networks(main_model)
     if previous is not None:
@@ -252,23 +256,21 @@ def attach_rescue(model_path: PathLike, rescue_path: PathLike, out: PathLike, cl
             only as a fallback (that start network is its rescue already); ``top_volume_ratio`` is neither 0
             nor at least 1.
     """
-    model_path, rescue_path, out = Path(model_path), Path(rescue_path), Path(out)
-    model, rescue_model = _load_pair(model_path, rescue_path, out)
-    climb_model = None if climb_path is None else _load_pair(model_path, Path(climb_path), out)[1]
+    paths = tuple(Path(p) for p in (rescue_path, climb_path) if p is not None)
+    model_path, out = Path(model_path), Path(out)
+    model, rescue_model, *climb_model = _load_with(model_path, paths, out)
     main, start = networks(model)
     if start is None or model.metadata.start_use() != "always":
         raise CheckpointError(f"{model_path}: a rescue network runs where the traversal with the start network "
                               f"stalls; give a model whose start network runs always (combine --start --use always)")
-    rescue = describe_start(rescue_path, rescue_model)
-    if climb_model is not None:
-        rescue["climb"] = describe_start(Path(climb_path), climb_model)  # type: ignore[arg-type]
-    if top_volume_ratio:
-        rescue["top_volume_ratio"] = top_volume_ratio
-    if "climb" in spare_networks(model) and climb_model is None:
+    if "climb" in spare_networks(model) and not climb_model:
         logger.warning("%s: its climb network is not kept (give it again with --climb)", model_path)
+    rescue = describe_start(paths[0], rescue_model)
+    rescue.update({"climb": describe_start(paths[1], climb_model[0])} if climb_model else {},
+                  **({"top_volume_ratio": top_volume_ratio} if top_volume_ratio else {}))
     record = dict(model.metadata.start_network, rescue=rescue)
     module = RescueSwitch(main, start, rescue_model.module,  # type: ignore[arg-type]
-                          None if climb_model is None else climb_model.module)  # type: ignore[arg-type]
+                          climb_model[0].module if climb_model else None)  # type: ignore[arg-type]
     return _save(model, record, module, out, "rescue")
 
 
