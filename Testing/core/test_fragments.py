@@ -1,9 +1,8 @@
-"""Fragments: instances far smaller than the vertebrae around them, dropped one at a time; and an outsized
-top instance (a climb past the top of the spine)."""
+"""Fragments: instances far smaller than the vertebrae around them, dropped one at a time."""
 import numpy as np
 import pytest
 
-from vertebra_traversal.fragments import fragments, outsized_top, volume_ratios
+from vertebra_traversal.fragments import fragments, volume_ratios
 
 
 def test_each_volume_is_measured_against_the_median_of_its_four_nearest_neighbours_in_order():
@@ -51,13 +50,3 @@ def test_a_ratio_that_is_not_a_share_is_refused(bad):
 def test_a_judged_mask_of_another_length_is_refused():
     with pytest.raises(ValueError, match="judged"):
         fragments(np.ones(5), 0.3, np.ones(4, dtype=bool))
-
-
-def test_the_top_is_dropped_while_it_outsizes_the_four_below_it():
-    assert outsized_top(np.array([10, 3, 3, 3, 3, 3]), 2.0) == 1
-    assert outsized_top(np.array([30, 10, 3, 3, 3, 3]), 2.0) == 2     # the second is judged against 3 3 3 3
-    assert outsized_top(np.array([6, 3, 3, 3, 3]), 2.0) == 0          # twice the median is not above it
-    assert outsized_top(np.array([10, 1, 1, 9, 9, 40]), 2.0) == 0     # the median of the 4 below only: 5
-    assert outsized_top(np.array([10, 3, 3, 3]), 2.0) == 0            # fewer than 4 below: not judged
-    assert outsized_top(np.array([10, 3, 3, 3, 3]), 0.0) == 0         # 0: never
-    assert outsized_top(np.array([3, 3, 3, 3, 3, 10]), 2.0) == 0      # only the top is judged

@@ -70,15 +70,3 @@ def test_a_run_sets_its_own_skipped_levels_and_ends_left_out_at_the_models_price
     for bad in (dict(max_gaps=4), dict(max_trimmed=-1)):
         with pytest.raises(ValueError, match="max_gaps|max_trimmed"):
             SegmentConfig(**bad)
-
-
-def test_a_top_volume_ratio_leaves_an_outsized_top_instance_unlabelled():
-    image, result = _stack([1, 2, 3, 4, 5, 6], [60, 16, 16, 16, 16, 16])    # C1-C6 values, the top 3.75 times
-    for ratio, kept_indices in ((0.0, [1, 2, 3, 4, 5, 6]), (4.0, [1, 2, 3, 4, 5, 6]), (3.0, [2, 3, 4, 5, 6])):
-        labels, kept, _ = label_model_grid(image, result, SegmentConfig(top_volume_ratio=ratio))
-        assert [v.index for v in kept] == kept_indices
-        top = sitk.GetArrayFromImage(labels)[result.instances == 1]
-        assert (top > 0).all() if 1 in kept_indices else not top.any()
-    for bad in (0.5, -1.0, float("inf")):
-        with pytest.raises(ValueError, match="top_volume_ratio"):
-            SegmentConfig(top_volume_ratio=bad)

@@ -10,10 +10,6 @@ of its four nearest neighbours (a C7; ``benchmarks/volume_ratios.py``). The piec
 traversals stored there away from the scan's border measured 0.07-0.33, the rib piece stored on the
 demo sample 0.14.
 
-At the other extreme, a traversal that climbs past the top of the spine (a rescue network's, in a scan of the
-neck: :mod:`.start_network`) stores the skull base as one more instance, several times a body's volume
-(:func:`outsized_top`).
-
 Volumes are counted in voxels of one grid; instances are given in cranio-caudal order.
 """
 from __future__ import annotations
@@ -75,19 +71,3 @@ def fragments(volumes: np.ndarray, min_ratio: float, judged: np.ndarray | None =
         return np.where(judged[kept], -volume_ratios(volumes[kept]), -np.inf)
 
     return drop_one_at_a_time(len(volumes), smallness, -min_ratio)
-
-
-def outsized_top(volumes: np.ndarray, max_ratio: float) -> int:
-    """How many instances to drop from the top: the top-most is dropped while its volume exceeds ``max_ratio``
-    times the median volume of the ``NEIGHBOURS`` instances below it (judged only while that many are left
-    below it). ``max_ratio`` 0 drops none.
-
-    Args:
-        volumes: (N,) volumes (voxels or mm³), in cranio-caudal order (top first).
-    """
-    volumes = np.asarray(volumes, dtype=float).reshape(-1)
-    top = 0
-    while max_ratio and len(volumes) - top > NEIGHBOURS and (
-            volumes[top] > max_ratio * float(np.median(volumes[top + 1:top + 1 + NEIGHBOURS]))):
-        top += 1
-    return top

@@ -101,8 +101,7 @@ class ModelMetadata:
         start_network: description of the start network the file holds beside the main one
             (:mod:`.start_network`; ``vertebra-traversal combine``), or empty: one network. Its ``use``
             (``"always"`` when absent, or ``"fallback"``) says when it runs; see :meth:`start_use`. Its
-            ``rescue``, where present, describes a third network the file holds (:class:`~.start_network.RescueSwitch`),
-            its ``climb`` a fourth, its ``top_volume_ratio`` a stop (:meth:`rescue_top_ratio`).
+            ``rescue``, where present, describes a third network the file holds (:class:`~.start_network.RescueSwitch`).
         format_version: metadata format version (this code reads up to ``FORMAT_VERSION``).
 
     Raises:
@@ -159,7 +158,6 @@ class ModelMetadata:
         if self.surface_threshold_hu is not None:
             object.__setattr__(self, "surface_threshold_hu", _hu("surface_threshold_hu", self.surface_threshold_hu))
         self.start_use()
-        self.rescue_top_ratio()
         self.calibration()
         self.confidence()
         self.label_gaps()
@@ -180,21 +178,6 @@ class ModelMetadata:
         if self.start_network.get("rescue") and use != "always":
             raise CheckpointError(f"start_network.use must be 'always' with a rescue network, got {use!r}")
         return use
-
-    def rescue_top_ratio(self) -> float:
-        """The stop at the top of the spine in the rescue network's traversal (``start_network.rescue``'s
-        ``top_volume_ratio``; :func:`~vertebra_traversal.fragments.outsized_top`): the top-most instance is
-        dropped while its volume exceeds this many times the median of the 4 below it; 0 (absent) = none.
-
-        Raises:
-            CheckpointError: the value is neither 0 nor a finite number of at least 1.
-        """
-        value = ((self.start_network or {}).get("rescue") or {}).get("top_volume_ratio", 0.0)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                value == 0 or (math.isfinite(value) and value >= 1)):
-            raise CheckpointError(f"start_network.rescue.top_volume_ratio must be 0 or a number of at least 1, "
-                                  f"got {value!r}")
-        return float(value)
 
     def calibration(self) -> Optional[LabelCalibration]:
         """The label calibration, or None when the model has none.

@@ -25,7 +25,7 @@ from . import anatomy
 from .checkpoint import LoadedModel, ModelMetadata
 from .confidence import ConfidenceCalibration, steps_from_start
 from .fallback import Counted, EventCallback, height_mm, span_mm, stalled
-from .fragments import fragments, outsized_top
+from .fragments import fragments
 from .geometry import from_model_grid, model_index_to_lps, superior_axis, to_model_grid
 from .labeling import LabelAssignment, LabelingConfig, capacity, provisional_label, refine_labels
 from .normalization import NormalizationSpec, normalize, pad_value
@@ -163,7 +163,6 @@ def label_model_grid(model_image: sitk.Image, result: TraversalResult,
     found = _on_spine(_plausible(result.vertebrae, most), result.instances.shape,
                       model_image.GetSpacing()[0], config.max_spine_offset_mm or 0.0)
     found = _whole(found, result.instances, model_image.GetSpacing()[0], config.min_volume_ratio or 0.0)
-    found = _below_top(found, config.top_volume_ratio)
     assignment = refine_labels([v.label_value for v in found], config.labeling) if found else None
     kept = assignment.kept() if assignment is not None else ()
     if assignment is not None and len(kept) < len(found):  # left out at an end of the chain
@@ -197,9 +196,9 @@ def segment_image(image: sitk.Image, model: LoadedModel, config: SegmentConfig =
     holds fewer vertebrae; its patch steps and vertebra indices continue the first's, and the result
     counts the passes and seconds of both.
     """
-    def traverse_with(module: Any, events: Optional[EventCallback], run: SegmentConfig = config) -> SegmentationResult:
+    def traverse_with(module: Any, events: Optional[EventCallback]) -> SegmentationResult:
         predictor = TorchPredictor(replace(model, module=module), batch_size=config.batch_size)
-        return segment_with_predictor(image, predictor, model.metadata, run, events, should_cancel)
+        return segment_with_predictor(image, predictor, model.metadata, config, events, should_cancel)
 
     use = config.start_use_for(model.metadata)
     first_network, second_network, name = traversal_modules(model, use, config.rescues(model.metadata))
@@ -212,8 +211,7 @@ def segment_image(image: sitk.Image, model: LoadedModel, config: SegmentConfig =
                 len(centroids), span_mm(centroids), height_mm(image), name)
     if on_event is not None:  # the vertebrae announced so far may be replaced (docs/ARCHITECTURE.md)
         on_event({"event": "restart", "network": name, "found": len(first.vertebrae)})
-    top_ratio = model.metadata.rescue_top_ratio() if name == "rescue" else 0.0
-    second = traverse_with(second_network, counted.continued(), replace(config, top_volume_ratio=top_ratio))
+    second = traverse_with(second_network, counted.continued())
     kept = second if second.cancelled or len(second.vertebrae) >= len(first.vertebrae) else first
     if kept is first:
         logger.info("the %s network found fewer vertebrae (%d); keeping the first run's", name, len(second.vertebrae))
@@ -270,16 +268,6 @@ def _whole(found: List[Any], instances: np.ndarray, spacing_mm: float, min_ratio
             logger.info("instance %d (%d voxels) is far smaller than the instances around it: a fragment, "
                         "not a vertebra", v.index, v.voxels)
     return [v for v, gone in zip(found, dropped) if not gone]
-
-
-def _below_top(found: List[Any], max_ratio: float) -> List[Any]:
-    """``found`` (instances top first, ``voxels``) without those above the top of the spine
-    (:func:`~.fragments.outsized_top`): a climb into the skull base."""
-    top = outsized_top(np.array([v.voxels for v in found], dtype=float), max_ratio)
-    for v in found[:top]:
-        logger.info("instance %d (%d voxels) is far larger than the instances below it: above the spine, "
-                    "not a vertebra", v.index, v.voxels)
-    return found[top:]
 
 
 def _cut_area_mm2(instances: np.ndarray, index: int, spacing_mm: float) -> float:

@@ -66,10 +66,6 @@ class SegmentConfig:
             share of the median volume of the 4 instances nearest to it in cranio-caudal order, but for the
             chain's two ends and the vertebrae the scan's top or bottom face cuts
             (:mod:`~vertebra_traversal.fragments`; not in the paper); 0 = keep all, None = the model's.
-        top_volume_ratio: drop, before the labels are assigned, the top-most instance while its volume exceeds
-            this many times the median of the 4 below it (:func:`~vertebra_traversal.fragments.outsized_top`;
-            not in the paper); 0 = keep all, else at least 1. :func:`~vertebra_traversal.pipeline.segment_image`
-            sets it to the model's for the rescue network's traversal (``ModelMetadata.rescue_top_ratio``).
         max_steps: cap on patch positions (guard against runaway traversal).
         labeling: label refinement settings (T13 / L6 / four lumbar, paper §3.4 and beyond).
         label_calibration: read the label values through the model's calibration table when it has one
@@ -99,7 +95,6 @@ class SegmentConfig:
     edge_margin_faces: Optional[str] = None
     max_spine_offset_mm: Optional[float] = None
     min_volume_ratio: Optional[float] = None
-    top_volume_ratio: float = 0.0
     max_steps: int = 2000
     labeling: LabelingConfig = field(default_factory=LabelingConfig)
     label_calibration: bool = True
@@ -124,8 +119,6 @@ class SegmentConfig:
         if self.min_volume_ratio is not None and not (math.isfinite(self.min_volume_ratio)
                                                       and 0 <= self.min_volume_ratio < 1):
             raise ValueError(f"min_volume_ratio must be in [0, 1), got {self.min_volume_ratio!r}")
-        if not (self.top_volume_ratio == 0 or (math.isfinite(self.top_volume_ratio) and self.top_volume_ratio >= 1)):
-            raise ValueError(f"top_volume_ratio must be 0 or at least 1, got {self.top_volume_ratio!r}")
         if not math.isfinite(self.growth_threshold_hu):
             raise ValueError(f"growth_threshold_hu must be finite, got {self.growth_threshold_hu!r}")
         replace(self.labeling, **self._counts())  # LabelingConfig checks them: ValueError naming the field

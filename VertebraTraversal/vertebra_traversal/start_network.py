@@ -23,10 +23,6 @@ A model whose start network runs ``always`` may hold a third network, the **resc
 (:class:`RescueSwitch`, :func:`attach_rescue`; ``start_network.rescue`` in the metadata): a start network
 for the second traversal of a scan in which the first one stalled (:mod:`.fallback`). It runs only there,
 so a rescue trained on the scans that stall (the neck, say) cannot change a scan that does not.
-It may come with a fourth, the **climb** network (``start_network.rescue.climb``): in that second traversal
-it segments every patch whose memory holds a voxel (:class:`Resegmented`; the main network still gives the
-label values and completeness), and ``start_network.rescue.top_volume_ratio`` stops the climb at the top of
-the spine (:meth:`~vertebra_traversal.metadata.ModelMetadata.rescue_top_ratio`).
 """
 from __future__ import annotations
 
@@ -72,49 +68,25 @@ class StartSwitch(nn.Module):
 
 
 class RescueSwitch(StartSwitch):
-    """A :class:`StartSwitch` that also carries the rescue network (``rescue``) and, optionally, the climb
-    network (``climb``); they run in a second traversal (:func:`traversal_modules`), never in this module's
-    ``forward``."""
+    """A :class:`StartSwitch` that also carries the rescue network (``rescue``); it runs as the start network
+    of a second traversal (:func:`traversal_modules`), never in this module's ``forward``."""
 
-    def __init__(self, main: nn.Module, start: nn.Module, rescue: nn.Module, climb: Optional[nn.Module] = None
-                 ) -> None:
+    def __init__(self, main: nn.Module, start: nn.Module, rescue: nn.Module) -> None:
         super().__init__(main, start)
         self.rescue = rescue
-        if climb is not None:
-            self.climb = climb
-
-
-class Resegmented(nn.Module):
-    """``main``'s label value and completeness with ``segmenter``'s segmentation: the climb network's place
-    in a second traversal. Same interface as :class:`StartSwitch`; both networks run on every patch."""
-
-    def __init__(self, main: nn.Module, segmenter: nn.Module) -> None:
-        super().__init__()
-        self.main = main
-        self.segmenter = segmenter
-
-    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        _, label, complete = self.main(x)
-        seg, _, _ = self.segmenter(x)
-        return seg, label, complete
-
-
-#: The networks a model file may hold, in the order each needs the one before.
-NETWORK_NAMES = ("main", "start", "rescue", "climb")
 
 
 def _children(loaded: LoadedModel) -> Dict[str, nn.Module]:
-    """The networks of ``loaded`` by name (``NETWORK_NAMES``), checked against its metadata.
+    """The networks of ``loaded`` by name (``main``, ``start``, ``rescue``), checked against its metadata.
 
     Raises:
         CheckpointError: the metadata and the file disagree on which networks it holds.
     """
     children = dict(loaded.module.named_children()) if isinstance(loaded.module, nn.Module) else {}
-    if set(children) not in [set(NETWORK_NAMES[:n]) for n in (2, 3, 4)]:
+    if set(children) not in ({"main", "start"}, {"main", "start", "rescue"}):
         children = {"main": loaded.module}  # type: ignore[dict-item]
     record = loaded.metadata.start_network
-    rescue = record.get("rescue") or {}
-    for name, claimed in (("start", bool(record)), ("rescue", bool(rescue)), ("climb", bool(rescue.get("climb")))):
+    for name, claimed in (("start", bool(record)), ("rescue", bool(record.get("rescue")))):
         if (name in children) != claimed:
             raise CheckpointError(f"{loaded.path}: the metadata and the network disagree on whether it holds "
                                   f"a {name} network")
@@ -136,19 +108,12 @@ def rescue_network(loaded: LoadedModel) -> Optional[nn.Module]:
     return _children(loaded).get("rescue")
 
 
-def spare_networks(loaded: LoadedModel) -> Dict[str, nn.Module]:
-    """The rescue and climb networks of a loaded model by name, those it holds (keyword arguments of
-    :func:`with_networks`)."""
-    return {name: net for name, net in _children(loaded).items() if name in ("rescue", "climb")}
-
-
-def with_networks(main: nn.Module, start: Optional[nn.Module], rescue: Optional[nn.Module] = None,
-                  climb: Optional[nn.Module] = None) -> nn.Module:
+def with_networks(main: nn.Module, start: Optional[nn.Module], rescue: Optional[nn.Module] = None) -> nn.Module:
     """The module a model file holds for these networks: ``main`` alone, a :class:`StartSwitch` or a
-    :class:`RescueSwitch` (``climb`` only with ``rescue``)."""
+    :class:`RescueSwitch`."""
     if start is None:
         return main
-    return StartSwitch(main, start) if rescue is None else RescueSwitch(main, start, rescue, climb)
+    return StartSwitch(main, start) if rescue is None else RescueSwitch(main, start, rescue)
 
 
 def traversal_modules(loaded: LoadedModel, use: str, rescue: bool = True
@@ -158,8 +123,7 @@ def traversal_modules(loaded: LoadedModel, use: str, rescue: bool = True
 
     ``use`` (``START_USES``): ``off`` -> the main network alone, no second; ``fallback`` -> the main network
     alone, then main + start; ``always`` -> main + start, then main + rescue where the model holds a rescue
-    network and ``rescue`` is true (``SegmentConfig.rescues``, which the run's report records), with the
-    climb network segmenting the patches the rescue does not (:class:`Resegmented`) where the model holds one.
+    network and ``rescue`` is true (``SegmentConfig.rescues``, which the run's report records).
     """
     children = _children(loaded)
     main, start = children["main"], children.get("start")
@@ -168,10 +132,7 @@ def traversal_modules(loaded: LoadedModel, use: str, rescue: bool = True
         return main, None, ""
     if use == "fallback":
         return main, StartSwitch(main, start), "start"
-    if spare is None:
-        return loaded.module, None, "rescue"  # type: ignore[return-value]
-    climbing = main if "climb" not in children else Resegmented(main, children["climb"])
-    return loaded.module, StartSwitch(climbing, spare), "rescue"  # type: ignore[return-value]
+    return loaded.module, None if spare is None else StartSwitch(main, spare), "rescue"  # type: ignore[return-value]
 
 
 def describe_start(path: Path, loaded: LoadedModel) -> Dict[str, Any]:
@@ -183,23 +144,19 @@ def describe_start(path: Path, loaded: LoadedModel) -> Dict[str, Any]:
                          if key in training}}
 
 
-def _load_with(main_path: Path, others: Tuple[Path, ...], out: Path) -> Tuple[LoadedModel, ...]:
-    """The model and the networks of one to put into it, each checked (:func:`attach_start`'s errors)."""
+def _load_pair(main_path: Path, start_path: Path, out: Path) -> Tuple[LoadedModel, LoadedModel]:
+    """The model and the network of one to put into it, checked (:func:`attach_start`'s errors)."""
     if out.suffix == ".pt2" and not out.exists():  # an existing file is refused as such by load_to_rewrite
         raise CheckpointError(f"{out}: a combined model is TorchScript; torch.export cannot trace its switch "
                               f"(give a .pt file name)")
-    main_model = load_to_rewrite(main_path, out, "combined")
-    loaded = [main_model]
-    for path in others:
-        other = load_to_rewrite(path, out, "combined")
-        if networks(other)[1] is not None:
-            raise CheckpointError(f"{path}: holds a start network itself; give a model of one network")
-        for name in SHARED_FIELDS:
-            mine, theirs = getattr(main_model.metadata, name), getattr(other.metadata, name)
-            if mine != theirs:
-                raise CheckpointError(f"{path}: its {name} {theirs!r} differs from {main_path}'s {mine!r}")
-        loaded.append(other)
-    return tuple(loaded)
+    main_model, start_model = (load_to_rewrite(p, out, "combined") for p in (main_path, start_path))
+    if networks(start_model)[1] is not None:
+        raise CheckpointError(f"{start_path}: holds a start network itself; give a model of one network")
+    for name in SHARED_FIELDS:
+        mine, theirs = getattr(main_model.metadata, name), getattr(start_model.metadata, name)
+        if mine != theirs:
+            raise CheckpointError(f"{start_path}: its {name} {theirs!r} differs from {main_path}'s {mine!r}")
+    return main_model, start_model
 
 
 def _save(model: LoadedModel, record: Dict[str, Any], module: nn.Module, out: Path, added: str) -> Path:
@@ -217,7 +174,7 @@ def attach_start(main_path: PathLike, start_path: PathLike, out: PathLike, use: 
     The metadata is ``main_path``'s (label reading, completeness rule, ...) without a fitted label
     confidence (``label_confidence``: fitted on runs without this start network) and with ``start_network`` set,
     its ``use`` (``"always"`` or ``"fallback"``, :meth:`~vertebra_traversal.metadata.ModelMetadata.start_use`)
-    included. A start network already in ``main_path`` is replaced, its rescue and climb networks kept; ``use=None``
+    included. A start network already in ``main_path`` is replaced, its rescue network kept; ``use=None``
     keeps its use (else ``"always"``).
 
     Raises:
@@ -227,56 +184,45 @@ def attach_start(main_path: PathLike, start_path: PathLike, out: PathLike, use: 
             model with a rescue network.
     """
     main_path, start_path, out = Path(main_path), Path(start_path), Path(out)
-    main_model, start_model = _load_with(main_path, (start_path,), out)
+    main_model, start_model = _load_pair(main_path, start_path, out)
     main, previous = networks(main_model)
-    spares = spare_networks(main_model)
+    rescue = rescue_network(main_model)
     if previous is not None:
         logger.info("%s: replacing its start network", main_path)
     use = use or (main_model.metadata.start_use() if previous is not None else "always")
     record = dict(describe_start(start_path, start_model), use=use)
-    if spares:
+    if rescue is not None:
         if use != "always":
             raise CheckpointError(f"{main_path}: holds a rescue network, which needs a start network that runs "
                                   f"always, not {use}")
         record["rescue"] = main_model.metadata.start_network["rescue"]
-    module = with_networks(main, start_model.module, **spares)  # type: ignore[arg-type]
+    module = with_networks(main, start_model.module, rescue)  # type: ignore[arg-type]
     return _save(main_model, record, module, out, "start")
 
 
-def attach_rescue(model_path: PathLike, rescue_path: PathLike, out: PathLike, climb_path: Optional[PathLike] = None,
-                  top_volume_ratio: float = 0.0) -> Path:
+def attach_rescue(model_path: PathLike, rescue_path: PathLike, out: PathLike) -> Path:
     """Write ``out``: ``model_path`` (a main network whose start network runs always) with the rescue network
-    ``rescue_path`` and, optionally, the climb network ``climb_path`` (:class:`RescueSwitch`), recorded in
-    ``start_network.rescue`` with ``top_volume_ratio`` (0: no stop at the top; omitted from the record). Rescue
-    and climb networks already there are replaced (a climb network left out is dropped). Metadata as
-    :func:`attach_start` writes it.
+    ``rescue_path`` (:class:`RescueSwitch`), recorded in ``start_network.rescue``; a rescue network already
+    there is replaced. Metadata as :func:`attach_start` writes it.
 
     Raises:
         CheckpointError: as :func:`attach_start`; ``model_path`` holds no start network, or one that runs
-            only as a fallback (that start network is its rescue already); ``top_volume_ratio`` is neither 0
-            nor at least 1.
+            only as a fallback (that start network is its rescue already).
     """
-    paths = tuple(Path(p) for p in (rescue_path, climb_path) if p is not None)
-    model_path, out = Path(model_path), Path(out)
-    model, rescue_model, *climb_model = _load_with(model_path, paths, out)
+    model_path, rescue_path, out = Path(model_path), Path(rescue_path), Path(out)
+    model, rescue_model = _load_pair(model_path, rescue_path, out)
     main, start = networks(model)
     if start is None or model.metadata.start_use() != "always":
         raise CheckpointError(f"{model_path}: a rescue network runs where the traversal with the start network "
                               f"stalls; give a model whose start network runs always (combine --start --use always)")
-    if "climb" in spare_networks(model) and not climb_model:
-        logger.warning("%s: its climb network is not kept (give it again with --climb)", model_path)
-    rescue = describe_start(paths[0], rescue_model)
-    rescue.update({"climb": describe_start(paths[1], climb_model[0])} if climb_model else {},
-                  **({"top_volume_ratio": top_volume_ratio} if top_volume_ratio else {}))
-    record = dict(model.metadata.start_network, rescue=rescue)
-    module = RescueSwitch(main, start, rescue_model.module,  # type: ignore[arg-type]
-                          climb_model[0].module if climb_model else None)  # type: ignore[arg-type]
+    record = dict(model.metadata.start_network, rescue=describe_start(rescue_path, rescue_model))
+    module = RescueSwitch(main, start, rescue_model.module)  # type: ignore[arg-type]
     return _save(model, record, module, out, "rescue")
 
 
 def extract_network(model_path: PathLike, name: str, out: PathLike) -> Path:
-    """Write ``out``: one network of ``model_path`` (``NETWORK_NAMES``) as a model of one network, e.g. to
-    train it further (``train --init``). Metadata: the model's, with the start, rescue or climb network's own
+    """Write ``out``: the ``main``, ``start`` or ``rescue`` network of ``model_path`` as a model of one network,
+    e.g. to train it further (``train --init``). Metadata: the model's, with the start or rescue network's own
     ``network`` and ``training`` records, no start network and no label confidence.
 
     Raises:
@@ -291,8 +237,6 @@ def extract_network(model_path: PathLike, name: str, out: PathLike) -> Path:
         raise CheckpointError(f"{model_path}: holds no {name} network")
     metadata = replace(model.metadata, start_network={}, label_confidence={})
     if name != "main":
-        record = model.metadata.start_network
-        for inner in NETWORK_NAMES[2:NETWORK_NAMES.index(name) + 1]:
-            record = record[inner]
+        record = model.metadata.start_network if name == "start" else model.metadata.start_network["rescue"]
         metadata = replace(metadata, network=record["network"], training=dict(record.get("training", {})))
     return save_torchscript(children[name], metadata, out)

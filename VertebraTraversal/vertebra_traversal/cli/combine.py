@@ -1,4 +1,4 @@
-"""``vertebra-traversal combine --model MAIN (--start START | --rescue RESCUE [--climb CLIMB] | --extract NAME) --out NEW.pt``.
+"""``vertebra-traversal combine --model MAIN (--start START | --rescue RESCUE | --extract NAME) --out NEW.pt``.
 
 Writes a model file that holds two networks (:mod:`vertebra_traversal.start_network`): MAIN answers every
 patch whose instance memory holds a voxel and gives every patch its label value and completeness; START
@@ -13,11 +13,8 @@ memory:
 
 ``--rescue RESCUE`` adds a third network to a model whose start network runs always: a start network
 for a second traversal of the scans in which the first one stalls (it finds nothing, or vertebrae in
-less than half of the scan's height). ``--climb CLIMB`` adds a fourth beside it, which segments every
-other patch of that second traversal (MAIN still gives the label values and completeness), and
-``--top-volume-ratio K`` drops the top-most instance of that traversal while its volume exceeds K times
-the median of the 4 below it (a climb past the top of the spine). ``--extract NAME`` writes that network
-of MAIN as a model of one network, to train it further:
+less than half of the scan's height). ``--extract main|start|rescue`` writes that network of MAIN as a
+model of one network, to train it further:
 
     vertebra-traversal combine --model mr --extract start --out mr-start.pt
     vertebra-traversal train --data neck/ --out runs/rescue --init mr-start.pt --start-fraction 1
@@ -35,7 +32,7 @@ from pathlib import Path
 from ..imageio import InputError
 from ..metadata import RECORDED_START_USES
 from ..models import resolve_model
-from ..start_network import NETWORK_NAMES, attach_rescue, attach_start, extract_network
+from ..start_network import attach_rescue, attach_start, extract_network
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,12 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     what.add_argument("--start", help="the start model (a checkpoint path)")
     what.add_argument("--rescue", help="the rescue model (a checkpoint path), for a model whose start network "
                                        "runs always")
-    what.add_argument("--extract", choices=NETWORK_NAMES, help="write this network of MODEL alone")
-    parser.add_argument("--climb", help="with --rescue: the climb model (a checkpoint path), which segments the "
-                                        "rescue traversal's patches with a non-empty memory")
-    parser.add_argument("--top-volume-ratio", type=float, default=0.0,
-                        help="with --rescue: in the rescue traversal, drop the top-most instance while its volume "
-                             "exceeds this many times the median of the 4 below it; 0 (default) = never")
+    what.add_argument("--extract", choices=("main", "start", "rescue"), help="write this network of MODEL alone")
     parser.add_argument("--out", required=True, type=Path, help="the model file to write (new)")
     parser.add_argument("--use", choices=RECORDED_START_USES,
                         help="with --start: when segment runs the start network: always, or fallback: only in a "
@@ -64,14 +56,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.use is not None and args.start is None:
         raise InputError("--use: only with --start")
-    if (args.climb is not None or args.top_volume_ratio) and args.rescue is None:
-        raise InputError("--climb and --top-volume-ratio: only with --rescue")
     model = resolve_model(args.model)
     if args.start is not None:
         path = attach_start(model, resolve_model(args.start), args.out, use=args.use)
     elif args.rescue is not None:
-        climb = None if args.climb is None else resolve_model(args.climb)
-        path = attach_rescue(model, resolve_model(args.rescue), args.out, climb, args.top_volume_ratio)
+        path = attach_rescue(model, resolve_model(args.rescue), args.out)
     else:
         path = extract_network(model, args.extract, args.out)
     sys.stdout.write(f"{path}\n")

@@ -24,7 +24,7 @@ from ..imageio import InputError
 from ..metadata import PostSettings
 from ..network import IterativeFCN, NetworkConfig
 from ..normalization import NormalizationSpec
-from ..start_network import networks, spare_networks, with_networks
+from ..start_network import networks, rescue_network, with_networks
 from .config import TrainingConfig
 from .data import PreparedCase, TrainingCase, check_disjoint, describe_case, find_cases, prepare_cases
 from .loss import fp_weight, reference_voxels, total_loss
@@ -85,9 +85,8 @@ class _Init:
     """What a fine-tune takes from its ``--init`` model (all empty without one).
 
     ``state``: the main network's weights; ``info``: its description in the run identity; ``reading``
-    and ``reading_note``: :func:`inherited_reading`; ``start`` and ``spares``: its start network and its rescue
-    and climb networks by name (:mod:`..start_network`), kept unchanged in the fine-tuned model, and
-    ``start_network`` their metadata record;
+    and ``reading_note``: :func:`inherited_reading`; ``start`` and ``rescue``: its start and rescue networks
+    (:mod:`..start_network`), kept unchanged in the fine-tuned model, and ``start_network`` their metadata record;
     ``post``: its post-processing settings (the CT surface refinement threshold, the border settings), kept
     like a Gaussian reading (they describe the masks, not the weights).
     """
@@ -97,7 +96,7 @@ class _Init:
     reading: Dict[str, Any] = field(default_factory=dict)
     reading_note: Optional[str] = None
     start: Optional[torch.nn.Module] = None
-    spares: Dict[str, torch.nn.Module] = field(default_factory=dict)
+    rescue: Optional[torch.nn.Module] = None
     start_network: Dict[str, Any] = field(default_factory=dict)
     post: PostSettings = PostSettings()
 
@@ -118,7 +117,7 @@ def _init_weights(init: Path, config: TrainingConfig) -> "tuple[TrainingConfig, 
     reading, note = inherited_reading(init, loaded.metadata)
     main, start = networks(loaded)
     state = {k: v.detach().clone() for k, v in main.state_dict().items()}
-    return config, _Init(state, info, reading, note, start, spare_networks(loaded), loaded.metadata.start_network,
+    return config, _Init(state, info, reading, note, start, rescue_network(loaded), loaded.metadata.start_network,
                          PostSettings.of(loaded.metadata))
 
 
@@ -372,13 +371,13 @@ def _prepare_held_out(run: RunFolder, config: TrainingConfig, held_out: List[Tra
 
 
 def _finish(session: _Session, metadata: ModelMetadata, training: Dict[str, Any], inherited: _Init) -> Path:
-    """Write ``model.pt``: the trained network, with the init model's start, rescue and climb networks where it had them."""
+    """Write ``model.pt``: the trained network, with the init model's start and rescue networks where it had them."""
     final = dict(training, iterations=session.iteration, wall_seconds=round(session.seconds, 3),
                  metrics=session.history[-1] if session.history else {}, device=str(session.device),
                  torch=torch.__version__, vertebra_traversal=__version__,
                  finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     final["data_summary"] = {"cases": len(training["data"]), "case_ids": [d["case"] for d in training["data"]]}
-    model = with_networks(session.model.cpu(), inherited.start, **inherited.spares)
+    model = with_networks(session.model.cpu(), inherited.start, inherited.rescue)
     path = save_torchscript(model, replace(metadata, training=final), session.run.model)
     session.report("done", message=f"model written to {path}")
     return path
