@@ -16,6 +16,7 @@ import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Dict, Optional
 
 import numpy as np
 import SimpleITK as sitk
@@ -30,10 +31,13 @@ from vertebra_traversal.segment_config import SegmentConfig
 REPORT = "_report.json"
 
 
-def relabel_case(report: Path, out: Path, labeling, confidence=None, direction: str = "up") -> int:
+def relabel_case(report: Path, out: Path, labeling, confidence=None, direction: str = "up",
+                 penalties: Optional[Dict[str, float]] = None) -> int:
     """Write one case's label map and report read by ``labeling`` into ``out``; returns how many instances
     changed their label or were left out. ``confidence``: the model's fitted label confidence where
-    ``labeling`` is its own reading (``segment`` reports it then), else None: the sequences' share."""
+    ``labeling`` is its own reading (``segment`` reports it then), else None: the sequences' share.
+    ``penalties``: gap and trim penalties other than the model's, recorded in the report's ``model`` entry
+    (``label_penalties``) so that ``calibrate --confidence`` refuses the run."""
     stem = report.name[:-len(REPORT)]
     doc = json.loads(report.read_text())
     image = sitk.ReadImage(str(report.parent / f"{stem}_seg-vert_msk.nii.gz"))
@@ -56,6 +60,8 @@ def relabel_case(report: Path, out: Path, labeling, confidence=None, direction: 
     if isinstance(doc.get("model"), dict):
         doc["model"].update(label_gaps=labeling.max_gaps, label_trimmed=labeling.max_trimmed,
                             label_confidence_fitted=confidence is not None)
+        if penalties:
+            doc["model"]["label_penalties"] = penalties
     result = sitk.GetImageFromArray(lut[sitk.GetArrayFromImage(image)])
     result.CopyInformation(image)
     sitk.WriteImage(result, str(out / f"{stem}_seg-vert_msk.nii.gz"), True)
@@ -79,10 +85,13 @@ def main() -> None:
     labeling = config.labeling_for(meta)
     penalties = {k: v for k, v in (("gap_penalty", args.gap_penalty), ("trim_penalty", args.trim_penalty))
                  if v is not None}
+    own = labeling
     labeling = replace(labeling, **penalties)
     confidence = meta.confidence() if labeling == SegmentConfig().labeling_for(meta) else None
+    other = ({"gap_penalty": labeling.gap_penalty, "trim_penalty": labeling.trim_penalty}
+             if (labeling.gap_penalty, labeling.trim_penalty) != (own.gap_penalty, own.trim_penalty) else None)
     args.out.mkdir(parents=True)  # a new folder: nothing is overwritten
-    changed = sum(relabel_case(report, args.out, labeling, confidence, meta.direction)
+    changed = sum(relabel_case(report, args.out, labeling, confidence, meta.direction, other)
                   for report in sorted(args.pred.glob(f"*{REPORT}")))
     print(json.dumps({"out": str(args.out), "instances_changed": int(changed), "max_gaps": labeling.max_gaps,
                       "max_trimmed": labeling.max_trimmed}))

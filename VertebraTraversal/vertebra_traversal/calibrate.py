@@ -67,8 +67,9 @@ def _report_values(path: Path, model: Path, reading: Optional[Dict[str, Any]] = 
     if reading and used != reading:
         raise InputError(f"{path}: instances picked and named with {used}, not with the model's own settings "
                          f"{reading} (a segment run with --gaps, --trim-ends, --no-label-calibration, "
-                         f"--max-spine-offset-mm, --min-volume-ratio or --start-network, or a report from a version "
-                         f"that did not record them); segment again with the model's own settings")
+                         f"--max-spine-offset-mm, --min-volume-ratio or --start-network, a run read again with other "
+                         f"penalties, or a report from a version that did not record them); segment again with the "
+                         f"model's own settings")
     try:
         rows = sorted(data["vertebrae"], key=lambda v: int(v["order"]))
         values = [(int(v["label"]), float(v["label_value"]), float(v.get("label_likelihood", math.nan)))
@@ -166,8 +167,9 @@ class ConfidenceResult:
 
 def _own_reading(metadata: ModelMetadata) -> Dict[str, Any]:
     """The report's ``model`` entries of a ``segment`` run that picks and names the instances as
-    ``metadata`` says (``SegmentConfig.labels_as_model``)."""
-    return SegmentConfig().selection_record(metadata)
+    ``metadata`` says (``SegmentConfig.labels_as_model``), and no ``label_penalties``: a run read again with
+    other gap or trim penalties than the model's (``benchmarks/relabel_run.py``) records them there."""
+    return {**SegmentConfig().selection_record(metadata), "label_penalties": None}
 
 
 def confidence_model(model_path: PathLike, pred_dir: PathLike, ref_dir: PathLike, out: PathLike,
