@@ -40,7 +40,8 @@ def main() -> None:
     for scan in args.scans:
         result = segment_image(read_image(scan), model)
         found.append([(v.label, round(v.volume_mm3, 1)) for v in result.vertebrae])
-    print(json.dumps({"executor": args.executor, "scans": len(args.scans), "seconds": round(time.perf_counter() - start, 1),
+    seconds = round(time.perf_counter() - start, 1)
+    print(json.dumps({"executor": args.executor, "scans": len(args.scans), "seconds": seconds,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
                       "vertebrae": sum(map(len, found)),
                       "results_digest": hashlib.sha1(repr(found).encode()).hexdigest()[:12]}))

@@ -85,11 +85,12 @@ def main() -> None:
     labeling = config.labeling_for(meta)
     penalties = {k: v for k, v in (("gap_penalty", args.gap_penalty), ("trim_penalty", args.trim_penalty))
                  if v is not None}
-    own = labeling
+    segment_reading = labeling  # what segment reads with these counts: the model's penalties
     labeling = replace(labeling, **penalties)
     confidence = meta.confidence() if labeling == SegmentConfig().labeling_for(meta) else None
     other = ({"gap_penalty": labeling.gap_penalty, "trim_penalty": labeling.trim_penalty}
-             if (labeling.gap_penalty, labeling.trim_penalty) != (own.gap_penalty, own.trim_penalty) else None)
+             if (labeling.gap_penalty, labeling.trim_penalty) != (segment_reading.gap_penalty,
+                                                                   segment_reading.trim_penalty) else None)
     args.out.mkdir(parents=True)  # a new folder: nothing is overwritten
     changed = sum(relabel_case(report, args.out, labeling, confidence, meta.direction, other)
                   for report in sorted(args.pred.glob(f"*{REPORT}")))
