@@ -109,7 +109,8 @@ def test_learning_rate_option_reaches_the_optimiser(tiny_presets, tmp_path, caps
         assert "expected a positive number" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("option", ["centred-fraction", "start-fraction", "partial-memory", "overreach-memory"])
+@pytest.mark.parametrize("option", ["centred-fraction", "start-fraction", "partial-memory", "overreach-memory",
+                                    "end-fraction"])
 def test_sampling_share_options_are_part_of_the_run_and_checked(option, tiny_presets, tmp_path, capsys):
     out, args = _one_case_run(tmp_path, 1)
     field = option.replace("-", "_")
@@ -269,6 +270,8 @@ def test_centred_patch_jitter_is_five_mm_on_every_preset_grid():
     assert preset("compact", "ct").replace(partial_memory=0.3).sampling().partial_memory == 0.3
     assert "overreach_memory" not in preset("compact", "ct").identity()
     assert preset("compact", "ct").replace(overreach_memory=0.2).sampling().overreach_memory == 0.2
+    assert "end_fraction" not in preset("compact", "ct").identity()
+    assert preset("compact", "ct").replace(end_fraction=0.15).sampling().end_fraction == 0.15
     assert preset("compact", "ct").replace(centred_fraction=0.5).identity()["centred_fraction"] == 0.5
     with pytest.raises(ValueError, match="centred_fraction"):
         preset("compact", "ct").replace(centred_fraction=2.0)

@@ -219,6 +219,37 @@ def test_start_fraction_splits_the_foreground_patches():
     assert abs(empty - (0.5 + 0.5 / 4)) < 0.03          # L5, the first of four, has an empty memory anyway
 
 
+def test_end_patches_lie_beyond_the_last_vertebra_with_the_whole_spine_in_memory():
+    """Where the traversal must stop (§3.3): from the middle of the last vertebra in traversal order
+    (L2 at z 32..37 going up, L5 at z 2..7 going down) to half a patch past it, inside its box in-plane,
+    every vertebra in memory, so the target is none."""
+    spine = _spine()
+    index = S.scan_index(spine, {})
+    for direction, z_range in (("up", (34, 40)), ("down", (0, 5))):
+        config = S.SamplingConfig(patch_size=8, foreground_fraction=1.0, end_fraction=1.0, direction=direction)
+        rng = np.random.default_rng(9)
+        zs = set()
+        for _ in range(300):
+            plan = S.plan_patch(index, rng, config)
+            assert plan.memory_labels == {L2, L3, L4, L5} and not plan.foreground
+            assert z_range[0] <= plan.centre[0] < z_range[1] and all(3 <= c < 9 for c in plan.centre[1:])
+            assert S.patch_targets(S.extract_patch(spine, plan.centre, 8), plan, index, config).label == 0
+            zs.add(plan.centre[0])
+        assert zs == set(range(*z_range))          # the scan's border clips the range: L2 ends at 37, +4 = 41
+
+
+def test_end_patches_follow_the_visible_window_and_their_share():
+    """In a z-crop the last vertebra the window shows is where the spine ends (L3 in z 10..30)."""
+    index = S.scan_index(_spine(), {})
+    config = S.SamplingConfig(patch_size=8, foreground_fraction=1.0, end_fraction=1.0)
+    rng = np.random.default_rng(10)
+    centres = [S.plan_patch(index, rng, config, z_window=(10, 30)).centre[0] for _ in range(200)]
+    assert set(centres) == set(range(24, 30))       # L3's middle (24) to the window's end
+    mixed = S.SamplingConfig(patch_size=8, foreground_fraction=1.0, end_fraction=0.25)
+    share = np.mean([not S.plan_patch(index, rng, mixed).foreground for _ in range(4000)])
+    assert abs(share - 0.25) < 0.03
+
+
 def test_paper_sampling_draws_exactly_the_papers_random_numbers():
     """With no centred share, a vertebra patch costs the draws of §3.6 only: the choice of a
     foreground patch, of the vertebra and of the centre, so older runs replay the same patches."""
@@ -247,6 +278,8 @@ def test_config_validation():
         S.SamplingConfig(patch_size=8, start_fraction=1.1)
     with pytest.raises(ValueError, match="partial_memory"):
         S.SamplingConfig(patch_size=8, partial_memory=-0.5)
+    with pytest.raises(ValueError, match="end_fraction"):
+        S.SamplingConfig(patch_size=8, end_fraction=2.0)
 
 
 def test_partial_memory_leaves_out_a_cap_of_each_chosen_vertebra_and_nothing_else():

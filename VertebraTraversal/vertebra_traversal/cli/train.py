@@ -76,6 +76,10 @@ def register(subparsers: Any) -> None:
                              "the vertebra to segment, whose rest is then the target, as the traversal's own "
                              "masks may take in part of the next vertebra at inference (default 0, the paper's "
                              "reference memory, §3.6)")
+    parser.add_argument("--end-fraction", type=_fraction, metavar="F",
+                        help="share of all patches drawn beyond the last vertebra the scan shows in traversal "
+                             "order, with every vertebra in the instance memory, so that the answer is 'nothing "
+                             "left': where the traversal must stop (default 0, the paper's sampling, §3.6)")
     parser.add_argument("--filters", type=_positive, metavar="N",
                         help="feature maps in every layer of the network (default: the preset's); the run "
                              "becomes a custom one. Not with --init, whose network is fixed")
@@ -148,6 +152,7 @@ def _config(args: argparse.Namespace) -> TrainingConfig:
     config = preset(args.preset, args.modality)
     names = ("iterations", "workers", "validate_every", "checkpoint_every", "threads", "seed", "learning_rate",
              "completeness_rule", "centred_fraction", "start_fraction", "partial_memory", "overreach_memory",
+             "end_fraction",
              "batch_size", "beta1", "learning_rate_schedule")
     changes = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.label_path_only:

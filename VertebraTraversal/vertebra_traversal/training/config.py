@@ -28,7 +28,7 @@ CENTRE_JITTER_MM = 5.0
 #: at that value stays out of the run identity, so those runs still resume.
 LATER_FIELDS = {"centred_fraction": 0.0, "trained_part": "all", "start_fraction": 0.0,
                 "learning_rate_schedule": "constant", "partial_memory": 0.0,
-                "overreach_memory": 0.0}
+                "overreach_memory": 0.0, "end_fraction": 0.0}
 #: What a run trains: the whole network, or only the label path of an ``--init`` model (beyond the paper).
 TRAINED_PARTS = ("all", "label-path")
 #: How the learning rate moves over a run: the paper's constant rate, or a cosine decay to 0 (beyond the paper).
@@ -69,6 +69,8 @@ class TrainingConfig:
         overreach_memory: chance of a training patch's memory also holding a cap of its target vertebra,
             whose rest is then the target, as the traversal's own masks may take in part of the next
             vertebra at inference (0 = the paper's reference memory; :func:`.sampler.overreaching_memory`).
+        end_fraction: share of all patches drawn beyond the last vertebra in traversal order with every
+            vertebra in memory, where the traversal must stop (0 = the paper; :func:`.sampler.plan_patch`).
         loss, augment: see :class:`LossConfig`, :class:`AugmentConfig`.
         verse_margin_mm: VerSe cases without sidecar are cropped along z to the labelled vertebrae
             plus this margin (paper §4.1).
@@ -101,6 +103,7 @@ class TrainingConfig:
     start_fraction: float = 0.0
     partial_memory: float = 0.0
     overreach_memory: float = 0.0
+    end_fraction: float = 0.0
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     verse_margin_mm: float = 2.0
@@ -155,7 +158,7 @@ class TrainingConfig:
         return SamplingConfig(self.patch_size, self.foreground_fraction, self.direction,
                               centred_fraction=self.centred_fraction, centre_jitter=jitter,
                               start_fraction=self.start_fraction, partial_memory=self.partial_memory,
-                              overreach_memory=self.overreach_memory)
+                              overreach_memory=self.overreach_memory, end_fraction=self.end_fraction)
 
     def to_json(self) -> Dict[str, Any]:
         data = asdict(self)

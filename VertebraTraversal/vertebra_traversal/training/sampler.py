@@ -18,6 +18,12 @@ Rules (paper §3.6, §3.3, §3.5):
   it starts (§3.3), searching a scan with nothing segmented yet. The paper's sampling gives that view
   only for the scan's first vertebra and for a few background patches; compact models trained that way
   never started on a dedicated neck scan (an extension of §3.6; 0 by default).
+* Optionally a share of all patches (drawn first) lies beyond the last vertebra in traversal order that
+  the scan shows, from its middle to half a patch past it, with every vertebra in memory, so the target
+  is none: where the traversal must stop (§3.3). The paper's sampling shows that view only when a patch
+  drawn anywhere happens to get the whole spine as memory (one patch in ``n + 1`` of those); a network
+  that climbs the neck with a memory and never saw it went on into the skull base (an extension of
+  §3.6; 0 by default; the MR model's history, *A network taught where the spine ends*).
 * The other patches are centred anywhere in the scan with a random "progress": the memory holds the
   first ``k`` vertebrae in traversal order, ``k`` uniform in ``0..n``, so the network also learns to
   answer "nothing left".
@@ -82,6 +88,8 @@ class SamplingConfig:
             (:func:`partial_memory_mask`; 0 = the paper's memory).
         overreach_memory: chance of a patch's memory also holding a cap of its target vertebra
             (:func:`overreaching_memory`; 0 = the paper's memory).
+        end_fraction: share of all patches drawn beyond the last vertebra in traversal order with every
+            vertebra in memory (:func:`plan_patch`; 0 = the paper's sampling).
     """
 
     patch_size: int
@@ -93,6 +101,7 @@ class SamplingConfig:
     start_fraction: float = 0.0
     partial_memory: float = 0.0
     overreach_memory: float = 0.0
+    end_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.patch_size < 4:
@@ -107,6 +116,8 @@ class SamplingConfig:
             raise ValueError(f"partial_memory must be in [0, 1], got {self.partial_memory}")
         if not 0.0 <= self.overreach_memory <= 1.0:
             raise ValueError(f"overreach_memory must be in [0, 1], got {self.overreach_memory}")
+        if not 0.0 <= self.end_fraction <= 1.0:
+            raise ValueError(f"end_fraction must be in [0, 1], got {self.end_fraction}")
         if self.centre_jitter < 0:
             raise ValueError(f"centre_jitter must not be negative, got {self.centre_jitter}")
         if self.direction not in DIRECTIONS:
@@ -262,6 +273,8 @@ def plan_patch(index: ScanIndex, rng: np.random.Generator, config: SamplingConfi
     window = z_window if z_window is not None else (0, index.shape[0])
     candidates = visible_labels(index, window)
     order = traversal_order(index.labels, config.direction)
+    if candidates and config.end_fraction > 0 and rng.random() < config.end_fraction:
+        return _end_plan(index, order, candidates, window, config, rng)
     if candidates and rng.random() < config.foreground_fraction:
         label = candidates[int(rng.integers(len(candidates)))]
         lo, hi = index.boxes[label]
@@ -277,6 +290,20 @@ def plan_patch(index: ScanIndex, rng: np.random.Generator, config: SamplingConfi
     centre = _uniform_in((window[0], 0, 0), (window[1], index.shape[1], index.shape[2]), rng)
     progress = int(rng.integers(len(order) + 1))
     return PatchPlan(centre, frozenset(order[:progress]), False, window)
+
+
+def _end_plan(index: ScanIndex, order: Sequence[int], visible: Sequence[int], window: Tuple[int, int],
+              config: SamplingConfig, rng: np.random.Generator) -> PatchPlan:
+    """A patch centred beyond the last of the ``visible`` vertebrae in traversal ``order``: along z from its
+    middle to half a patch past its far face (clipped to ``window``), in-plane inside its box; every vertebra
+    of the scan in memory, so the target is none."""
+    last = [l for l in order if l in set(visible)][-1]
+    lo, hi = index.boxes[last]
+    middle, half = (lo[0] + hi[0] - 1) // 2, config.patch_size // 2
+    z_lo, z_hi = (middle, hi[0] + half) if config.direction == "up" else (lo[0] - half, middle + 1)
+    z_lo, z_hi = max(z_lo, window[0]), min(z_hi, window[1])
+    centre = _uniform_in((z_lo,) + tuple(lo[1:]), (max(z_lo + 1, z_hi),) + tuple(hi[1:]), rng)
+    return PatchPlan(centre, frozenset(order), False, window)
 
 
 def patch_targets(label_patch: np.ndarray, plan: PatchPlan, index: ScanIndex,
