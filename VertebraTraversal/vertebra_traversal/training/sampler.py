@@ -21,9 +21,9 @@ Rules (paper §3.6, §3.3, §3.5):
 * Optionally a share of all patches (drawn first) lies beyond the last vertebra in traversal order that
   the scan shows, from its middle to half a patch past it, with every vertebra in memory, so the target
   is none: where the traversal must stop (§3.3). The paper's sampling shows that view only when a patch
-  drawn anywhere happens to get the whole spine as memory (one patch in ``n + 1`` of those); a network
-  that climbs the neck with a memory and never saw it went on into the skull base (an extension of
-  §3.6; 0 by default; the MR model's history, *A network taught where the spine ends*).
+  drawn anywhere happens to get the whole spine as memory (one patch in ``n + 1`` of those). An MR
+  network that climbs the neck went on into the skull base with or without it (an extension of §3.6;
+  0 by default; the MR model's history, *A network taught where the spine ends*).
 * The other patches are centred anywhere in the scan with a random "progress": the memory holds the
   first ``k`` vertebrae in traversal order, ``k`` uniform in ``0..n``, so the network also learns to
   answer "nothing left".
