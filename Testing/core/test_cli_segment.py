@@ -54,6 +54,11 @@ def test_events_and_outputs_end_to_end(tmp_path, model):
     assert report["network_passes"] == kinds.count("patch")
     assert report["model"]["completeness_rule"] == "network"  # the tiny model's (the default)
     assert report["model"]["label_interpolation"] == "linear" and report["model"]["largest_component"] is True
+    assert set(report["model"]) == {  # docs/ARCHITECTURE.md, *Outputs*; a model of one network: no rescue entry
+        "path", "modality", "spacing_mm", "patch_size", "direction", "completeness_rule", "edge_margin_mm",
+        "edge_min_contact_mm2", "edge_margin_faces", "max_spine_offset_mm", "min_volume_ratio", "label_interpolation",
+        "surface_threshold_hu", "largest_component", "surface_growth", "growth_threshold_hu", "label_calibration",
+        "label_gaps", "label_trimmed", "label_confidence_fitted", "start_network", "start_network_use"}
 
 
 @pytest.mark.parametrize("option, value, bad", [("--completeness-rule", "edge", "vote"),

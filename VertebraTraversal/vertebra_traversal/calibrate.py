@@ -198,8 +198,8 @@ def confidence_model(model_path: PathLike, pred_dir: PathLike, ref_dir: PathLike
         confidence = fit_confidence(samples, cases=len(cases))
     except ValueError as exc:
         raise InputError(f"{pred_dir}: {exc}") from None
-    save_torchscript(loaded.module, replace(loaded.metadata, label_confidence=confidence.to_json()),  # type: ignore[arg-type]
-                     out)
+    fitted = replace(loaded.metadata, label_confidence=confidence.to_json())
+    save_torchscript(loaded.module, fitted, out)  # type: ignore[arg-type]
     right = [r for _, _, r in samples]
     probabilities = [confidence.probability(lk, step) for lk, step, _ in samples]
     logger.info("label confidence from %d vertebrae of %d cases written to %s", len(samples), len(cases), out)

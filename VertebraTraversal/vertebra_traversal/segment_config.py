@@ -197,6 +197,19 @@ class SegmentConfig:
             record["rescue_network"] = self.rescues(meta)
         return record
 
+    def report_record(self, meta: ModelMetadata) -> Dict[str, Any]:
+        """Everything a report's ``model`` entry says of the model and of this run's settings, but the model's
+        path (``segment`` and ``demo`` write it; docs/ARCHITECTURE.md, *Outputs*)."""
+        return {"modality": meta.modality, "spacing_mm": list(meta.spacing_mm), "patch_size": list(meta.patch_size),
+                "direction": meta.direction, "completeness_rule": self.rule_for(meta),
+                "edge_margin_mm": self.margin_for(meta), "edge_min_contact_mm2": self.contact_for(meta),
+                "edge_margin_faces": self.faces_for(meta), "label_interpolation": self.label_interpolation,
+                "surface_threshold_hu": self.threshold_for(meta), "largest_component": self.largest_component,
+                "surface_growth": self.surface_growth, "growth_threshold_hu": self.growth_threshold_hu,
+                **self.selection_record(meta),  # what the model's settings read in make of this run's
+                "label_confidence_fitted": self.confidence_for(meta) is not None,
+                "start_network": bool(meta.start_network)}
+
     def labels_as_model(self, meta: ModelMetadata) -> bool:
         """Whether this run picks and names the instances as the model's own settings do: the same label
         reading, spine-line limit, volume ratio and start-network use (the settings in a report's ``model``

@@ -85,8 +85,7 @@ def run(args: argparse.Namespace) -> int:
     result = segment_image(sample.image, model)
     if not result.vertebrae:
         raise InputError(f"{image_path}: the model found no vertebra in the sample")
-    model_info = {"path": str(args.model),
-                  "label_confidence_fitted": SegmentConfig().confidence_for(model.metadata) is not None}
+    model_info = {"path": str(args.model), **SegmentConfig().report_record(model.metadata)}
     paths = write_outputs(result, image_path, out_dir, model_info, stem="sample")
     names = {v.label: v.name if v.complete else f"{v.name}*" for v in result.vertebrae}
     picture = out_dir / "sample_result.png"

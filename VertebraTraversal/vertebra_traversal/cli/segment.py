@@ -199,17 +199,7 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                            max_trimmed=args.trim_ends, start_network=args.start_network,
                            rescue_network=not args.no_rescue_network)
     meta = model.metadata
-    model_info = {"path": str(model_path.resolve()), "modality": meta.modality, "spacing_mm": list(meta.spacing_mm),
-                  "patch_size": list(meta.patch_size), "direction": meta.direction,
-                  "completeness_rule": config.rule_for(meta), "edge_margin_mm": config.margin_for(meta),
-                  "edge_min_contact_mm2": config.contact_for(meta), "edge_margin_faces": config.faces_for(meta),
-                  "label_interpolation": config.label_interpolation,
-                  "surface_threshold_hu": config.threshold_for(meta),
-                  "largest_component": config.largest_component, "surface_growth": config.surface_growth,
-                  "growth_threshold_hu": config.growth_threshold_hu,
-                  **config.selection_record(meta),  # what the model's settings read in make of this run's
-                  "label_confidence_fitted": config.confidence_for(meta) is not None,
-                  "start_network": bool(meta.start_network)}
+    model_info = {"path": str(model_path.resolve()), **config.report_record(meta)}
     patch_mm = [float(p) * float(s) for p, s in zip(reversed(meta.patch_size), meta.spacing_mm)]
     for number, path in enumerate(inputs, start=1):
         emit({"event": "start", "input": str(path), "case": number, "cases": len(inputs),
