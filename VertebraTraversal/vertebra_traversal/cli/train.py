@@ -152,8 +152,7 @@ def _config(args: argparse.Namespace) -> TrainingConfig:
     config = preset(args.preset, args.modality)
     names = ("iterations", "workers", "validate_every", "checkpoint_every", "threads", "seed", "learning_rate",
              "completeness_rule", "centred_fraction", "start_fraction", "partial_memory", "overreach_memory",
-             "end_fraction",
-             "batch_size", "beta1", "learning_rate_schedule")
+             "end_fraction", "batch_size", "beta1", "learning_rate_schedule")
     changes = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.label_path_only:
         changes["trained_part"] = "label-path"
