@@ -235,7 +235,7 @@ def test_end_patches_lie_beyond_the_last_vertebra_with_the_whole_spine_in_memory
             assert z_range[0] <= plan.centre[0] < z_range[1] and all(3 <= c < 9 for c in plan.centre[1:])
             assert S.patch_targets(S.extract_patch(spine, plan.centre, 8), plan, index, config).label == 0
             zs.add(plan.centre[0])
-        assert zs == set(range(*z_range))          # the scan's border clips the range: L2 ends at 37, +4 = 41
+        assert zs == set(range(*z_range))          # the scan's 40 layers clip the range: L2's box ends at 38, + 4 = 42
 
 
 def test_end_patches_follow_the_visible_window_and_their_share():
