@@ -88,9 +88,8 @@ def main() -> None:
     segment_reading = labeling  # what segment reads with these counts: the model's penalties
     labeling = replace(labeling, **penalties)
     confidence = meta.confidence() if labeling == SegmentConfig().labeling_for(meta) else None
-    other = ({"gap_penalty": labeling.gap_penalty, "trim_penalty": labeling.trim_penalty}
-             if (labeling.gap_penalty, labeling.trim_penalty) != (segment_reading.gap_penalty,
-                                                                   segment_reading.trim_penalty) else None)
+    other = (None if labeling == segment_reading  # only the penalties were replaced
+             else {"gap_penalty": labeling.gap_penalty, "trim_penalty": labeling.trim_penalty})
     args.out.mkdir(parents=True)  # a new folder: nothing is overwritten
     changed = sum(relabel_case(report, args.out, labeling, confidence, meta.direction, other)
                   for report in sorted(args.pred.glob(f"*{REPORT}")))

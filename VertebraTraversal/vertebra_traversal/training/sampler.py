@@ -303,7 +303,7 @@ def _end_plan(index: ScanIndex, order: Sequence[int], visible: Sequence[int], wi
     middle, half = (lo[0] + hi[0] - 1) // 2, config.patch_size // 2
     z_lo, z_hi = (middle, hi[0] + half) if config.direction == "up" else (lo[0] - half, middle + 1)
     z_lo, z_hi = max(z_lo, window[0]), min(z_hi, window[1])
-    centre = _uniform_in((z_lo,) + tuple(lo[1:]), (max(z_lo + 1, z_hi),) + tuple(hi[1:]), rng)
+    centre = _uniform_in((z_lo,) + tuple(lo[1:]), (z_hi,) + tuple(hi[1:]), rng)  # an empty range: z_lo
     return PatchPlan(centre, frozenset(order), False, window)
 
 
