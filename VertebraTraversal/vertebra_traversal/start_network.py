@@ -76,7 +76,7 @@ class RescueSwitch(StartSwitch):
         self.rescue = rescue
 
 
-def _children(loaded: LoadedModel) -> Dict[str, nn.Module]:
+def named_networks(loaded: LoadedModel) -> Dict[str, nn.Module]:
     """The networks of ``loaded`` by name (``main``, ``start``, ``rescue``), checked against its metadata.
 
     Raises:
@@ -99,13 +99,13 @@ def networks(loaded: LoadedModel) -> Tuple[nn.Module, Optional[nn.Module]]:
     Raises:
         CheckpointError: the metadata names a start (or rescue) network but the file holds none, or the reverse.
     """
-    children = _children(loaded)
+    children = named_networks(loaded)
     return children["main"], children.get("start")
 
 
 def rescue_network(loaded: LoadedModel) -> Optional[nn.Module]:
     """The rescue network of a loaded model (:class:`RescueSwitch`), or None."""
-    return _children(loaded).get("rescue")
+    return named_networks(loaded).get("rescue")
 
 
 def with_networks(main: nn.Module, start: Optional[nn.Module], rescue: Optional[nn.Module] = None) -> nn.Module:
@@ -125,7 +125,7 @@ def traversal_modules(loaded: LoadedModel, use: str, rescue: bool = True
     alone, then main + start; ``always`` -> main + start, then main + rescue where the model holds a rescue
     network and ``rescue`` is true (``SegmentConfig.rescues``, which the run's report records).
     """
-    children = _children(loaded)
+    children = named_networks(loaded)
     main, start = children["main"], children.get("start")
     spare = children.get("rescue") if rescue else None
     if use == "off" or start is None:
@@ -185,8 +185,8 @@ def attach_start(main_path: PathLike, start_path: PathLike, out: PathLike, use: 
     """
     main_path, start_path, out = Path(main_path), Path(start_path), Path(out)
     main_model, start_model = _load_pair(main_path, start_path, out)
-    main, previous = networks(main_model)
-    rescue = rescue_network(main_model)
+    children = named_networks(main_model)
+    main, previous, rescue = children["main"], children.get("start"), children.get("rescue")
     if previous is not None:
         logger.info("%s: replacing its start network", main_path)
     use = use or (main_model.metadata.start_use() if previous is not None else "always")
@@ -230,7 +230,7 @@ def extract_network(model_path: PathLike, name: str, out: PathLike) -> Path:
     """
     model_path, out = Path(model_path), Path(out)
     model = load_to_rewrite(model_path, out, "extracted")
-    children = _children(model)
+    children = named_networks(model)
     if len(children) == 1 and name == "main":
         raise CheckpointError(f"{model_path}: holds one network; it is the model itself")
     if name not in children:

@@ -24,7 +24,7 @@ from ..imageio import InputError
 from ..metadata import PostSettings
 from ..network import IterativeFCN, NetworkConfig
 from ..normalization import NormalizationSpec
-from ..start_network import networks, rescue_network, with_networks
+from ..start_network import named_networks, with_networks
 from .config import TrainingConfig
 from .data import PreparedCase, TrainingCase, check_disjoint, describe_case, find_cases, prepare_cases
 from .loss import fp_weight, reference_voxels, total_loss
@@ -115,10 +115,10 @@ def _init_weights(init: Path, config: TrainingConfig) -> "tuple[TrainingConfig, 
     digest = hashlib.sha1(init.read_bytes()).hexdigest()[:16]
     info = {"path": str(init), "sha1": digest, "training": loaded.metadata.training.get("data_summary")}
     reading, note = inherited_reading(init, loaded.metadata)
-    main, start = networks(loaded)
-    state = {k: v.detach().clone() for k, v in main.state_dict().items()}
-    return config, _Init(state, info, reading, note, start, rescue_network(loaded), loaded.metadata.start_network,
-                         PostSettings.of(loaded.metadata))
+    children = named_networks(loaded)
+    state = {k: v.detach().clone() for k, v in children["main"].state_dict().items()}
+    return config, _Init(state, info, reading, note, children.get("start"), children.get("rescue"),
+                         loaded.metadata.start_network, PostSettings.of(loaded.metadata))
 
 
 def inherited_reading(init: Path, metadata: ModelMetadata) -> "tuple[Dict[str, Any], str]":
