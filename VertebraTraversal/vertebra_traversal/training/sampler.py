@@ -297,9 +297,7 @@ def _end_plan(index: ScanIndex, order: Sequence[int], visible: Sequence[int], wi
     """A patch centred beyond the last of the ``visible`` vertebrae in traversal ``order``: along z from its
     middle to half a patch past its far face (clipped to ``window``), in-plane inside its box; every vertebra
     of the scan in memory, so the target is none."""
-    shown = set(visible)
-    last = [label for label in order if label in shown][-1]
-    lo, hi = index.boxes[last]
+    lo, hi = index.boxes[traversal_order(visible, config.direction)[-1]]
     middle, half = (lo[0] + hi[0] - 1) // 2, config.patch_size // 2
     z_lo, z_hi = (middle, hi[0] + half) if config.direction == "up" else (lo[0] - half, middle + 1)
     z_lo, z_hi = max(z_lo, window[0]), min(z_hi, window[1])
