@@ -120,6 +120,29 @@ def test_gaussian_reading_needs_no_cases_and_the_options_are_exclusive(folders, 
     assert not (tmp_path / "h.pt").exists()
 
 
+def test_keep_reading_writes_the_bottom_anchor_and_keeps_it_until_told(folders, tmp_path):
+    model = folders[0]
+    base = CLI + ["calibrate", "--model"]
+    made = subprocess.run(base + [str(model), "--gaussian", "1.5", "--bottom-anchor-mm", "10",
+                                  "--out", str(tmp_path / "a.pt")], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    assert read_metadata(tmp_path / "a.pt").label_anchor() == {"bottom_anchor_mm": 10.0, "bottom_anchor_penalty": 1.0}
+    assert json.loads(made.stdout)["anchor"] == {"bottom_anchor_mm": 10.0, "bottom_anchor_penalty": 1.0}
+    kept = subprocess.run(base + [str(tmp_path / "a.pt"), "--keep-reading", "--gaps", "1", "--out",
+                                  str(tmp_path / "b.pt")], capture_output=True, text=True, timeout=120)
+    assert kept.returncode == 0, kept.stderr  # the gaps added, the anchor kept
+    assert read_metadata(tmp_path / "b.pt").label_sequence() == {
+        "max_gaps": 1, "gap_penalty": 0.1, "bottom_anchor_mm": 10.0, "bottom_anchor_penalty": 1.0}
+    removed = subprocess.run(base + [str(tmp_path / "b.pt"), "--keep-reading", "--bottom-anchor-mm", "0", "--out",
+                                     str(tmp_path / "c.pt")], capture_output=True, text=True, timeout=120)
+    assert removed.returncode == 0, removed.stderr
+    assert read_metadata(tmp_path / "c.pt").label_sequence() == {"max_gaps": 1, "gap_penalty": 0.1}
+    alone = subprocess.run(base + [str(tmp_path / "a.pt"), "--keep-reading", "--bottom-anchor-penalty", "0.5",
+                                   "--out", str(tmp_path / "d.pt")], capture_output=True, text=True, timeout=120)
+    assert alone.returncode == 2 and "--bottom-anchor-penalty needs --bottom-anchor-mm" in alone.stderr
+    assert not (tmp_path / "d.pt").exists()
+
+
 def test_keep_reading_writes_only_the_skipped_levels_and_needs_a_reading(folders, tmp_path):
     model, ref, pred = folders
     base = CLI + ["calibrate", "--model"]

@@ -193,3 +193,25 @@ def test_bad_arguments_raise():
         geometry.to_model_grid(image, (1, 1, 1), interpolator="cubic")
     with pytest.raises(ValueError, match="positive"):
         geometry.to_model_grid(image, (1, 0, 1))
+
+
+@pytest.mark.parametrize("code", ORIENTATIONS)
+def test_distance_below_is_measured_to_the_outer_face_in_any_storage_orientation(code):
+    # 10 x 20 x 30 voxels of 1 x 2 x 3 mm; the point 4.5 voxels of 3 mm above the lowest voxel centre of the
+    # superior axis (wherever that axis is stored) lies 4.5 * 3 + 1.5 = 15 mm above the inferior face
+    image = sitk.DICOMOrient(_lps_image(np.zeros((30, 20, 10), np.uint8), spacing=(1.0, 2.0, 3.0)), code)
+    low, high = geometry.physical_bounds(image)
+    centre = (low + high) / 2
+    assert geometry.distance_below_mm(image, (centre[0], centre[1], low[2] + 13.5)) == pytest.approx(15.0)
+    assert geometry.distance_below_mm(image, (centre[0], centre[1], low[2] - 1.6)) == 0.0  # below the scan
+    assert geometry.distance_below_mm(image, (high[0] + 1.0, centre[1], centre[2])) == 0.0  # beside it
+
+
+def test_distance_below_follows_the_patients_axis_through_an_oblique_scan():
+    image = _lps_image(np.zeros((10, 10, 10), np.uint8), spacing=(2.0, 2.0, 2.0), origin=(0.0, 0.0, 0.0))
+    tilt = np.deg2rad(30.0)  # the k axis tilted 30 degrees from z towards x
+    image.SetDirection((np.cos(tilt), 0.0, np.sin(tilt), 0.0, 1.0, 0.0, -np.sin(tilt), 0.0, np.cos(tilt)))
+    point = image.TransformContinuousIndexToPhysicalPoint((4.5, 4.5, 4.5))  # the middle of the scan
+    # straight down: every index axis with a z component moves; the k face (5 voxels away along k, which
+    # moves cos 30 per mm of z) is reached after 10 / cos 30 mm, before the i face (10 / sin 30 mm)
+    assert geometry.distance_below_mm(image, point) == pytest.approx(10.0 / np.cos(tilt))

@@ -229,3 +229,35 @@ def test_provisional_label_is_nearest_standard_and_clamped():
     assert provisional_label(40.0) == anatomy.label_of("L5")
     with pytest.raises(ValueError):
         provisional_label(math.inf)
+
+
+def test_the_bottom_anchor_reads_the_lowest_instance_as_the_last_lumbar_where_the_sacrum_lies_below():
+    values = [19.45, 20.45, 21.45, 22.45, 23.45]  # the module docstring's example: T12..L4 score 0.55 each
+    anchor = LabelingConfig(bottom_anchor_mm=10.0)
+    for gap in (None, 0.0, 9.9):  # unknown, or too little of the scan below: the paper's reading
+        assert names(refine_labels(values, anchor, gap)) == span("T12", "L4")
+    anchored = refine_labels(values, anchor, 10.0)  # L1..L5 at 0.45 beats T12..L4 at 0.55 - 1
+    assert names(anchored) == span("L1", "L5") and anchored.score == pytest.approx(0.45)
+    assert names(refine_labels(values, LabelingConfig(), 50.0)) == span("T12", "L4")  # off by default
+    # a softer anchor loses to a clearer reading: 0.55 - 0.05 > 0.45
+    assert names(refine_labels(values, LabelingConfig(bottom_anchor_mm=10.0, bottom_anchor_penalty=0.05), 50.0)) \
+        == span("T12", "L4")
+    # the chains' own last members satisfy it: an L6 chain ends on L6, a four-lumbar one on L4
+    l6 = _values("T6", "L5") + [float(anatomy.vertebra("L6").regression_value)]
+    assert names(refine_labels(l6, LabelingConfig(variant_penalty=0.0, bottom_anchor_mm=10.0), 50.0))[-1] == "L6"
+    four = [15.0, 16.0, 17.0, 18.0, 19.0, 20.9, 21.9, 22.9, 23.9]  # four lumbar vertebrae counted from the sacrum
+    assert refine_labels(four, anchor, 50.0).chain == "four_lumbar"
+
+
+def test_the_bottom_anchor_prices_leaving_the_lowest_instance_out_and_is_checked():
+    values = _values("T6", "L5") + [10.0]  # a piece below L5 that fits no level next to it
+    trim = LabelingConfig(max_trimmed=1, trim_penalty=0.15)
+    assert refine_labels(values, trim).labels[-1] == 0
+    # anchored, the lowest instance must be a chain's last: leaving it out costs the anchor as well, and the
+    # piece is read as an L6 (12 of 13 at 1, less the variant's 0.15) rather than T6..L5 left as they are
+    anchored = refine_labels(values, LabelingConfig(max_trimmed=1, trim_penalty=0.15, bottom_anchor_mm=10.0), 30.0)
+    assert anchored.chain == "l6" and names(anchored) == span("T6", "L5") + ["L6"]
+    for bad in (dict(bottom_anchor_mm=-1.0), dict(bottom_anchor_mm=math.inf), dict(bottom_anchor_mm=True),
+                dict(bottom_anchor_penalty=1.5)):
+        with pytest.raises(ValueError, match="bottom_anchor"):
+            LabelingConfig(**bad)

@@ -70,3 +70,38 @@ def test_a_run_sets_its_own_skipped_levels_and_ends_left_out_at_the_models_price
     for bad in (dict(max_gaps=4), dict(max_trimmed=-1)):
         with pytest.raises(ValueError, match="max_gaps|max_trimmed"):
             SegmentConfig(**bad)
+
+
+def test_the_bottom_anchor_reads_how_far_the_scan_reaches_below_the_lowest_instance():
+    values = [19.45, 20.45, 21.45, 22.45, 23.45]  # read T12..L4, or L1..L5 where the sacrum lies below
+    image, result = _stack(values, [40] * 5)  # the lowest instance fills the model grid's lowest slice
+    config = SegmentConfig(labeling=LabelingConfig(bottom_anchor_mm=10.0))
+    names = lambda assignment: [anatomy.name_of(label) for label in assignment.labels]  # noqa: E731
+    assert names(label_model_grid(image, result, config)[2])[-1] == "L4"  # the model grid ends at the instance
+    scan = sitk.Image(8, 8, 2 * len(values) + 5, sitk.sitkFloat32)  # the scan: 5 slices of 2 mm more below
+    scan.SetSpacing((2.0, 2.0, 2.0))
+    scan.SetOrigin((0.0, 0.0, -10.0))
+    assert names(label_model_grid(image, result, config, scan)[2]) == ["L1", "L2", "L3", "L4", "L5"]
+    scan.SetOrigin((0.0, 0.0, -8.0))  # 8 mm below: too little to see the sacrum
+    assert names(label_model_grid(image, result, config, scan)[2])[-1] == "L4"
+    off = SegmentConfig(labeling=LabelingConfig(bottom_anchor_mm=10.0), bottom_anchor_mm=0.0)
+    assert names(label_model_grid(image, result, off.for_model(_meta()), scan)[2])[-1] == "L4"
+
+
+def test_a_run_reads_the_models_bottom_anchor_unless_it_sets_its_own():
+    from vertebra_traversal.label_calibration import gaussian_reading
+    reading = {**gaussian_reading(1.25).to_json(), "anchor": {"bottom_anchor_mm": 10.0, "bottom_anchor_penalty": 0.5}}
+    meta = replace(_meta(), label_calibration=reading)
+    assert meta.label_anchor() == {"bottom_anchor_mm": 10.0, "bottom_anchor_penalty": 0.5}
+    model = SegmentConfig().labeling_for(meta)
+    assert (model.bottom_anchor_mm, model.bottom_anchor_penalty) == (10.0, 0.5)
+    assert SegmentConfig(bottom_anchor_mm=0.0).labeling_for(meta).bottom_anchor_mm == 0.0
+    assert SegmentConfig(label_calibration=False).labeling_for(meta).bottom_anchor_mm == 0.0  # the paper's reading
+    assert SegmentConfig().selection_record(meta)["label_bottom_anchor_mm"] == 10.0
+    assert "label_bottom_anchor_mm" not in SegmentConfig(bottom_anchor_mm=0.0).selection_record(meta)
+    with pytest.raises(ValueError, match="bottom_anchor_mm"):
+        SegmentConfig(bottom_anchor_mm=-1.0)
+    from vertebra_traversal.metadata import CheckpointError
+    for bad in ({"bottom_anchor_mm": -5.0, "bottom_anchor_penalty": 1.0}, {"bottom_anchor_mm": 10.0}):
+        with pytest.raises(CheckpointError, match="label_calibration.anchor"):
+            replace(_meta(), label_calibration={**reading, "anchor": bad})

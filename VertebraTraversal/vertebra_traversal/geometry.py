@@ -230,6 +230,21 @@ def model_index_to_lps(model_image: sitk.Image, index_zyx: Sequence[float]) -> n
     return np.asarray(model_image.GetOrigin()) + ijk @ _direction(model_image).T
 
 
+def distance_below_mm(image: sitk.Image, point_lps: Sequence[float]) -> float:
+    """How far (mm) the scan ``image`` reaches below ``point_lps`` (x, y, z LPS mm): the length of the ray
+    from the point towards the patient's feet (LPS -z) until it leaves the image's voxels (their outer
+    faces, any direction); 0 for a point outside the image."""
+    direction, spacing = _direction(image), np.asarray(image.GetSpacing(), dtype=np.float64)
+    index = direction.T @ (np.asarray(point_lps, dtype=np.float64) - np.asarray(image.GetOrigin())) / spacing
+    step = direction.T @ np.array([0.0, 0.0, -1.0]) / spacing  # index change per mm along the ray
+    size = np.asarray(image.GetSize(), dtype=np.float64)
+    if np.any(index < -0.5) or np.any(index > size - 0.5):
+        return 0.0
+    moving = np.abs(step) > 1e-12
+    bound = np.where(step > 0, size - 0.5, -0.5)
+    return float(np.min((bound[moving] - index[moving]) / step[moving]))
+
+
 def superior_axis(image: sitk.Image) -> int:
     """Index axis (0 = i, 1 = j, 2 = k) of ``image`` that is closest to the patient's z (S) axis."""
     return int(np.argmax(np.abs(_direction(image)[2, :])))

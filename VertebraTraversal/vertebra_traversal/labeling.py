@@ -50,6 +50,17 @@ exactly (L6's own value, 25) ties with the standard chain that leaves it out at 
 chain, and the tie goes to the standard chain. Counting left-out instances as 0 instead was tried on
 validation phantoms and named fewer L6 spines right, not more (CT model history).
 
+Also beyond the paper, and off by default: ``LabelingConfig.bottom_anchor_mm`` counts from the sacrum,
+as a reader of a lumbar MR does. When the lowest instance ends at least that far (mm) above the scan's
+inferior border (``refine_labels(..., gap_below_mm=)``, measured by the pipeline), the scan shows what
+lies below it and the traversal, which searches from the bottom up (§3.3), found no vertebra there: it
+sits on the sacrum. A sequence whose lowest instance is then not its chain's last member (L5; L6 or L4 in
+those chains), or leaves it out, costs ``bottom_anchor_penalty``. ``[19.45, 20.45, 21.45, 22.45, 23.45]``
+(a run of values all a little under half a level high) is read T12..L4 (0.55 each); with the sacrum
+below, L1..L5 (0.45 each). A four-lumbar chain (T12..L4 at 0.55 less its 0.15) would take such values a
+little less high, and an L6 or four-lumbar spine read as standard still ends on the standard chain's
+last member: the anchor does not decide between the chains.
+
 Confidence: ``likelihoods`` are the raw ``p(y | v)`` of the chosen labels; ``confidences`` are
 per-vertebra marginals over all candidate sequences: the share of the candidates' weight that agrees
 with the chosen label. A candidate of n vertebrae weighs ``s**n``, ``s`` its (penalised) average
@@ -88,6 +99,10 @@ class LabelingConfig:
         max_trimmed: how many instances at the two ends of the chain together a sequence may leave out
             (0 = none, the paper); a left-out instance gets no label (0).
         trim_penalty: subtracted from the sequence's average likelihood per instance left out (0..1).
+        bottom_anchor_mm: the lowest instance sits on the sacrum when it ends at least this far (mm) above
+            the scan's inferior border; 0 = never (the paper).
+        bottom_anchor_penalty: subtracted from a sequence that then does not end on its chain's last
+            member (0..1).
     """
 
     allow_t13: bool = True
@@ -99,12 +114,14 @@ class LabelingConfig:
     gap_penalty: float = 0.1
     max_trimmed: int = 0
     trim_penalty: float = 0.15
+    bottom_anchor_mm: float = 0.0
+    bottom_anchor_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("allow_t13", "allow_l6", "allow_four_lumbar"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"LabelingConfig.{name}: expected true/false, got {getattr(self, name)!r}")
-        for name in ("variant_penalty", "gap_penalty", "trim_penalty"):
+        for name in ("variant_penalty", "gap_penalty", "trim_penalty", "bottom_anchor_penalty"):
             penalty = getattr(self, name)
             if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not 0.0 <= penalty <= 1.0:
                 raise ValueError(f"LabelingConfig.{name}: expected a number in [0, 1], got {penalty!r}")
@@ -113,6 +130,9 @@ class LabelingConfig:
         trimmed = self.max_trimmed
         if isinstance(trimmed, bool) or not isinstance(trimmed, int) or not 0 <= trimmed <= 3:
             raise ValueError(f"LabelingConfig.max_trimmed: expected an integer from 0 to 3, got {self.max_trimmed!r}")
+        anchor = self.bottom_anchor_mm
+        if isinstance(anchor, bool) or not isinstance(anchor, (int, float)) or not 0.0 <= anchor < math.inf:
+            raise ValueError(f"LabelingConfig.bottom_anchor_mm: expected a number of mm >= 0, got {anchor!r}")
         if self.calibration is not None and not isinstance(self.calibration, LabelCalibration):
             raise ValueError(f"LabelingConfig.calibration: expected a LabelCalibration, got {self.calibration!r}")
 
@@ -169,6 +189,7 @@ class _Candidate:
     gap_penalty: float = 0.0
     trimmed: Tuple[int, int] = (0, 0)  # instances left out at the top and at the bottom
     trim_penalty: float = 0.0
+    anchor_penalty: float = 0.0  # the bottom anchor's, where this sequence does not end on the chain's last member
 
     @property
     def labels(self) -> Tuple[int, ...]:
@@ -192,7 +213,7 @@ class _Candidate:
     @property
     def objective(self) -> float:
         return (self.score - self.chain.penalty - self.gap_penalty * self.gaps
-                - self.trim_penalty * sum(self.trimmed))
+                - self.trim_penalty * sum(self.trimmed) - self.anchor_penalty)
 
 
 def likelihood(value: float, expected: Sequence[float]) -> float:
@@ -248,9 +269,11 @@ def _position_runs(n: int, members: int, max_gaps: int) -> List[Tuple[int, ...]]
 
 
 def _candidates(values: Sequence[float], chains: Sequence[_Chain],
-                config: LabelingConfig = LabelingConfig()) -> List[_Candidate]:
+                config: LabelingConfig = LabelingConfig(), anchored: bool = False) -> List[_Candidate]:
     """Every window of each chain (with up to ``config.max_gaps`` skipped members) that fits the values, or
-    the values without up to ``config.max_trimmed`` at their two ends, and holds the chain's required members."""
+    the values without up to ``config.max_trimmed`` at their two ends, and holds the chain's required members.
+    ``anchored``: the lowest value's vertebra sits on the sacrum (``config.bottom_anchor_penalty`` for a
+    window that does not end on the chain's last member or leaves that vertebra out)."""
     calibration = config.calibration
     score = likelihood if calibration is None else calibration.likelihood
     n, out = len(values), []
@@ -262,9 +285,11 @@ def _candidates(values: Sequence[float], chains: Sequence[_Chain],
                 if any(r not in positions for r in chain.required):
                     continue
                 rows = range(top, n - bottom)
+                off_end = anchored and (bottom > 0 or positions[-1] != len(chain.members) - 1)
                 out.append(_Candidate(chain, positions, tuple(p[i][k] for i, k in zip(rows, positions)),
                                       sum(d[i][k] for i, k in zip(rows, positions)), config.gap_penalty,
-                                      (top, bottom), config.trim_penalty))
+                                      (top, bottom), config.trim_penalty,
+                                      config.bottom_anchor_penalty if off_end else 0.0))
     return out
 
 
@@ -313,13 +338,17 @@ def capacity(config: LabelingConfig = LabelingConfig()) -> int:
     return max(len(c.members) for c in _chains(config)) + int(config.max_trimmed)
 
 
-def refine_labels(values: Sequence[float], config: LabelingConfig = LabelingConfig()) -> LabelAssignment:
+def refine_labels(values: Sequence[float], config: LabelingConfig = LabelingConfig(),
+                  gap_below_mm: Optional[float] = None) -> LabelAssignment:
     """Maximum-likelihood labels of the detected vertebrae (paper §3.4 plus T13/L6/four lumbar).
 
     Args:
         values: regressed label values (network output, 0 = none, 1..24 = C1..L5), one per detected
             vertebra, in cranio-caudal order (top-most first).
         config: which variant chains compete and their penalty.
+        gap_below_mm: how far (mm) the lowest vertebra ends above the scan's inferior border, or None
+            (unknown); with ``config.bottom_anchor_mm`` > 0 and a gap at least that large, the lowest
+            vertebra is read as its chain's last.
 
     Returns:
         The best sequence; ties go to the standard chain, then to fewer skipped levels, fewer instances
@@ -339,7 +368,9 @@ def refine_labels(values: Sequence[float], config: LabelingConfig = LabelingConf
         raise ValueError(f"{len(vals)} vertebrae detected but the allowed chains hold at most "
                          f"{most - config.max_trimmed} (and {config.max_trimmed} may be left out); "
                          f"no labelling without duplicates exists")
-    candidates = _candidates(vals, chains, config)
+    anchored = bool(config.bottom_anchor_mm) and gap_below_mm is not None and \
+        gap_below_mm >= config.bottom_anchor_mm
+    candidates = _candidates(vals, chains, config, anchored)
     rank = {name: i for i, name in enumerate(CHAINS)}
     best = min(candidates, key=lambda c: (-round(c.objective, 9), rank[c.chain.name], c.gaps, sum(c.trimmed),
                                           c.distance, c.trimmed, c.positions))

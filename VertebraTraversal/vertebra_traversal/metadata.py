@@ -52,7 +52,8 @@ def _default_labels() -> Tuple[int, ...]:
 
 #: The sequence settings a model's label reading may carry (``label_calibration`` entries): entry name ->
 #: (``LabelingConfig`` count field, its penalty field).
-SEQUENCE_ENTRIES = {"gaps": ("max_gaps", "gap_penalty"), "trim": ("max_trimmed", "trim_penalty")}
+SEQUENCE_ENTRIES = {"gaps": ("max_gaps", "gap_penalty"), "trim": ("max_trimmed", "trim_penalty"),
+                    "anchor": ("bottom_anchor_mm", "bottom_anchor_penalty")}
 
 @dataclass(frozen=True)
 class ModelMetadata:
@@ -76,7 +77,10 @@ class ModelMetadata:
             entry ``{"max_gaps": G, "gap_penalty": D}`` lets the label refinement skip levels
             (``LabelingConfig``; ``calibrate --gaps``; see :meth:`label_gaps`), an optional ``trim`` entry
             ``{"max_trimmed": K, "trim_penalty": T}`` leave out instances at the chain's ends
-            (``calibrate --trim-ends``; see :meth:`label_trim`).
+            (``calibrate --trim-ends``; see :meth:`label_trim`), an optional ``anchor`` entry
+            ``{"bottom_anchor_mm": G, "bottom_anchor_penalty": A}`` have it read the lowest instance as the last
+            lumbar vertebra when it ends G mm or more above the scan's inferior border (``calibrate
+            --bottom-anchor-mm``; see :meth:`label_anchor`).
         label_confidence: ``ConfidenceCalibration.to_json()`` (:mod:`.confidence`; ``calibrate --confidence``):
             what a vertebra's label likelihood and its distance from the traversal's start say about the
             label being right, fitted on cases segmented with this model's own settings
@@ -160,8 +164,7 @@ class ModelMetadata:
         self.start_use()
         self.calibration()
         self.confidence()
-        self.label_gaps()
-        self.label_trim()
+        self.label_sequence()
 
     def start_use(self) -> str:
         """When the start network runs (``START_USES``): ``"off"`` for a model of one network, else the
@@ -198,8 +201,9 @@ class ModelMetadata:
     @staticmethod
     def reading_record(calibration: LabelCalibration, sequence: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
         """The ``label_calibration`` field for ``calibration`` with the sequence settings ``sequence``:
-        ``{"max_gaps": G, "gap_penalty": D}`` (skipped levels) and / or ``{"max_trimmed": K, "trim_penalty":
-        T}`` (instances left out at the chain's ends); G or K 0 or absent: no ``gaps`` or ``trim`` entry."""
+        ``{"max_gaps": G, "gap_penalty": D}`` (skipped levels), ``{"max_trimmed": K, "trim_penalty": T}``
+        (instances left out at the chain's ends) and / or ``{"bottom_anchor_mm": G, "bottom_anchor_penalty":
+        A}`` (the lowest instance on the sacrum); a count 0 or absent: no such entry."""
         record = calibration.to_json()
         for entry, (count, penalty) in SEQUENCE_ENTRIES.items():
             if sequence and sequence.get(count):
@@ -224,13 +228,23 @@ class ModelMetadata:
         """
         return self._sequence_entry("trim")
 
-    def label_sequence(self) -> Dict[str, Any]:
-        """:meth:`label_gaps` and :meth:`label_trim` together: every sequence setting the reading carries.
+    def label_anchor(self) -> Dict[str, Any]:
+        """``{"bottom_anchor_mm": G, "bottom_anchor_penalty": A}`` for ``LabelingConfig`` when the calibration
+        carries an ``anchor`` entry, else ``{}`` (no bottom anchor, the paper).
 
         Raises:
-            CheckpointError: either entry is invalid.
+            CheckpointError: the entry is not such an object or its values are out of range.
         """
-        return {**self.label_gaps(), **self.label_trim()}
+        return self._sequence_entry("anchor")
+
+    def label_sequence(self) -> Dict[str, Any]:
+        """:meth:`label_gaps`, :meth:`label_trim` and :meth:`label_anchor` together: every sequence setting
+        the reading carries.
+
+        Raises:
+            CheckpointError: an entry is invalid.
+        """
+        return {**self.label_gaps(), **self.label_trim(), **self.label_anchor()}
 
     def _sequence_entry(self, entry: str) -> Dict[str, Any]:
         value = self.label_calibration.get(entry) if self.label_calibration else None

@@ -26,7 +26,7 @@ from .checkpoint import LoadedModel, ModelMetadata
 from .confidence import ConfidenceCalibration, steps_from_start
 from .fallback import Counted, EventCallback, height_mm, span_mm, stalled
 from .fragments import fragments
-from .geometry import from_model_grid, model_index_to_lps, superior_axis, to_model_grid
+from .geometry import distance_below_mm, from_model_grid, model_index_to_lps, superior_axis, to_model_grid
 from .labeling import LabelAssignment, LabelingConfig, capacity, provisional_label, refine_labels
 from .normalization import NormalizationSpec, normalize, pad_value
 from .predictor import Predictor
@@ -151,19 +151,32 @@ def _label_model_grid(result: TraversalResult, labels_by_instance: Dict[int, int
     return lut[result.instances]
 
 
-def label_model_grid(model_image: sitk.Image, result: TraversalResult,
-                     config: SegmentConfig = SegmentConfig()) -> Tuple[sitk.Image, List[Any], Optional[LabelAssignment]]:
+def _gap_below_mm(model_image: sitk.Image, instances: np.ndarray, index: int, scan: sitk.Image) -> float:
+    """How far (mm) ``scan`` reaches below instance ``index`` of the model-grid map ``instances`` (axis 0
+    superior): from the lower face of its lowest slice, through the middle of its voxels there."""
+    z, y, x = np.nonzero(instances == index)
+    low = z == z.min()
+    point = model_index_to_lps(model_image, (float(z.min()) - 0.5, float(y[low].mean()), float(x[low].mean())))
+    return distance_below_mm(scan, point)
+
+
+def label_model_grid(model_image: sitk.Image, result: TraversalResult, config: SegmentConfig = SegmentConfig(),
+                     scan: Optional[sitk.Image] = None) -> Tuple[sitk.Image, List[Any], Optional[LabelAssignment]]:
     """Label the traversal's instances (paper §3.4): (VerSe-id map on the model grid, the kept instances
     top first, their label assignment or None when none was found). ``config`` as a run uses it, the
     model's settings read in (:meth:`SegmentConfig.for_model`). Instances off the spine line
     (``config.max_spine_offset_mm``; None counts as 0, keep all) and fragments far smaller than the
     instances around them (``config.min_volume_ratio``; likewise) get no label, nor do instances the
-    label refinement leaves out at the ends of the chain (``config.labeling.max_trimmed``)."""
+    label refinement leaves out at the ends of the chain (``config.labeling.max_trimmed``). With
+    ``config.labeling.bottom_anchor_mm`` the reading learns how far the scan (``scan``, the input image;
+    None: the model grid) reaches below the lowest instance."""
     most = min(len(anatomy.STANDARD) + 1, capacity(config.labeling))
     found = _on_spine(_plausible(result.vertebrae, most), result.instances.shape,
                       model_image.GetSpacing()[0], config.max_spine_offset_mm or 0.0)
     found = _whole(found, result.instances, model_image.GetSpacing()[0], config.min_volume_ratio or 0.0)
-    assignment = refine_labels([v.label_value for v in found], config.labeling) if found else None
+    gap = (_gap_below_mm(model_image, result.instances, found[-1].index, model_image if scan is None else scan)
+           if found and config.labeling.bottom_anchor_mm else None)
+    assignment = refine_labels([v.label_value for v in found], config.labeling, gap) if found else None
     kept = assignment.kept() if assignment is not None else ()
     if assignment is not None and len(kept) < len(found):  # left out at an end of the chain
         for v, label in zip(found, assignment.labels):
@@ -289,7 +302,7 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
     config = config.for_model(meta)  # the model's settings read once, used twice
     model_image, result = run_traversal(image, predictor, meta, config, on_event, should_cancel)
     passes = result.steps  # patches through the network (the paper's "network passes")
-    label_model, found, assignment = label_model_grid(model_image, result, config)
+    label_model, found, assignment = label_model_grid(model_image, result, config, image)
     labels = from_model_grid(label_model, image, config.label_interpolation)
     labels = _postprocess(labels, image, meta, config) if found else labels
     at_edge = scan_edge_labels(labels, config.margin_for(meta), config.contact_for(meta), config.faces_for(meta))

@@ -73,6 +73,9 @@ class SegmentConfig:
         max_gaps / max_trimmed: how many levels the label sequence may skip and how many instances it may
             leave out at the chain's two ends in this run (0-3), at the model's penalties where it carries
             them (else ``labeling``'s); None = the model's reading (the bundled CT model: 2 and 3).
+        bottom_anchor_mm: read the lowest instance as its chain's last vertebra when it ends this far (mm)
+            or more above the scan's inferior border (``LabelingConfig.bottom_anchor_mm``); 0 = never,
+            None = the model's reading.
         start_network: when a model's start network (:mod:`~vertebra_traversal.start_network`) segments
             the empty-memory patches: ``"always"``, ``"fallback"`` (only when the main network alone stalls
             in the scan, :func:`~vertebra_traversal.fallback.stalled`; the traversal then runs again) or
@@ -100,6 +103,7 @@ class SegmentConfig:
     label_calibration: bool = True
     max_gaps: Optional[int] = None
     max_trimmed: Optional[int] = None
+    bottom_anchor_mm: Optional[float] = None
     start_network: Optional[str] = None
     rescue_network: bool = True
 
@@ -176,9 +180,9 @@ class SegmentConfig:
                        min_volume_ratio=self.volume_ratio_for(meta))
 
     def labeling_for(self, meta: ModelMetadata) -> LabelingConfig:
-        """The label refinement of a run: ``labeling``, with the model's calibration and skipped-level
-        allowance (``ModelMetadata.label_gaps``) and ends that may be left out (``ModelMetadata.label_trim``)
-        unless switched off or a calibration is already set; then this run's ``max_gaps`` and ``max_trimmed``."""
+        """The label refinement of a run: ``labeling``, with the model's calibration and sequence settings
+        (``ModelMetadata.label_sequence``: skipped levels, ends left out, bottom anchor) unless switched off or
+        a calibration is already set; then this run's ``max_gaps``, ``max_trimmed`` and ``bottom_anchor_mm``."""
         labeling = self.labeling
         calibration = meta.calibration() if labeling.calibration is None and self.label_calibration else None
         if calibration is not None:
@@ -193,6 +197,8 @@ class SegmentConfig:
         record = {"max_spine_offset_mm": resolved.max_spine_offset_mm, "min_volume_ratio": resolved.min_volume_ratio,
                   "label_calibration": labeling.calibration is not None, "label_gaps": labeling.max_gaps,
                   "label_trimmed": labeling.max_trimmed, "start_network_use": self.start_use_for(meta)}
+        if labeling.bottom_anchor_mm:  # recorded only where it reads: older reports stay readable
+            record["label_bottom_anchor_mm"] = labeling.bottom_anchor_mm
         if meta.start_network.get("rescue"):   # recorded only for a model with one: older reports stay readable
             record["rescue_network"] = self.rescues(meta)
         return record
@@ -227,6 +233,7 @@ class SegmentConfig:
         (``LabelAssignment.confidences``)."""
         return meta.confidence() if self.labels_as_model(meta) else None
 
-    def _counts(self) -> Dict[str, int]:
-        """This run's ``max_gaps`` and ``max_trimmed``, those given."""
-        return {k: v for k, v in (("max_gaps", self.max_gaps), ("max_trimmed", self.max_trimmed)) if v is not None}
+    def _counts(self) -> Dict[str, float]:
+        """This run's ``max_gaps``, ``max_trimmed`` and ``bottom_anchor_mm``, those given."""
+        return {k: v for k, v in (("max_gaps", self.max_gaps), ("max_trimmed", self.max_trimmed),
+                                  ("bottom_anchor_mm", self.bottom_anchor_mm)) if v is not None}

@@ -23,6 +23,12 @@ neighbour's instance does not shift every label beyond it (the bundled CT model:
 the chain, each costing T (default 0.15), which then get no label: pieces of other bone below L5 or
 above C1 whose label values fit no level (off by default).
 
+``--bottom-anchor-mm G [--bottom-anchor-penalty A]`` (any mode) reads the lowest instance as the last
+lumbar vertebra (L5; L6 or L4 in those spines) when it ends G mm or more above the scan's inferior border:
+the scan shows the sacrum below it. A sequence that does not end there costs A (default 1). Off by
+default; the bundled MR model: 10 mm. The in-sample identification printed after a fit does not apply
+it: the reports hold no distance to the border.
+
 ``--confidence`` (with ``--pred`` and ``--ref``, nothing else) fits no label reading but the label
 confidence (:mod:`vertebra_traversal.confidence`): the probability that a label is right, from its
 likelihood and its distance from the end of the chain where the traversal started, fitted on cases the
@@ -33,7 +39,7 @@ the in-sample Brier score (lower is better) beside that of a constant, and the a
 
 ``--keep-reading`` fits nothing: the model keeps the label reading it carries (a fitted table or a
 Gaussian) and its skipped-level allowance unless ``--gaps`` is given (``--gaps 0`` removes one), likewise
-its ends allowance unless ``--trim-ends`` is given, with
+its ends allowance unless ``--trim-ends`` is given, its bottom anchor unless ``--bottom-anchor-mm`` is, with
 ``--surface-threshold-hu``, ``--edge-margin-mm`` and ``--edge-min-contact-mm2`` when given.
 
 ``--surface-threshold-hu HU`` (any mode) also records the threshold below which ``segment``'s CT surface
@@ -99,6 +105,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--trim-penalty", type=float, metavar="T",
                         help="subtracted from a sequence's average likelihood per instance left out (default "
                              "0.15; needs --trim-ends)")
+    parser.add_argument("--bottom-anchor-mm", type=float, metavar="G",
+                        help="read the lowest instance as the last lumbar vertebra when it ends G mm or more above "
+                             "the scan's inferior border; a sequence that does not costs --bottom-anchor-penalty "
+                             "(default 0: never; with --keep-reading: the model's)")
+    parser.add_argument("--bottom-anchor-penalty", type=float, metavar="A",
+                        help="subtracted from a sequence that does not end on its chain's last vertebra where the "
+                             "anchor holds (default 1; needs --bottom-anchor-mm)")
     parser.add_argument("--surface-threshold-hu", type=float, metavar="HU",
                         help="record the CT surface refinement threshold of this model's masks (default: keep the "
                              "model's; without one segment uses the paper's 200)")
@@ -130,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
     if args.keep_reading:
         own = read_metadata(model)  # the model's own allowances stay with its own reading unless given
         kept = {**(own.label_gaps() if args.gaps is None else {}),
-                **(own.label_trim() if args.trim_ends is None else {})}
+                **(own.label_trim() if args.trim_ends is None else {}),
+                **(own.label_anchor() if args.bottom_anchor_mm is None else {})}
         sequence = {**kept, **(sequence or {})} or None
         path = regapped_model(model, args.out, sequence, settings)
         sys.stdout.write(json.dumps({"model": str(path), "kept_reading": True, **_printed(sequence),
@@ -159,7 +173,8 @@ def _run_confidence(args: argparse.Namespace) -> int:
     margin, contact, faces = edge_options(args)
     given = (("--gaussian", args.gaussian), ("--smoothing", args.smoothing), ("--sd-floor", args.sd_floor),
              ("--gaps", args.gaps), ("--gap-penalty", args.gap_penalty), ("--trim-ends", args.trim_ends),
-             ("--trim-penalty", args.trim_penalty), ("--keep-reading", args.keep_reading or None),
+             ("--trim-penalty", args.trim_penalty), ("--bottom-anchor-mm", args.bottom_anchor_mm),
+             ("--bottom-anchor-penalty", args.bottom_anchor_penalty), ("--keep-reading", args.keep_reading or None),
              ("--surface-threshold-hu", args.surface_threshold_hu), ("--edge-margin-mm", margin),
              ("--edge-min-contact-mm2", contact), ("--edge-margin-faces", faces),
              ("--max-spine-offset-mm", spine_offset_option(args)), ("--min-volume-ratio", volume_ratio_option(args)))
@@ -174,15 +189,18 @@ def _run_confidence(args: argparse.Namespace) -> int:
 
 
 #: (count option, penalty option, LabelingConfig count field, penalty field); the penalty's default is
-#: LabelingConfig's (0.1 a skipped level, 0.15 an end left out).
+#: LabelingConfig's (0.1 a skipped level, 0.15 an end left out, 1 a sequence off the bottom anchor).
 SEQUENCE_OPTIONS = (("--gaps", "--gap-penalty", "max_gaps", "gap_penalty"),
-                    ("--trim-ends", "--trim-penalty", "max_trimmed", "trim_penalty"))
+                    ("--trim-ends", "--trim-penalty", "max_trimmed", "trim_penalty"),
+                    ("--bottom-anchor-mm", "--bottom-anchor-penalty", "bottom_anchor_mm", "bottom_anchor_penalty"))
 
 
 def _sequence(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
     """The sequence settings given: ``{"max_gaps": G, "gap_penalty": D}`` from ``--gaps`` and
     ``--gap-penalty`` (default 0.1), ``{"max_trimmed": K, "trim_penalty": T}`` from ``--trim-ends`` and
-    ``--trim-penalty`` (default 0.15), together; None when neither count is given or both are 0.
+    ``--trim-penalty`` (default 0.15), ``{"bottom_anchor_mm": G, "bottom_anchor_penalty": A}`` from
+    ``--bottom-anchor-mm`` and ``--bottom-anchor-penalty`` (default 1), together; None when no count is given or
+    all are 0.
 
     Raises:
         InputError: a penalty without its count, or values ``LabelingConfig`` refuses.
@@ -205,6 +223,7 @@ def _sequence(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
 
 
 def _printed(sequence: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """``{"gaps": {...} or None, "trim": {...} or None}`` of the sequence settings written, for the summary."""
+    """``{"gaps": {...} or None, "trim": {...} or None, "anchor": {...} or None}`` of the sequence settings
+    written, for the summary."""
     return {entry: {key: sequence[key] for key in keys} if sequence and sequence.get(keys[0]) else None
             for entry, keys in SEQUENCE_ENTRIES.items()}

@@ -43,7 +43,7 @@ def edge_options(args: argparse.Namespace) -> Tuple[Optional[float], Optional[fl
     Raises:
         InputError: a value that is negative or not finite (the message names the option).
     """
-    values = [_non_negative(args, option) for option, _, _ in EDGE_OPTIONS]
+    values = [non_negative_option(args, option) for option, _, _ in EDGE_OPTIONS]
     return values[0], values[1], args.edge_margin_faces
 
 
@@ -53,7 +53,7 @@ def spine_offset_option(args: argparse.Namespace) -> Optional[float]:
     Raises:
         InputError: a value that is negative or not finite.
     """
-    return _non_negative(args, "--max-spine-offset-mm")
+    return non_negative_option(args, "--max-spine-offset-mm")
 
 
 def volume_ratio_option(args: argparse.Namespace) -> Optional[float]:
@@ -68,7 +68,12 @@ def volume_ratio_option(args: argparse.Namespace) -> Optional[float]:
     return value
 
 
-def _non_negative(args: argparse.Namespace, option: str) -> Optional[float]:
+def non_negative_option(args: argparse.Namespace, option: str) -> Optional[float]:
+    """The value of ``option`` (``--name-like-this``) from parsed options, None where not given.
+
+    Raises:
+        InputError: a value that is negative or not finite.
+    """
     value = getattr(args, option[2:].replace("-", "_"))
     if value is not None and not (math.isfinite(value) and value >= 0):
         raise InputError(f"{option} {value}: must be a finite number of 0 or more")

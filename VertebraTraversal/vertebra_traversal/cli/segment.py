@@ -25,7 +25,7 @@ from ..models import resolve_model
 from ..outputs import input_stem, prepare_output_dir, write_outputs
 from ..pipeline import SegmentConfig, segment_image
 from ..postprocess import COMPLETENESS_RULES
-from .edge_options import add_edge_options, edge_options, spine_offset_option, volume_ratio_option
+from .edge_options import add_edge_options, edge_options, non_negative_option, spine_offset_option, volume_ratio_option
 
 logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -143,6 +143,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--trim-ends", type=int, choices=range(4), metavar="K",
                         help="instances the label sequence may leave out at the chain's two ends, 0-3; they "
                              "leave the output (default: the model's; the bundled CT model: 3; 0 keeps all)")
+    parser.add_argument("--bottom-anchor-mm", type=float, metavar="MM",
+                        help="read the lowest vertebra found as the last lumbar one when it ends MM or more above "
+                             "the scan's inferior border (the sacrum lies below it); 0 = never (default: the "
+                             "model's; the bundled MR model: 10, the CT model: never)")
     parser.add_argument("--start-network", choices=START_USES,
                         help="for a model with a start network (combine): always, fallback (only when the main "
                              "network alone finds no vertebra in a scan, or vertebrae that span less than half of "
@@ -196,7 +200,8 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                            edge_min_contact_mm2=contact, edge_margin_faces=faces,
                            max_spine_offset_mm=spine_offset, min_volume_ratio=volume_ratio,
                            label_interpolation=args.label_interpolation, max_gaps=args.gaps,
-                           max_trimmed=args.trim_ends, start_network=args.start_network,
+                           max_trimmed=args.trim_ends, bottom_anchor_mm=non_negative_option(args, "--bottom-anchor-mm"),
+                           start_network=args.start_network,
                            rescue_network=not args.no_rescue_network)
     meta = model.metadata
     model_info = {"path": str(model_path.resolve()), **config.report_record(meta)}

@@ -127,10 +127,10 @@ def inherited_reading(init: Path, metadata: ModelMetadata) -> "tuple[Dict[str, A
     training metadata as ``init_label_reading``).
 
     A Gaussian reading of the paper's expected values does not depend on the weights and is kept, with
-    its allowance for skipped levels and for instances left out at the chain's ends
-    (``ModelMetadata.label_gaps``, ``label_trim``); a
-    table fitted to the init model's answers describes those weights only and is dropped, with a warning
-    that says how to fit one for the new weights (``vertebra-traversal calibrate``).
+    its sequence settings (``ModelMetadata.label_sequence``: skipped levels, instances left out at the chain's
+    ends, the bottom anchor); a table fitted to the init model's answers describes those weights only and is
+    dropped with its settings, with a warning that says how to fit one for the new weights
+    (``vertebra-traversal calibrate``, which takes the settings again: ``--bottom-anchor-mm 10`` for the MR model's).
     """
     if metadata.label_confidence:
         logger.warning("%s carries a label confidence fitted on its own runs; the fine-tuned model does not keep "
@@ -141,7 +141,8 @@ def inherited_reading(init: Path, metadata: ModelMetadata) -> "tuple[Dict[str, A
         return {}, "none"
     if calibration.fitted:
         logger.warning("%s reads its labels through a table fitted to its own weights; the fine-tuned model "
-                       "does not keep it (fit one for it with vertebra-traversal calibrate)", init)
+                       "does not keep it nor its sequence settings %s (fit one for it with vertebra-traversal "
+                       "calibrate)", init, metadata.label_sequence() or "(none)")
         return {}, "dropped"
     return ModelMetadata.reading_record(calibration, metadata.label_sequence()), "kept"
 
