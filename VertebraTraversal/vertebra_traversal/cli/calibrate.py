@@ -89,8 +89,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "its distance from the traversal's start say about it being right) on cases "
                              "segmented with the model as it is; nothing else changes")
     parser.add_argument("--keep-reading", action="store_true",
-                        help="instead of fitting: keep the model's own label reading and skipped-level "
-                             "allowance, and write only --gaps when given (and the settings below)")
+                        help="instead of fitting: keep the model's own label reading and its sequence settings, "
+                             "changing only those given (--gaps, --trim-ends, --bottom-anchor-mm) and the settings "
+                             "below")
     parser.add_argument("--gaps", type=int, metavar="G",
                         help="let the label refinement skip up to G single levels (a vertebra merged into its "
                              "neighbour's instance or not found), each costing --gap-penalty (default 0: the "
