@@ -189,7 +189,8 @@ def test_keep_reading_writes_only_the_skipped_levels_and_needs_a_reading(folders
     margin = subprocess.run(base + [str(tmp_path / "peel.pt"), "--keep-reading", "--gaps", "1", "--gap-penalty",
                                     "0.15", "--edge-margin-mm", "2", "--edge-min-contact-mm2", "50",
                                     "--edge-margin-faces", "cranio-caudal", "--max-spine-offset-mm", "30",
-                                    "--min-volume-ratio", "0.35", "--out", str(tmp_path / "margin.pt")],
+                                    "--min-volume-ratio", "0.35", "--fragment-pieces", "largest",
+                                    "--out", str(tmp_path / "margin.pt")],
                             capture_output=True, text=True, timeout=120)
     assert margin.returncode == 0, margin.stderr
     assert json.loads(margin.stdout)["edge_margin_mm"] == 2.0
@@ -197,6 +198,7 @@ def test_keep_reading_writes_only_the_skipped_levels_and_needs_a_reading(folders
     assert (written.edge_margin_mm, written.edge_min_contact_mm2, written.surface_threshold_hu) == (2.0, 50.0, 100.0)
     assert written.edge_margin_faces == "cranio-caudal" and written.max_spine_offset_mm == 30.0
     assert written.min_volume_ratio == 0.35 and json.loads(margin.stdout)["min_volume_ratio"] == 0.35
+    assert written.fragment_pieces == "largest" and json.loads(margin.stdout)["fragment_pieces"] == "largest"
     assert read_metadata(tmp_path / "peel.pt").label_calibration == after.label_calibration
     for extra, message in (([str(model), "--keep-reading"], "carries no label reading to keep"),
                            ([str(tmp_path / "g.pt"), "--keep-reading", "--gaussian", "1.5"], "give one of"),

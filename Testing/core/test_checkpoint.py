@@ -89,9 +89,10 @@ def test_saving_and_loading_emits_no_torchscript_deprecation_warning(saved, tmp_
 def test_metadata_json_round_trip_and_documented_example():
     meta = _metadata(direction="down", labels=(20, 21, 22, 23, 24), min_fragment_mm3=250.0, completeness_rule="edge",
                      surface_threshold_hu=100, edge_margin_mm=2, edge_min_contact_mm2=50,
-                     edge_margin_faces="cranio-caudal", max_spine_offset_mm=30, min_volume_ratio=0.35)
+                     edge_margin_faces="cranio-caudal", max_spine_offset_mm=30, min_volume_ratio=0.35,
+                     fragment_pieces="largest")
     doc = json.loads(json.dumps(meta.to_json()))
-    assert doc["min_volume_ratio"] == 0.35
+    assert doc["min_volume_ratio"] == 0.35 and doc["fragment_pieces"] == "largest"
     assert doc["surface_threshold_hu"] == 100.0 and doc["edge_margin_mm"] == 2.0 and doc["max_spine_offset_mm"] == 30.0
     assert doc["format"] == FORMAT and doc["format_version"] == FORMAT_VERSION
     assert ModelMetadata.from_json(doc) == meta
@@ -106,6 +107,7 @@ def test_metadata_json_round_trip_and_documented_example():
     assert parsed.edge_margin_mm == parsed.edge_min_contact_mm2 == 0.0  # ... a mask touching the border is cut
     assert parsed.edge_margin_faces == "all" and parsed.max_spine_offset_mm == 0.0  # ... and no instance dropped
     assert parsed.min_volume_ratio == 0.0  # ... not even a fragment
+    assert parsed.fragment_pieces == "all"  # ... and the paper's fragments
     assert _metadata().labels == tuple(v.label for v in anatomy.VERTEBRAE)
 
 
@@ -119,7 +121,7 @@ def test_metadata_json_round_trip_and_documented_example():
     ("edge_min_contact_mm2", -5.0), ("edge_min_contact_mm2", float("nan")), ("edge_margin_faces", "lateral"),
     ("max_spine_offset_mm", -1.0), ("max_spine_offset_mm", float("nan")),
     ("min_volume_ratio", -0.1), ("min_volume_ratio", 1.0), ("min_volume_ratio", float("nan")),
-    ("min_volume_ratio", True),
+    ("min_volume_ratio", True), ("fragment_pieces", "biggest"),
     ("network", {"filters": 4, "depth": 2, "head_depth": 1, "patch_size": [32, 32, 32]}),
 ])
 def test_invalid_metadata_fields_are_refused_by_name(field, value):

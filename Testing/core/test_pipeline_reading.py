@@ -105,3 +105,16 @@ def test_a_run_reads_the_models_bottom_anchor_unless_it_sets_its_own():
     for bad in ({"bottom_anchor_mm": -5.0, "bottom_anchor_penalty": 1.0}, {"bottom_anchor_mm": 10.0}):
         with pytest.raises(CheckpointError, match="label_calibration.anchor"):
             replace(_meta(), label_calibration={**reading, "anchor": bad})
+
+
+def test_a_run_takes_the_models_fragment_pieces_unless_it_sets_its_own():
+    from vertebra_traversal.pipeline import _traversal_config
+    meta = replace(_meta(), fragment_pieces="largest")
+    assert _traversal_config(meta, SegmentConfig()).fragment_pieces == "largest"
+    assert _traversal_config(meta, SegmentConfig(fragment_pieces="all")).fragment_pieces == "all"
+    assert _traversal_config(_meta(), SegmentConfig()).fragment_pieces == "all"  # the paper's
+    assert SegmentConfig().selection_record(meta)["fragment_pieces"] == "largest"
+    assert "fragment_pieces" not in SegmentConfig().selection_record(_meta())  # older reports stay readable
+    assert not SegmentConfig(fragment_pieces="all").labels_as_model(meta)  # not the model's own instances
+    with pytest.raises(ValueError, match="fragment_pieces"):
+        SegmentConfig(fragment_pieces="some")

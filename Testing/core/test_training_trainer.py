@@ -172,10 +172,11 @@ def test_init_fine_tunes_and_refuses_another_modality(data, tmp_path, caplog):
     peeled = gaussian_model(model, 1.5, tmp_path / "peeled.pt",
                             settings=PostSettings(surface_threshold_hu=100.0, edge_margin_mm=2.0,
                                                   edge_min_contact_mm2=50.0, edge_margin_faces="cranio-caudal",
-                                                  max_spine_offset_mm=30.0, min_volume_ratio=0.35))
+                                                  max_spine_offset_mm=30.0, min_volume_ratio=0.35,
+                                                  fragment_pieces="largest"))
     again = read_metadata(train([data], tmp_path / "again", _config(iterations=2), init=peeled, device="cpu"))
     # they describe the masks
-    assert PostSettings.of(again) == PostSettings(100.0, 2.0, 50.0, "cranio-caudal", 30.0, 0.35)
+    assert PostSettings.of(again) == PostSettings(100.0, 2.0, 50.0, "cranio-caudal", 30.0, 0.35, "largest")
     mr = tiny_config(modality="mr", network=FAST_NET)
     with pytest.raises(InputError, match="CT model"):
         train([data], tmp_path / "mr", mr, init=model, device="cpu")

@@ -292,6 +292,28 @@ def test_search_resumes_beyond_the_current_position():
     assert len(searched) == len(set(searched))  # no window evaluated twice: no restart from the bottom
 
 
+def test_largest_piece_keeps_instances_exact_where_the_network_answers_stray_voxels_too():
+    spine = column()
+    oracle = oracle_for(spine, "up")
+
+    def with_strays(images, memories):  # beside each vertebra, a column of background voxels in the patch's corner
+        pred = oracle(images, memories)
+        probs = np.array(pred.probabilities)
+        for b in range(probs.shape[0]):
+            if probs[b].any():
+                corner = probs[b, :, -3:, -3:]
+                corner[images[b, :, -3:, -3:] == 0] = 1.0
+        return PatchPrediction(probs, pred.label_values, pred.completeness)
+
+    image = spine.labels.astype(np.float32)
+    largest = traverse(image, with_strays, config(fragment_pieces="largest"))
+    assert_exact(largest, spine, IDS_BOTTOM_UP)  # the strays went into the memory, never into an instance
+    paper = traverse(image, with_strays, config())
+    assert paper.vertebrae[0].voxels > int((spine.labels == IDS_BOTTOM_UP[0]).sum())  # the paper keeps them
+    with pytest.raises(ValueError, match="fragment_pieces"):
+        config(fragment_pieces="biggest")
+
+
 # ---------------------------------------------------------------- pure helpers
 
 def test_patch_slices_clip_at_the_borders():

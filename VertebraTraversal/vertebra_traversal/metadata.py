@@ -22,6 +22,7 @@ from .labeling import LabelingConfig
 from .network import NetworkConfig
 from .normalization import NormalizationSpec
 from .postprocess import COMPLETENESS_RULES, EDGE_MARGIN_FACES
+from .traversal import FRAGMENT_PIECES
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,9 @@ class ModelMetadata:
             4 instances nearest to it in cranio-caudal order, but for the chain's two ends and the vertebrae
             the scan's top or bottom face cuts (:mod:`.fragments`), before the labels are assigned; 0 = keep
             all, else below 1. Chosen likewise.
+        fragment_pieces: what of the network's thresholded output the traversal takes as the fragment
+            (``TraversalConfig.fragment_pieces``): ``"all"`` (the paper) or ``"largest"``, its largest
+            connected piece, the rest into the memory with it. Chosen likewise.
         start_network: description of the start network the file holds beside the main one
             (:mod:`.start_network`; ``vertebra-traversal combine``), or empty: one network. Its ``use``
             (``"always"`` when absent, or ``"fallback"``) says when it runs; see :meth:`start_use`. Its
@@ -132,6 +136,7 @@ class ModelMetadata:
     edge_margin_faces: str = "all"
     max_spine_offset_mm: float = 0.0
     min_volume_ratio: float = 0.0
+    fragment_pieces: str = "all"
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -140,6 +145,7 @@ class ModelMetadata:
         _check_choice("direction", self.direction, DIRECTIONS)
         _check_choice("completeness_rule", self.completeness_rule, COMPLETENESS_RULES)
         _check_choice("edge_margin_faces", self.edge_margin_faces, EDGE_MARGIN_FACES)
+        _check_choice("fragment_pieces", self.fragment_pieces, FRAGMENT_PIECES)
         normalised = {"spacing_mm": _triple("spacing_mm", self.spacing_mm, float),
                       "patch_size": _triple("patch_size", self.patch_size, int),
                       "labels": _labels(self.labels),
@@ -325,7 +331,8 @@ class PostSettings:
     reading (``ModelMetadata``; None = keep the model's): the CT surface refinement's threshold (HU), and
     for the ``edge`` rules the distance to the scan's border (mm) within which a mask counts as cut and
     the area (mm²) it must cover there, and which faces the distance applies to; and how far off the
-    spine line (mm) an instance may lie, and the smallest share of its neighbours' volume it may have."""
+    spine line (mm) an instance may lie, and the smallest share of its neighbours' volume it may have; and
+    what of the network's output the traversal takes as a fragment (``"all"`` or ``"largest"`` piece)."""
 
     surface_threshold_hu: Optional[float] = None
     edge_margin_mm: Optional[float] = None
@@ -333,6 +340,7 @@ class PostSettings:
     edge_margin_faces: Optional[str] = None
     max_spine_offset_mm: Optional[float] = None
     min_volume_ratio: Optional[float] = None
+    fragment_pieces: Optional[str] = None
 
     @classmethod
     def of(cls, metadata: ModelMetadata) -> "PostSettings":

@@ -98,6 +98,7 @@ def _traversal_config(meta: ModelMetadata, config: SegmentConfig) -> TraversalCo
         min_fragment_voxels=max(1, int(round(meta.min_fragment_mm3 / voxel_mm3))),
         max_steps=config.max_steps,
         search_batch=config.batch_size,
+        fragment_pieces=config.pieces_for(meta),
         pad_value=pad_value(NormalizationSpec.from_json(meta.normalization)),
     )
 

@@ -16,6 +16,7 @@ from .geometry import LABEL_INTERPOLATORS
 from .labeling import LabelingConfig
 from .metadata import START_USES
 from .postprocess import EDGE_MARGIN_FACES, check_completeness_rule
+from .traversal import FRAGMENT_PIECES
 
 #: The surface refinement's threshold in the paper (§3.1), HU.
 PAPER_SURFACE_THRESHOLD_HU = 200.0
@@ -76,6 +77,8 @@ class SegmentConfig:
         bottom_anchor_mm: read the lowest instance as its chain's last vertebra when it ends this far (mm)
             or more above the scan's inferior border (``LabelingConfig.bottom_anchor_mm``); 0 = never,
             None = the model's reading.
+        fragment_pieces: what of the network's output the traversal takes as a fragment, ``"all"`` (the paper)
+            or ``"largest"`` (``TraversalConfig.fragment_pieces``); None = the model's.
         start_network: when a model's start network (:mod:`~vertebra_traversal.start_network`) segments
             the empty-memory patches: ``"always"``, ``"fallback"`` (only when the main network alone stalls
             in the scan, :func:`~vertebra_traversal.fallback.stalled`; the traversal then runs again) or
@@ -104,12 +107,15 @@ class SegmentConfig:
     max_gaps: Optional[int] = None
     max_trimmed: Optional[int] = None
     bottom_anchor_mm: Optional[float] = None
+    fragment_pieces: Optional[str] = None
     start_network: Optional[str] = None
     rescue_network: bool = True
 
     def __post_init__(self) -> None:
         if self.completeness_rule is not None:
             check_completeness_rule(self.completeness_rule)
+        if self.fragment_pieces is not None and self.fragment_pieces not in FRAGMENT_PIECES:
+            raise ValueError(f"fragment_pieces must be one of {FRAGMENT_PIECES}, got {self.fragment_pieces!r}")
         if self.start_network is not None and self.start_network not in START_USES:
             raise ValueError(f"start_network must be one of {START_USES}, got {self.start_network!r}")
         if self.surface_threshold_hu is not None and not math.isfinite(self.surface_threshold_hu):
@@ -165,6 +171,10 @@ class SegmentConfig:
         chain and cut vertebrae aside): this config's, else the model's (0 = no limit)."""
         return float(meta.min_volume_ratio if self.min_volume_ratio is None else self.min_volume_ratio)
 
+    def pieces_for(self, meta: ModelMetadata) -> str:
+        """What the traversal takes as a fragment in this run: this config's, else the model's."""
+        return self.fragment_pieces or meta.fragment_pieces
+
     def start_use_for(self, meta: ModelMetadata) -> str:
         """When the start network runs in this run: ``"off"`` without one, else this config's or the model's."""
         return "off" if not meta.start_network else (self.start_network or meta.start_use())
@@ -197,6 +207,8 @@ class SegmentConfig:
         record = {"max_spine_offset_mm": resolved.max_spine_offset_mm, "min_volume_ratio": resolved.min_volume_ratio,
                   "label_calibration": labeling.calibration is not None, "label_gaps": labeling.max_gaps,
                   "label_trimmed": labeling.max_trimmed, "start_network_use": self.start_use_for(meta)}
+        if self.pieces_for(meta) != "all":  # recorded only where it differs from the paper: older reports stay readable
+            record["fragment_pieces"] = self.pieces_for(meta)
         if labeling.bottom_anchor_mm:  # recorded only where it reads: older reports stay readable
             record["label_bottom_anchor_mm"] = labeling.bottom_anchor_mm
         if meta.start_network.get("rescue"):   # recorded only for a model with one: older reports stay readable
@@ -218,13 +230,14 @@ class SegmentConfig:
 
     def labels_as_model(self, meta: ModelMetadata) -> bool:
         """Whether this run picks and names the instances as the model's own settings do: the same label
-        reading, spine-line limit, volume ratio and start-network use (the settings in a report's ``model``
-        entry that :func:`~vertebra_traversal.calibrate.confidence_model` checks)."""
+        reading, spine-line limit, volume ratio, start-network use and fragment pieces (the settings in a
+        report's ``model`` entry that :func:`~vertebra_traversal.calibrate.confidence_model` checks)."""
         own = SegmentConfig()
         return (self.labeling_for(meta) == own.labeling_for(meta)
                 and self.spine_offset_for(meta) == own.spine_offset_for(meta)
                 and self.volume_ratio_for(meta) == own.volume_ratio_for(meta)
-                and self.start_use_for(meta) == own.start_use_for(meta) and self.rescues(meta) == own.rescues(meta))
+                and self.start_use_for(meta) == own.start_use_for(meta) and self.rescues(meta) == own.rescues(meta)
+                and self.pieces_for(meta) == own.pieces_for(meta))
 
     def confidence_for(self, meta: ModelMetadata) -> Optional[ConfidenceCalibration]:
         """The model's fitted label confidence (:mod:`~vertebra_traversal.confidence`) when this run picks and

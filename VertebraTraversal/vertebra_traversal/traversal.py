@@ -18,8 +18,10 @@ search resumes with the windows whose centre lies beyond the current position al
 Decisions:
 
 * A *fragment* is the whole thresholded output (``p > threshold``) minus the memory, inside the
-  image -- as in the paper; no connected-component filtering (see
-  :func:`vertebra_traversal.postprocess.keep_largest_component` for a post-hoc option).
+  image -- as in the paper (``fragment_pieces="all"``). With ``"largest"`` (beyond the paper) its
+  largest 26-connected piece is the fragment: it alone counts for ``v_min``, gives the next patch
+  centre and becomes the vertebra, while the other pieces (``Fragment.spill``) still enter the memory
+  when it is stored, so that they never start a vertebra of their own.
 * Incompletely visible vertebrae are stored and kept (flagged by their completeness value).
 * Guards against cascading failures: a cap on evaluated positions (``max_steps``); memory voxels
   are never reassigned; a fragment below ``v_min`` is never stored; a convergence run whose next
@@ -36,6 +38,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .postprocess import keep_largest_component
 from .predictor import Predictor
 
 logger = logging.getLogger(__name__)
@@ -43,6 +46,8 @@ logger = logging.getLogger(__name__)
 Index3 = Tuple[int, int, int]
 Region = Tuple[slice, slice, slice]
 DIRECTIONS = ("up", "down")
+#: What of the thresholded output is a fragment: every piece (the paper) or the largest (TraversalConfig).
+FRAGMENT_PIECES = ("all", "largest")
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,8 @@ class TraversalConfig:
         max_steps: cap on the total number of evaluated patch positions.
         search_batch: sliding-search windows evaluated per predictor call.
         pad_value: normalised intensity given to patch voxels outside the image.
+        fragment_pieces: ``"all"`` (the paper) or ``"largest"``: the fragment is the thresholded output's
+            largest 26-connected piece, the rest enters the memory with it (module docstring).
     """
 
     patch_size: Tuple[int, int, int]
@@ -70,6 +77,7 @@ class TraversalConfig:
     max_steps: int = 2000
     search_batch: int = 8
     pad_value: float = -1.0
+    fragment_pieces: str = "all"
 
     def __post_init__(self) -> None:
         size = tuple(self.patch_size)
@@ -80,6 +88,8 @@ class TraversalConfig:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
         if not 0.0 <= self.threshold < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {self.threshold!r}")
+        if self.fragment_pieces not in FRAGMENT_PIECES:
+            raise ValueError(f"fragment_pieces must be one of {FRAGMENT_PIECES}, got {self.fragment_pieces!r}")
         if not np.isfinite(self.pad_value):
             raise ValueError(f"pad_value must be finite, got {self.pad_value!r}")
         for name, low in (("min_fragment_voxels", 1), ("convergence_voxels", 0),
@@ -146,6 +156,7 @@ class Fragment:
 
     region: Region
     mask: np.ndarray
+    spill: Optional[np.ndarray] = None  # the output's other pieces, memory once the fragment is stored
 
     @property
     def voxels(self) -> int:
@@ -217,11 +228,15 @@ def resume_index(windows: Sequence[Index3], z: int, direction: str) -> int:
 
 
 def extract_fragment(probabilities: np.ndarray, memory: np.ndarray, center: Sequence[int],
-                     threshold: float) -> Fragment:
+                     threshold: float, pieces: str = "all") -> Fragment:
     """Voxels of a probability patch (D, H, W) above ``threshold`` that lie inside the image and
-    are not in ``memory`` (bool, image shape); predictions outside the image are dropped."""
+    are not in ``memory`` (bool, image shape); predictions outside the image are dropped. ``pieces``
+    ``"largest"``: only the largest 26-connected piece of them, the others as ``spill``."""
     image_region, patch_region = patch_slices(memory.shape, center, probabilities.shape)
     mask = (probabilities[patch_region] > threshold) & ~memory[image_region]
+    if pieces == "largest":
+        piece = keep_largest_component(mask, connectivity=3)
+        return Fragment(image_region, piece, mask & ~piece)
     return Fragment(image_region, mask)
 
 
@@ -288,7 +303,8 @@ class _Run:
         for i, center in enumerate(centers):
             self.steps += 1
             self._emit(PatchEvent(self.steps, tuple(float(c) for c in center), phase))
-            out.append(Evaluation(center, extract_fragment(probs[i], self.memory, center, cfg.threshold),
+            out.append(Evaluation(center, extract_fragment(probs[i], self.memory, center, cfg.threshold,
+                                                           cfg.fragment_pieces),
                                   float(labels[i]), float(complete[i])))
         return out
 
@@ -329,7 +345,7 @@ class _Run:
         region, mask = ev.fragment.region, ev.fragment.mask
         index = len(self.vertebrae) + 1
         self.instances[region][mask] = index
-        self.memory[region] |= mask
+        self.memory[region] |= mask if ev.fragment.spill is None else mask | ev.fragment.spill
         coords = np.nonzero(mask)
         starts = [r.start for r in region]
         centroid = tuple(float(c.mean() + s) for c, s in zip(coords, starts))

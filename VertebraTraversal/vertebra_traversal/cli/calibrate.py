@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     margin, contact, faces = edge_options(args)
     settings = PostSettings(surface_threshold_hu=threshold, edge_margin_mm=margin, edge_min_contact_mm2=contact,
                             edge_margin_faces=faces, max_spine_offset_mm=spine_offset_option(args),
-                            min_volume_ratio=volume_ratio_option(args))
+                            min_volume_ratio=volume_ratio_option(args), fragment_pieces=args.fragment_pieces)
     recorded = vars(settings)  # printed as written: None = the model's own kept
     model = resolve_model(args.model)
     if args.keep_reading:
@@ -178,7 +178,8 @@ def _run_confidence(args: argparse.Namespace) -> int:
              ("--bottom-anchor-penalty", args.bottom_anchor_penalty), ("--keep-reading", args.keep_reading or None),
              ("--surface-threshold-hu", args.surface_threshold_hu), ("--edge-margin-mm", margin),
              ("--edge-min-contact-mm2", contact), ("--edge-margin-faces", faces),
-             ("--max-spine-offset-mm", spine_offset_option(args)), ("--min-volume-ratio", volume_ratio_option(args)))
+             ("--max-spine-offset-mm", spine_offset_option(args)), ("--min-volume-ratio", volume_ratio_option(args)),
+             ("--fragment-pieces", args.fragment_pieces))
     others = [option for option, value in given if value is not None]
     if others:
         raise InputError(f"--confidence fits the confidence of the model as it segmented --pred and takes no other "

@@ -2,7 +2,8 @@
 records them in a model): ``--edge-margin-mm``, ``--edge-min-contact-mm2`` and ``--edge-margin-faces``
 (:func:`~vertebra_traversal.postprocess.labels_at_edge`, ``ModelMetadata.edge_margin_mm``); and beside
 them ``--max-spine-offset-mm``, how far off the spine line an instance may lie (:mod:`..spine_line`), and
-``--min-volume-ratio``, how small beside its neighbours it may be (:mod:`..fragments`)."""
+``--min-volume-ratio``, how small beside its neighbours it may be (:mod:`..fragments`), and
+``--fragment-pieces``, what of the network's output the traversal takes as a fragment (:mod:`..traversal`)."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +12,7 @@ from typing import Optional, Tuple
 
 from ..imageio import InputError
 from ..postprocess import EDGE_MARGIN_FACES
+from ..traversal import FRAGMENT_PIECES
 
 EDGE_OPTIONS = (("--edge-margin-mm", "MM", "a mask within this distance (mm) of the scan's border counts as reaching "
                  "it (0 = touching; the bundled models': MR 2, CT 3)"),
@@ -22,6 +24,9 @@ SPINE_HELP = ("drop every instance whose centroid lies more than this (mm) acros
 VOLUME_HELP = ("drop every instance whose volume is below this share of the median volume of the 4 instances "
                "nearest to it in cranio-caudal order, before the labels are assigned; the two at the ends of the chain "
                "and those the scan's cranio-caudal border cuts are kept (0 = keep all, else below 1)")
+PIECES_HELP = ("what of the network's thresholded output the traversal takes as the next vertebra: all of it (the "
+               "paper; both bundled models) or its largest connected piece, the other pieces going into the memory "
+               "with it")
 FACES_HELP = ("the faces --edge-margin-mm applies to: all, or cranio-caudal (the two across the patient's "
               "superior-inferior axis; the others need the mask on their outermost layer; the bundled CT model's)")
 
@@ -35,6 +40,7 @@ def add_edge_options(parser: argparse.ArgumentParser, recorded: bool) -> None:
     parser.add_argument("--edge-margin-faces", choices=EDGE_MARGIN_FACES, help=f"{FACES_HELP}; {default}")
     parser.add_argument("--max-spine-offset-mm", type=float, metavar="MM", help=f"{SPINE_HELP}; {default}")
     parser.add_argument("--min-volume-ratio", type=float, metavar="R", help=f"{VOLUME_HELP}; {default}")
+    parser.add_argument("--fragment-pieces", choices=FRAGMENT_PIECES, help=f"{PIECES_HELP}; {default}")
 
 
 def edge_options(args: argparse.Namespace) -> Tuple[Optional[float], Optional[float], Optional[str]]:

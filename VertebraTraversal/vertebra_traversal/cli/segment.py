@@ -201,7 +201,7 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                            max_spine_offset_mm=spine_offset, min_volume_ratio=volume_ratio,
                            label_interpolation=args.label_interpolation, max_gaps=args.gaps,
                            max_trimmed=args.trim_ends, bottom_anchor_mm=non_negative_option(args, "--bottom-anchor-mm"),
-                           start_network=args.start_network,
+                           fragment_pieces=args.fragment_pieces, start_network=args.start_network,
                            rescue_network=not args.no_rescue_network)
     meta = model.metadata
     model_info = {"path": str(model_path.resolve()), **config.report_record(meta)}
