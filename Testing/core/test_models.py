@@ -45,3 +45,12 @@ def test_wheel_data_files_carry_every_bundled_file():
     assert {"ct.pt", "mr.pt"} <= {Path(f).name for f in files}
     assert [f for f in files if not any(fnmatch(f, pattern) for pattern in patterns)] == []
     assert SEARCH_DIRS[1].parts[-3:] == ("share", "vertebra-traversal", "models")
+
+
+def test_the_bundled_models_carry_the_readings_their_cards_describe():
+    from vertebra_traversal.checkpoint import read_metadata
+    mr, ct = read_metadata(resolve_model("mr")), read_metadata(resolve_model("ct"))
+    assert mr.label_anchor() == {"bottom_anchor_mm": 10.0, "bottom_anchor_penalty": 1.0}  # counts from the sacrum
+    assert ct.label_anchor() == {} and ct.label_sequence() == {"max_gaps": 2, "gap_penalty": 0.1, "max_trimmed": 3,
+                                                               "trim_penalty": 0.15}
+    assert mr.fragment_pieces == ct.fragment_pieces == "all"  # the paper's fragments in both
