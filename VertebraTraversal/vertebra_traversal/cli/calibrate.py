@@ -143,9 +143,9 @@ def run(args: argparse.Namespace) -> int:
     model = resolve_model(args.model)
     if args.keep_reading:
         own = read_metadata(model)  # the model's own allowances stay with its own reading unless given
-        kept = {**(own.label_gaps() if args.gaps is None else {}),
-                **(own.label_trim() if args.trim_ends is None else {}),
-                **(own.label_anchor() if args.bottom_anchor_mm is None else {})}
+        carried = own.label_sequence()
+        kept = {name: carried[name] for count_option, _, count, penalty in SEQUENCE_OPTIONS
+                if _value(args, count_option) is None for name in (count, penalty) if name in carried}
         sequence = {**kept, **(sequence or {})} or None
         path = regapped_model(model, args.out, sequence, settings)
         sys.stdout.write(json.dumps({"model": str(path), "kept_reading": True, **_printed(sequence),
@@ -173,9 +173,8 @@ def _run_confidence(args: argparse.Namespace) -> int:
         raise InputError("--confidence needs --pred and --ref: cases the model segmented, and their reference")
     margin, contact, faces = edge_options(args)
     given = (("--gaussian", args.gaussian), ("--smoothing", args.smoothing), ("--sd-floor", args.sd_floor),
-             ("--gaps", args.gaps), ("--gap-penalty", args.gap_penalty), ("--trim-ends", args.trim_ends),
-             ("--trim-penalty", args.trim_penalty), ("--bottom-anchor-mm", args.bottom_anchor_mm),
-             ("--bottom-anchor-penalty", args.bottom_anchor_penalty), ("--keep-reading", args.keep_reading or None),
+             *((option, _value(args, option)) for options in SEQUENCE_OPTIONS for option in options[:2]),
+             ("--keep-reading", args.keep_reading or None),
              ("--surface-threshold-hu", args.surface_threshold_hu), ("--edge-margin-mm", margin),
              ("--edge-min-contact-mm2", contact), ("--edge-margin-faces", faces),
              ("--max-spine-offset-mm", spine_offset_option(args)), ("--min-volume-ratio", volume_ratio_option(args)),
@@ -209,7 +208,7 @@ def _sequence(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
     """
     out: Dict[str, Any] = {}
     for count_option, penalty_option, count_field, penalty_field in SEQUENCE_OPTIONS:
-        count, penalty = (getattr(args, option[2:].replace("-", "_")) for option in (count_option, penalty_option))
+        count, penalty = _value(args, count_option), _value(args, penalty_option)
         if count is None:
             if penalty is not None:
                 raise InputError(f"{penalty_option} needs {count_option}: it prices what {count_option} allows")
@@ -222,6 +221,11 @@ def _sequence(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
             raise InputError(f"{count_option} / {penalty_option}: {exc}") from None
         out.update(values if count else {})
     return out or None
+
+
+def _value(args: argparse.Namespace, option: str) -> Any:
+    """The parsed value of ``option`` (``--name-like-this``), None where not given."""
+    return getattr(args, option[2:].replace("-", "_"))
 
 
 def _printed(sequence: Optional[Dict[str, Any]]) -> Dict[str, Any]:
