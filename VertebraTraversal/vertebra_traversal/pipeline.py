@@ -152,12 +152,15 @@ def _label_model_grid(result: TraversalResult, labels_by_instance: Dict[int, int
     return lut[result.instances]
 
 
-def _gap_below_mm(model_image: sitk.Image, instances: np.ndarray, index: int, scan: sitk.Image) -> float:
-    """How far (mm) ``scan`` reaches below instance ``index`` of the model-grid map ``instances`` (axis 0
-    superior): from the lower face of its lowest slice, through the middle of its voxels there."""
-    z, y, x = np.nonzero(instances == index)
+def _gap_below_mm(model_image: sitk.Image, instances: np.ndarray, instance: Any, scan: sitk.Image) -> float:
+    """How far (mm) ``scan`` reaches below ``instance`` (``index`` and ``bbox`` in the model-grid map
+    ``instances``, axis 0 superior): from the lower face of its lowest slice, through the middle of its
+    voxels there. Only its bounding box is searched."""
+    z, y, x = np.nonzero(instances[instance.bbox] == instance.index)
     low = z == z.min()
-    point = model_index_to_lps(model_image, (float(z.min()) - 0.5, float(y[low].mean()), float(x[low].mean())))
+    start = [s.start for s in instance.bbox]
+    point = model_index_to_lps(model_image, (float(z.min() + start[0]) - 0.5, float(y[low].mean() + start[1]),
+                                             float(x[low].mean() + start[2])))
     return distance_below_mm(scan, point)
 
 
@@ -175,7 +178,7 @@ def label_model_grid(model_image: sitk.Image, result: TraversalResult, config: S
     found = _on_spine(_plausible(result.vertebrae, most), result.instances.shape,
                       model_image.GetSpacing()[0], config.max_spine_offset_mm or 0.0)
     found = _whole(found, result.instances, model_image.GetSpacing()[0], config.min_volume_ratio or 0.0)
-    gap = (_gap_below_mm(model_image, result.instances, found[-1].index, model_image if scan is None else scan)
+    gap = (_gap_below_mm(model_image, result.instances, found[-1], model_image if scan is None else scan)
            if found and config.labeling.bottom_anchor_mm else None)
     assignment = refine_labels([v.label_value for v in found], config.labeling, gap) if found else None
     kept = assignment.kept() if assignment is not None else ()
