@@ -120,7 +120,7 @@ def test_gaussian_reading_needs_no_cases_and_the_options_are_exclusive(folders, 
     assert not (tmp_path / "h.pt").exists()
 
 
-def test_keep_reading_writes_the_bottom_anchor_and_keeps_it_until_told(folders, tmp_path):
+def test_keep_reading_writes_the_bottom_and_rib_anchors_and_keeps_them_until_told(folders, tmp_path):
     model = folders[0]
     base = CLI + ["calibrate", "--model"]
     made = subprocess.run(base + [str(model), "--gaussian", "1.5", "--bottom-anchor-mm", "10",
@@ -141,6 +141,16 @@ def test_keep_reading_writes_the_bottom_anchor_and_keeps_it_until_told(folders, 
                                    "--out", str(tmp_path / "d.pt")], capture_output=True, text=True, timeout=120)
     assert alone.returncode == 2 and "--bottom-anchor-penalty needs --bottom-anchor-mm" in alone.stderr
     assert not (tmp_path / "d.pt").exists()
+    ribs = subprocess.run(base + [str(tmp_path / "c.pt"), "--keep-reading", "--rib-anchor", "on", "--out",
+                                  str(tmp_path / "e.pt")], capture_output=True, text=True, timeout=120)
+    assert ribs.returncode == 0, ribs.stderr  # the rib anchor added, the gaps kept
+    assert read_metadata(tmp_path / "e.pt").label_sequence() == {
+        "max_gaps": 1, "gap_penalty": 0.1, "rib_anchor": True, "rib_anchor_penalty": 1.0}
+    assert json.loads(ribs.stdout)["ribs"] == {"rib_anchor": True, "rib_anchor_penalty": 1.0}
+    off = subprocess.run(base + [str(tmp_path / "e.pt"), "--keep-reading", "--rib-anchor", "off", "--out",
+                                 str(tmp_path / "f.pt")], capture_output=True, text=True, timeout=120)
+    assert off.returncode == 0, off.stderr
+    assert read_metadata(tmp_path / "f.pt").label_sequence() == {"max_gaps": 1, "gap_penalty": 0.1}
 
 
 def test_keep_reading_writes_only_the_skipped_levels_and_needs_a_reading(folders, tmp_path):

@@ -250,11 +250,15 @@ def test_two_inputs_with_the_same_output_name_are_refused_before_any_work(tmp_pa
 def test_skipped_levels_ends_left_out_bottom_anchor_and_fragment_pieces_can_be_set_per_run(tmp_path, model):
     image = _ct(tmp_path / "scan_ct.nii.gz")
     out = _run(["segment", image, "-o", tmp_path / "out", "--model", model, "--device", "cpu",
-                "--gaps", "3", "--trim-ends", "2", "--bottom-anchor-mm", "10", "--fragment-pieces", "largest"])
+                "--gaps", "3", "--trim-ends", "2", "--bottom-anchor-mm", "10", "--fragment-pieces", "largest",
+                "--rib-anchor", "on"])
     assert out.returncode == 0, out.stderr
     report = json.loads((tmp_path / "out" / "scan_ct_report.json").read_text())
     assert (report["model"]["label_gaps"], report["model"]["label_trimmed"]) == (3, 2)
     assert report["model"]["label_bottom_anchor_mm"] == 10.0 and report["model"]["fragment_pieces"] == "largest"
+    assert report["model"]["label_rib_anchor"] is True
+    switch = _run(["segment", image, "-o", tmp_path / "bad", "--model", model, "--rib-anchor", "yes"])
+    assert switch.returncode == 2 and "expected 'on' or 'off', got 'yes'" in switch.stderr
     refused = _run(["segment", image, "-o", tmp_path / "bad", "--model", model, "--trim-ends", "4"])
     assert refused.returncode == 2 and "--trim-ends: invalid choice: 4" in refused.stderr
     negative = _run(["segment", image, "-o", tmp_path / "bad", "--model", model, "--bottom-anchor-mm", "-1"])

@@ -261,3 +261,34 @@ def test_the_bottom_anchor_prices_leaving_the_lowest_instance_out_and_is_checked
                 dict(bottom_anchor_penalty=1.5)):
         with pytest.raises(ValueError, match="bottom_anchor"):
             LabelingConfig(**bad)
+
+
+def test_the_rib_anchor_reads_the_last_rib_bearing_instance_as_the_last_thoracic():
+    values = [18.4, 19.4, 20.4, 21.4]  # the module docstring's example: T11..L2 score 0.6, T12..L3 0.4
+    ribs = LabelingConfig(rib_anchor=True)
+    assert names(refine_labels(values, ribs)) == span("T11", "L2")  # the end of the ribs not in view
+    assert names(refine_labels(values, ribs, last_thoracic=1)) == span("T11", "L2")  # agrees already
+    anchored = refine_labels(values, ribs, last_thoracic=0)
+    assert names(anchored) == span("T12", "L3") and anchored.score == pytest.approx(0.4)
+    assert names(refine_labels(values, LabelingConfig(), last_thoracic=0)) == span("T11", "L2")  # off by default
+    # a softer anchor loses to a clearer reading: 0.6 - 0.1 > 0.4
+    assert names(refine_labels(values, LabelingConfig(rib_anchor=True, rib_anchor_penalty=0.1),
+                               last_thoracic=0)) == span("T11", "L2")
+
+
+def test_the_rib_anchor_takes_t13_as_that_chains_last_thoracic_and_prices_leaving_it_out():
+    t13 = float(anatomy.vertebra("T13").regression_value)
+    values = [17.0, 18.0, 19.0, t13, 20.0, 21.0]  # T10 T11 T12 T13 L1 L2 read exactly
+    config = LabelingConfig(rib_anchor=True, variant_penalty=0.15)
+    assert refine_labels(values, config, last_thoracic=3).chain == "t13"
+    # anchored at T12 instead, the T13 chain breaks the anchor: the standard chain's best window wins
+    assert refine_labels(values, config, last_thoracic=2).chain == "standard"
+    # leaving the anchored instance out costs the anchor as well: kept and named T12 (objective 0 > 0.85 - 1)
+    trim = LabelingConfig(rib_anchor=True, max_trimmed=1)
+    assert refine_labels([17.0, 18.0, 19.0, 5.0], trim).labels[3] == 0
+    assert refine_labels([17.0, 18.0, 19.0, 5.0], trim, last_thoracic=3).labels[3] == anatomy.label_of("T12")
+    with pytest.raises(ValueError, match="last_thoracic"):
+        refine_labels(values, config, last_thoracic=6)
+    for bad in (dict(rib_anchor=1), dict(rib_anchor_penalty=-0.1)):
+        with pytest.raises(ValueError, match="rib_anchor"):
+            LabelingConfig(**bad)

@@ -118,3 +118,34 @@ def test_a_run_takes_the_models_fragment_pieces_unless_it_sets_its_own():
     assert not SegmentConfig(fragment_pieces="all").labels_as_model(meta)  # not the model's own instances
     with pytest.raises(ValueError, match="fragment_pieces"):
         SegmentConfig(fragment_pieces="some")
+
+
+def test_a_run_reads_the_models_rib_anchor_unless_it_sets_its_own_and_only_for_ct():
+    from vertebra_traversal.label_calibration import gaussian_reading
+    reading = {**gaussian_reading(1.25).to_json(), "ribs": {"rib_anchor": True, "rib_anchor_penalty": 0.5}}
+    meta = replace(_meta(), label_calibration=reading)
+    assert meta.label_sequence() == {"rib_anchor": True, "rib_anchor_penalty": 0.5}
+    model = SegmentConfig().labeling_for(meta)
+    assert (model.rib_anchor, model.rib_anchor_penalty) == (True, 0.5)
+    assert not SegmentConfig(rib_anchor=False).labeling_for(meta).rib_anchor
+    assert SegmentConfig().selection_record(meta)["label_rib_anchor"] is True
+    assert "label_rib_anchor" not in SegmentConfig().selection_record(_meta())  # older reports stay readable
+    with pytest.raises(ValueError, match="CT models only"):
+        SegmentConfig(rib_anchor=True).labeling_for(replace(_meta(), modality="MR"))
+    from vertebra_traversal.metadata import CheckpointError
+    with pytest.raises(CheckpointError, match="label_calibration.ribs"):
+        replace(_meta(), label_calibration={**reading, "ribs": {"rib_anchor": "yes", "rib_anchor_penalty": 1.0}})
+
+
+def test_the_rib_anchor_reads_the_ribs_on_the_model_grid():
+    from test_ribs import spine
+    array, instances = spine(ribbed=(3, 4))  # five instances, ribs on the top two (j = 0 lowest)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((2.5, 2.5, 2.5))
+    found = tuple(Instance(j + 1, value, 0.9, 512, (10.0 * j + 7.5, 19.5, 39.5), (slice(0, 60),) * 3)
+                  for j, value in zip(reversed(range(5)), [17.4, 18.4, 19.4, 20.4, 21.4]))
+    result = TraversalResult(instances, found, steps=1, network_passes=1, stopped_by="complete", cancelled=False)
+    names = lambda assignment: [anatomy.name_of(label) for label in assignment.labels]  # noqa: E731
+    assert names(label_model_grid(image, result, SegmentConfig())[2]) == ["T10", "T11", "T12", "L1", "L2"]
+    ribs = SegmentConfig(labeling=LabelingConfig(rib_anchor=True))  # the second from the top is the last with ribs
+    assert names(label_model_grid(image, result, ribs)[2]) == ["T11", "T12", "L1", "L2", "L3"]

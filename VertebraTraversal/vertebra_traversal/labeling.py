@@ -61,6 +61,14 @@ below, L1..L5 (0.45 each). A four-lumbar chain (T12..L4 at 0.55 less its 0.15) w
 little less high, and an L6 or four-lumbar spine read as standard still ends on the standard chain's
 last member: the anchor does not decide between the chains.
 
+Also beyond the paper, and off by default: ``LabelingConfig.rib_anchor`` counts from the last rib, as a
+reader of a CT does. The ribs of the scan (:mod:`.ribs`) show which instance is the last thoracic one: the
+lowest rib-bearing instance where a vertebra without ribs lies below it (``refine_labels(...,
+last_thoracic=)``, found by the pipeline). A sequence that does not name that instance its chain's last
+thoracic member (T12; T13 in that chain), or leaves it out, costs ``rib_anchor_penalty``. ``[18.4, 19.4,
+20.4, 21.4]`` (T12..L3 each read a little over half a level high) is read T11..L2 (0.6 each); where the
+ribs end at the first instance, T12..L3 (0.4 each).
+
 Confidence: ``likelihoods`` are the raw ``p(y | v)`` of the chosen labels; ``confidences`` are
 per-vertebra marginals over all candidate sequences: the share of the candidates' weight that agrees
 with the chosen label. A candidate of n vertebrae weighs ``s**n``, ``s`` its (penalised) average
@@ -103,6 +111,9 @@ class LabelingConfig:
             the scan's inferior border; 0 = never (the paper).
         bottom_anchor_penalty: subtracted from a sequence that then does not end on its chain's last
             member (0..1).
+        rib_anchor: read the instance the ribs show to be the last thoracic one as its chain's last thoracic
+            member (T12, T13); False = never (the paper).
+        rib_anchor_penalty: subtracted from a sequence that does not (0..1).
     """
 
     allow_t13: bool = True
@@ -116,12 +127,14 @@ class LabelingConfig:
     trim_penalty: float = 0.15
     bottom_anchor_mm: float = 0.0
     bottom_anchor_penalty: float = 1.0
+    rib_anchor: bool = False
+    rib_anchor_penalty: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("allow_t13", "allow_l6", "allow_four_lumbar"):
+        for name in ("allow_t13", "allow_l6", "allow_four_lumbar", "rib_anchor"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"LabelingConfig.{name}: expected true/false, got {getattr(self, name)!r}")
-        for name in ("variant_penalty", "gap_penalty", "trim_penalty", "bottom_anchor_penalty"):
+        for name in ("variant_penalty", "gap_penalty", "trim_penalty", "bottom_anchor_penalty", "rib_anchor_penalty"):
             penalty = getattr(self, name)
             if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not 0.0 <= penalty <= 1.0:
                 raise ValueError(f"LabelingConfig.{name}: expected a number in [0, 1], got {penalty!r}")
@@ -190,6 +203,7 @@ class _Candidate:
     trimmed: Tuple[int, int] = (0, 0)  # instances left out at the top and at the bottom
     trim_penalty: float = 0.0
     anchor_penalty: float = 0.0  # the bottom anchor's, where this sequence does not end on the chain's last member
+    rib_penalty: float = 0.0  # the rib anchor's, where this sequence does not end the thoracic spine at the last rib
 
     @property
     def labels(self) -> Tuple[int, ...]:
@@ -213,7 +227,7 @@ class _Candidate:
     @property
     def objective(self) -> float:
         return (self.score - self.chain.penalty - self.gap_penalty * self.gaps
-                - self.trim_penalty * sum(self.trimmed) - self.anchor_penalty)
+                - self.trim_penalty * sum(self.trimmed) - self.anchor_penalty - self.rib_penalty)
 
 
 def likelihood(value: float, expected: Sequence[float]) -> float:
@@ -256,6 +270,11 @@ def _chains(config: LabelingConfig) -> List[_Chain]:
     return chains
 
 
+def _last_thoracic(chain: _Chain) -> int:
+    """Member index of the chain's last thoracic vertebra (T12; T13 in the ``t13`` chain)."""
+    return max(i for i, m in enumerate(chain.members) if anatomy.vertebra(m.label).region == "thoracic")
+
+
 def _position_runs(n: int, members: int, max_gaps: int) -> List[Tuple[int, ...]]:
     """Member indices for ``n`` vertebrae: every window of a chain of ``members``, and with up to
     ``max_gaps`` single skipped members between two vertebrae."""
@@ -269,15 +288,19 @@ def _position_runs(n: int, members: int, max_gaps: int) -> List[Tuple[int, ...]]
 
 
 def _candidates(values: Sequence[float], chains: Sequence[_Chain],
-                config: LabelingConfig = LabelingConfig(), anchored: bool = False) -> List[_Candidate]:
+                config: LabelingConfig = LabelingConfig(), anchored: bool = False,
+                last_thoracic: Optional[int] = None) -> List[_Candidate]:
     """Every window of each chain (with up to ``config.max_gaps`` skipped members) that fits the values, or
     the values without up to ``config.max_trimmed`` at their two ends, and holds the chain's required members.
     ``anchored``: the lowest value's vertebra sits on the sacrum (``config.bottom_anchor_penalty`` for a
-    window that does not end on the chain's last member or leaves that vertebra out)."""
+    window that does not end on the chain's last member or leaves that vertebra out). ``last_thoracic``: the
+    index of the value whose vertebra the ribs show to be the last thoracic one (``config.rib_anchor_penalty``
+    for a window that does not put the chain's last thoracic member there or leaves that vertebra out)."""
     calibration = config.calibration
     score = likelihood if calibration is None else calibration.likelihood
     n, out = len(values), []
     for chain in chains:
+        thoracic_end = _last_thoracic(chain)
         p = [[score(v, m.expected) for m in chain.members] for v in values]
         d = [[_distance(v, m.expected, calibration) for m in chain.members] for v in values]
         for top, bottom in _trims(n, len(chain.members), config.max_trimmed):
@@ -286,10 +309,13 @@ def _candidates(values: Sequence[float], chains: Sequence[_Chain],
                     continue
                 rows = range(top, n - bottom)
                 off_end = anchored and (bottom > 0 or positions[-1] != len(chain.members) - 1)
+                off_rib = last_thoracic is not None and not (
+                    top <= last_thoracic < n - bottom and positions[last_thoracic - top] == thoracic_end)
                 out.append(_Candidate(chain, positions, tuple(p[i][k] for i, k in zip(rows, positions)),
                                       sum(d[i][k] for i, k in zip(rows, positions)), config.gap_penalty,
                                       (top, bottom), config.trim_penalty,
-                                      config.bottom_anchor_penalty if off_end else 0.0))
+                                      config.bottom_anchor_penalty if off_end else 0.0,
+                                      config.rib_anchor_penalty if off_rib else 0.0))
     return out
 
 
@@ -339,7 +365,7 @@ def capacity(config: LabelingConfig = LabelingConfig()) -> int:
 
 
 def refine_labels(values: Sequence[float], config: LabelingConfig = LabelingConfig(),
-                  gap_below_mm: Optional[float] = None) -> LabelAssignment:
+                  gap_below_mm: Optional[float] = None, last_thoracic: Optional[int] = None) -> LabelAssignment:
     """Maximum-likelihood labels of the detected vertebrae (paper §3.4 plus T13/L6/four lumbar).
 
     Args:
@@ -349,6 +375,8 @@ def refine_labels(values: Sequence[float], config: LabelingConfig = LabelingConf
         gap_below_mm: how far (mm) the lowest vertebra ends above the scan's inferior border, or None
             (unknown); with ``config.bottom_anchor_mm`` > 0 and a gap at least that large, the lowest
             vertebra is read as its chain's last.
+        last_thoracic: index (into ``values``) of the vertebra the ribs show to be the last thoracic one
+            (:func:`.ribs.last_thoracic`), or None (not in view); read only with ``config.rib_anchor``.
 
     Returns:
         The best sequence; ties go to the standard chain, then to fewer skipped levels, fewer instances
@@ -370,7 +398,9 @@ def refine_labels(values: Sequence[float], config: LabelingConfig = LabelingConf
                          f"no labelling without duplicates exists")
     anchored = bool(config.bottom_anchor_mm) and gap_below_mm is not None and \
         gap_below_mm >= config.bottom_anchor_mm
-    candidates = _candidates(vals, chains, config, anchored)
+    if last_thoracic is not None and not 0 <= last_thoracic < len(vals):
+        raise ValueError(f"last_thoracic: expected an index into the {len(vals)} values, got {last_thoracic!r}")
+    candidates = _candidates(vals, chains, config, anchored, last_thoracic if config.rib_anchor else None)
     rank = {name: i for i, name in enumerate(CHAINS)}
     best = min(candidates, key=lambda c: (-round(c.objective, 9), rank[c.chain.name], c.gaps, sum(c.trimmed),
                                           c.distance, c.trimmed, c.positions))

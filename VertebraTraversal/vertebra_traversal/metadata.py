@@ -54,7 +54,7 @@ def _default_labels() -> Tuple[int, ...]:
 #: The sequence settings a model's label reading may carry (``label_calibration`` entries): entry name ->
 #: (``LabelingConfig`` count field, its penalty field).
 SEQUENCE_ENTRIES = {"gaps": ("max_gaps", "gap_penalty"), "trim": ("max_trimmed", "trim_penalty"),
-                    "anchor": ("bottom_anchor_mm", "bottom_anchor_penalty")}
+                    "anchor": ("bottom_anchor_mm", "bottom_anchor_penalty"), "ribs": ("rib_anchor", "rib_anchor_penalty")}
 
 @dataclass(frozen=True)
 class ModelMetadata:
@@ -81,7 +81,9 @@ class ModelMetadata:
             (``calibrate --trim-ends``; see :meth:`label_trim`), an optional ``anchor`` entry
             ``{"bottom_anchor_mm": G, "bottom_anchor_penalty": A}`` have it read the lowest instance as the last
             lumbar vertebra when it ends G mm or more above the scan's inferior border (``calibrate
-            --bottom-anchor-mm``; see :meth:`label_anchor`).
+            --bottom-anchor-mm``; see :meth:`label_anchor`), an optional ``ribs`` entry ``{"rib_anchor": true,
+            "rib_anchor_penalty": R}`` read the lowest rib-bearing instance as the last thoracic vertebra (CT;
+            ``calibrate --rib-anchor on``; :mod:`.ribs`).
         label_confidence: ``ConfidenceCalibration.to_json()`` (:mod:`.confidence`; ``calibrate --confidence``):
             what a vertebra's label likelihood and its distance from the traversal's start say about the
             label being right, fitted on cases segmented with this model's own settings
@@ -208,8 +210,9 @@ class ModelMetadata:
     def reading_record(calibration: LabelCalibration, sequence: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
         """The ``label_calibration`` field for ``calibration`` with the sequence settings ``sequence``:
         ``{"max_gaps": G, "gap_penalty": D}`` (skipped levels), ``{"max_trimmed": K, "trim_penalty": T}``
-        (instances left out at the chain's ends) and / or ``{"bottom_anchor_mm": G, "bottom_anchor_penalty":
-        A}`` (the lowest instance on the sacrum); a count 0 or absent: no such entry."""
+        (instances left out at the chain's ends), ``{"bottom_anchor_mm": G, "bottom_anchor_penalty": A}`` (the
+        lowest instance on the sacrum) and / or ``{"rib_anchor": True, "rib_anchor_penalty": R}`` (the last rib);
+        a count 0, False or absent: no such entry."""
         record = calibration.to_json()
         for entry, (count, penalty) in SEQUENCE_ENTRIES.items():
             if sequence and sequence.get(count):
@@ -244,13 +247,13 @@ class ModelMetadata:
         return self._sequence_entry("anchor")
 
     def label_sequence(self) -> Dict[str, Any]:
-        """:meth:`label_gaps`, :meth:`label_trim` and :meth:`label_anchor` together: every sequence setting
-        the reading carries.
+        """Every sequence setting the reading carries (``SEQUENCE_ENTRIES``: :meth:`label_gaps`,
+        :meth:`label_trim`, :meth:`label_anchor` and the rib anchor) as ``LabelingConfig`` fields.
 
         Raises:
             CheckpointError: an entry is invalid.
         """
-        return {**self.label_gaps(), **self.label_trim(), **self.label_anchor()}
+        return {key: value for entry in SEQUENCE_ENTRIES for key, value in self._sequence_entry(entry).items()}
 
     def _sequence_entry(self, entry: str) -> Dict[str, Any]:
         value = self.label_calibration.get(entry) if self.label_calibration else None

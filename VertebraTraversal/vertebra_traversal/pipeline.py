@@ -30,6 +30,7 @@ from .geometry import distance_below_mm, from_model_grid, model_index_to_lps, su
 from .labeling import LabelAssignment, LabelingConfig, capacity, provisional_label, refine_labels
 from .normalization import NormalizationSpec, normalize, pad_value
 from .predictor import Predictor
+from .ribs import instance_extent, last_thoracic
 from .postprocess import (EDGE_MARGIN_FACES, grow_into_bone, is_complete, labels_at_edge, largest_component_per_label,
                           refine_surface_ct, surface_passes)
 from .segment_config import SegmentConfig
@@ -164,6 +165,13 @@ def _gap_below_mm(model_image: sitk.Image, instances: np.ndarray, instance: Any,
     return distance_below_mm(scan, point)
 
 
+def _last_thoracic(model_image: sitk.Image, instances: np.ndarray, found: List[Any]) -> Optional[int]:
+    """Index into ``found`` (top first) of the instance the ribs show to be the last thoracic vertebra
+    (:func:`~vertebra_traversal.ribs.last_thoracic`; ``model_image`` in HU), or None."""
+    extents = [instance_extent(instances, v.index, v.bbox) for v in found]
+    return last_thoracic(sitk.GetArrayViewFromImage(model_image), extents, model_image.GetSpacing())
+
+
 def label_model_grid(model_image: sitk.Image, result: TraversalResult, config: SegmentConfig = SegmentConfig(),
                      scan: Optional[sitk.Image] = None) -> Tuple[sitk.Image, List[Any], Optional[LabelAssignment]]:
     """Label the traversal's instances (paper §3.4): (VerSe-id map on the model grid, the kept instances
@@ -173,14 +181,16 @@ def label_model_grid(model_image: sitk.Image, result: TraversalResult, config: S
     instances around them (``config.min_volume_ratio``; likewise) get no label, nor do instances the
     label refinement leaves out at the ends of the chain (``config.labeling.max_trimmed``). With
     ``config.labeling.bottom_anchor_mm`` the reading learns how far the scan (``scan``, the input image;
-    None: the model grid) reaches below the lowest instance."""
+    None: the model grid) reaches below the lowest instance, with ``config.labeling.rib_anchor`` which
+    instance the ribs show to be the last thoracic one (``model_image`` in HU: CT)."""
     most = min(len(anatomy.STANDARD) + 1, capacity(config.labeling))
     found = _on_spine(_plausible(result.vertebrae, most), result.instances.shape,
                       model_image.GetSpacing()[0], config.max_spine_offset_mm or 0.0)
     found = _whole(found, result.instances, model_image.GetSpacing()[0], config.min_volume_ratio or 0.0)
     gap = (_gap_below_mm(model_image, result.instances, found[-1], model_image if scan is None else scan)
            if found and config.labeling.bottom_anchor_mm else None)
-    assignment = refine_labels([v.label_value for v in found], config.labeling, gap) if found else None
+    ribs = _last_thoracic(model_image, result.instances, found) if found and config.labeling.rib_anchor else None
+    assignment = refine_labels([v.label_value for v in found], config.labeling, gap, ribs) if found else None
     kept = assignment.kept() if assignment is not None else ()
     if assignment is not None and len(kept) < len(found):  # left out at an end of the chain
         for v, label in zip(found, assignment.labels):

@@ -77,6 +77,9 @@ class SegmentConfig:
         bottom_anchor_mm: read the lowest instance as its chain's last vertebra when it ends this far (mm)
             or more above the scan's inferior border (``LabelingConfig.bottom_anchor_mm``); 0 = never,
             None = the model's reading.
+        rib_anchor: read the instance the ribs show to be the last thoracic one as T12 (T13)
+            (``LabelingConfig.rib_anchor``, :mod:`~vertebra_traversal.ribs`; CT models only); None = the
+            model's reading.
         fragment_pieces: what of the network's output the traversal takes as a fragment, ``"all"`` (the paper)
             or ``"largest"`` (``TraversalConfig.fragment_pieces``); None = the model's.
         start_network: when a model's start network (:mod:`~vertebra_traversal.start_network`) segments
@@ -107,6 +110,7 @@ class SegmentConfig:
     max_gaps: Optional[int] = None
     max_trimmed: Optional[int] = None
     bottom_anchor_mm: Optional[float] = None
+    rib_anchor: Optional[bool] = None
     fragment_pieces: Optional[str] = None
     start_network: Optional[str] = None
     rescue_network: bool = True
@@ -192,12 +196,16 @@ class SegmentConfig:
     def labeling_for(self, meta: ModelMetadata) -> LabelingConfig:
         """The label refinement of a run: ``labeling``, with the model's calibration and sequence settings
         (``ModelMetadata.label_sequence``: skipped levels, ends left out, bottom anchor) unless switched off or
-        a calibration is already set; then this run's ``max_gaps``, ``max_trimmed`` and ``bottom_anchor_mm``."""
+        a calibration is already set; then this run's ``max_gaps``, ``max_trimmed``, ``bottom_anchor_mm`` and
+        ``rib_anchor``. The rib anchor reads HU: a model of another modality refuses it (ValueError)."""
         labeling = self.labeling
         calibration = meta.calibration() if labeling.calibration is None and self.label_calibration else None
         if calibration is not None:
             labeling = replace(labeling, calibration=calibration, **meta.label_sequence())
-        return replace(labeling, **self._counts())
+        labeling = replace(labeling, **self._counts())
+        if labeling.rib_anchor and meta.modality != "CT":
+            raise ValueError(f"the rib anchor reads the ribs in HU: CT models only, this model is {meta.modality!r}")
+        return labeling
 
     def selection_record(self, meta: ModelMetadata) -> Dict[str, Any]:
         """The settings of this run that decide which instances get which labels, as a report's ``model`` entry
@@ -211,6 +219,8 @@ class SegmentConfig:
             record["fragment_pieces"] = self.pieces_for(meta)
         if labeling.bottom_anchor_mm:  # recorded only where it reads: older reports stay readable
             record["label_bottom_anchor_mm"] = labeling.bottom_anchor_mm
+        if labeling.rib_anchor:  # likewise
+            record["label_rib_anchor"] = True
         if meta.start_network.get("rescue"):   # recorded only for a model with one: older reports stay readable
             record["rescue_network"] = self.rescues(meta)
         return record
@@ -246,7 +256,8 @@ class SegmentConfig:
         (``LabelAssignment.confidences``)."""
         return meta.confidence() if self.labels_as_model(meta) else None
 
-    def _counts(self) -> Dict[str, float]:
-        """This run's ``max_gaps``, ``max_trimmed`` and ``bottom_anchor_mm``, those given."""
+    def _counts(self) -> Dict[str, Any]:
+        """This run's ``max_gaps``, ``max_trimmed``, ``bottom_anchor_mm`` and ``rib_anchor``, those given."""
         return {k: v for k, v in (("max_gaps", self.max_gaps), ("max_trimmed", self.max_trimmed),
-                                  ("bottom_anchor_mm", self.bottom_anchor_mm)) if v is not None}
+                                  ("bottom_anchor_mm", self.bottom_anchor_mm), ("rib_anchor", self.rib_anchor))
+                if v is not None}

@@ -29,6 +29,11 @@ the scan shows the sacrum below it. A sequence that does not end there costs A (
 default; the bundled MR model: 10 mm. The in-sample identification printed after a fit does not apply
 it: the reports hold no distance to the border.
 
+``--rib-anchor on [--rib-anchor-penalty R]`` (any mode; CT) reads the lowest vertebra with ribs as the
+last thoracic one (T12; T13 in that spine) where a vertebra without ribs lies below it
+(:mod:`vertebra_traversal.ribs`). A sequence that does not costs R (default 1). Off by default. The
+in-sample identification printed after a fit does not apply it: the reports hold no ribs.
+
 ``--confidence`` (with ``--pred`` and ``--ref``, nothing else) fits no label reading but the label
 confidence (:mod:`vertebra_traversal.confidence`): the probability that a label is right, from its
 likelihood and its distance from the end of the chain where the traversal started, fitted on cases the
@@ -39,7 +44,8 @@ the in-sample Brier score (lower is better) beside that of a constant, and the a
 
 ``--keep-reading`` fits nothing: the model keeps the label reading it carries (a fitted table or a
 Gaussian) and its skipped-level allowance unless ``--gaps`` is given (``--gaps 0`` removes one), likewise
-its ends allowance unless ``--trim-ends`` is given, its bottom anchor unless ``--bottom-anchor-mm`` is, with
+its ends allowance unless ``--trim-ends`` is given, its bottom anchor unless ``--bottom-anchor-mm`` is, its
+rib anchor unless ``--rib-anchor`` is, with
 ``--surface-threshold-hu``, ``--edge-margin-mm`` and ``--edge-min-contact-mm2`` when given.
 
 ``--surface-threshold-hu HU`` (any mode) also records the threshold below which ``segment``'s CT surface
@@ -68,7 +74,7 @@ from ..imageio import InputError
 from ..labeling import LabelingConfig
 from ..metadata import CT_HU_RANGE, SEQUENCE_ENTRIES, PostSettings, in_ct_range
 from ..models import resolve_model
-from .edge_options import add_edge_options, edge_options, spine_offset_option, volume_ratio_option
+from .edge_options import add_edge_options, edge_options, on_off, spine_offset_option, volume_ratio_option
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +96,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "segmented with the model as it is; nothing else changes")
     parser.add_argument("--keep-reading", action="store_true",
                         help="instead of fitting: keep the model's own label reading and its sequence settings, "
-                             "changing only those given (--gaps, --trim-ends, --bottom-anchor-mm) and the settings "
+                             "changing only those given (--gaps, --trim-ends, --bottom-anchor-mm, --rib-anchor) and "
+                             "the settings "
                              "below")
     parser.add_argument("--gaps", type=int, metavar="G",
                         help="let the label refinement skip up to G single levels (a vertebra merged into its "
@@ -113,6 +120,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bottom-anchor-penalty", type=float, metavar="A",
                         help="subtracted from a sequence that does not end on its chain's last vertebra where the "
                              "anchor holds (default 1; needs --bottom-anchor-mm)")
+    parser.add_argument("--rib-anchor", type=on_off, metavar="on|off",
+                        help="CT: read the lowest vertebra with ribs as the last thoracic one where a vertebra "
+                             "without ribs lies below it; a sequence that does not costs --rib-anchor-penalty "
+                             "(default off; with --keep-reading: the model's)")
+    parser.add_argument("--rib-anchor-penalty", type=float, metavar="R",
+                        help="subtracted from a sequence that does not end the thoracic spine at the last rib "
+                             "(default 1; needs --rib-anchor)")
     parser.add_argument("--surface-threshold-hu", type=float, metavar="HU",
                         help="record the CT surface refinement threshold of this model's masks (default: keep the "
                              "model's; without one segment uses the paper's 200)")
@@ -193,7 +207,8 @@ def _run_confidence(args: argparse.Namespace) -> int:
 #: LabelingConfig's (0.1 a skipped level, 0.15 an end left out, 1 a sequence off the bottom anchor).
 SEQUENCE_OPTIONS = (("--gaps", "--gap-penalty", "max_gaps", "gap_penalty"),
                     ("--trim-ends", "--trim-penalty", "max_trimmed", "trim_penalty"),
-                    ("--bottom-anchor-mm", "--bottom-anchor-penalty", "bottom_anchor_mm", "bottom_anchor_penalty"))
+                    ("--bottom-anchor-mm", "--bottom-anchor-penalty", "bottom_anchor_mm", "bottom_anchor_penalty"),
+                    ("--rib-anchor", "--rib-anchor-penalty", "rib_anchor", "rib_anchor_penalty"))
 
 
 def _sequence(args: argparse.Namespace) -> Optional[Dict[str, Any]]:

@@ -84,3 +84,10 @@ def non_negative_option(args: argparse.Namespace, option: str) -> Optional[float
     if value is not None and not (math.isfinite(value) and value >= 0):
         raise InputError(f"{option} {value}: must be a finite number of 0 or more")
     return value
+
+
+def on_off(text: str) -> bool:
+    """argparse ``type`` of a switch given as ``on`` or ``off``."""
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected 'on' or 'off', got {text!r}")
+    return text == "on"

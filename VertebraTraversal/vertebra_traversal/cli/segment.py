@@ -25,7 +25,8 @@ from ..models import resolve_model
 from ..outputs import input_stem, prepare_output_dir, write_outputs
 from ..pipeline import SegmentConfig, segment_image
 from ..postprocess import COMPLETENESS_RULES
-from .edge_options import add_edge_options, edge_options, non_negative_option, spine_offset_option, volume_ratio_option
+from .edge_options import (add_edge_options, edge_options, non_negative_option, on_off, spine_offset_option,
+                           volume_ratio_option)
 
 logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -147,6 +148,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="read the lowest vertebra found as the last lumbar one when it ends MM or more above "
                              "the scan's inferior border (the sacrum lies below it); 0 = never (default: the "
                              "model's; the bundled MR model: 10, the CT model: never)")
+    parser.add_argument("--rib-anchor", type=on_off, metavar="on|off",
+                        help="CT: read the lowest vertebra with ribs as the last thoracic one (T12, T13) where a "
+                             "vertebra without ribs lies below it (default: the model's; the bundled models: off)")
     parser.add_argument("--start-network", choices=START_USES,
                         help="for a model with a start network (combine): always, fallback (only when the main "
                              "network alone finds no vertebra in a scan, or vertebrae that span less than half of "
@@ -201,6 +205,7 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                            max_spine_offset_mm=spine_offset, min_volume_ratio=volume_ratio,
                            label_interpolation=args.label_interpolation, max_gaps=args.gaps,
                            max_trimmed=args.trim_ends, bottom_anchor_mm=non_negative_option(args, "--bottom-anchor-mm"),
+                           rib_anchor=args.rib_anchor,
                            fragment_pieces=args.fragment_pieces, start_network=args.start_network,
                            rescue_network=not args.no_rescue_network)
     meta = model.metadata

@@ -1,0 +1,63 @@
+"""The last rib (ribs.py) on a synthetic model grid with exactly known ribs."""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import numpy as np
+
+from vertebra_traversal.ribs import RibConfig, instance_extent, last_thoracic, rib_stubs
+
+SPACING = (2.5, 2.5, 2.5)  # x, y, z mm
+LINE_Y, LINE_X = 20, 40  # spine line (voxels); grid (z, y, x) = (60, 60, 80): 150 x 150 x 200 mm
+
+
+def spine(ribbed: Sequence[int], lowest_at: int = 4):
+    """Five instances 8 slices tall (j = 0 lowest, from slice ``lowest_at``), ribs on those in ``ribbed``:
+    a bone rod 1 voxel thick from 45 to 100 mm to each side, 2 slices above the instance's middle."""
+    image = np.zeros((60, 60, 80), np.float32)
+    instances = np.zeros(image.shape, np.int32)
+    for j in range(5):
+        z0 = lowest_at + 10 * j
+        instances[z0:z0 + 8, LINE_Y - 4:LINE_Y + 4, LINE_X - 4:LINE_X + 4] = j + 1
+        image[z0:z0 + 8, LINE_Y - 4:LINE_Y + 4, LINE_X - 4:LINE_X + 4] = 400.0
+        if j in ribbed:
+            image[z0 + 6, LINE_Y + 2, LINE_X + 18:LINE_X + 40] = 1000.0
+            image[z0 + 6, LINE_Y + 2, LINE_X - 40:LINE_X - 18] = 1000.0
+    return image, instances
+
+
+def extents(instances: np.ndarray) -> List:
+    """Top first, as the pipeline lists its instances."""
+    return [instance_extent(instances, j + 1, (slice(None),) * 3) for j in reversed(range(5))]
+
+
+def test_the_lowest_rib_bearing_instance_is_the_last_thoracic():
+    image, instances = spine(ribbed=(2, 3, 4))
+    # distractors: a transverse process to 55 mm beside j = 1 (does not reach out), a plate 50 mm tall beside
+    # j = 0 (the iliac wing), a large block far out (the scapula starts 70 mm out)
+    image[20, LINE_Y, LINE_X + 18:LINE_X + 22] = 1000.0
+    image[1:21, LINE_Y:LINE_Y + 4, LINE_X + 22:LINE_X + 36] = 1000.0
+    image[46:52, LINE_Y:LINE_Y + 8, LINE_X - 36:LINE_X - 28] = 1000.0
+    found = extents(instances)
+    assert found[0].center == (47.5, 19.5, 39.5) and (found[0].low, found[0].high) == (44.0, 51.0)
+    heights = sorted(rib_stubs(image, [i.center for i in found], SPACING))
+    assert heights == [30.0, 30.0, 40.0, 40.0, 50.0, 50.0]  # two sides of j = 2, 3, 4 (slice 10 j + 10)
+    assert last_thoracic(image, found, SPACING) == 2  # j = 2; j = 1 below it has no ribs
+
+
+def test_the_end_of_the_ribs_must_be_in_view():
+    image, instances = spine(ribbed=range(5))
+    assert last_thoracic(image, extents(instances), SPACING) is None  # ribs down to the lowest instance
+    # the vertebra below the last ribs is cut by the bottom of the grid: its ribs may lie below
+    image, instances = spine(ribbed=(1, 2, 3, 4), lowest_at=0)
+    assert last_thoracic(image, extents(instances), SPACING) is None
+    assert last_thoracic(image, extents(instances), SPACING, RibConfig(min_below_mm=0.0)) == 3
+    image, instances = spine(ribbed=())
+    assert last_thoracic(image, extents(instances), SPACING) is None
+
+
+def test_one_missed_rib_keeps_a_run_and_a_lone_stub_below_it_is_ignored():
+    image, instances = spine(ribbed=(4, 3, 1))  # j = 2's rib missed: the run goes on to j = 1
+    assert last_thoracic(image, extents(instances), SPACING) == 3
+    image, instances = spine(ribbed=(4, 3, 0))  # j = 0's "rib" stands alone below two rib-free vertebrae
+    assert last_thoracic(image, extents(instances), SPACING) == 1

@@ -1,0 +1,146 @@
+"""Where the ribs end: the last thoracic vertebra of a CT scan, read from its ribs (beyond the paper).
+
+A reader of a CT names the lumbar vertebrae by counting down from the last rib. The network regresses each
+vertebra's label from the patch around it (paper §3.2), and on the bundled CT model whole runs of thoracic
+instances come out one level off (the CT model card, *Where it fails*). This module finds the ribs next to
+the spine and tells :func:`~vertebra_traversal.labeling.refine_labels` which instance is the last one with
+ribs; the label reading then prefers sequences that name it T12 (T13 in that chain).
+
+Everything runs on the model grid (:func:`~vertebra_traversal.geometry.to_model_grid`: identity direction,
+array axes (z, y, x) = (inferior->superior, anterior->posterior, right->left), values in HU). A *rib stub* is
+a connected piece of bone (above ``RibConfig.bone_hu``) in a window beside the spine line: 50-95 mm to the
+side of it, from 30 mm in front of it to 60 mm behind. A rib crosses that window as a short tube leaving it
+outwards; the window is wide enough to leave the lumbar transverse processes (at most 47 mm from the
+midline) out. Pieces that are tall (the scapula with the ribs it touches, the iliac wings) or large (the
+pelvis), that start far out (the scapula), that do not reach out (a process's tip), or that touch the
+grid's top or bottom slice (cut by the scan) are not stubs. Each stub belongs to the instance whose height
+range holds its inner end and whose centre is nearest to it in height.
+
+The last thoracic vertebra is the lowest instance of the longest run of rib-bearing instances (one
+instance without a stub may interrupt a run: a rib missed), provided that an instance lies below it whose
+lower end is not cut by the scan's bottom (``RibConfig.min_below_mm``): otherwise the end of the ribs is
+not in view, and a run that reaches the bottom of the scan says nothing. CT only: the window is read in HU.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RibConfig:
+    """The rib-stub window and filters (mm, HU); the defaults are those measured on the CT phantoms.
+
+    Attributes:
+        bone_hu: what counts as bone.
+        lateral_mm: (inner, outer) distance to the side of the spine line.
+        posterior_mm: (front, back) extent of the window, negative = in front of the spine line.
+        max_height_mm: a stub spans at most this along the superior axis.
+        max_volume_mm3: and holds at most this much bone.
+        max_medial_mm: its inner end lies at most this far to the side of the spine line.
+        min_reach_mm: its outer end at least this far.
+        min_below_mm: the instance below the last rib-bearing one must end this far above the grid's bottom.
+    """
+
+    bone_hu: float = 250.0
+    lateral_mm: Tuple[float, float] = (50.0, 95.0)
+    posterior_mm: Tuple[float, float] = (-30.0, 60.0)
+    max_height_mm: float = 45.0
+    max_volume_mm3: float = 6250.0
+    max_medial_mm: float = 62.0
+    min_reach_mm: float = 64.0
+    min_below_mm: float = 5.0
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One instance on the model grid: median voxel (z, y, x) and its 5th / 95th height percentiles (voxels)."""
+
+    center: Tuple[float, float, float]
+    low: float
+    high: float
+
+
+def instance_extent(instances: np.ndarray, index: int, bbox: Tuple[slice, ...]) -> Instance:
+    """:class:`Instance` of label ``index`` in the instance map ``instances`` (z, y, x), searched in ``bbox``."""
+    z, y, x = np.nonzero(instances[bbox] == index)
+    start = [s.start or 0 for s in bbox]
+    z, y, x = z + start[0], y + start[1], x + start[2]
+    return Instance((float(np.median(z)), float(np.median(y)), float(np.median(x))),
+                    float(np.percentile(z, 5)), float(np.percentile(z, 95)))
+
+
+def _spine_line(centers: Sequence[Tuple[float, float, float]], depth: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(y, x) of the spine line per slice (voxels): the instance centres joined linearly, constant beyond."""
+    c = np.array(centers, dtype=float)
+    c = c[np.argsort(c[:, 0])]
+    slices = np.arange(depth)
+    return np.interp(slices, c[:, 0], c[:, 1]), np.interp(slices, c[:, 0], c[:, 2])
+
+
+def rib_stubs(image_hu: np.ndarray, centers: Sequence[Tuple[float, float, float]],
+              spacing_mm: Sequence[float], config: RibConfig = RibConfig()) -> List[float]:
+    """Heights (model-grid slice, float) of the inner ends of the rib stubs beside the spine line.
+
+    Args:
+        image_hu: model-grid CT (z, y, x), HU.
+        centers: instance centres (z, y, x) in voxels, any order; at least one.
+        spacing_mm: grid spacing (x, y, z) in mm, as SimpleITK gives it.
+    """
+    sx, sy, sz = (float(s) for s in spacing_mm)
+    depth = image_hu.shape[0]
+    line_y, line_x = _spine_line(centers, depth)
+    yy, xx = np.mgrid[0:image_hu.shape[1], 0:image_hu.shape[2]]
+    across = (xx[None] - line_x[:, None, None]) * sx
+    behind = (yy[None] - line_y[:, None, None]) * sy
+    window = ((np.abs(across) >= config.lateral_mm[0]) & (np.abs(across) <= config.lateral_mm[1])
+              & (behind >= config.posterior_mm[0]) & (behind <= config.posterior_mm[1]))
+    pieces, _ = ndimage.label((image_hu > config.bone_hu) & window)
+    heights = []
+    for number, box in enumerate(ndimage.find_objects(pieces), start=1):
+        z, y, x = np.nonzero(pieces[box] == number)
+        z, y, x = z + box[0].start, y + box[1].start, x + box[2].start
+        side = np.abs(across[z, y, x])
+        tall = (z.max() - z.min() + 1) * sz > config.max_height_mm
+        large = z.size * sx * sy * sz > config.max_volume_mm3
+        cut = z.min() == 0 or z.max() == depth - 1
+        if tall or large or cut or side.min() > config.max_medial_mm or side.max() < config.min_reach_mm:
+            continue
+        heights.append(float(z[side <= side.min() + 7.5].mean()))  # the inner 7.5 mm
+    return heights
+
+
+def _lowest_of_longest_run(ribbed: Sequence[int]) -> Optional[int]:
+    """The last index of the longest run in the sorted indices ``ribbed`` (one index may be missing from a
+    run); the top-most run on a tie; None for none."""
+    runs: List[List[int]] = []
+    for index in ribbed:
+        if runs and index - runs[-1][-1] <= 2:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return max(runs, key=len)[-1] if runs else None
+
+
+def last_thoracic(image_hu: np.ndarray, instances: Sequence[Instance], spacing_mm: Sequence[float],
+                  config: RibConfig = RibConfig()) -> Optional[int]:
+    """Index into ``instances`` (top first) of the last thoracic vertebra, or None where the end of the ribs
+    is not in view (module docstring). ``spacing_mm`` (x, y, z) as SimpleITK gives it."""
+    if len(instances) < 2:
+        return None
+    ribbed = set()
+    for height in rib_stubs(image_hu, [i.center for i in instances], spacing_mm, config):
+        holding = [k for k, i in enumerate(instances) if i.low - 1 <= height <= i.high + 1]
+        if holding:
+            ribbed.add(min(holding, key=lambda k: abs(instances[k].center[0] - height)))
+    last = _lowest_of_longest_run(sorted(ribbed))
+    if last is None or last == len(instances) - 1 or instances[last + 1].low * float(spacing_mm[2]) < config.min_below_mm:
+        return None
+    logger.info("ribs on instances %s: instance %d is the last thoracic vertebra", sorted(ribbed), last)
+    return last
