@@ -61,3 +61,9 @@ def test_one_missed_rib_keeps_a_run_and_a_lone_stub_below_it_is_ignored():
     assert last_thoracic(image, extents(instances), SPACING) == 3
     image, instances = spine(ribbed=(4, 3, 0))  # j = 0's "rib" stands alone below two rib-free vertebrae
     assert last_thoracic(image, extents(instances), SPACING) == 1
+
+
+def test_two_missed_ribs_split_a_run_unless_the_gap_allows_them():
+    image, instances = spine(ribbed=(4, 1))  # j = 3 and 2 without stubs (the scapula joins their ribs)
+    assert last_thoracic(image, extents(instances), SPACING) == 0  # two runs of one: the top one wins the tie
+    assert last_thoracic(image, extents(instances), SPACING, RibConfig(run_gap=2)) == 3

@@ -16,10 +16,10 @@ pelvis), that start far out (the scapula), that do not reach out (a process's ti
 grid's top or bottom slice (cut by the scan) are not stubs. Each stub belongs to the instance whose height
 range holds its inner end and whose centre is nearest to it in height.
 
-The last thoracic vertebra is the lowest instance of the longest run of rib-bearing instances (one
-instance without a stub may interrupt a run: a rib missed), provided that an instance lies below it whose
-lower end is not cut by the scan's bottom (``RibConfig.min_below_mm``): otherwise the end of the ribs is
-not in view, and a run that reaches the bottom of the scan says nothing. CT only: the window is read in HU.
+The last thoracic vertebra is the lowest instance of the longest run of rib-bearing instances (up to
+``RibConfig.run_gap`` instances without a stub may interrupt a run: ribs missed), provided that an
+instance lies below it whose lower end is not cut by the scan's bottom (``RibConfig.min_below_mm``):
+otherwise the end of the ribs is not in view, and a run that reaches the bottom of the scan says nothing. CT only: the window is read in HU.
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ class RibConfig:
         max_medial_mm: its inner end lies at most this far to the side of the spine line.
         min_reach_mm: its outer end at least this far.
         min_below_mm: the instance below the last rib-bearing one must end this far above the grid's bottom.
+        run_gap: how many instances without a stub may interrupt a run of rib-bearing ones (ribs missed).
     """
 
     bone_hu: float = 250.0
@@ -56,6 +57,7 @@ class RibConfig:
     max_medial_mm: float = 62.0
     min_reach_mm: float = 64.0
     min_below_mm: float = 5.0
+    run_gap: int = 1
 
 
 @dataclass(frozen=True)
@@ -116,12 +118,12 @@ def rib_stubs(image_hu: np.ndarray, centers: Sequence[Tuple[float, float, float]
     return heights
 
 
-def _lowest_of_longest_run(ribbed: Sequence[int]) -> Optional[int]:
-    """The last index of the longest run in the sorted indices ``ribbed`` (one index may be missing from a
-    run); the top-most run on a tie; None for none."""
+def _lowest_of_longest_run(ribbed: Sequence[int], gap: int) -> Optional[int]:
+    """The last index of the longest run in the sorted indices ``ribbed`` (up to ``gap`` indices may be
+    missing between two of a run); the top-most run on a tie; None for none."""
     runs: List[List[int]] = []
     for index in ribbed:
-        if runs and index - runs[-1][-1] <= 2:
+        if runs and index - runs[-1][-1] <= gap + 1:
             runs[-1].append(index)
         else:
             runs.append([index])
@@ -139,7 +141,7 @@ def last_thoracic(image_hu: np.ndarray, instances: Sequence[Instance], spacing_m
         holding = [k for k, i in enumerate(instances) if i.low - 1 <= height <= i.high + 1]
         if holding:
             ribbed.add(min(holding, key=lambda k: abs(instances[k].center[0] - height)))
-    last = _lowest_of_longest_run(sorted(ribbed))
+    last = _lowest_of_longest_run(sorted(ribbed), config.run_gap)
     if last is None or last == len(instances) - 1 or instances[last + 1].low * float(spacing_mm[2]) < config.min_below_mm:
         return None
     logger.info("ribs on instances %s: instance %d is the last thoracic vertebra", sorted(ribbed), last)
