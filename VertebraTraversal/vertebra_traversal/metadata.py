@@ -54,7 +54,8 @@ def _default_labels() -> Tuple[int, ...]:
 #: The sequence settings a model's label reading may carry (``label_calibration`` entries): entry name ->
 #: (``LabelingConfig`` count field, its penalty field).
 SEQUENCE_ENTRIES = {"gaps": ("max_gaps", "gap_penalty"), "trim": ("max_trimmed", "trim_penalty"),
-                    "anchor": ("bottom_anchor_mm", "bottom_anchor_penalty"), "ribs": ("rib_anchor", "rib_anchor_penalty")}
+                    "anchor": ("bottom_anchor_mm", "bottom_anchor_penalty"),
+                    "ribs": ("rib_anchor", "rib_anchor_penalty")}
 
 @dataclass(frozen=True)
 class ModelMetadata:

@@ -19,7 +19,8 @@ range holds its inner end and whose centre is nearest to it in height.
 The last thoracic vertebra is the lowest instance of the longest run of rib-bearing instances (up to
 ``RibConfig.run_gap`` instances without a stub may interrupt a run: ribs missed), provided that an
 instance lies below it whose lower end is not cut by the scan's bottom (``RibConfig.min_below_mm``):
-otherwise the end of the ribs is not in view, and a run that reaches the bottom of the scan says nothing. CT only: the window is read in HU.
+otherwise the end of the ribs is not in view, and a run that reaches the bottom of the scan says nothing.
+CT only: the window is read in HU.
 """
 from __future__ import annotations
 
@@ -142,7 +143,9 @@ def last_thoracic(image_hu: np.ndarray, instances: Sequence[Instance], spacing_m
         if holding:
             ribbed.add(min(holding, key=lambda k: abs(instances[k].center[0] - height)))
     last = _lowest_of_longest_run(sorted(ribbed), config.run_gap)
-    if last is None or last == len(instances) - 1 or instances[last + 1].low * float(spacing_mm[2]) < config.min_below_mm:
+    if last is None or last == len(instances) - 1:
+        return None
+    if instances[last + 1].low * float(spacing_mm[2]) < config.min_below_mm:  # below it: cut by the scan's bottom
         return None
     logger.info("ribs on instances %s: instance %d is the last thoracic vertebra", sorted(ribbed), last)
     return last
