@@ -150,7 +150,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "model's; the bundled MR model: 10, the CT model: never)")
     parser.add_argument("--rib-anchor", type=on_off, metavar="on|off",
                         help="CT: read the lowest vertebra with ribs as the last thoracic one (T12, T13) where a "
-                             "vertebra without ribs lies below it (default: the model's; the bundled CT model: on)")
+                             "vertebra without ribs lies below it (default: the model's; the bundled models: off)")
     parser.add_argument("--start-network", choices=START_USES,
                         help="for a model with a start network (combine): always, fallback (only when the main "
                              "network alone finds no vertebra in a scan, or vertebrae that span less than half of "
