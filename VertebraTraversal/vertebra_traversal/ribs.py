@@ -20,7 +20,8 @@ The last thoracic vertebra is the lowest instance of the longest run of rib-bear
 ``RibConfig.run_gap`` instances without a stub may interrupt a run: ribs missed), provided that an
 instance lies below it whose lower end is not cut by the scan's bottom (``RibConfig.min_below_mm``):
 otherwise the end of the ribs is not in view, and a run that reaches the bottom of the scan says nothing.
-CT only: the window is read in HU.
+CT only: the window is read in HU. An option, off in the bundled models (``segment --rib-anchor on``): the
+CT model's history, *Counting from the last rib*, has what it gained and lost on the phantoms.
 """
 from __future__ import annotations
 
