@@ -8,7 +8,9 @@ model's label reading (``SegmentConfig.labeling_for``) with the given sequence s
 reading leaves out at the chain's ends are removed. The masks are the run's, so this is what ``segment``
 writes with the new reading wherever the report lists every instance it labelled (a vertebra that
 vanished on the input grid is missing from both). ``vertebra-traversal evaluate --pred OUT`` then scores it.
-With the model's own settings it reproduces the run's label maps exactly.
+With the model's own settings it reproduces the run's label maps exactly. A reading that needs the image
+(the bottom anchor's distance below the lowest instance, the rib anchor's ribs; the bundled MR model counts
+from the sacrum) is refused: the reports do not hold what it reads, so segment again instead.
 """
 from __future__ import annotations
 
@@ -83,6 +85,10 @@ def main() -> None:
     config = SegmentConfig(max_gaps=args.gaps, max_trimmed=args.trim_ends)  # what segment would read
     meta = read_metadata(resolve_model(args.model))
     labeling = config.labeling_for(meta)
+    if labeling.bottom_anchor_mm or labeling.rib_anchor:
+        parser.error(f"{args.model}: its label reading needs the image (bottom anchor {labeling.bottom_anchor_mm} mm, "
+                     f"rib anchor {'on' if labeling.rib_anchor else 'off'}), which a report does not hold; "
+                     "segment again instead")
     penalties = {k: v for k, v in (("gap_penalty", args.gap_penalty), ("trim_penalty", args.trim_penalty))
                  if v is not None}
     segment_reading = labeling  # what segment reads with these counts: the model's penalties
