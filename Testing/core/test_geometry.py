@@ -215,3 +215,14 @@ def test_distance_below_follows_the_patients_axis_through_an_oblique_scan():
     # straight down: every index axis with a z component moves; the k face (5 voxels away along k, which
     # moves cos 30 per mm of z) is reached after 10 / cos 30 mm, before the i face (10 / sin 30 mm)
     assert geometry.distance_below_mm(image, point) == pytest.approx(10.0 / np.cos(tilt))
+
+
+def test_box_voxels_gives_whole_array_indices_of_one_label_inside_the_box():
+    labels = np.zeros((6, 5, 4), np.int16)
+    labels[1, 2, 3] = labels[4, 0, 1] = 7
+    labels[2, 2, 2] = 3  # another label inside the box
+    labels[0, 0, 0] = 7  # the same label outside the box
+    z, y, x = geometry.box_voxels(labels, 7, (slice(1, 6), slice(0, 5), slice(1, 4)))
+    assert sorted(zip(z.tolist(), y.tolist(), x.tolist())) == [(1, 2, 3), (4, 0, 1)]
+    z, _, _ = geometry.box_voxels(labels, 7, (slice(None),) * 3)  # an open box: the whole array
+    assert sorted(z.tolist()) == [0, 1, 4]

@@ -217,6 +217,13 @@ def crop_padding(padded: np.ndarray, offset_zyx: Sequence[int], shape_zyx: Seque
     return padded[z:z + dz, y:y + dy, x:x + dx]
 
 
+def box_voxels(labels: np.ndarray, label: int, box: Tuple[slice, ...]) -> Tuple[np.ndarray, ...]:
+    """Indices (z, y, x) into ``labels`` of its voxels equal to ``label``, searched only inside ``box``
+    (slices of ``labels``; an open start counts from 0)."""
+    found = np.nonzero(labels[box] == label)
+    return tuple(axis + (s.start or 0) for axis, s in zip(found, box))
+
+
 def model_index_to_lps(model_image: sitk.Image, index_zyx: Sequence[float]) -> np.ndarray:
     """Physical point (LPS mm, (x, y, z)) of a continuous array index (z, y, x) of ``model_image``.
 

@@ -26,7 +26,8 @@ from .checkpoint import LoadedModel, ModelMetadata
 from .confidence import ConfidenceCalibration, steps_from_start
 from .fallback import Counted, EventCallback, height_mm, span_mm, stalled
 from .fragments import fragments
-from .geometry import distance_below_mm, from_model_grid, model_index_to_lps, superior_axis, to_model_grid
+from .geometry import (box_voxels, distance_below_mm, from_model_grid, model_index_to_lps, superior_axis,
+                       to_model_grid)
 from .labeling import LabelAssignment, LabelingConfig, capacity, provisional_label, refine_labels
 from .normalization import NormalizationSpec, normalize, pad_value
 from .predictor import Predictor
@@ -157,11 +158,9 @@ def _gap_below_mm(model_image: sitk.Image, instances: np.ndarray, instance: Any,
     """How far (mm) ``scan`` reaches below ``instance`` (``index`` and ``bbox`` in the model-grid map
     ``instances``, axis 0 superior): from the lower face of its lowest slice, through the middle of its
     voxels there. Only its bounding box is searched."""
-    z, y, x = np.nonzero(instances[instance.bbox] == instance.index)
+    z, y, x = box_voxels(instances, instance.index, instance.bbox)
     low = z == z.min()
-    start = [s.start for s in instance.bbox]
-    point = model_index_to_lps(model_image, (float(z.min() + start[0]) - 0.5, float(y[low].mean() + start[1]),
-                                             float(x[low].mean() + start[2])))
+    point = model_index_to_lps(model_image, (float(z.min()) - 0.5, float(y[low].mean()), float(x[low].mean())))
     return distance_below_mm(scan, point)
 
 

@@ -32,6 +32,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
+from .geometry import box_voxels
+
 logger = logging.getLogger(__name__)
 
 
@@ -73,9 +75,7 @@ class Instance:
 
 def instance_extent(instances: np.ndarray, index: int, bbox: Tuple[slice, ...]) -> Instance:
     """:class:`Instance` of label ``index`` in the instance map ``instances`` (z, y, x), searched in ``bbox``."""
-    z, y, x = np.nonzero(instances[bbox] == index)
-    start = [s.start or 0 for s in bbox]
-    z, y, x = z + start[0], y + start[1], x + start[2]
+    z, y, x = box_voxels(instances, index, bbox)
     return Instance((float(np.median(z)), float(np.median(y)), float(np.median(x))),
                     float(np.percentile(z, 5)), float(np.percentile(z, 95)))
 
