@@ -97,8 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--keep-reading", action="store_true",
                         help="instead of fitting: keep the model's own label reading and its sequence settings, "
                              "changing only those given (--gaps, --trim-ends, --bottom-anchor-mm, --rib-anchor) and "
-                             "the settings "
-                             "below")
+                             "the settings below")
     parser.add_argument("--gaps", type=int, metavar="G",
                         help="let the label refinement skip up to G single levels (a vertebra merged into its "
                              "neighbour's instance or not found), each costing --gap-penalty (default 0: the "
