@@ -52,11 +52,21 @@ def test_bad_options_exit_2_naming_the_option(tmp_path, capsys):
     assert main(["phantom", "--out", str(tmp_path), "--slice-spacing", "3", "1"]) == 2
     assert "--slice-spacing" in capsys.readouterr().err
     assert main(["phantom", "--out", str(tmp_path), "--count", "0"]) == 2
+    assert main(["phantom", "--out", str(tmp_path), "--lumbar-rib-rate", "-0.1"]) == 2
+    assert "--lumbar-rib-rate: lumbar_rib_rate must be a probability" in capsys.readouterr().err
     with pytest.raises(SystemExit) as stop:  # argparse's own exit for an option it cannot parse
         main(["phantom", "--out", str(tmp_path), "--max-voxels", "2500.5"])
     assert stop.value.code == 2
     assert "--max-voxels: expected a whole number such as 2e6, got '2500.5'" in capsys.readouterr().err
     assert not (tmp_path / "rawdata").exists()
+
+
+def test_rib_anomaly_rates_reach_the_generator_and_the_sidecar(tmp_path):
+    assert main(["phantom", "--out", str(tmp_path), "--seed", "7", *FAST, "--lumbar-rib-rate", "1",
+                 "--short-rib-rate", "1", "--cervical-rib-rate", "0"]) == 0
+    info = dataset.read_case_info(dataset.list_cases(tmp_path)[0])
+    assert list(info.source["rib_variants"]) == ["lumbar", "short_last"]
+    assert info.source["config"]["lumbar_rib_rate"] == 1.0 and info.source["config"]["cervical_rib_rate"] == 0.0
 
 
 def test_max_voxels_is_written_as_the_help_writes_its_default(tmp_path):

@@ -50,6 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, default in (("fracture-rate", 0.1), ("low-density-rate", 0.15), ("t13-rate", 0.03), ("l6-rate", 0.03),
                           ("four-lumbar-rate", 0.03), ("implant-rate", 0.0), ("scoliosis-rate", 0.15)):
         p.add_argument(f"--{name}", type=float, default=default, help=f"probability per case (default {default})")
+    for name, what in (("cervical-rib-rate", "a rib on C7 (patients: 0.5-1 %%)"),
+                       ("lumbar-rib-rate", "a rib on L1 (patients: about 1.3 %%)"),
+                       ("short-rib-rate", "a short last rib, 12-38 mm (patients: about 7 %%)")):
+        p.add_argument(f"--{name}", type=float, default=0.0, help=f"probability per case of {what}; default 0")
     p.add_argument("--max-voxels", type=_whole_number, default=25_000_000,
                    help="coarsen spacing above this (default 25e6; 2e6 or 2000000)")
     p.add_argument("--no-random-orientation", action="store_true", help="store every image as LPS")
@@ -70,7 +74,9 @@ def config_from(args: argparse.Namespace) -> PhantomConfig:
         return PhantomConfig(modality=args.modality, fov=args.fov, inplane_spacing_mm=pair(args.inplane_spacing),
                              slice_spacing_mm=pair(args.slice_spacing), fracture_rate=args.fracture_rate,
                              low_density_rate=args.low_density_rate, t13_rate=args.t13_rate, l6_rate=args.l6_rate,
-                             four_lumbar_rate=args.four_lumbar_rate, implant_rate=args.implant_rate,
+                             four_lumbar_rate=args.four_lumbar_rate, cervical_rib_rate=args.cervical_rib_rate,
+                             lumbar_rib_rate=args.lumbar_rib_rate, short_rib_rate=args.short_rib_rate,
+                             implant_rate=args.implant_rate,
                              scoliosis_rate=args.scoliosis_rate, noise=pair(args.noise),
                              random_orientation=not args.no_random_orientation, max_voxels=args.max_voxels)
     except ValueError as exc:

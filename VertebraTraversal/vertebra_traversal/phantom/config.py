@@ -23,6 +23,10 @@ class PhantomConfig:
         low_density_rate: probability of low bone density (osteoporotic cancellous bone).
         t13_rate, l6_rate, four_lumbar_rate: probabilities of the transitional variants; they exclude
             each other and are tried in this order (one uniform draw against the cumulative rates).
+        cervical_rib_rate, lumbar_rib_rate, short_rib_rate: probabilities of a rib on C7, a rib on L1
+            and a short (12-38 mm) last rib, each drawn on its own, each on one side or both
+            (:mod:`.ribvariants`, with patients' prevalences); 0 by default, so that a seed gives the
+            case it gave before they existed.
         implant_rate: probability of pedicle screws and rods (with metal streaks in CT).
         scoliosis_rate: probability of a lateral curve (Cobb 10-45 degrees).
         noise: range of the CT noise standard deviation, HU (standard dose .. low dose); for MR the
@@ -40,6 +44,9 @@ class PhantomConfig:
     t13_rate: float = 0.03
     l6_rate: float = 0.03
     four_lumbar_rate: float = 0.03
+    cervical_rib_rate: float = 0.0
+    lumbar_rib_rate: float = 0.0
+    short_rib_rate: float = 0.0
     implant_rate: float = 0.0
     scoliosis_rate: float = 0.15
     noise: Tuple[float, float] = (10.0, 60.0)
@@ -58,7 +65,7 @@ class PhantomConfig:
                 raise ValueError(f"{name} must be a range (min, max) with {low_limit} <= min <= max"
                                  f"{'' if name == 'noise' else ' <= 10'}, got {(lo, hi)}")
         for name in ("fracture_rate", "low_density_rate", "t13_rate", "l6_rate", "four_lumbar_rate",
-                     "implant_rate", "scoliosis_rate"):
+                     "cervical_rib_rate", "lumbar_rib_rate", "short_rib_rate", "implant_rate", "scoliosis_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
         if self.max_voxels < 1000:

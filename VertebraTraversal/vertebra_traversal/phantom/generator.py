@@ -22,7 +22,7 @@ from scipy import special
 
 from .. import dataset
 from ..imageio import InputError, PathLike
-from . import head, organs, pelvis, scanner, skeleton, spinal
+from . import head, organs, pelvis, ribvariants, scanner, skeleton, spinal
 from .body import Torso, build_torso
 from .compose import Canvas, Item, paint_vertebra
 from .config import PhantomConfig
@@ -36,7 +36,7 @@ from .vertebra import VertebraShape, build_vertebra
 logger = logging.getLogger(__name__)
 
 _STREAMS = ("variants", "fracture", "anatomy", "torso", "organs", "materials", "scanner", "texture", "noise",
-            "orientation", "implant")
+            "orientation", "implant", "ribs")
 #: Completeness rule of paper §3.5: at most this fraction of a vertebra may lie outside the image.
 MAX_OUTSIDE = 0.02
 #: Labels cover the bone surface grown by this much (mm): manual masks include the partial-volume
@@ -145,6 +145,7 @@ class _Anatomy:
     spine: Spine
     spine_info: Dict[str, object]
     shapes: List[VertebraShape]
+    ribs: ribvariants.RibVariants
     torso: Torso
     mats: Dict[str, float]
 
@@ -153,9 +154,11 @@ def _anatomy(config: PhantomConfig, rng: Dict[str, np.random.Generator]) -> _Ana
     choices, flags = _choices(config, rng)
     spine, spine_info = build_spine(choices, rng["anatomy"])
     shapes = [build_vertebra(spine, i) for i in range(len(spine.levels))]
+    ribs = ribvariants.draw({"cervical": config.cervical_rib_rate, "lumbar": config.lumbar_rib_rate,
+                             "short_last": config.short_rib_rate}, rng["ribs"])
     torso = build_torso(spine, rng["torso"])
     mats = sample_materials(config.modality, rng["materials"], flags["low_density"])
-    return _Anatomy(flags, spine, spine_info, shapes, torso, mats)
+    return _Anatomy(flags, spine, spine_info, shapes, ribs, torso, mats)
 
 
 def generate_case(seed: int, config: PhantomConfig = PhantomConfig(), case_id: Optional[str] = None) -> Phantom:
@@ -181,7 +184,7 @@ def generate_case(seed: int, config: PhantomConfig = PhantomConfig(), case_id: O
     img, lab = scanner.orient(image, canvas.labels, origin, grid.spacing, code)
     source = {"generator": "phantom", "seed": int(seed), "config": asdict(config), "fov": field.mode,
               "orientation": code, "spacing_mm": [round(s, 4) for s in img.GetSpacing()], **a.spine_info, **a.flags,
-              "contrast": bool(a.mats["contrast"]), **extra,
+              "contrast": bool(a.mats["contrast"]), "rib_variants": a.ribs.to_json(), **extra,
               "visible_fraction": {n: round(f, 4) for n, f in visible.items()}}
     info = dataset.CaseInfo(case_id or f"phantom{seed:05d}", config.modality, "body" if mr else "vertebra",
                             _records(lab, a.spine, visible), source)
@@ -192,7 +195,7 @@ def _render(grid, a: _Anatomy, rng: Dict[str, np.random.Generator], mr: bool) ->
     """Paint soft tissue, other bones, vertebrae (with labels) and implants onto a new canvas."""
     canvas = Canvas.empty(grid, a.mats["air"])
     _paint(canvas, _soft_items(a.spine, a.torso, rng["organs"], mr), a.mats, rng["texture"])
-    _paint(canvas, _bone_items(a.spine, a.shapes, a.torso, rng["organs"]), a.mats, rng["texture"])
+    _paint(canvas, _bone_items(a, rng["organs"]), a.mats, rng["texture"])
     visible = _paint_vertebrae(canvas, a.shapes, a.mats, rng["texture"], mr)
     screws: List = []
     if a.flags["implant"]:
@@ -214,9 +217,10 @@ def _soft_items(spine, torso, rng: np.random.Generator, mr: bool) -> List[Item]:
     return items + head.head_items(spine, rng)
 
 
-def _bone_items(spine, shapes, torso, rng: np.random.Generator) -> List[Item]:
-    return (skeleton.rib_items(shapes, torso, rng) + skeleton.sternum_items(torso) + skeleton.shoulder_items(torso, rng)
-            + pelvis.sacrum_items(spine) + pelvis.pelvis_items(spine, torso, rng))
+def _bone_items(a: _Anatomy, rng: np.random.Generator) -> List[Item]:
+    spine, torso = a.spine, a.torso
+    return (skeleton.rib_items(a.shapes, torso, rng, a.ribs) + skeleton.sternum_items(torso)
+            + skeleton.shoulder_items(torso, rng) + pelvis.sacrum_items(spine) + pelvis.pelvis_items(spine, torso, rng))
 
 
 def _paint_vertebrae(canvas: Canvas, shapes, mats: Dict[str, float], tex: np.random.Generator,

@@ -13,6 +13,7 @@ import numpy as np
 
 from .body import Torso
 from .compose import Item
+from .ribvariants import RibVariants, extra_rib_items, shorten
 from .sdf import Capsule, Ellipsoid, HalfSpace, Intersection, RoundBox, Union, frame_from, tube
 from .vertebra import SIDES, VertebraShape
 
@@ -28,13 +29,17 @@ def _sternum_z(torso: Torso, k: int) -> float:
     return top - (k - 1) / 6.0 * (top - bottom)
 
 
-def rib_items(shapes: Sequence[VertebraShape], torso: Torso, rng: np.random.Generator) -> List[Item]:
-    """Ribs (bone) and costal cartilages of every rib-bearing vertebra."""
+def rib_items(shapes: Sequence[VertebraShape], torso: Torso, rng: np.random.Generator,
+              variants: RibVariants = RibVariants()) -> List[Item]:
+    """Ribs (bone) and costal cartilages of every rib-bearing vertebra; the last rib on a side in
+    ``variants.short_last`` is cut to that length (mm, from its head), and the cervical and lumbar ribs
+    of ``variants`` are added."""
     items: List[Item] = []
+    last = max((i for i, s in enumerate(shapes) if s.level.has_ribs), default=-1)
     k = 0
     drop_scale = rng.uniform(0.8, 1.3)
     calcified = rng.random() < 0.3
-    for shape in shapes:
+    for index, shape in enumerate(shapes):
         if not shape.level.has_ribs:
             continue
         k += 1
@@ -54,11 +59,13 @@ def rib_items(shapes: Sequence[VertebraShape], torso: Torso, rng: np.random.Gene
                     for p, f in zip(psis, frac)]
             radius = 5.5 if k == 1 else (3.8 if k >= 11 else 4.6)
             pts = [head, neck] + ring
+            if index == last and side in variants.short_last:
+                pts = shorten(pts, variants.short_last[side])
             items.append(Item(tube(pts, [radius + 0.8] + [radius] * (len(pts) - 1)), "marrow", "bone_cortex", 1.0))
             if k <= 10:
                 items.append(Item(_cartilage(ring[-1], side, k, torso, radius), "calcification" if calcified
                                   else "cartilage"))
-    return items
+    return items + extra_rib_items(shapes, variants)
 
 
 def _cartilage(end: np.ndarray, side: float, k: int, torso: Torso, radius: float) -> Union:

@@ -83,6 +83,7 @@ class VertebraShape:
     posterior: Union
     rib_heads: Tuple[np.ndarray, ...] = ()       # world points (left, right) of the costal facets
     rib_tubercles: Tuple[np.ndarray, ...] = ()   # world points of the transverse costal facets
+    process_tips: Tuple[np.ndarray, ...] = ()    # world tips of the transverse processes (C7, T, L)
 
 
 def to_world(origin: np.ndarray, rot: np.ndarray, p: Sequence[float]) -> np.ndarray:
@@ -197,7 +198,8 @@ def _spinous(level: Level) -> List:
 
 
 def _transverse(level: Level) -> Tuple[List, Tuple[np.ndarray, ...]]:
-    """Transverse processes; also returns the (world) tips where thoracic ribs articulate."""
+    """Transverse processes; also returns their (world) tips, left then right: where thoracic ribs
+    articulate, and where a cervical rib (C7) or a lumbar rib leaves (see :mod:`.ribvariants`)."""
     s, o, r = level.size, level.origin, level.rot
     wj, vj = junction(s)
     prims, tips = [], []
@@ -206,6 +208,7 @@ def _transverse(level: Level) -> Tuple[List, Tuple[np.ndarray, ...]]:
             tip = to_world(o, r, (side * (s.tp_span / 2 - 3.0), vj - 1.0, 1.0))
             base = to_world(o, r, (side * (wj - 2.0), vj - 3.0, 0.0))
             prims.append(_plate(base, tip, r[:, 2], 0.42 * s.lam_h, 5.5, 2.5))
+            tips.append(tip)
         elif level.region == "thoracic":
             d = np.array([0.72, 0.69, 0.1])
             length = max((s.tp_span / 2 - 6.0 - wj) / d[0], 6.0)
@@ -215,8 +218,8 @@ def _transverse(level: Level) -> Tuple[List, Tuple[np.ndarray, ...]]:
             tips.append(to_world(o, r, tip_l))
             prims.append(Ellipsoid(*frame_from(tips[-1], r[:, 2], r[:, 1]), (6.0, 6.0, 6.5)))
         elif level.name == "C7":
-            prims.append(Capsule(to_world(o, r, (side * wj, vj - 3.0, 0.0)),
-                                 to_world(o, r, (side * (s.tp_span / 2 - 4.0), vj - 2.0, 0.0)), 4.0, 4.0))
+            tips.append(to_world(o, r, (side * (s.tp_span / 2 - 4.0), vj - 2.0, 0.0)))
+            prims.append(Capsule(to_world(o, r, (side * wj, vj - 3.0, 0.0)), tips[-1], 4.0, 4.0))
         else:  # C2-C6: a ring around the foramen transversarium plus the lateral tubercle
             ring_w = s.width / 2 + 5.5
             prims.append(Torus(to_world(o, r, (side * ring_w, 2.5, 0.0)), r, 4.5, 4.0, 2.2))
@@ -277,7 +280,8 @@ def build_vertebra(spine: Spine, index: int) -> VertebraShape:
         hh = level.size.height / 2
         heads = tuple(to_world(o, r, (side * level.size.width * 0.42, level.size.depth * 0.36, hh * 0.55))
                       for side in SIDES)
-    return VertebraShape(level, Union(tuple(body_parts), 1.0), Union(tuple(post), 1.5), heads, tubercles)
+    return VertebraShape(level, Union(tuple(body_parts), 1.0), Union(tuple(post), 1.5), heads,
+                         tubercles if level.has_ribs else (), tubercles)
 
 
 def sacral_junction(spine: Spine) -> Tuple[float, float]:
