@@ -4,8 +4,9 @@ from __future__ import annotations
 from typing import List, Sequence
 
 import numpy as np
+import pytest
 
-from vertebra_traversal.ribs import RibConfig, instance_extent, last_thoracic, rib_stubs
+from vertebra_traversal.ribs import RibConfig, _end_of_run, instance_extent, last_thoracic, rib_stubs
 
 SPACING = (2.5, 2.5, 2.5)  # x, y, z mm
 LINE_Y, LINE_X = 20, 40  # spine line (voxels); grid (z, y, x) = (60, 60, 80): 150 x 150 x 200 mm
@@ -67,3 +68,22 @@ def test_two_missed_ribs_split_a_run_unless_the_gap_allows_them():
     image, instances = spine(ribbed=(4, 1))  # j = 3 and 2 without stubs (the scapula joins their ribs)
     assert last_thoracic(image, extents(instances), SPACING) == 0  # two runs of one: the top one wins the tie
     assert last_thoracic(image, extents(instances), SPACING, RibConfig(run_gap=2)) == 3
+
+
+def test_the_lowest_run_ends_the_ribs_where_the_scapula_splits_them():
+    # T1-T5 and T8-T12 with stubs (indices top first), T6/T7 without: the longest run ties, the top one wins
+    split = [0, 1, 2, 3, 4, 7, 8, 9, 10, 11]
+    assert _end_of_run(split, RibConfig()) == 4
+    assert _end_of_run(split, RibConfig(run_choice="lowest")) == 11
+    assert _end_of_run([0, 1, 2, 3, 4, 11], RibConfig(run_choice="lowest")) == 4  # a lone stub below is no run
+    assert _end_of_run([0, 1, 2, 3, 4, 11], RibConfig(run_choice="lowest", min_run=1)) == 11
+    assert _end_of_run([], RibConfig(run_choice="lowest")) is None
+    image, instances = spine(ribbed=(4, 3, 1))  # through the image: with no missed rib allowed, two runs
+    found = extents(instances)
+    assert last_thoracic(image, found, SPACING, RibConfig(run_gap=0)) == 1
+    assert last_thoracic(image, found, SPACING, RibConfig(run_gap=0, run_choice="lowest")) == 1
+    assert last_thoracic(image, found, SPACING, RibConfig(run_gap=0, run_choice="lowest", min_run=1)) == 3
+    with pytest.raises(ValueError, match="run_choice"):
+        RibConfig(run_choice="first")
+    with pytest.raises(ValueError, match="min_run"):
+        RibConfig(min_run=0)

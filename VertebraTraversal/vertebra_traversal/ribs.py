@@ -20,6 +20,8 @@ The last thoracic vertebra is the lowest instance of the longest run of rib-bear
 ``RibConfig.run_gap`` instances without a stub may interrupt a run: ribs missed), provided that an
 instance lies below it whose lower end is not cut by the scan's bottom (``RibConfig.min_below_mm``):
 otherwise the end of the ribs is not in view, and a run that reaches the bottom of the scan says nothing.
+(``RibConfig.run_choice = "lowest"`` takes the lowest run of at least ``min_run`` instances instead, past a
+scapula that splits the ribs; measured on the phantoms and not better, so not the default.)
 CT only: the window is read in HU. An option, off in the bundled models (``segment --rib-anchor on``): the
 CT model's history, *Counting from the last rib*, has what it gained and lost on the phantoms.
 """
@@ -36,6 +38,9 @@ from .geometry import box_voxels
 
 logger = logging.getLogger(__name__)
 
+#: How the run of rib-bearing instances that ends the ribs is chosen (``RibConfig.run_choice``).
+RUN_CHOICES = ("longest", "lowest")
+
 
 @dataclass(frozen=True)
 class RibConfig:
@@ -51,6 +56,10 @@ class RibConfig:
         min_reach_mm: its outer end at least this far.
         min_below_mm: the instance below the last rib-bearing one must end this far above the grid's bottom.
         run_gap: how many instances without a stub may interrupt a run of rib-bearing ones (ribs missed).
+        run_choice: which run ends the ribs: ``"longest"`` (the top-most on a tie) or ``"lowest"``, the
+            lowest of at least ``min_run`` rib-bearing instances (a lone stub, say on the iliac crest,
+            does not count).
+        min_run: see ``run_choice``.
     """
 
     bone_hu: float = 250.0
@@ -62,6 +71,14 @@ class RibConfig:
     min_reach_mm: float = 64.0
     min_below_mm: float = 5.0
     run_gap: int = 1
+    run_choice: str = "longest"
+    min_run: int = 2
+
+    def __post_init__(self) -> None:
+        if self.run_choice not in RUN_CHOICES:
+            raise ValueError(f"RibConfig.run_choice must be one of {RUN_CHOICES}, got {self.run_choice!r}")
+        if self.min_run < 1 or self.run_gap < 0:
+            raise ValueError(f"RibConfig: min_run must be >= 1 and run_gap >= 0, got {self.min_run}, {self.run_gap}")
 
 
 @dataclass(frozen=True)
@@ -120,15 +137,18 @@ def rib_stubs(image_hu: np.ndarray, centers: Sequence[Tuple[float, float, float]
     return heights
 
 
-def _lowest_of_longest_run(ribbed: Sequence[int], gap: int) -> Optional[int]:
-    """The last index of the longest run in the sorted indices ``ribbed`` (up to ``gap`` indices may be
-    missing between two of a run); the top-most run on a tie; None for none."""
+def _end_of_run(ribbed: Sequence[int], config: RibConfig) -> Optional[int]:
+    """The last index of the chosen run in the sorted indices ``ribbed`` (top first; up to
+    ``config.run_gap`` indices may be missing between two of a run): the longest (the top-most on a tie)
+    or the lowest of at least ``config.min_run``; None for none."""
     runs: List[List[int]] = []
     for index in ribbed:
-        if runs and index - runs[-1][-1] <= gap + 1:
+        if runs and index - runs[-1][-1] <= config.run_gap + 1:
             runs[-1].append(index)
         else:
             runs.append([index])
+    if config.run_choice == "lowest":
+        runs = [run for run in runs if len(run) >= config.min_run][-1:]
     return max(runs, key=len)[-1] if runs else None
 
 
@@ -143,7 +163,7 @@ def last_thoracic(image_hu: np.ndarray, instances: Sequence[Instance], spacing_m
         holding = [k for k, i in enumerate(instances) if i.low - 1 <= height <= i.high + 1]
         if holding:
             ribbed.add(min(holding, key=lambda k: abs(instances[k].center[0] - height)))
-    last = _lowest_of_longest_run(sorted(ribbed), config.run_gap)
+    last = _end_of_run(sorted(ribbed), config)
     if last is None or last == len(instances) - 1:
         return None
     if instances[last + 1].low * float(spacing_mm[2]) < config.min_below_mm:  # below it: cut by the scan's bottom
