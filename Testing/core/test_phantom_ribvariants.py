@@ -36,7 +36,7 @@ def test_shorten_cuts_a_polyline_at_its_arc_length():
 
 
 def _bone_change(kind_rates):
-    """Bone voxels (> 250 HU) added and removed by the rates, as labelled pieces, and both cases."""
+    """Masks of the bone voxels (> 250 HU) added and removed by the rates, and both cases (labels equal)."""
     plain = generate_case(1003, PhantomConfig(**FULL))
     varied = generate_case(1003, PhantomConfig(**FULL, **kind_rates))
     a, b = sitk.GetArrayFromImage(plain.image), sitk.GetArrayFromImage(varied.image)

@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument(f"--{name}", type=float, default=default, help=f"probability per case (default {default})")
     for name, what in (("cervical-rib-rate", "a rib on C7 (patients: 0.5-1 %%)"),
                        ("lumbar-rib-rate", "a rib on L1 (patients: about 1.3 %%)"),
-                       ("short-rib-rate", "a short last rib, 12-38 mm (patients: about 7 %%)")):
+                       ("short-rib-rate", "a short last rib, 12-38 mm (patients: 7-11 %%)")):
         p.add_argument(f"--{name}", type=float, default=0.0, help=f"probability per case of {what}; default 0")
     p.add_argument("--max-voxels", type=_whole_number, default=25_000_000,
                    help="coarsen spacing above this (default 25e6; 2e6 or 2000000)")

@@ -8,9 +8,10 @@ and a short last rib stays on T12 (T13 in a spine with thirteen thoracic vertebr
 
 Prevalence in patients, for choosing the rates (all per case; unilateral about half the time):
 cervical ribs 0.5-1 % (0.94 % of 1165 cervical CTs, 54 % unilateral), lumbar ribs about 1.3 % (7 of
-530 chest CTs with the region in view), and a short or missing twelfth rib in about 7 % of spine CTs
-(96 of 1340 patients with 11 full ribs in a thoracolumbar series). A rib shorter than 38 mm counts as
-short (hypoplastic) in the radiological literature; the short last rib here is 12-38 mm long.
+530 chest CTs with the region in view), and a transitional vertebra at the thoracolumbar junction (a
+short rib, a rudimentary one or none where the twelfth rib should be) in 11 % of 1340 patients of a
+spine-pain CT series, 7 % with eleven full rib pairs. A rib shorter than 38 mm counts as short
+(hypoplastic) in the radiological literature; the short last rib here is 12-38 mm long.
 
 Drawn from the generator's own ``ribs`` stream with a fixed number of draws, so a case with the rates
 at zero is exactly the case generated before this module existed, and switching a rate on changes
