@@ -5,8 +5,9 @@
 Every case is generated like the CT model card's held-out set (`phantom --inplane-spacing 1.0 1.5
 --slice-spacing 1.5 2.5 --fracture-rate 0.3 --t13-rate 0.1 --l6-rate 0.1 --four-lumbar-rate 0.1`) in four
 versions that differ only in the ribs (:mod:`vertebra_traversal.phantom.ribvariants`): none, a short last
-rib, a rib on L1, a rib on C7 (each at rate 1). Each version is segmented with the model's own reading,
-with ``--rib-anchor on`` or both, and scored over the completely visible reference vertebrae (paper Fig. 5):
+rib, a rib on L1, a rib on C7 (each at rate 1). Each version is segmented with the model's reading
+with the rib anchor switched off, on (``segment --rib-anchor off|on``) or both ways (the default), and
+scored over the completely visible reference vertebrae (paper Fig. 5):
 one JSON line per case, version and reading (matched, identified), then per version and reading the
 identified vertebrae of those matched and the scans read right (every matched complete vertebra
 identified). Nothing is written to disk. The CT history (*Rib anomalies in the phantoms*) has a run.

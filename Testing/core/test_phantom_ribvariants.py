@@ -33,6 +33,12 @@ def test_shorten_cuts_a_polyline_at_its_arc_length():
     assert len(cut) == 3
     np.testing.assert_allclose(shorten(pts, 4.0)[-1], [4.0, 0, 0])
     assert len(shorten(pts, 100.0)) == 3  # longer than the line: the whole line
+    np.testing.assert_allclose(shorten(pts, 10.0)[-1], [10.0, 0, 0])  # exactly at a vertex
+    np.testing.assert_allclose(shorten(pts, 0.0)[-1], [0.0, 0, 0])
+    with pytest.raises(ValueError, match="negative"):
+        shorten(pts, -1.0)
+    with pytest.raises(ValueError, match="unknown kinds"):
+        draw({"thoracic": 1.0}, np.random.default_rng(0))
 
 
 def _bone_change(kind_rates):
@@ -71,3 +77,9 @@ def test_each_rate_changes_only_its_ribs_beside_its_level(rate, level, change):
     assert centre[2] - 60 < lo  # and runs down from there (a rib's course), not past the next vertebra but one
     x = plain.image.GetOrigin()[0] + np.nonzero(changed.any(axis=(0, 1)))[0] * 3.0
     assert np.abs(x - centre[0]).min() > 15  # lateral of the vertebra's body
+    # on the sides the sidecar names: LPS x grows to the patient's left
+    found = set()
+    for piece in np.flatnonzero(sizes >= 10) + 1:
+        xs = plain.image.GetOrigin()[0] + np.nonzero((pieces == piece).any(axis=(0, 1)))[0] * 3.0
+        found.add("left" if xs.mean() > centre[0] else "right")
+    assert found == set(sides)

@@ -36,8 +36,9 @@ SIDE_NAMES = {1.0: "left", -1.0: "right"}
 
 @dataclass(frozen=True)
 class RibVariants:
-    """Which anomalies a case has: for each kind, the rib length (mm) per side (``1.0`` left, ``-1.0``
-    right in the vertebra frame's ``SIDES`` convention); an empty mapping when absent."""
+    """Which anomalies a case has: for each kind, the rib length (mm) per side (``1.0`` the patient's left,
+    ``-1.0`` the right, as ``SIDES``); an empty mapping when absent. As drawn: the case sidecar lists an
+    anomaly whether or not the scan's field of view shows it."""
 
     cervical: Dict[float, float] = field(default_factory=dict)
     lumbar: Dict[float, float] = field(default_factory=dict)
@@ -53,7 +54,13 @@ def draw(rates: Dict[str, float], rng: np.random.Generator) -> RibVariants:
     """The anomalies of one case; ``rates`` maps each of :data:`KINDS` to a probability per case.
 
     Five draws per kind whatever the rates: presence, bilateral or not, which side, two lengths.
+
+    Raises:
+        ValueError: a key of ``rates`` that is not one of :data:`KINDS`.
     """
+    unknown = sorted(set(rates) - set(KINDS))
+    if unknown:
+        raise ValueError(f"rib anomaly rates for unknown kinds {unknown}; known: {KINDS}")
     chosen = {}
     for kind in KINDS:
         present, both, which, *lengths = rng.random(5)
@@ -65,7 +72,10 @@ def draw(rates: Dict[str, float], rng: np.random.Generator) -> RibVariants:
 
 
 def shorten(points: Sequence[np.ndarray], length: float) -> List[np.ndarray]:
-    """The polyline ``points`` (world mm) cut to ``length`` mm along it from its first point."""
+    """The polyline ``points`` (world mm) cut to ``length`` mm (>= 0) along it from its first point; the
+    whole line where it is shorter."""
+    if length < 0:
+        raise ValueError(f"a rib cannot be cut to a negative length, got {length} mm")
     out = [np.asarray(points[0], float)]
     left = float(length)
     for a, b in zip(points, points[1:]):
@@ -80,11 +90,11 @@ def shorten(points: Sequence[np.ndarray], length: float) -> List[np.ndarray]:
 
 def _rib_from_tip(shape: VertebraShape, side: float, length: float, course: Sequence[Sequence[float]],
                   radius: float) -> Item:
-    """A rib leaving the tip of ``shape``'s transverse process on ``side``: ``course`` lists unit-free
-    directions in the vertebra's frame (x lateral, y posterior, z superior; x is multiplied by ``side``),
-    one per equal piece of ``length``."""
+    """A rib leaving the tip of ``shape``'s transverse process on ``side`` (``SIDES``), ``length`` mm long and
+    ``radius`` mm thick: ``course`` lists unit-free directions in the vertebra's frame (x lateral, y
+    posterior, z superior; x is multiplied by ``side``), one per equal piece of ``length``."""
     r = shape.level.rot
-    tip = next(t for t in shape.process_tips if np.sign(r[:, 0] @ (t - shape.level.origin)) == side)
+    tip = shape.process_tips[SIDES.index(side)]  # left then right, as built
     pts = [tip]
     for d in course:
         d = r @ (np.asarray(d, float) * [side, 1.0, 1.0])
