@@ -125,8 +125,7 @@ def rib_stubs(image_hu: np.ndarray, centers: Sequence[Tuple[float, float, float]
     pieces, _ = ndimage.label((image_hu > config.bone_hu) & window)
     heights = []
     for number, box in enumerate(ndimage.find_objects(pieces), start=1):
-        z, y, x = np.nonzero(pieces[box] == number)
-        z, y, x = z + box[0].start, y + box[1].start, x + box[2].start
+        z, y, x = box_voxels(pieces, number, box)
         side = np.abs(across[z, y, x])
         tall = (z.max() - z.min() + 1) * sz > config.max_height_mm
         large = z.size * sx * sy * sz > config.max_volume_mm3
@@ -148,7 +147,8 @@ def _end_of_run(ribbed: Sequence[int], config: RibConfig) -> Optional[int]:
         else:
             runs.append([index])
     if config.run_choice == "lowest":
-        runs = [run for run in runs if len(run) >= config.min_run][-1:]
+        long_enough = [run for run in runs if len(run) >= config.min_run]
+        return long_enough[-1][-1] if long_enough else None
     return max(runs, key=len)[-1] if runs else None
 
 
