@@ -7,7 +7,7 @@ from vertebra_traversal.cli.main import COMMANDS, build_parser, main
 def test_every_command_is_registered_with_help():
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command")
-    assert sorted(subparsers.choices) == sorted(COMMANDS)
+    assert sorted(subparsers.choices) == sorted(name.replace("_", "-") for name in COMMANDS)  # tune_labels: tune-labels
     for name, sub in subparsers.choices.items():
         assert sub.format_help().strip(), name
 

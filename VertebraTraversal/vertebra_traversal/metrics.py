@@ -274,6 +274,17 @@ def _overlap_counts(ref: np.ndarray, pred: np.ndarray, size: int) -> np.ndarray:
     return counts.reshape(size, size)
 
 
+def largest_overlap_matches(ref_labels: np.ndarray, pred_labels: np.ndarray) -> Dict[int, Tuple[int, int]]:
+    """Reference id -> (id of the predicted instance it overlaps most, voxels in common), for every reference
+    vertebra that overlaps one (paper §4.2's matching). Both maps (z, y, x) integer ids 0..255 of one shape."""
+    ref, pred = np.asarray(ref_labels), np.asarray(pred_labels)
+    _check_labels(ref, pred)
+    size = int(max(ref.max(initial=0), pred.max(initial=0))) + 1
+    counts = _overlap_counts(ref, pred, size)[:, 1:]
+    return {int(r): (int(np.argmax(counts[r])) + 1, int(counts[r].max()))
+            for r in range(1, size) if counts[r].max() > 0}
+
+
 def _check_labels(ref: np.ndarray, pred: np.ndarray) -> None:
     if ref.shape != pred.shape or ref.ndim != 3:
         raise ValueError(f"score_case: need two 3D label maps of equal shape, got {ref.shape} and {pred.shape}")

@@ -205,7 +205,8 @@ def label_model_grid(model_image: sitk.Image, result: TraversalResult, config: S
 
 def segment_image(image: sitk.Image, model: LoadedModel, config: SegmentConfig = SegmentConfig(),
                   on_event: Optional[EventCallback] = None,
-                  should_cancel: Optional[Callable[[], bool]] = None) -> SegmentationResult:
+                  should_cancel: Optional[Callable[[], bool]] = None,
+                  predictor_hook: Optional[Callable[[Predictor], Predictor]] = None) -> SegmentationResult:
     """Segment and label the vertebrae of ``image`` (float32 HU for CT, any unit for MR).
 
     Args:
@@ -213,6 +214,8 @@ def segment_image(image: sitk.Image, model: LoadedModel, config: SegmentConfig =
         model: a loaded checkpoint (:func:`vertebra_traversal.checkpoint.load_model`).
         on_event: receives ``patch`` and ``vertebra`` events (docs/ARCHITECTURE.md), LPS mm.
         should_cancel: polled between traversal steps.
+        predictor_hook: wraps the predictor of each traversal (e.g. to record its patches,
+            :mod:`vertebra_traversal.training.label_tuning`); None: the model's predictor as it is.
 
     With ``config.start_use_for(model.metadata) == "fallback"`` the traversal runs with the main network
     alone and, when that stalls (:func:`~.fallback.stalled`: no vertebra, or vertebrae bunched in a small
@@ -223,7 +226,9 @@ def segment_image(image: sitk.Image, model: LoadedModel, config: SegmentConfig =
     counts the passes and seconds of both.
     """
     def traverse_with(module: Any, events: Optional[EventCallback]) -> SegmentationResult:
-        predictor = TorchPredictor(replace(model, module=module), batch_size=config.batch_size)
+        predictor: Predictor = TorchPredictor(replace(model, module=module), batch_size=config.batch_size)
+        if predictor_hook is not None:
+            predictor = predictor_hook(predictor)
         return segment_with_predictor(image, predictor, model.metadata, config, events, should_cancel)
 
     use = config.start_use_for(model.metadata)

@@ -1,4 +1,5 @@
-"""Entry point ``vertebra-traversal``: one subcommand per module of this package.
+"""Entry point ``vertebra-traversal``: one subcommand per module of this package (``tune_labels.py``:
+``tune-labels``).
 
 Each subcommand module exposes ``register(subparsers)``, which adds its parser and sets
 ``func=run`` with ``run(args) -> int``. Bad input (:class:`~vertebra_traversal.imageio.InputError`)
@@ -15,7 +16,7 @@ from typing import List, Optional
 from .. import __version__
 from ..imageio import InputError
 
-COMMANDS = ("phantom", "evaluate", "segment", "train", "calibrate", "combine", "export", "demo")
+COMMANDS = ("phantom", "evaluate", "segment", "train", "tune_labels", "calibrate", "combine", "export", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

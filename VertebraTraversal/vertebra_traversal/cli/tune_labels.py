@@ -1,0 +1,96 @@
+"""``vertebra-traversal tune-labels --model MODEL --data DIR... --validation DIR... --out NEW.pt``.
+
+Trains the model's label path where the traversal reads its labels (:mod:`vertebra_traversal.training.
+label_tuning`): the model segments every ``--data`` and ``--validation`` case with its own settings, the
+patch each vertebra's label was read from (and up to ``--approach`` steps before it) is paired with the
+reference vertebra that vertebra is matched to, and the label path alone is trained on them for
+``--epochs`` passes. The epoch that identifies the most completely visible vertebrae of the
+``--validation`` cases is written; where none identifies more than the model as it is, nothing is
+written (exit 1). Masks and completeness stay as they are. A fitted label confidence is dropped (it
+described the old label values): fit one again with ``calibrate --confidence``.
+
+    vertebra-traversal tune-labels --model ct --data ct-train/ --validation ct-aside/ --out ct-tuned.pt
+
+Use training cases for both, never the cases you judge the new model on. Prints a JSON summary.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+import torch
+
+from ..checkpoint import load_model, save_torchscript
+from ..imageio import InputError
+from ..models import resolve_model
+from ..segment_config import SegmentConfig
+from ..start_network import named_networks, with_networks
+from ..training.data import check_disjoint, describe_case, find_cases
+from ..training.label_tuning import LabelTuning, capture_cases, main_network, tune_label_path
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("tune-labels", help="train the label path on the traversal's own patches",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="'ct' or 'mr' (bundled) or a checkpoint path")
+    parser.add_argument("--data", required=True, nargs="+", type=Path, metavar="DIR", help="training cases")
+    parser.add_argument("--validation", required=True, nargs="+", type=Path, metavar="DIR",
+                        help="other training cases, kept aside to choose the epoch")
+    parser.add_argument("--out", required=True, type=Path, help="the model file to write (new)")
+    defaults = LabelTuning()
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"default {defaults.epochs}")
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
+                        help=f"Adam learning rate (default {defaults.learning_rate:g})")
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
+                        help=f"Adam weight decay (default {defaults.weight_decay:g})")
+    parser.add_argument("--approach", type=int, default=defaults.approach,
+                        help=f"steps before the label patch kept per vertebra (default {defaults.approach})")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the order of the patches")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes that segment the cases, one torch thread each (default 0: this one)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads of this process (default: torch's choice)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        tuning = LabelTuning(epochs=args.epochs, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+                             approach=args.approach, seed=args.seed)
+    except ValueError as exc:  # "learning_rate must be ..." -> "--learning-rate must be ..."
+        raise InputError("--" + str(exc).replace("_", "-", 1)) from None
+    if args.out.exists():
+        raise InputError(f"{args.out}: already exists; choose a new file for the tuned model")
+    path = resolve_model(args.model)
+    model = load_model(path, device="cpu")
+    training = find_cases(args.data, model.metadata.modality.lower())
+    aside = find_cases(args.validation, model.metadata.modality.lower())
+    check_disjoint([describe_case(c) for c in training], [describe_case(c) for c in aside])
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train_scans = capture_cases(training, path, tuning.approach, args.workers, logger.info)
+    aside_scans = capture_cases(aside, path, tuning.approach, args.workers, logger.info)
+    net = main_network(model)
+    labeling = SegmentConfig().labeling_for(model.metadata)
+    try:
+        best, history = tune_label_path(net, train_scans, aside_scans, labeling, tuning, logger.info)
+    except ValueError as exc:
+        raise InputError(f"{', '.join(map(str, args.data))}: {exc}") from None
+    summary = {"model": None, "best_epoch": best, "history": history}
+    if best is None:
+        sys.stderr.write(f"vertebra-traversal tune-labels: no epoch identified more than {path} as it is "
+                         f"({history[0]['identified']} of {history[0]['counted']}); nothing written\n")
+        sys.stdout.write(json.dumps(summary) + "\n")
+        return 1
+    record = {"init": str(path), "tuning": vars(tuning), "best_epoch": best, "history": history,
+              "data": [c.case_id for c in training], "validation": [c.case_id for c in aside]}
+    children = named_networks(model)
+    module = with_networks(net, children.get("start"), children.get("rescue"))
+    meta = replace(model.metadata, label_confidence={}, training=dict(model.metadata.training, label_tuning=record))
+    summary["model"] = str(save_torchscript(module, meta, args.out))
+    sys.stdout.write(json.dumps(summary) + "\n")
+    return 0
