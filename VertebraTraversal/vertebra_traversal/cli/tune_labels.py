@@ -88,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     record = {"init": str(path), "tuning": vars(tuning), "best_epoch": best, "history": history,
               "data": [c.case_id for c in training], "validation": [c.case_id for c in aside]}
+    if model.metadata.label_confidence:
+        logger.warning("%s: its fitted label confidence describes the old label values and is dropped; fit one "
+                       "for the new model with calibrate --confidence", path)
     children = named_networks(model)
     module = with_networks(net, children.get("start"), children.get("rescue"))
     meta = replace(model.metadata, label_confidence={}, training=dict(model.metadata.training, label_tuning=record))
