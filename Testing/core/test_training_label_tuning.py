@@ -1,6 +1,8 @@
 """The label path trained on the traversal's own patches (``training/label_tuning.py``)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -10,12 +12,14 @@ from model_factory import TINY
 from oracle import box_spine, oracle_for
 from vertebra_traversal import anatomy
 from vertebra_traversal.checkpoint import ModelMetadata
+from vertebra_traversal.label_calibration import TABLE_VALUES, LabelCalibration, gaussian_reading
 from vertebra_traversal.labeling import LabelingConfig
 from vertebra_traversal.metrics import largest_overlap_matches
 from vertebra_traversal.network import IterativeFCN
 from vertebra_traversal.pipeline import segment_with_predictor
 from vertebra_traversal.training.label_tuning import (CapturedScan, LabelTuning, RecordingPredictor, bottleneck,
-                                                      identified, label_patches, tune_label_path, vertebra_targets)
+                                                      identified, label_patches, tune_label_path, tuned_metadata,
+                                                      vertebra_targets)
 
 SPACING = 4.0
 IDS_BOTTOM_UP = [anatomy.label_of(n) for n in ("L3", "L2", "L1", "T12", "T11", "T10")]
@@ -124,3 +128,20 @@ def test_tuning_refuses_bad_settings_and_scans_without_patches():
                          np.zeros(0, bool))
     with pytest.raises(ValueError, match="nothing to train on"):
         tune_label_path(net, [empty], [], LabelingConfig())
+
+
+def test_the_tuned_model_keeps_a_gaussian_reading_and_drops_a_fitted_table_and_confidence(tmp_path):
+    confidence = {"intercept": 0.0, "likelihood_weight": 1.0, "steps_weight": -1.0, "steps_cap": 15,
+                  "vertebrae": 10, "cases": 2, "right": 0.5}
+    gaussian = ModelMetadata.reading_record(gaussian_reading(1.25), {"max_gaps": 2, "gap_penalty": 0.1})
+    fitted = ModelMetadata.reading_record(
+        LabelCalibration(tuple(v + 1.0 for v in TABLE_VALUES), (2.0,) * len(TABLE_VALUES), vertebrae=9, cases=3))
+    base = ModelMetadata(modality="CT", target="vertebra", spacing_mm=(2.5,) * 3, patch_size=(48,) * 3,
+                         normalization={"kind": "ct", "clip": [-1000, 2000], "scale": 0.001, "offset": 0.0},
+                         label_confidence=confidence)
+    kept, note = tuned_metadata(tmp_path / "init.pt", replace(base, label_calibration=gaussian))
+    assert note == "kept" and kept.label_calibration == gaussian and kept.label_confidence == {}
+    assert kept.calibration() == gaussian_reading(1.25) and kept.label_sequence()["max_gaps"] == 2
+    dropped, note = tuned_metadata(tmp_path / "init.pt", replace(base, label_calibration=fitted))
+    assert note == "dropped" and dropped.label_calibration == {} and dropped.calibration() is None
+    assert tuned_metadata(tmp_path / "init.pt", base)[1] == "none"

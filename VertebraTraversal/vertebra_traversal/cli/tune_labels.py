@@ -6,8 +6,9 @@ patch each vertebra's label was read from (and up to ``--approach`` steps before
 reference vertebra that vertebra is matched to, and the label path alone is trained on them for
 ``--epochs`` passes. The epoch that identifies the most completely visible vertebrae of the
 ``--validation`` cases is written; where none identifies more than the model as it is, nothing is
-written (exit 1). Masks and completeness stay as they are. A fitted label confidence is dropped (it
-described the old label values): fit one again with ``calibrate --confidence``.
+written (exit 1). Masks and completeness stay as they are. As after ``train --init``, a label reading
+fitted to the old label values (``calibrate`` with ``--pred``) and a fitted label confidence are dropped
+with a warning (a Gaussian reading stays): fit them again with ``calibrate``.
 
     vertebra-traversal tune-labels --model ct --data ct-train/ --validation ct-aside/ --out ct-tuned.pt
 
@@ -29,7 +30,7 @@ from ..models import resolve_model
 from ..segment_config import SegmentConfig
 from ..start_network import named_networks, with_networks
 from ..training.data import check_disjoint, describe_case, find_cases
-from ..training.label_tuning import LabelTuning, capture_cases, main_network, tune_label_path
+from ..training.label_tuning import LabelTuning, capture_cases, main_network, tune_label_path, tuned_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +73,13 @@ def run(args: argparse.Namespace) -> int:
     check_disjoint([describe_case(c) for c in training], [describe_case(c) for c in aside])
     if args.threads:
         torch.set_num_threads(args.threads)
+    meta, reading = tuned_metadata(path, model.metadata)  # the label reading the tuned model keeps
     train_scans = capture_cases(training, path, tuning.approach, args.workers, logger.info)
     aside_scans = capture_cases(aside, path, tuning.approach, args.workers, logger.info)
     net = main_network(model)
-    labeling = SegmentConfig().labeling_for(model.metadata)
     try:
-        best, history = tune_label_path(net, train_scans, aside_scans, labeling, tuning, logger.info)
+        best, history = tune_label_path(net, train_scans, aside_scans, SegmentConfig().labeling_for(meta), tuning,
+                                        logger.info)
     except ValueError as exc:
         raise InputError(f"{', '.join(map(str, args.data))}: {exc}") from None
     summary = {"model": None, "best_epoch": best, "history": history}
@@ -86,14 +88,11 @@ def run(args: argparse.Namespace) -> int:
                          f"({history[0]['identified']} of {history[0]['counted']}); nothing written\n")
         sys.stdout.write(json.dumps(summary) + "\n")
         return 1
-    record = {"init": str(path), "tuning": vars(tuning), "best_epoch": best, "history": history,
-              "data": [c.case_id for c in training], "validation": [c.case_id for c in aside]}
-    if model.metadata.label_confidence:
-        logger.warning("%s: its fitted label confidence describes the old label values and is dropped; fit one "
-                       "for the new model with calibrate --confidence", path)
+    record = {"init": str(path), "init_label_reading": reading, "tuning": vars(tuning), "best_epoch": best,
+              "history": history, "data": [c.case_id for c in training], "validation": [c.case_id for c in aside]}
     children = named_networks(model)
     module = with_networks(net, children.get("start"), children.get("rescue"))
-    meta = replace(model.metadata, label_confidence={}, training=dict(model.metadata.training, label_tuning=record))
+    meta = replace(meta, training=dict(meta.training, label_tuning=record))
     summary["model"] = str(save_torchscript(module, meta, args.out))
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0

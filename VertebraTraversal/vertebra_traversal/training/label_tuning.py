@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import anatomy
-from ..checkpoint import LoadedModel, load_model
+from ..checkpoint import LoadedModel, ModelMetadata, load_model
 from ..dataset import read_case_info
 from ..imageio import read_image, read_label_map
 from ..labeling import LabelingConfig, refine_labels
@@ -37,6 +37,7 @@ from ..predictor import PatchPrediction, Predictor
 from ..segment_config import SegmentConfig
 from ..start_network import named_networks
 from .data import TrainingCase
+from .trainer import inherited_reading
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,15 @@ class CapturedScan:
     order: np.ndarray
     reference: np.ndarray
     counted: np.ndarray
+
+
+def tuned_metadata(init: Path, metadata: ModelMetadata) -> Tuple[ModelMetadata, str]:
+    """The metadata of a model whose label path was tuned from ``init`` (its ``metadata``), and what became of
+    its label reading (``"none"``, ``"kept"`` or ``"dropped"``): as a fine-tune does
+    (:func:`~vertebra_traversal.training.trainer.inherited_reading`), a Gaussian reading of the paper's
+    values stays and a table fitted to the old label values goes; a fitted label confidence goes too."""
+    reading, note = inherited_reading(init, metadata)
+    return replace(metadata, label_calibration=reading, label_confidence={}), note
 
 
 def main_network(model: LoadedModel) -> IterativeFCN:
