@@ -206,7 +206,7 @@ def capture_scan(image: sitk.Image, reference: sitk.Image, model: LoadedModel, n
     result = segment_image(image, model, SegmentConfig(), predictor_hook=record)
     patches = label_patches(result, recorders, sitk.GetArrayFromImage(reference), complete, approach)
     x = np.stack([np.stack([p.image, p.memory]) for p in patches]).astype(np.float32) if patches else None
-    with torch.inference_mode():
+    with torch.no_grad():  # plain tensors (not inference ones): training reads them
         features = (torch.cat([bottleneck(net, torch.from_numpy(x[i:i + 16])) for i in range(0, len(x), 16)])
                     if x is not None else None)
     return CapturedScan(case_id, features,
