@@ -10,16 +10,21 @@ import torch
 
 from model_factory import TINY
 from oracle import box_spine, oracle_for
+from test_start_network_fallback import NECK_SEED
 from vertebra_traversal import anatomy
 from vertebra_traversal.checkpoint import ModelMetadata
 from vertebra_traversal.label_calibration import TABLE_VALUES, LabelCalibration, gaussian_reading
 from vertebra_traversal.labeling import LabelingConfig
 from vertebra_traversal.metrics import largest_overlap_matches
 from vertebra_traversal.network import IterativeFCN
-from vertebra_traversal.pipeline import segment_with_predictor
+from vertebra_traversal.checkpoint import load_model
+from vertebra_traversal.models import resolve_model
+from vertebra_traversal.phantom import generate_case
+from vertebra_traversal.phantom.sample import SAMPLE_CONFIG
+from vertebra_traversal.pipeline import segment_image, segment_with_predictor
 from vertebra_traversal.training.label_tuning import (CapturedScan, LabelTuning, RecordingPredictor, bottleneck,
-                                                      identified, label_patches, tune_label_path, tuned_metadata,
-                                                      vertebra_targets)
+                                                      capture_scan, identified, label_patches, main_network,
+                                                      tune_label_path, tuned_metadata, vertebra_targets)
 
 SPACING = 4.0
 IDS_BOTTOM_UP = [anatomy.label_of(n) for n in ("L3", "L2", "L1", "T12", "T11", "T10")]
@@ -145,3 +150,25 @@ def test_the_tuned_model_keeps_a_gaussian_reading_and_drops_a_fitted_table_and_c
     dropped, note = tuned_metadata(tmp_path / "init.pt", replace(base, label_calibration=fitted))
     assert note == "dropped" and dropped.label_calibration == {} and dropped.calibration() is None
     assert tuned_metadata(tmp_path / "init.pt", base)[1] == "none"
+
+
+def test_the_bundled_model_gives_back_each_label_value_from_the_patch_recorded_for_it():
+    """In this neck scan the bundled CT model's second traversal (its fallback) gives the result: the patches
+    recorded for each vertebra come from that run, and the label path reads the run's values from them."""
+    case = generate_case(NECK_SEED, replace(SAMPLE_CONFIG, fov="neck"))
+    model = load_model(resolve_model("ct"), device="cpu")
+    net = main_network(model)
+    scan = capture_scan(case.image, case.labels, model, net, approach=2, case_id="neck")
+    result = segment_image(case.image, model)
+    assert result.start_network_used and len(result.vertebrae) >= 6
+    targets = vertebra_targets(sitk.GetArrayFromImage(case.labels), sitk.GetArrayFromImage(result.labels))
+    paired = [v for v in result.vertebrae if v.label in targets]
+    final = scan.final
+    assert list(scan.order[final]) == [v.order for v in paired]
+    assert list(scan.reference[final]) == [targets[v.label][0] for v in paired]
+    with torch.no_grad():
+        values = torch.relu(net.label_path(scan.features[final])).numpy()
+    np.testing.assert_allclose(values, [v.label_value for v in paired], atol=1e-3)
+    expected = [anatomy.vertebra(r).regression_value for r in scan.reference]
+    np.testing.assert_array_equal(scan.targets.numpy(), np.array(expected, np.float32))
+    assert final.sum() < len(final) <= 3 * final.sum()  # steps before the final patch: at most two each
