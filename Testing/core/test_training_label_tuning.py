@@ -40,6 +40,8 @@ def test_each_reference_vertebra_is_matched_to_the_instance_it_overlaps_most():
     assert largest_overlap_matches(ref, _line((1, 5), (2, 2), (0, 3))) == {20: (1, 4), 21: (2, 2)}
     assert largest_overlap_matches(ref, _line((1, 5), (0, 5))) == {20: (1, 4), 21: (1, 1)}
     assert largest_overlap_matches(ref, np.zeros_like(ref)) == {}
+    with pytest.raises(ValueError, match="largest_overlap_matches: need two 3D label maps of equal shape"):
+        largest_overlap_matches(ref, ref[:, :, :5])
 
 
 def test_an_output_vertebra_is_paired_with_the_reference_it_matches_else_the_one_it_overlaps_most():

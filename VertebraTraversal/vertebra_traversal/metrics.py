@@ -278,21 +278,21 @@ def largest_overlap_matches(ref_labels: np.ndarray, pred_labels: np.ndarray) -> 
     """Reference id -> (id of the predicted instance it overlaps most, voxels in common), for every reference
     vertebra that overlaps one (paper §4.2's matching). Both maps (z, y, x) integer ids 0..255 of one shape."""
     ref, pred = np.asarray(ref_labels), np.asarray(pred_labels)
-    _check_labels(ref, pred)
+    _check_labels(ref, pred, "largest_overlap_matches")
     size = int(max(ref.max(initial=0), pred.max(initial=0))) + 1
     counts = _overlap_counts(ref, pred, size)[:, 1:]
     return {int(r): (int(np.argmax(counts[r])) + 1, int(counts[r].max()))
             for r in range(1, size) if counts[r].max() > 0}
 
 
-def _check_labels(ref: np.ndarray, pred: np.ndarray) -> None:
+def _check_labels(ref: np.ndarray, pred: np.ndarray, caller: str = "score_case") -> None:
     if ref.shape != pred.shape or ref.ndim != 3:
-        raise ValueError(f"score_case: need two 3D label maps of equal shape, got {ref.shape} and {pred.shape}")
+        raise ValueError(f"{caller}: need two 3D label maps of equal shape, got {ref.shape} and {pred.shape}")
     for name, array in (("reference", ref), ("prediction", pred)):
         if not np.issubdtype(array.dtype, np.integer):
-            raise ValueError(f"score_case: {name} label map must be integer, got {array.dtype}")
+            raise ValueError(f"{caller}: {name} label map must be integer, got {array.dtype}")
         if array.size and (int(array.min()) < 0 or int(array.max()) > 255):
-            raise ValueError(f"score_case: {name} label ids must lie in 0..255")
+            raise ValueError(f"{caller}: {name} label ids must lie in 0..255")
 
 
 def _union_box(a: Tuple[slice, ...], b: Tuple[slice, ...], shape: Tuple[int, ...]) -> Tuple[slice, ...]:
