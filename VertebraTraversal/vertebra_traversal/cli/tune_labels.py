@@ -22,6 +22,7 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
+
 import torch
 
 from ..checkpoint import load_model, save_torchscript
