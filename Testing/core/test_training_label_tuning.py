@@ -22,9 +22,9 @@ from vertebra_traversal.models import resolve_model
 from vertebra_traversal.phantom import generate_case
 from vertebra_traversal.phantom.sample import SAMPLE_CONFIG
 from vertebra_traversal.pipeline import segment_image, segment_with_predictor
-from vertebra_traversal.training.label_tuning import (CapturedScan, LabelTuning, RecordingPredictor, bottleneck,
-                                                      capture_scan, identified, label_patches, main_network,
-                                                      tune_label_path, tuned_metadata, vertebra_targets)
+from vertebra_traversal.training.label_tuning import (CapturedScan, LabelTuning, RecordingPredictor, capture_scan,
+                                                      identified, label_patches, main_network, tune_label_path,
+                                                      tuned_metadata, vertebra_targets)
 
 SPACING = 4.0
 IDS_BOTTOM_UP = [anatomy.label_of(n) for n in ("L3", "L2", "L1", "T12", "T11", "T10")]
@@ -86,7 +86,7 @@ def test_the_patch_a_label_was_read_from_shows_the_vertebra_with_those_below_it_
 def _chains(net, starts, length=5, seed=0):
     """Scans whose bottleneck features carry each vertebra's level (channel 0 = level / 24), top first."""
     rng = np.random.default_rng(seed)
-    shape = bottleneck(net, torch.zeros(1, 2, *TINY.patch_size)).shape[1:]
+    shape = net.encode(torch.zeros(1, 2, *TINY.patch_size))[-1].shape[1:]
     scans = []
     for n, start in enumerate(starts):
         chain = [v for v in anatomy.STANDARD if v.rank >= start][:length]

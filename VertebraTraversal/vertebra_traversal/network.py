@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -167,16 +167,23 @@ class IterativeFCN(nn.Module):
         with torch.no_grad():  # start the label in the ReLU's active range, else it may never learn
             self.label_path.dense.bias.fill_(LABEL_BIAS_INIT)
 
-    @torch.jit.export
-    def forward_logits(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """x (B, 2, D, H, W) -> (seg_logits (B, 1, D, H, W), label (B,) after ReLU, complete_logit (B,))."""
-        skips = []
+    def encode(self, x: Tensor) -> List[Tensor]:
+        """The compression path (paper Fig. 1) on x (B, 2, D, H, W): each level's features, finest first; the
+        last is the bottleneck, which the label and completeness paths read."""
+        skips: List[Tensor] = []
         for i, encoder in enumerate(self.encoders):
             if i > 0:
                 x = F.max_pool3d(x, 2)
             x = encoder(x)
             skips.append(x)
-        bottleneck = x
+        return skips
+
+    @torch.jit.export
+    def forward_logits(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """x (B, 2, D, H, W) -> (seg_logits (B, 1, D, H, W), label (B,) after ReLU, complete_logit (B,))."""
+        skips = self.encode(x)
+        bottleneck = skips[-1]
+        x = bottleneck
         for i, decoder in enumerate(self.decoders):
             skip = skips[len(skips) - 2 - i]
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")

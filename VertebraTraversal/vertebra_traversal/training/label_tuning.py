@@ -23,7 +23,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 import torch
-import torch.nn.functional as F
 
 from .. import anatomy
 from ..checkpoint import LoadedModel, ModelMetadata, load_model
@@ -116,13 +115,6 @@ def main_network(model: LoadedModel) -> IterativeFCN:
     return net.eval()
 
 
-def bottleneck(net: IterativeFCN, x: torch.Tensor) -> torch.Tensor:
-    """The compression path of ``net`` (paper Fig. 1) on x (B, 2, D, H, W): the label path's input."""
-    for i, encoder in enumerate(net.encoders):
-        x = encoder(F.max_pool3d(x, 2) if i > 0 else x)
-    return x
-
-
 def vertebra_targets(reference: np.ndarray, output: np.ndarray) -> Dict[int, Tuple[int, bool]]:
     """For each output label id: (reference id it is the largest-overlap match of, True), the one of most
     overlap where it matches several; else (reference id it overlaps most, False); absent without overlap.
@@ -195,8 +187,8 @@ def label_patches(result: SegmentationResult, recorders: Sequence[RecordingPredi
 def capture_scan(image: sitk.Image, reference: sitk.Image, model: LoadedModel, net: IterativeFCN,
                  complete: Optional[Dict[int, bool]] = None, approach: int = 2, case_id: str = "") -> CapturedScan:
     """Segment ``image`` with ``model`` (its own settings), record its :func:`label_patches` and pass them
-    through ``net`` (:func:`main_network` of ``model``) to the bottleneck. ``reference``: VerSe-id map on
-    the grid of ``image``; ``complete`` as for :func:`label_patches`."""
+    through ``net`` (:func:`main_network` of ``model``) to the bottleneck (``IterativeFCN.encode``).
+    ``reference``: VerSe-id map on the grid of ``image``; ``complete`` as for :func:`label_patches`."""
     recorders: List[RecordingPredictor] = []
 
     def record(predictor: Predictor) -> Predictor:
@@ -207,7 +199,7 @@ def capture_scan(image: sitk.Image, reference: sitk.Image, model: LoadedModel, n
     patches = label_patches(result, recorders, sitk.GetArrayFromImage(reference), complete, approach)
     x = np.stack([np.stack([p.image, p.memory]) for p in patches]).astype(np.float32) if patches else None
     with torch.no_grad():  # plain tensors (not inference ones): training reads them
-        features = (torch.cat([bottleneck(net, torch.from_numpy(x[i:i + 16])) for i in range(0, len(x), 16)])
+        features = (torch.cat([net.encode(torch.from_numpy(x[i:i + 16]))[-1] for i in range(0, len(x), 16)])
                     if x is not None else None)
     return CapturedScan(case_id, features,
                         torch.tensor([anatomy.vertebra(p.reference).regression_value for p in patches],
@@ -220,16 +212,16 @@ _LOADED: Dict[Path, Tuple[LoadedModel, IterativeFCN]] = {}
 
 
 def capture_case(case: TrainingCase, model_path: Path, approach: int = 2) -> CapturedScan:
-    """:func:`capture_scan` of one case's files, its completeness from the sidecar where there is one (else
-    every reference vertebra counts as complete). The model is loaded once per process."""
+    """:func:`capture_scan` of one case's files, its completeness as ``evaluate`` reads it
+    (:func:`~vertebra_traversal.dataset.read_case_info`: the sidecar, or every labelled vertebra complete where
+    there is none). The model is loaded once per process."""
     if model_path not in _LOADED:
         model = load_model(model_path, device="cpu")
         _LOADED[model_path] = (model, main_network(model))
     model, net = _LOADED[model_path]
     image = read_image(case.image)
     reference = read_label_map(case.labels, reference=image)
-    sidecar = read_case_info(case.files) if case.files.sidecar.exists() else None
-    complete = {v.label: v.complete for v in sidecar.vertebrae} if sidecar is not None else None
+    complete = {v.label: v.complete for v in read_case_info(case.files, labels=reference).vertebrae}
     return capture_scan(image, reference, model, net, complete, approach, case.case_id)
 
 
