@@ -1,6 +1,7 @@
 """The label path trained on the traversal's own patches (``training/label_tuning.py``)."""
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -126,8 +127,24 @@ def test_no_better_epoch_leaves_the_label_path_as_it_was():
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
 
 
+def test_a_cosine_schedule_lowers_the_rate_batch_by_batch_to_nearly_zero_and_a_constant_one_keeps_it():
+    net = IterativeFCN(TINY).eval()
+    train, select = _chains(net, range(1, 10)), _chains(net, [3], seed=1)  # 45 patches: 6 batches of 8
+    rates = {}
+    for schedule in ("constant", "cosine"):
+        tuning = LabelTuning(epochs=4, learning_rate=1e-2, batch_size=8, learning_rate_schedule=schedule)
+        history = tune_label_path(net, train, select, LabelingConfig(), tuning)[1]
+        rates[schedule] = [h["learning_rate"] for h in history[1:]]
+    assert rates["constant"] == [1e-2] * 4
+    steps = 4 * 6  # the rate of each epoch's last batch, steps 5, 11, 17 and 23 of 24
+    expected = [1e-2 * 0.5 * (1 + math.cos(math.pi * s / steps)) for s in (5, 11, 17, 23)]
+    assert rates["cosine"] == pytest.approx(expected)
+    assert rates["cosine"][-1] == pytest.approx(1e-2 * (1 - math.cos(math.pi / steps)) / 2)
+
+
 def test_tuning_refuses_bad_settings_and_scans_without_patches():
-    for bad in ({"epochs": 0}, {"batch_size": 0}, {"approach": -1}, {"learning_rate": 0.0}):
+    for bad in ({"epochs": 0}, {"batch_size": 0}, {"approach": -1}, {"learning_rate": 0.0},
+                {"learning_rate_schedule": "step"}):
         with pytest.raises(ValueError):
             LabelTuning(**bad)
     net = IterativeFCN(TINY).eval()

@@ -30,6 +30,7 @@ from ..imageio import InputError
 from ..models import resolve_model
 from ..segment_config import SegmentConfig
 from ..start_network import named_networks, with_networks
+from ..training.config import LR_SCHEDULES
 from ..training.data import check_disjoint, describe_case, find_cases
 from ..training.label_tuning import LabelTuning, capture_cases, main_network, tune_label_path, tuned_metadata
 
@@ -48,6 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"default {defaults.epochs}")
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
                         help=f"Adam learning rate (default {defaults.learning_rate:g})")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=defaults.learning_rate_schedule,
+                        dest="learning_rate_schedule",
+                        help="constant (default) or cosine: the rate falls from --learning-rate to 0 along half "
+                             "a cosine over all epochs, so the last epochs move the label path little")
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
                         help=f"Adam weight decay (default {defaults.weight_decay:g})")
     parser.add_argument("--approach", type=int, default=defaults.approach,
@@ -62,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         tuning = LabelTuning(epochs=args.epochs, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
-                             approach=args.approach, seed=args.seed)
+                             learning_rate_schedule=args.learning_rate_schedule, approach=args.approach, seed=args.seed)
     except ValueError as exc:  # "learning_rate must be ..." -> "--learning-rate must be ..."
         raise InputError("--" + str(exc).replace("_", "-", 1)) from None
     if args.out.exists():

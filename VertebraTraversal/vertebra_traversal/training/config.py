@@ -33,6 +33,18 @@ LATER_FIELDS = {"centred_fraction": 0.0, "trained_part": "all", "start_fraction"
 TRAINED_PARTS = ("all", "label-path")
 #: How the learning rate moves over a run: the paper's constant rate, or a cosine decay to 0 (beyond the paper).
 LR_SCHEDULES = ("constant", "cosine")
+
+
+def scheduled_learning_rate(rate: float, schedule: str, step: int, steps: int) -> float:
+    """The learning rate of the 0-based ``step`` of ``steps``: ``rate`` throughout (``constant``), or
+    (``cosine``) ``rate`` at step 0 falling along half a cosine to ``rate · (1 − cos(π / steps)) / 2`` at
+    the last step."""
+    if schedule == "constant":
+        return float(rate)
+    fraction = min(max(step, 0), steps) / steps
+    return float(rate * 0.5 * (1.0 + math.cos(math.pi * fraction)))
+
+
 #: Fields that do not change the trained weights; a run may be resumed with other values.
 RUNTIME_FIELDS = ("workers", "validate_every", "checkpoint_every", "threads", "validation_patches",
                   "completeness_rule")
@@ -148,10 +160,7 @@ class TrainingConfig:
         step ``iterations / 2``, and ``learning_rate · (1 − cos(π / iterations)) / 2`` (nearly 0) at the
         last step, ``iterations − 1``.
         """
-        if self.learning_rate_schedule == "constant":
-            return float(self.learning_rate)
-        fraction = min(max(step, 0), self.iterations) / self.iterations
-        return float(self.learning_rate * 0.5 * (1.0 + math.cos(math.pi * fraction)))
+        return scheduled_learning_rate(self.learning_rate, self.learning_rate_schedule, step, self.iterations)
 
     def sampling(self) -> SamplingConfig:
         jitter = int(round(CENTRE_JITTER_MM / self.spacing_mm))

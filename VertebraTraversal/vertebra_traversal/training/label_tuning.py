@@ -35,6 +35,7 @@ from ..pipeline import SegmentationResult, segment_image
 from ..predictor import PatchPrediction, Predictor
 from ..segment_config import SegmentConfig
 from ..start_network import named_networks
+from .config import LR_SCHEDULES, scheduled_learning_rate
 from .data import TrainingCase
 from .trainer import inherited_reading
 
@@ -46,12 +47,14 @@ Progress = Callable[[str], None]
 @dataclass(frozen=True)
 class LabelTuning:
     """How the label path is trained on the traversal's patches: ``epochs`` passes over the training
-    patches in batches of ``batch_size`` (Adam, ``learning_rate``, ``weight_decay``), ``approach`` earlier
+    patches in batches of ``batch_size`` (Adam, ``learning_rate``, ``weight_decay``; the rate constant or
+    falling along half a cosine over all batches, ``learning_rate_schedule``), ``approach`` earlier
     single-patch steps kept per vertebra besides the patch its label was read from, ``seed`` for the order."""
 
     epochs: int = 20
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
+    learning_rate_schedule: str = "constant"
     batch_size: int = 32
     approach: int = 2
     seed: int = 0
@@ -64,6 +67,9 @@ class LabelTuning:
                                ("learning_rate", self.learning_rate > 0, "positive")):
             if not ok:
                 raise ValueError(f"{name} must be {need}, got {getattr(self, name)}")
+        if self.learning_rate_schedule not in LR_SCHEDULES:
+            raise ValueError(f"learning_rate_schedule must be one of {LR_SCHEDULES}, "
+                             f"got {self.learning_rate_schedule!r}")
 
 
 class RecordingPredictor:
@@ -268,7 +274,8 @@ def tune_label_path(net: IterativeFCN, train: Sequence[CapturedScan], select: Se
                     progress: Optional[Progress] = None) -> Tuple[Optional[int], List[Dict[str, Any]]]:
     """Train ``net.label_path`` in place on ``train`` (L1 on the regression value, §3.6), batch norm frozen;
     keep the epoch with the most identified complete vertebrae of ``select``, or the label path as it was
-    when no epoch identifies more. Returns (best epoch or None, one record per epoch)."""
+    when no epoch identifies more. Returns (best epoch or None, one record per epoch, with the learning
+    rate of its last batch)."""
     used = [s for s in train if s.features is not None]
     if not used:
         raise ValueError("no recorded patch overlaps a reference vertebra: nothing to train on")
@@ -279,10 +286,15 @@ def tune_label_path(net: IterativeFCN, train: Sequence[CapturedScan], select: Se
     optimizer = torch.optim.Adam(path.parameters(), lr=tuning.learning_rate, weight_decay=tuning.weight_decay)
     rng = np.random.default_rng(tuning.seed)
     history: List[Dict[str, Any]] = [{"epoch": 0, "loss": None, "identified": start[0], "counted": start[1]}]
+    batches = -(-len(targets) // tuning.batch_size)
     for epoch in range(1, tuning.epochs + 1):
         losses = []
         order = rng.permutation(len(targets))
-        for s in range(0, len(order), tuning.batch_size):
+        for b, s in enumerate(range(0, len(order), tuning.batch_size)):
+            rate = scheduled_learning_rate(tuning.learning_rate, tuning.learning_rate_schedule,
+                                           (epoch - 1) * batches + b, tuning.epochs * batches)
+            for group in optimizer.param_groups:
+                group["lr"] = rate
             batch = torch.from_numpy(order[s:s + tuning.batch_size])
             loss = torch.mean(torch.abs(torch.relu(path(features[batch])) - targets[batch]))
             optimizer.zero_grad()
@@ -290,7 +302,8 @@ def tune_label_path(net: IterativeFCN, train: Sequence[CapturedScan], select: Se
             optimizer.step()
             losses.append(loss.item())
         right, total = identified(path, select, labeling)
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "identified": right, "counted": total})
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "learning_rate": rate, "identified": right,
+                        "counted": total})
         if progress is not None:
             progress(f"epoch {epoch}/{tuning.epochs}: loss {np.mean(losses):.3f}, identified {right} of {total}")
         if right > best[0]:
