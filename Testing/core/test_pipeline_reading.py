@@ -108,11 +108,11 @@ def test_a_run_reads_the_models_bottom_anchor_unless_it_sets_its_own():
 
 
 def test_a_run_takes_the_models_fragment_pieces_unless_it_sets_its_own():
-    from vertebra_traversal.pipeline import _traversal_config
+    from vertebra_traversal.pipeline import traversal_config
     meta = replace(_meta(), fragment_pieces="largest")
-    assert _traversal_config(meta, SegmentConfig()).fragment_pieces == "largest"
-    assert _traversal_config(meta, SegmentConfig(fragment_pieces="all")).fragment_pieces == "all"
-    assert _traversal_config(_meta(), SegmentConfig()).fragment_pieces == "all"  # the paper's
+    assert traversal_config(meta, SegmentConfig()).fragment_pieces == "largest"
+    assert traversal_config(meta, SegmentConfig(fragment_pieces="all")).fragment_pieces == "all"
+    assert traversal_config(_meta(), SegmentConfig()).fragment_pieces == "all"  # the paper's
     assert SegmentConfig().selection_record(meta)["fragment_pieces"] == "largest"
     assert "fragment_pieces" not in SegmentConfig().selection_record(_meta())  # older reports stay readable
     assert not SegmentConfig(fragment_pieces="all").labels_as_model(meta)  # not the model's own instances

@@ -92,7 +92,10 @@ class SegmentationResult:
     rescue_network_used: bool = False
 
 
-def _traversal_config(meta: ModelMetadata, config: SegmentConfig) -> TraversalConfig:
+def traversal_config(meta: ModelMetadata, config: SegmentConfig) -> TraversalConfig:
+    """The traversal settings a model's runs use: its patch size, direction and smallest fragment (the
+    metadata's mm³ in model-grid voxels), the run's step limit, batch and fragment pieces, and the
+    padding value of the model's normalisation."""
     voxel_mm3 = float(np.prod(meta.spacing_mm))
     return TraversalConfig(
         patch_size=tuple(int(p) for p in meta.patch_size),
@@ -140,7 +143,7 @@ def run_traversal(image: sitk.Image, predictor: Predictor, meta: ModelMetadata,
     spec = NormalizationSpec.from_json(meta.normalization)
     array = normalize(sitk.GetArrayFromImage(model_image), spec)
     patch_mm = [round(float(p) * float(s), 2) for p, s in zip(reversed(meta.patch_size), meta.spacing_mm)]
-    result = traverse(array, predictor, _traversal_config(meta, config),
+    result = traverse(array, predictor, traversal_config(meta, config),
                       on_event=_event_adapter(model_image, patch_mm, on_event, config.labeling_for(meta),
                                               meta.direction),
                       should_cancel=should_cancel)

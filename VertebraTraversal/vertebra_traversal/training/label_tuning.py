@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import logging
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -37,6 +36,7 @@ from ..segment_config import SegmentConfig
 from ..start_network import named_networks
 from .config import LR_SCHEDULES, scheduled_learning_rate
 from .data import TrainingCase
+from .parallel import map_cases
 from .trainer import inherited_reading
 
 logger = logging.getLogger(__name__)
@@ -234,21 +234,11 @@ def capture_case(case: TrainingCase, model_path: Path, approach: int = 2) -> Cap
 def capture_cases(cases: Sequence[TrainingCase], model_path: Path, approach: int = 2, workers: int = 0,
                   progress: Optional[Progress] = None) -> List[CapturedScan]:
     """:func:`capture_case` of every case, in ``workers`` processes of one torch thread each (0: here)."""
-    def report(scans: List[CapturedScan]) -> List[CapturedScan]:
+    def report(done: int, total: int, case_id: str) -> None:
         if progress is not None:
-            progress(f"captured {scans[-1].case_id} ({len(scans)}/{len(cases)}): {len(scans[-1].targets)} patches")
-        return scans
+            progress(f"captured {case_id} ({done}/{total})")
 
-    scans: List[CapturedScan] = []
-    if workers <= 0:
-        for case in cases:
-            scans = report(scans + [capture_case(case, model_path, approach)])
-        return scans
-    with ProcessPoolExecutor(max_workers=min(workers, len(cases)), initializer=torch.set_num_threads,
-                             initargs=(1,)) as pool:
-        for scan in pool.map(capture_case, cases, [model_path] * len(cases), [approach] * len(cases)):
-            scans = report(scans + [scan])
-    return scans
+    return map_cases(capture_case, cases, model_path, approach, workers=workers, progress=report)
 
 
 def identified(path: torch.nn.Module, scans: Sequence[CapturedScan], labeling: LabelingConfig) -> Tuple[int, int]:

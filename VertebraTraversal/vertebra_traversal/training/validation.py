@@ -81,6 +81,22 @@ def json_ready(record: Dict[str, Any]) -> Dict[str, Any]:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
 
 
+def score_scan(loaded: Any, case: TrainingCase) -> Any:
+    """Segment ``case`` with ``loaded`` (a :class:`~vertebra_traversal.checkpoint.LoadedModel`, its own
+    settings) and score it as ``evaluate`` does (:func:`vertebra_traversal.metrics.score_case`, §4.2) with
+    the case's completeness flags (its sidecar, else every labelled vertebra complete)."""
+    from ..metrics import score_case
+    from ..pipeline import segment_image
+    image = imageio.read_image(case.image)
+    reference = imageio.read_label_map(case.labels, reference=image)
+    info = read_case_info(case.files, reference)
+    result = segment_image(image, loaded)
+    flags = {int(v.label): bool(v.complete) for v in info.vertebrae}
+    predicted = {int(v.label): bool(v.complete) for v in result.vertebrae}
+    return score_case(sitk.GetArrayFromImage(reference), sitk.GetArrayFromImage(result.labels),
+                      tuple(reversed(image.GetSpacing())), flags, predicted, case.case_id)
+
+
 def pipeline_metrics(model: nn.Module, metadata: Any, cases: Sequence[TrainingCase],
                      device: torch.device) -> Optional[Dict[str, float]]:
     """Segment each held-out case with the real pipeline and score it like ``evaluate`` (paper §4.2).
@@ -94,27 +110,16 @@ def pipeline_metrics(model: nn.Module, metadata: Any, cases: Sequence[TrainingCa
     try:
         from ..checkpoint import LoadedModel
         from ..evaluate import summarize
-        from ..metrics import score_case
-        from ..pipeline import segment_image
     except ImportError as exc:  # the engine is not complete in this checkout
         logger.info("whole-scan validation skipped: pipeline not available (%s)", exc)
         return None
     start = time.perf_counter()
     was_training = model.training
     model.eval()
-    scores = []
     try:
         loaded = LoadedModel(module=model, metadata=metadata, device=device, path=Path("<training>"))
-        for case in cases:
-            image = imageio.read_image(case.image)
-            reference = imageio.read_label_map(case.labels, reference=image)
-            info = read_case_info(case.files, reference)
-            with torch.no_grad():
-                result = segment_image(image, loaded)
-            flags = {int(v.label): bool(v.complete) for v in info.vertebrae}
-            predicted = {int(v.label): bool(v.complete) for v in result.vertebrae}
-            scores.append(score_case(sitk.GetArrayFromImage(reference), sitk.GetArrayFromImage(result.labels),
-                                     tuple(reversed(image.GetSpacing())), flags, predicted, case.case_id))
+        with torch.no_grad():
+            scores = [score_scan(loaded, case) for case in cases]
     finally:
         model.train(was_training)
     row = summarize(scores, "validation")

@@ -1,0 +1,184 @@
+"""The segmentation path trained on the traversal's own patches (``training/mask_tuning.py``)."""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from model_factory import TINY, tiny_model
+from test_training_fixtures import spine_arrays, to_images, write_spine_case
+from vertebra_traversal import anatomy
+from vertebra_traversal.checkpoint import load_model
+from vertebra_traversal.evaluate import GroupSummary
+from vertebra_traversal.geometry import to_model_grid
+from vertebra_traversal.models import resolve_model
+from vertebra_traversal.network import IterativeFCN
+from vertebra_traversal.normalization import NormalizationSpec, normalize, pad_value
+from vertebra_traversal.phantom import generate_case
+from vertebra_traversal.phantom.sample import SAMPLE_CONFIG, SAMPLE_SEED
+from vertebra_traversal.traversal import crop_patch
+from vertebra_traversal.training.data import describe_case, find_cases
+from vertebra_traversal.training.mask_tuning import (MaskPatches, MaskTuning, capture_patches, choose_checkpoint,
+                                                     expert_target, segmentation_parameters, tune_masks,
+                                                     tune_segmentation_path)
+from vertebra_traversal.training.parallel import map_cases
+
+L3, L2, L1 = (anatomy.label_of(n) for n in ("L3", "L2", "L1"))
+
+
+def _line(*runs):
+    """A (1, 1, N) label map from (id, length) runs."""
+    return np.concatenate([np.full(n, i, np.uint8) for i, n in runs]).reshape(1, 1, -1)
+
+
+def test_the_expert_names_the_first_vertebra_not_yet_segmented_minus_the_memory():
+    reference = _line((L2, 10), (0, 2), (L1, 10))
+    memory = np.zeros(reference.shape, bool)
+    memory[..., :3] = True  # 30 % of L2
+    up = expert_target(reference, memory, "up", done_share=0.2)
+    np.testing.assert_array_equal(up, reference == L1)  # L2 counts as segmented: the next one, whole
+    half = expert_target(reference, memory, "up", done_share=0.5)
+    np.testing.assert_array_equal(half, (reference == L2) & ~memory)  # L2 is not: its remnant
+    np.testing.assert_array_equal(expert_target(reference, memory, "down", 0.2), reference == L1)
+    memory[..., 12:] = True  # all of L1 as well
+    assert not expert_target(reference, memory, "up", 0.2).any()
+    assert not expert_target(np.zeros_like(reference), np.zeros(reference.shape, bool)).any()
+
+
+def test_settings_are_checked():
+    for bad in ({"iterations": 0}, {"batch_size": 0}, {"learning_rate": 0.0}, {"done_share": 0.0},
+                {"done_share": 1.5}, {"search_share": -0.1}, {"checkpoints": ()}, {"checkpoints": (0,)},
+                {"iterations": 10, "checkpoints": (5, 11)}, {"learning_rate_schedule": "step"}):
+        with pytest.raises(ValueError):
+            MaskTuning(**bad)
+    assert MaskTuning(iterations=10, checkpoints=(10, 5, 5)).checkpoints == (5, 10)
+
+
+def _check_capture(patches, image, reference, model, direction="up"):
+    """Each kept patch is the normalised model-grid image at its centre, and its target is the expert's."""
+    meta = model.metadata
+    spec = NormalizationSpec.from_json(meta.normalization)
+    array = normalize(sitk.GetArrayFromImage(to_model_grid(image, meta.spacing_mm, "linear")), spec)
+    labels = sitk.GetArrayFromImage(to_model_grid(reference, meta.spacing_mm, "nearest"))
+    for k, center in enumerate(patches.centers):
+        expected = crop_patch(array, center, meta.patch_size, pad_value(spec)).astype(np.float16)
+        np.testing.assert_array_equal(patches.images[k], expected)
+        ref = crop_patch(labels, center, meta.patch_size, 0).astype(np.uint8)
+        np.testing.assert_array_equal(patches.targets[k], expert_target(ref, patches.memories[k], direction))
+        assert not (patches.targets[k] & patches.memories[k]).any()
+
+
+def test_every_patch_of_the_tiny_models_traversal_is_kept_with_its_image_and_target(tmp_path):
+    model = load_model(tiny_model(tmp_path / "tiny.pt", spacing_mm=4.0), device="cpu")
+    image, reference = to_images(*spine_arrays([L3, L2, L1], shape=(48, 24, 24)))
+    everything = capture_patches(image, reference, model, MaskTuning(search_share=1.0), "case")
+    assert len(everything) > 0 and set(everything.phases) <= {"search", "converge"}
+    _check_capture(everything, image, reference, model)
+    climbs = capture_patches(image, reference, model, MaskTuning(search_share=0.0), "case")
+    assert climbs.phases == tuple(p for p in everything.phases if p == "converge")
+    kept = [k for k, p in enumerate(everything.phases) if p == "converge"]
+    np.testing.assert_array_equal(climbs.centers, everything.centers[kept])
+
+
+def test_the_bundled_models_climbs_are_kept_with_its_own_memory():
+    case = generate_case(SAMPLE_SEED, replace(SAMPLE_CONFIG, fov="lumbar"))
+    model = load_model(resolve_model("ct"), device="cpu")
+    patches = capture_patches(case.image, case.labels, model, MaskTuning(search_share=0.0), "lumbar")
+    assert len(patches) >= 5 and set(patches.phases) == {"converge"}
+    _check_capture(patches, case.image, case.labels, model)
+    assert patches.memories[-1].any()  # later climbs see the vertebrae already stored
+    assert sum(t.any() for t in patches.targets) >= len(patches) // 2
+
+
+def _scans(net, count=6, seed=0):
+    """Patches whose target is the bright cube of the image, a memory beside it."""
+    rng = np.random.default_rng(seed)
+    size = TINY.patch_size
+    images, memories, targets = [], [], []
+    for _ in range(count):
+        image = rng.normal(0, 0.1, size).astype(np.float32)
+        z = int(rng.integers(2, 8))
+        image[z:z + 6, 5:11, 5:11] += 1.0
+        memory = np.zeros(size, bool)
+        memory[:2] = True
+        images.append(image.astype(np.float16))
+        memories.append(memory)
+        targets.append((image > 0.5) & ~memory)
+    return [MaskPatches("s", np.array(images), np.array(memories), np.array(targets), np.zeros((count, 3), int),
+                        ("converge",) * count)]
+
+
+def test_tuning_trains_the_decoders_alone_and_fits_the_targets():
+    torch.manual_seed(0)
+    net = IterativeFCN(TINY).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    scans = _scans(net)
+    x = torch.from_numpy(np.stack([np.stack([scans[0].images[0].astype(np.float32),
+                                             scans[0].memories[0].astype(np.float32)])]))
+    with torch.no_grad():
+        label, complete = net(x)[1:]
+    seen = []
+    losses = tune_segmentation_path(net, scans, (4.0,) * 3, MaskTuning(iterations=60, checkpoints=(20, 60),
+                                                                    learning_rate=1e-2, batch_size=3),
+                                    on_checkpoint=seen.append)
+    assert seen == [20, 60] and len(losses) == 60
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    trained = {id(p) for p in segmentation_parameters(net)}
+    names = {n for n, p in net.named_parameters() if id(p) in trained}
+    changed = {k for k, v in net.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and changed <= names and all(k.startswith(("decoders.", "seg_out.")) for k in names)
+    with torch.no_grad():  # label and completeness of a patch do not move
+        assert torch.equal(net(x)[1], label) and torch.equal(net(x)[2], complete)
+
+
+def test_tuning_refuses_an_empty_capture():
+    net = IterativeFCN(TINY).eval()
+    empty = MaskPatches("none", *(np.zeros((0, *TINY.patch_size)),) * 3, np.zeros((0, 3), int), ())
+    with pytest.raises(ValueError, match="nothing to train on"):
+        tune_segmentation_path(net, [empty], (4.0,) * 3)
+
+
+def _row(dice, identification):
+    return GroupSummary("aside", 3, 30, dice, 0.0, 1.0, 0.0, identification, 1.0, 1.0, 0.0, 0.0, 0, 0)
+
+
+def test_the_checkpoint_kept_has_the_highest_dice_of_those_that_identify_no_fewer():
+    start = _row(0.70, 0.60)
+    assert choose_checkpoint(start, {50: _row(0.75, 0.60), 75: _row(0.80, 0.59), 100: _row(0.72, 0.90)}) == 50
+    assert choose_checkpoint(start, {50: _row(0.75, 0.70), 75: _row(0.75, 0.65)}) == 50  # a tie: the earlier
+    assert choose_checkpoint(start, {50: _row(0.70, 0.90), 75: _row(0.90, 0.50)}) is None
+    assert choose_checkpoint(start, {50: _row(math.nan, 0.9)}) is None
+    nothing = _row(0.0, math.nan)  # no vertebra matched: identification counts as 0
+    assert choose_checkpoint(nothing, {50: _row(0.1, 0.0), 75: _row(0.2, math.nan)}) == 75
+
+
+def test_the_cases_are_mapped_in_order_here_and_in_workers(tmp_path):
+    for n, ids in enumerate(([L2], [L1, L2], [L3])):
+        write_spine_case(tmp_path, f"case{n}", ids)
+    cases = find_cases([tmp_path], "ct")
+    calls = []
+    here = map_cases(describe_case, cases, progress=lambda *a: calls.append(a))
+    assert calls == [(1, 3, "case0"), (2, 3, "case1"), (3, 3, "case2")]
+    assert map_cases(describe_case, cases, workers=2) == here == [describe_case(c) for c in cases]
+
+
+def test_a_run_scores_each_checkpoint_and_returns_the_kept_weights(tmp_path):
+    for n, ids in enumerate(([L3, L2, L1], [L2, L1], [L1, L2])):
+        write_spine_case(tmp_path / ("train" if n < 2 else "aside"), f"case{n}", ids, shape=(48, 24, 24), seed=n)
+    path = tiny_model(tmp_path / "tiny.pt", spacing_mm=4.0)
+    before = load_model(path, device="cpu").module.state_dict()
+    tuning = MaskTuning(iterations=4, checkpoints=(2, 4), batch_size=2, learning_rate=1e-2, search_share=1.0)
+    result = tune_masks(path, find_cases([tmp_path / "train"]), find_cases([tmp_path / "aside"]), tmp_path, tuning)
+    assert set(result.scores) == {0, 2, 4} and len(result.losses) == 4 and result.patches > 0
+    assert all(row.scans == 1 for row in result.scores.values())
+    assert result.chosen == choose_checkpoint(result.scores[0], {2: result.scores[2], 4: result.scores[4]})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aside", "tiny.pt", "train"]  # checkpoints removed
+    after = result.network.state_dict()
+    frozen = [k for k in after if not k.startswith(("decoders.", "seg_out."))]
+    assert frozen and all(torch.equal(after[k], before[k]) for k in frozen)
+    moved = any(not torch.equal(after[k], before[k]) for k in after if k not in frozen)
+    assert moved == (result.chosen is not None)

@@ -1,0 +1,120 @@
+"""``vertebra-traversal tune-masks --model MODEL --data DIR... --validation DIR... --out NEW.pt``.
+
+Trains the model's segmentation path on the patches its own traversal visits (:mod:`vertebra_traversal.
+training.mask_tuning`): the main network traverses every ``--data`` case with the model's settings, each
+patch it evaluated is kept with its image, its memory (the network's own masks) and the mask the traversal
+should have been given there, and the decoders alone are trained on them for ``--iterations`` batches. The
+model as it is and the model after each of ``--checkpoints`` segment the ``--validation`` cases; the
+checkpoint written is the one of highest Dice among those with a higher Dice than the model as it is and
+an identification rate not below it. Where none qualifies, nothing is written (exit 1). The label and
+completeness paths and the encoder they read are not trained, so the label reading, the label confidence
+and the start and rescue networks are kept; the traversal's moves change with its masks, so fit the label
+confidence again (``calibrate --confidence``) on runs of the new model.
+
+    vertebra-traversal tune-masks --model ct --data ct-train/ --validation ct-aside/ --out ct-masks.pt --workers 2
+
+Use training cases for both, never the cases you judge the new model on. Prints a JSON summary.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..checkpoint import save_torchscript
+from ..evaluate import GroupSummary
+from ..imageio import InputError
+from ..models import resolve_model
+from ..start_network import named_networks, with_networks
+from ..training.config import LR_SCHEDULES
+from ..training.data import check_disjoint, describe_case, find_cases
+from ..training.validation import json_ready
+from ..training.mask_tuning import MaskTuning, loaded_model, tune_masks
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("tune-masks", help="train the segmentation path on the traversal's own patches",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="'ct' or 'mr' (bundled) or a checkpoint path")
+    parser.add_argument("--data", required=True, nargs="+", type=Path, metavar="DIR", help="training cases")
+    parser.add_argument("--validation", required=True, nargs="+", type=Path, metavar="DIR",
+                        help="other training cases, kept aside to choose the checkpoint")
+    parser.add_argument("--out", required=True, type=Path, help="the model file to write (new)")
+    defaults = MaskTuning()
+    parser.add_argument("--iterations", type=int, default=defaults.iterations, help=f"default {defaults.iterations}")
+    parser.add_argument("--checkpoints", type=int, nargs="+", default=list(defaults.checkpoints), metavar="N",
+                        help="iteration counts whose models are scored (default "
+                             f"{' '.join(map(str, defaults.checkpoints))})")
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
+                        help=f"Adam learning rate (default {defaults.learning_rate:g})")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=defaults.learning_rate_schedule,
+                        dest="learning_rate_schedule", help=f"default {defaults.learning_rate_schedule}")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"default {defaults.batch_size}")
+    parser.add_argument("--done-share", type=float, default=defaults.done_share,
+                        help="share of a vertebra's voxels in a patch that must be in the memory for it to count "
+                             f"as segmented there (default {defaults.done_share:g})")
+    parser.add_argument("--search-share", type=float, default=defaults.search_share,
+                        help=f"share of the sliding search's patches kept (default {defaults.search_share:g})")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the kept patches and the batches")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes that traverse the cases, one torch thread each (default 0: this one)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads of this process (default: torch's choice)")
+    parser.set_defaults(func=run)
+
+
+def _row(row: GroupSummary) -> dict:
+    """The held-aside row as strict JSON (None where nothing was measurable)."""
+    return json_ready({"dice": row.dice_mean, "assd_mm": row.assd_mean, "identification": row.identification_accuracy,
+            "vertebrae": row.vertebrae, "missed": row.missed, "false_detections": row.false_detections})
+
+
+def run(args: argparse.Namespace) -> int:
+    names = {"checkpoints": "--checkpoints", "learning_rate_schedule": "--lr-schedule"}
+    try:
+        tuning = MaskTuning(iterations=args.iterations, checkpoints=tuple(args.checkpoints),
+                            learning_rate=args.learning_rate, learning_rate_schedule=args.learning_rate_schedule,
+                            batch_size=args.batch_size, done_share=args.done_share, search_share=args.search_share,
+                            seed=args.seed)
+    except ValueError as exc:  # "done_share must be ..." -> "--done-share must be ..."
+        name = str(exc).split(" ", 1)[0]
+        raise InputError(names.get(name, "--" + name.replace("_", "-")) + " " + str(exc).split(" ", 1)[1]) from None
+    if args.out.exists():
+        raise InputError(f"{args.out}: already exists; choose a new file for the tuned model")
+    path = resolve_model(args.model)
+    model = loaded_model(path)
+    training = find_cases(args.data, model.metadata.modality.lower())
+    aside = find_cases(args.validation, model.metadata.modality.lower())
+    check_disjoint([describe_case(c) for c in training], [describe_case(c) for c in aside])
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=args.out.parent, prefix=".tune-masks-") as work:
+        result = tune_masks(path, training, aside, Path(work), tuning, args.workers, logger.info)
+    scores = {str(k): _row(v) for k, v in sorted(result.scores.items())}
+    summary = {"model": None, "chosen": result.chosen, "patches": result.patches, "scores": scores}
+    if result.chosen is None:
+        sys.stderr.write(f"vertebra-traversal tune-masks: no checkpoint beat {path} as it is on the validation "
+                         "cases; nothing written\n")
+        sys.stdout.write(json.dumps(summary) + "\n")
+        return 1
+    record = {"init": str(path), "tuning": dataclasses.asdict(tuning), "chosen": result.chosen, "scores": scores,
+              "patches": result.patches, "first_loss": float(np.mean(result.losses[:25])),
+              "last_loss": float(np.mean(result.losses[-25:])), "seconds": round(time.perf_counter() - start),
+              "data": [c.case_id for c in training], "validation": [c.case_id for c in aside]}
+    children = named_networks(model)
+    meta = dataclasses.replace(model.metadata, training=dict(model.metadata.training, mask_tuning=record))
+    module = with_networks(result.network, children.get("start"), children.get("rescue"))
+    summary["model"] = str(save_torchscript(module, meta, args.out))
+    sys.stdout.write(json.dumps(summary) + "\n")
+    return 0

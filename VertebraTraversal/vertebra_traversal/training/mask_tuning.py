@@ -1,0 +1,290 @@
+"""The segmentation path trained on the traversal's own patches (extends paper §3.6 with one round of
+imitation learning).
+
+§3.6 trains the network with the reference in its instance memory; at inference (§3.3) the memory holds the
+network's own masks, which leave parts of vertebrae out and reach into neighbours. This module runs a
+model's main network along its traversal (§3.3, the model's own settings) on labelled scans and records
+every patch it evaluates: the image and the memory as the network saw them, and the place. Each patch is
+paired with the mask the traversal should have been given there (:func:`expert_target`): §3.6's target, the
+first vertebra in traversal order in the patch that is not yet segmented, read against the network's own
+memory. Only the segmentation path (decoders and output layer) is trained on them, with the paper's loss at
+the end of its λ schedule (λ = 1); the encoder, the label and completeness paths and every batch-norm
+statistic stay frozen, so a given patch keeps its label value and completeness. Checkpoints are judged by
+segmenting held-aside scans with the whole pipeline, scored as ``evaluate`` scores (§4.2)
+(:func:`choose_checkpoint`).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import zlib
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from .. import anatomy
+from ..checkpoint import LoadedModel, load_model, save_torchscript
+from ..evaluate import GroupSummary, summarize
+from ..geometry import to_model_grid
+from ..imageio import read_image, read_label_map
+from ..metrics import CaseScore
+from ..network import IterativeFCN
+from ..normalization import NormalizationSpec, normalize
+from ..pipeline import traversal_config
+from ..segment_config import SegmentConfig
+from ..start_network import named_networks, with_networks
+from ..torch_predictor import TorchPredictor
+from ..traversal import PatchEvent, crop_patch, traverse
+from .config import LR_SCHEDULES, scheduled_learning_rate
+from .data import TrainingCase
+from .label_tuning import RecordingPredictor, main_network
+from .loss import LossConfig, reference_voxels, segmentation_error, surface_weights
+from .parallel import map_cases
+from .sampler import first_unsegmented
+from .validation import score_scan
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MaskTuning:
+    """How the segmentation path is trained on the traversal's patches: ``iterations`` batches of
+    ``batch_size`` patches drawn at random (Adam, ``learning_rate``, constant or falling along half a
+    cosine, ``learning_rate_schedule``); the models after the ``checkpoints`` (iteration counts) are the
+    candidates. A vertebra counts as segmented in a patch when ``done_share`` of its voxels there are in the
+    memory (:func:`expert_target`); ``search_share`` of the sliding search's patches are kept (all of the
+    climbs'); ``seed`` seeds that choice and the batches."""
+
+    iterations: int = 150
+    checkpoints: Tuple[int, ...] = (50, 75, 100, 150)
+    learning_rate: float = 3e-4
+    learning_rate_schedule: str = "cosine"
+    batch_size: int = 4
+    done_share: float = 0.2
+    search_share: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "checkpoints", tuple(sorted(set(int(c) for c in self.checkpoints))))
+        for name, ok, need in (("iterations", self.iterations >= 1, "at least 1"),
+                               ("batch_size", self.batch_size >= 1, "at least 1"),
+                               ("learning_rate", self.learning_rate > 0, "positive"),
+                               ("done_share", 0 < self.done_share <= 1, "in (0, 1]"),
+                               ("search_share", 0 <= self.search_share <= 1, "in [0, 1]"),
+                               ("checkpoints", bool(self.checkpoints) and 1 <= self.checkpoints[0]
+                                and self.checkpoints[-1] <= self.iterations, "between 1 and the iterations")):
+            if not ok:
+                raise ValueError(f"{name} must be {need}, got {getattr(self, name)}")
+        if self.learning_rate_schedule not in LR_SCHEDULES:
+            raise ValueError(f"learning_rate_schedule must be one of {LR_SCHEDULES}, "
+                             f"got {self.learning_rate_schedule!r}")
+
+
+def expert_target(reference: np.ndarray, memory: np.ndarray, direction: str = "up",
+                  done_share: float = 0.2) -> np.ndarray:
+    """The mask the traversal should be given for one patch: the voxels of the first reference vertebra in
+    traversal order (``direction``, §3.3) of which less than ``done_share`` of the voxels in the patch are in
+    the memory, minus the memory; all False where every vertebra in the patch is segmented.
+
+    ``reference``: VerSe ids (D, H, W) of the patch; ``memory``: bool (D, H, W), the network's own masks.
+    Returns bool (D, H, W)."""
+    present = [int(v) for v in np.unique(reference) if v and anatomy.is_valid_label(int(v))]
+    done = [v for v in present
+            if np.count_nonzero(memory & (reference == v)) >= done_share * np.count_nonzero(reference == v)]
+    target = first_unsegmented(present, done, direction)
+    return (reference == target) & ~memory if target else np.zeros(reference.shape, bool)
+
+
+@dataclass(frozen=True)
+class MaskPatches:
+    """The kept patches of one scan's traversal, in the order evaluated: ``images`` float16 (N, D, H, W)
+    normalised as the network saw them, ``memories`` and ``targets`` bool (N, D, H, W) (:func:`expert_target`),
+    ``centers`` int (N, 3) model-grid (z, y, x) voxels, ``phases`` "search" or "converge" (N,)."""
+
+    case_id: str
+    images: np.ndarray
+    memories: np.ndarray
+    targets: np.ndarray
+    centers: np.ndarray
+    phases: Tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.phases)
+
+
+def capture_patches(image: sitk.Image, reference: sitk.Image, model: LoadedModel, tuning: MaskTuning = MaskTuning(),
+                    case_id: str = "") -> MaskPatches:
+    """Traverse ``image`` with ``model``'s main network (its traversal settings, :func:`~vertebra_traversal.
+    pipeline.traversal_config`) and keep its patches with their :func:`expert_target` from ``reference``
+    (VerSe ids on the grid of ``image``), both resampled to the model grid as the pipeline resamples them."""
+    meta = model.metadata
+    model_image = to_model_grid(image, meta.spacing_mm, "linear")
+    array = normalize(sitk.GetArrayFromImage(model_image), NormalizationSpec.from_json(meta.normalization))
+    labels = sitk.GetArrayFromImage(to_model_grid(reference, meta.spacing_mm, "nearest"))
+    config = traversal_config(meta, SegmentConfig())
+    recorder = RecordingPredictor(TorchPredictor(replace(model, module=named_networks(model)["main"]),
+                                                 batch_size=config.search_batch))
+    events: List[PatchEvent] = []
+    traverse(array, recorder, config, on_event=lambda e: events.append(e) if isinstance(e, PatchEvent) else None)
+    if len(events) != len(recorder.calls) or labels.shape != array.shape:
+        raise RuntimeError(f"{case_id}: {len(events)} patch events for {len(recorder.calls)} recorded patches")
+    rng = np.random.default_rng([tuning.seed, zlib.crc32(case_id.encode())])
+    kept = [k for k, e in enumerate(events) if e.phase != "search" or rng.random() < tuning.search_share]
+    centers = np.array([[int(round(c)) for c in events[k].center_zyx] for k in kept], int).reshape(-1, 3)
+    memories = np.array([recorder.calls[k][1] > 0.5 for k in kept], bool).reshape(-1, *config.patch_size)
+    targets = [expert_target(crop_patch(labels, c, config.patch_size, 0).astype(np.uint8), m, meta.direction,
+                             tuning.done_share) for c, m in zip(centers, memories)]
+    return MaskPatches(case_id, np.array([recorder.calls[k][0] for k in kept], np.float16).reshape(memories.shape),
+                       memories, np.array(targets, bool).reshape(memories.shape), centers,
+                       tuple(events[k].phase for k in kept))
+
+
+@lru_cache(maxsize=2)
+def loaded_model(path: Path) -> LoadedModel:
+    """The model file on the CPU, loaded once per process (the last two files)."""
+    return load_model(path, device="cpu")
+
+
+def capture_case(case: TrainingCase, model_path: Path, tuning: MaskTuning = MaskTuning()) -> MaskPatches:
+    """:func:`capture_patches` of one case's files; the model is loaded once per process."""
+    image = read_image(case.image)
+    return capture_patches(image, read_label_map(case.labels, reference=image), loaded_model(model_path), tuning,
+                           case.case_id)
+
+
+def _batch(scans: Sequence[MaskPatches], picks: Sequence[Tuple[int, int]], spacing_mm: Sequence[float]
+           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(inputs (B, 2, D, H, W), targets and §3.6 surface weights (B, 1, D, H, W)) of the picked patches."""
+    inputs, targets, weights = [], [], []
+    for i, j in picks:
+        scan = scans[i]
+        inputs.append(np.stack([scan.images[j].astype(np.float32), scan.memories[j].astype(np.float32)]))
+        targets.append(scan.targets[j][None].astype(np.float32))
+        weights.append(surface_weights(scan.targets[j], spacing_mm)[None])
+    return tuple(torch.from_numpy(np.stack(a)) for a in (inputs, targets, weights))  # type: ignore[return-value]
+
+
+def segmentation_parameters(net: IterativeFCN) -> List[torch.nn.Parameter]:
+    """The parameters :func:`tune_segmentation_path` trains: the decoders' and the output layer's."""
+    return [p for module in (net.decoders, net.seg_out) for p in module.parameters()]
+
+
+def tune_segmentation_path(net: IterativeFCN, scans: Sequence[MaskPatches], spacing_mm: Sequence[float],
+                           tuning: MaskTuning = MaskTuning(), on_checkpoint: Optional[Callable[[int], None]] = None,
+                           progress: Optional[Callable[[str], None]] = None) -> List[float]:
+    """Train :func:`segmentation_parameters` of ``net`` in place on the patches of ``scans`` (loss
+    λ·FP_soft + FN_soft with λ = 1 and §3.6's surface weights, over the reference volume in voxels at
+    ``spacing_mm`` (z, y, x)); everything else frozen and in eval mode. ``on_checkpoint(iteration)`` after
+    each of ``tuning.checkpoints``. Returns the loss of every batch."""
+    index = [(i, j) for i, scan in enumerate(scans) for j in range(len(scan))]
+    if not index:
+        raise ValueError("no patch was recorded: nothing to train on")
+    net.eval()
+    trained = segmentation_parameters(net)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    for p in trained:
+        p.requires_grad_(True)
+    divisor = reference_voxels(LossConfig(), spacing_mm)
+    optimizer = torch.optim.Adam(trained, lr=tuning.learning_rate)
+    rng = np.random.default_rng(tuning.seed)
+    losses: List[float] = []
+    for iteration in range(tuning.iterations):
+        picks = rng.choice(len(index), min(tuning.batch_size, len(index)), replace=False)
+        inputs, targets, weights = _batch(scans, [index[k] for k in picks], spacing_mm)
+        for group in optimizer.param_groups:
+            group["lr"] = scheduled_learning_rate(tuning.learning_rate, tuning.learning_rate_schedule, iteration,
+                                                  tuning.iterations)
+        loss = segmentation_error(torch.sigmoid(net.forward_logits(inputs)[0]), targets, weights, 1.0) / divisor
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if progress is not None and (iteration + 1) % 25 == 0:
+            progress(f"iteration {iteration + 1}/{tuning.iterations}: loss {np.mean(losses[-25:]):.3f}")
+        if on_checkpoint is not None and iteration + 1 in tuning.checkpoints:
+            on_checkpoint(iteration + 1)
+    for p in net.parameters():
+        p.requires_grad_(True)
+    return losses
+
+
+def choose_checkpoint(start: GroupSummary, candidates: Dict[int, GroupSummary]) -> Optional[int]:
+    """The checkpoint to keep: of those whose held-aside scans have a higher mean Dice than the model as it is
+    (``start``; completely visible vertebrae, a missed one counting 0) and an identification rate not below
+    it (of the matched ones; none matched counts as 0), the one of highest Dice, the earlier on a tie; None
+    where no checkpoint qualifies."""
+    def rate(row: GroupSummary) -> float:
+        return 0.0 if math.isnan(row.identification_accuracy) else row.identification_accuracy
+
+    better = [(-row.dice_mean, iteration) for iteration, row in candidates.items()
+              if row.dice_mean > start.dice_mean and rate(row) >= rate(start)]
+    return min(better)[1] if better else None
+
+
+def _score_case(case: TrainingCase, model_path: Path) -> CaseScore:
+    return score_scan(loaded_model(model_path), case)
+
+
+def score_model(model_path: Path, cases: Sequence[TrainingCase], workers: int = 0) -> GroupSummary:
+    """Segment ``cases`` with the model file (its own settings) and pool their scores into one Table 1 row
+    (:func:`~vertebra_traversal.evaluate.summarize`, completely visible vertebrae)."""
+    return summarize(map_cases(_score_case, cases, model_path, workers=workers), "aside")
+
+
+@dataclass(frozen=True)
+class MaskTuningResult:
+    """``chosen``: the kept checkpoint's iteration count (None: none beat the model as it is); ``scores``: the
+    held-aside row of each checkpoint, 0 for the model as it is; ``losses``: every batch's loss; ``network``:
+    the main network with the kept checkpoint's weights (or the model's own); ``patches``: patches recorded."""
+
+    chosen: Optional[int]
+    scores: Dict[int, GroupSummary]
+    losses: List[float]
+    network: IterativeFCN
+    patches: int
+
+
+def tune_masks(model_path: Path, training: Sequence[TrainingCase], aside: Sequence[TrainingCase], work_dir: Path,
+               tuning: MaskTuning = MaskTuning(), workers: int = 0,
+               progress: Optional[Callable[[str], None]] = None) -> MaskTuningResult:
+    """Record the patches of the traversals of ``training`` (:func:`capture_case`), train the segmentation path on
+    them (:func:`tune_segmentation_path`), score the model as it is and each checkpoint on ``aside``
+    (:func:`score_model`; each checkpoint is written to ``work_dir`` for that and removed after) and keep the
+    one :func:`choose_checkpoint` picks. ``workers``: processes for recording and scoring."""
+    say = progress or (lambda text: None)
+    model = loaded_model(model_path)
+    scans = map_cases(capture_case, training, model_path, tuning, workers=workers,
+                      progress=lambda done, total, case_id: say(f"recorded {case_id} ({done}/{total})"))
+    say(f"{sum(len(s) for s in scans)} patches of {len(scans)} scans")
+    scores = {0: score_model(model_path, aside, workers)}
+    say(f"as it is: {_describe(scores[0])}")
+    net = main_network(model)
+    children = named_networks(model)
+    weights = {0: copy.deepcopy(net.state_dict())}
+
+    def checkpoint(iteration: int) -> None:
+        path = save_torchscript(with_networks(net, children.get("start"), children.get("rescue")), model.metadata,
+                                work_dir / f"checkpoint-{iteration}.pt")
+        try:
+            scores[iteration] = score_model(path, aside, workers)
+        finally:
+            path.unlink()
+        weights[iteration] = copy.deepcopy(net.state_dict())
+        say(f"checkpoint {iteration}: {_describe(scores[iteration])}")
+
+    losses = tune_segmentation_path(net, scans, model.metadata.spacing_mm[::-1], tuning, checkpoint, say)
+    chosen = choose_checkpoint(scores[0], {k: v for k, v in scores.items() if k})
+    net.load_state_dict(weights[chosen or 0])
+    return MaskTuningResult(chosen, scores, losses, net.eval(), sum(len(s) for s in scans))
+
+
+def _describe(row: GroupSummary) -> str:
+    return (f"Dice {100 * row.dice_mean:.1f} %, identification {100 * row.identification_accuracy:.1f} %, "
+            f"missed {row.missed}, false detections {row.false_detections}")
