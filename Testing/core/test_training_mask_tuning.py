@@ -12,7 +12,8 @@ import torch
 from model_factory import TINY, tiny_model
 from test_training_fixtures import spine_arrays, to_images, write_spine_case
 from vertebra_traversal import anatomy
-from vertebra_traversal.checkpoint import load_model
+from vertebra_traversal.checkpoint import ModelMetadata, load_model
+from vertebra_traversal.label_calibration import gaussian_reading
 from vertebra_traversal.evaluate import GroupSummary
 from vertebra_traversal.geometry import to_model_grid
 from vertebra_traversal.models import resolve_model
@@ -24,7 +25,7 @@ from vertebra_traversal.traversal import crop_patch
 from vertebra_traversal.training.data import describe_case, find_cases
 from vertebra_traversal.training.mask_tuning import (MaskPatches, MaskTuning, capture_patches, choose_checkpoint,
                                                      expert_target, segmentation_parameters, tune_masks,
-                                                     tune_segmentation_path)
+                                                     tune_segmentation_path, tuned_metadata)
 from vertebra_traversal.training.parallel import map_cases
 
 L3, L2, L1 = (anatomy.label_of(n) for n in ("L3", "L2", "L1"))
@@ -154,6 +155,18 @@ def test_the_checkpoint_kept_has_the_highest_dice_of_those_that_identify_no_fewe
     assert choose_checkpoint(start, {50: _row(math.nan, 0.9)}) is None
     nothing = _row(0.0, math.nan)  # no vertebra matched: identification counts as 0
     assert choose_checkpoint(nothing, {50: _row(0.1, 0.0), 75: _row(0.2, math.nan)}) == 75
+
+
+def test_the_tuned_model_keeps_its_label_reading_and_drops_its_label_confidence():
+    confidence = {"intercept": 0.0, "likelihood_weight": 1.0, "steps_weight": -1.0, "steps_cap": 15,
+                  "vertebrae": 10, "cases": 2, "right": 0.5}
+    reading = ModelMetadata.reading_record(gaussian_reading(1.25), {"max_gaps": 2, "gap_penalty": 0.1})
+    base = ModelMetadata(modality="CT", target="vertebra", spacing_mm=(2.5,) * 3, patch_size=(48,) * 3,
+                         normalization={"kind": "ct", "clip": [-1000, 2000], "scale": 0.001, "offset": 0.0},
+                         label_calibration=reading, label_confidence=confidence, training={"iterations": 7})
+    tuned = tuned_metadata(base, {"chosen": 75})
+    assert tuned.label_calibration == reading and tuned.label_confidence == {}
+    assert tuned.training == {"iterations": 7, "mask_tuning": {"chosen": 75}} and base.label_confidence == confidence
 
 
 def test_the_cases_are_mapped_in_order_here_and_in_workers(tmp_path):

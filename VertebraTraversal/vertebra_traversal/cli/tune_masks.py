@@ -7,9 +7,10 @@ should have been given there, and the decoders alone are trained on them for ``-
 model as it is and the model after each of ``--checkpoints`` segment the ``--validation`` cases; the
 checkpoint written is the one of highest Dice among those with a higher Dice than the model as it is and
 an identification rate not below it. Where none qualifies, nothing is written (exit 1). The label and
-completeness paths and the encoder they read are not trained, so the label reading, the label confidence
-and the start and rescue networks are kept; the traversal's moves change with its masks, so fit the label
-confidence again (``calibrate --confidence``) on runs of the new model.
+completeness paths and the encoder they read are not trained, so the label reading and the start and rescue
+networks are kept; a fitted label confidence, which describes the old model's runs, is dropped with a
+warning, as every writer of the traversal drops it: fit it again (``calibrate --confidence``) on runs of the
+new model.
 
     vertebra-traversal tune-masks --model ct --data ct-train/ --validation ct-aside/ --out ct-masks.pt --workers 2
 
@@ -36,7 +37,7 @@ from ..start_network import named_networks, with_networks
 from ..training.config import LR_SCHEDULES
 from ..training.data import check_disjoint, describe_case, find_cases
 from ..training.validation import json_ready
-from ..training.mask_tuning import MaskTuning, loaded_model, tune_masks
+from ..training.mask_tuning import MaskTuning, loaded_model, tune_masks, tuned_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +113,11 @@ def run(args: argparse.Namespace) -> int:
               "patches": result.patches, "first_loss": float(np.mean(result.losses[:25])),
               "last_loss": float(np.mean(result.losses[-25:])), "seconds": round(time.perf_counter() - start),
               "data": [c.case_id for c in training], "validation": [c.case_id for c in aside]}
+    if model.metadata.label_confidence:
+        logger.warning("the label confidence of %s describes its own runs and was not kept: fit it again with "
+                       "calibrate --confidence on runs of %s", path, args.out)
     children = named_networks(model)
-    meta = dataclasses.replace(model.metadata, training=dict(model.metadata.training, mask_tuning=record))
+    meta = tuned_metadata(model.metadata, record)
     module = with_networks(result.network, children.get("start"), children.get("rescue"))
     summary["model"] = str(save_torchscript(module, meta, args.out))
     sys.stdout.write(json.dumps(summary) + "\n")

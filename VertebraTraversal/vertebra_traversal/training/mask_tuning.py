@@ -22,14 +22,14 @@ import zlib
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
 from .. import anatomy
-from ..checkpoint import LoadedModel, load_model, save_torchscript
+from ..checkpoint import LoadedModel, ModelMetadata, load_model, save_torchscript
 from ..evaluate import GroupSummary, summarize
 from ..geometry import to_model_grid
 from ..imageio import read_image, read_label_map
@@ -226,6 +226,13 @@ def choose_checkpoint(start: GroupSummary, candidates: Dict[int, GroupSummary]) 
     better = [(-row.dice_mean, iteration) for iteration, row in candidates.items()
               if row.dice_mean > start.dice_mean and rate(row) >= rate(start)]
     return min(better)[1] if better else None
+
+
+def tuned_metadata(metadata: ModelMetadata, record: Dict[str, Any]) -> ModelMetadata:
+    """The metadata of a model whose segmentation path was tuned: the label reading kept (the label values of a
+    patch do not change), a fitted label confidence dropped (it describes the old model's runs), ``record``
+    added to the training record as ``mask_tuning``."""
+    return replace(metadata, label_confidence={}, training=dict(metadata.training, mask_tuning=record))
 
 
 def _score_case(case: TrainingCase, model_path: Path) -> CaseScore:
