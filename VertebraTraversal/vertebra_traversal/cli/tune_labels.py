@@ -21,17 +21,13 @@ import json
 import logging
 import sys
 from dataclasses import replace
-from pathlib import Path
 
-import torch
-
-from ..checkpoint import load_model, save_torchscript
+from ..checkpoint import save_torchscript
 from ..imageio import InputError
-from ..models import resolve_model
 from ..segment_config import SegmentConfig
 from ..start_network import named_networks, with_networks
 from ..training.config import LR_SCHEDULES
-from ..training.data import check_disjoint, describe_case, find_cases
+from .tuning_options import add_inputs, add_processes, open_inputs, settings_error
 from ..training.label_tuning import LabelTuning, capture_cases, main_network, tune_label_path, tuned_metadata
 
 logger = logging.getLogger(__name__)
@@ -40,11 +36,7 @@ logger = logging.getLogger(__name__)
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("tune-labels", help="train the label path on the traversal's own patches",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="'ct' or 'mr' (bundled) or a checkpoint path")
-    parser.add_argument("--data", required=True, nargs="+", type=Path, metavar="DIR", help="training cases")
-    parser.add_argument("--validation", required=True, nargs="+", type=Path, metavar="DIR",
-                        help="other training cases, kept aside to choose the epoch")
-    parser.add_argument("--out", required=True, type=Path, help="the model file to write (new)")
+    add_inputs(parser, "epoch")
     defaults = LabelTuning()
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"default {defaults.epochs}")
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
@@ -58,9 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--approach", type=int, default=defaults.approach,
                         help=f"steps before the label patch kept per vertebra (default {defaults.approach})")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the order of the patches")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="processes that segment the cases, one torch thread each (default 0: this one)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads of this process (default: torch's choice)")
+    add_processes(parser)
     parser.set_defaults(func=run)
 
 
@@ -69,16 +59,8 @@ def run(args: argparse.Namespace) -> int:
         tuning = LabelTuning(epochs=args.epochs, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
                              learning_rate_schedule=args.learning_rate_schedule, approach=args.approach, seed=args.seed)
     except ValueError as exc:  # "learning_rate must be ..." -> "--learning-rate must be ..."
-        raise InputError("--" + str(exc).replace("_", "-", 1)) from None
-    if args.out.exists():
-        raise InputError(f"{args.out}: already exists; choose a new file for the tuned model")
-    path = resolve_model(args.model)
-    model = load_model(path, device="cpu")
-    training = find_cases(args.data, model.metadata.modality.lower())
-    aside = find_cases(args.validation, model.metadata.modality.lower())
-    check_disjoint([describe_case(c) for c in training], [describe_case(c) for c in aside])
-    if args.threads:
-        torch.set_num_threads(args.threads)
+        raise settings_error(exc, {"learning_rate_schedule": "--lr-schedule"}) from None
+    path, model, training, aside = open_inputs(args)
     meta, reading = tuned_metadata(path, model.metadata)  # the label reading the tuned model keeps
     train_scans = capture_cases(training, path, tuning.approach, args.workers, logger.info)
     aside_scans = capture_cases(aside, path, tuning.approach, args.workers, logger.info)

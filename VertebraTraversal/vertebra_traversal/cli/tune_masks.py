@@ -31,13 +31,11 @@ import numpy as np
 
 from ..checkpoint import save_torchscript
 from ..evaluate import GroupSummary
-from ..imageio import InputError
-from ..models import resolve_model
 from ..start_network import named_networks, with_networks
 from ..training.config import LR_SCHEDULES
-from ..training.data import check_disjoint, describe_case, find_cases
 from ..training.validation import json_ready
-from ..training.mask_tuning import MaskTuning, loaded_model, tune_masks, tuned_metadata
+from ..training.mask_tuning import MaskTuning, tune_masks, tuned_metadata
+from .tuning_options import add_inputs, add_processes, open_inputs, settings_error
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +43,7 @@ logger = logging.getLogger(__name__)
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("tune-masks", help="train the segmentation path on the traversal's own patches",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="'ct' or 'mr' (bundled) or a checkpoint path")
-    parser.add_argument("--data", required=True, nargs="+", type=Path, metavar="DIR", help="training cases")
-    parser.add_argument("--validation", required=True, nargs="+", type=Path, metavar="DIR",
-                        help="other training cases, kept aside to choose the checkpoint")
-    parser.add_argument("--out", required=True, type=Path, help="the model file to write (new)")
+    add_inputs(parser, "checkpoint")
     defaults = MaskTuning()
     parser.add_argument("--iterations", type=int, default=defaults.iterations, help=f"default {defaults.iterations}")
     parser.add_argument("--checkpoints", type=int, nargs="+", default=list(defaults.checkpoints), metavar="N",
@@ -66,38 +60,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--search-share", type=float, default=defaults.search_share,
                         help=f"share of the sliding search's patches kept (default {defaults.search_share:g})")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the kept patches and the batches")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="processes that traverse the cases, one torch thread each (default 0: this one)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads of this process (default: torch's choice)")
+    add_processes(parser)
     parser.set_defaults(func=run)
 
 
 def _row(row: GroupSummary) -> dict:
     """The held-aside row as strict JSON (None where nothing was measurable)."""
     return json_ready({"dice": row.dice_mean, "assd_mm": row.assd_mean, "identification": row.identification_accuracy,
-            "vertebrae": row.vertebrae, "missed": row.missed, "false_detections": row.false_detections})
+                       "vertebrae": row.vertebrae, "missed": row.missed, "false_detections": row.false_detections})
 
 
 def run(args: argparse.Namespace) -> int:
-    names = {"checkpoints": "--checkpoints", "learning_rate_schedule": "--lr-schedule"}
     try:
         tuning = MaskTuning(iterations=args.iterations, checkpoints=tuple(args.checkpoints),
                             learning_rate=args.learning_rate, learning_rate_schedule=args.learning_rate_schedule,
                             batch_size=args.batch_size, done_share=args.done_share, search_share=args.search_share,
                             seed=args.seed)
     except ValueError as exc:  # "done_share must be ..." -> "--done-share must be ..."
-        name = str(exc).split(" ", 1)[0]
-        raise InputError(names.get(name, "--" + name.replace("_", "-")) + " " + str(exc).split(" ", 1)[1]) from None
-    if args.out.exists():
-        raise InputError(f"{args.out}: already exists; choose a new file for the tuned model")
-    path = resolve_model(args.model)
-    model = loaded_model(path)
-    training = find_cases(args.data, model.metadata.modality.lower())
-    aside = find_cases(args.validation, model.metadata.modality.lower())
-    check_disjoint([describe_case(c) for c in training], [describe_case(c) for c in aside])
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+        raise settings_error(exc, {"learning_rate_schedule": "--lr-schedule"}) from None
+    path, model, training, aside = open_inputs(args)
     start = time.perf_counter()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.out.parent, prefix=".tune-masks-") as work:
