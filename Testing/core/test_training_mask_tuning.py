@@ -10,6 +10,7 @@ import SimpleITK as sitk
 import torch
 
 from model_factory import TINY, tiny_model
+from test_start_network_fallback import NECK_SEED
 from test_training_fixtures import spine_arrays, to_images, write_spine_case
 from vertebra_traversal import anatomy
 from vertebra_traversal.checkpoint import ModelMetadata, load_model
@@ -20,10 +21,11 @@ from vertebra_traversal.models import resolve_model
 from vertebra_traversal.network import IterativeFCN
 from vertebra_traversal.normalization import NormalizationSpec, normalize, pad_value
 from vertebra_traversal.phantom import generate_case
-from vertebra_traversal.phantom.sample import SAMPLE_CONFIG, SAMPLE_SEED
+from vertebra_traversal.phantom.sample import SAMPLE_CONFIG
 from vertebra_traversal.traversal import crop_patch
 from vertebra_traversal.training.data import describe_case, find_cases
-from vertebra_traversal.training.mask_tuning import (MaskPatches, MaskTuning, capture_patches, choose_checkpoint,
+from vertebra_traversal.training.mask_tuning import (MaskPatches, MaskTuning, capture_case, capture_patches,
+                                                     choose_checkpoint, crop_range_mm,
                                                      expert_target, segmentation_parameters, tune_masks,
                                                      tune_segmentation_path, tuned_metadata)
 from vertebra_traversal.training.parallel import map_cases
@@ -53,7 +55,7 @@ def test_the_expert_names_the_first_vertebra_not_yet_segmented_minus_the_memory(
 def test_settings_are_checked():
     for bad in ({"iterations": 0}, {"batch_size": 0}, {"learning_rate": 0.0}, {"done_share": 0.0},
                 {"done_share": 1.5}, {"search_share": -0.1}, {"checkpoints": ()}, {"checkpoints": (0,)},
-                {"iterations": 10, "checkpoints": (5, 11)}, {"learning_rate_schedule": "step"}):
+                {"iterations": 10, "checkpoints": (5, 11)}, {"learning_rate_schedule": "step"}, {"runs": "start"}, {"crops": -1}):
         with pytest.raises(ValueError):
             MaskTuning(**bad)
     assert MaskTuning(iterations=10, checkpoints=(10, 5, 5)).checkpoints == (5, 10)
@@ -76,23 +78,58 @@ def _check_capture(patches, image, reference, model, direction="up"):
 def test_every_patch_of_the_tiny_models_traversal_is_kept_with_its_image_and_target(tmp_path):
     model = load_model(tiny_model(tmp_path / "tiny.pt", spacing_mm=4.0), device="cpu")
     image, reference = to_images(*spine_arrays([L3, L2, L1], shape=(48, 24, 24)))
-    everything = capture_patches(image, reference, model, MaskTuning(search_share=1.0), "case")
+    everything = capture_patches(image, reference, model, MaskTuning(search_share=1.0, runs="main"), "case")
     assert len(everything) > 0 and set(everything.phases) <= {"search", "converge"}
     _check_capture(everything, image, reference, model)
-    climbs = capture_patches(image, reference, model, MaskTuning(search_share=0.0), "case")
+    climbs = capture_patches(image, reference, model, MaskTuning(search_share=0.0, runs="main"), "case")
     assert climbs.phases == tuple(p for p in everything.phases if p == "converge")
     kept = [k for k, p in enumerate(everything.phases) if p == "converge"]
     np.testing.assert_array_equal(climbs.centers, everything.centers[kept])
+    # a model of one network: the pipeline makes that one run, and its centres map back to the same voxels
+    pipeline = capture_patches(image, reference, model, MaskTuning(search_share=1.0, runs="pipeline"), "case")
+    np.testing.assert_array_equal(pipeline.centers, everything.centers)
+    np.testing.assert_array_equal(pipeline.images, everything.images)
+    assert pipeline.phases == everything.phases
 
 
-def test_the_bundled_models_climbs_are_kept_with_its_own_memory():
-    case = generate_case(SAMPLE_SEED, replace(SAMPLE_CONFIG, fov="lumbar"))
+def test_in_a_neck_scan_the_pipeline_runs_bring_the_fallbacks_climbs():
+    """The bundled CT model's main network stalls in this neck scan (no vertebra; one climb) and its start
+    network's run gives the result: the pipeline's runs hold its climbs, seen with the network's own memory."""
+    case = generate_case(NECK_SEED, replace(SAMPLE_CONFIG, fov="neck"))
     model = load_model(resolve_model("ct"), device="cpu")
-    patches = capture_patches(case.image, case.labels, model, MaskTuning(search_share=0.0), "lumbar")
-    assert len(patches) >= 5 and set(patches.phases) == {"converge"}
-    _check_capture(patches, case.image, case.labels, model)
-    assert patches.memories[-1].any()  # later climbs see the vertebrae already stored
-    assert sum(t.any() for t in patches.targets) >= len(patches) // 2
+    main = capture_patches(case.image, case.labels, model, MaskTuning(search_share=0.0, runs="main"), "neck")
+    runs = capture_patches(case.image, case.labels, model, MaskTuning(search_share=0.0), "neck")
+    assert len(main) <= 1 and len(runs) >= 5 and set(runs.phases) == {"converge"}
+    _check_capture(runs, case.image, case.labels, model)
+    assert runs.memories[-1].any()  # later climbs see the vertebrae already stored
+    assert sum(t.any() for t in runs.targets) >= len(runs) // 2
+
+
+def _image_of_length(length_mm):
+    image = sitk.Image(4, 4, int(length_mm / 2) + 1, sitk.sitkFloat32)
+    image.SetSpacing((1.0, 1.0, 2.0))
+    image.SetOrigin((0.0, 0.0, -300.0))
+    return image
+
+
+def test_crops_are_20_to_40_percent_of_the_scan_at_least_150_mm_and_inside_it():
+    rng = np.random.default_rng(0)
+    for length, low, high in ((1000, 200, 400), (500, 150, 200), (100, 100, 100)):
+        image = _image_of_length(length)
+        for _ in range(20):
+            z0, z1 = crop_range_mm(image, rng)
+            assert low - 1e-6 <= z1 - z0 <= high + 1e-6 and -300 - 1e-6 <= z0 and z1 <= -300 + length + 1e-6
+
+
+def test_a_case_is_recorded_whole_and_in_its_crops(tmp_path):
+    write_spine_case(tmp_path, "case0", [L3, L2, L1], shape=(160, 24, 24))  # 320 mm: crops of 150 mm
+    case = find_cases([tmp_path], "ct")[0]
+    path = tiny_model(tmp_path / "tiny.pt", spacing_mm=4.0)
+    whole = capture_case(case, path, MaskTuning(search_share=1.0, crops=0))
+    both = capture_case(case, path, MaskTuning(search_share=1.0, crops=1))
+    assert whole.case_id == both.case_id == "case0" and len(whole) < len(both)
+    np.testing.assert_array_equal(both.images[:len(whole)], whole.images)
+    assert both.phases[:len(whole)] == whole.phases
 
 
 def _scans(net, count=6, seed=0):
@@ -127,6 +164,9 @@ def test_tuning_trains_the_decoders_alone_and_fits_the_targets():
                                                                     learning_rate=1e-2, batch_size=3),
                                     on_checkpoint=seen.append)
     assert seen == [20, 60] and len(losses) == 60
+    short = tune_segmentation_path(IterativeFCN(TINY).eval(), scans, (4.0,) * 3,
+                                   MaskTuning(iterations=60, checkpoints=(10,), batch_size=3))
+    assert len(short) == 10  # nothing after the last checkpoint
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
     trained = {id(p) for p in segmentation_parameters(net)}
     names = {n for n, p in net.named_parameters() if id(p) in trained}

@@ -1,8 +1,8 @@
 """``vertebra-traversal tune-masks --model MODEL --data DIR... --validation DIR... --out NEW.pt``.
 
 Trains the model's segmentation path on the patches its own traversal visits (:mod:`vertebra_traversal.
-training.mask_tuning`): the main network traverses every ``--data`` case with the model's settings, each
-patch it evaluated is kept with its image, its memory (the network's own masks) and the mask the traversal
+training.mask_tuning`): the model segments every ``--data`` case with its own settings, each patch its
+traversals evaluated (``--runs pipeline``; ``main``: the main network's own run alone) is kept with its image, its memory (the network's own masks) and the mask the traversal
 should have been given there, and the decoders alone are trained on them for ``--iterations`` batches. The
 model as it is and the model after each of ``--checkpoints`` segment the ``--validation`` cases; the
 checkpoint written is the one of highest Dice among those with a higher Dice than the model as it is and
@@ -34,7 +34,7 @@ from ..evaluate import GroupSummary
 from ..start_network import named_networks, with_networks
 from ..training.config import LR_SCHEDULES
 from ..training.validation import json_ready
-from ..training.mask_tuning import MaskTuning, tune_masks, tuned_metadata
+from ..training.mask_tuning import RUNS, MaskTuning, tune_masks, tuned_metadata
 from .tuning_options import add_inputs, add_processes, open_inputs, settings_error
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              f"as segmented there (default {defaults.done_share:g})")
     parser.add_argument("--search-share", type=float, default=defaults.search_share,
                         help=f"share of the sliding search's patches kept (default {defaults.search_share:g})")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the kept patches and the batches")
+    parser.add_argument("--runs", choices=RUNS, default=defaults.runs,
+                        help="record the main network's own run (main) or every run the pipeline makes, the "
+                             f"fallback's too where the main network stalls (pipeline; default {defaults.runs})")
+    parser.add_argument("--crops", type=int, default=defaults.crops,
+                        help="random crops along z recorded per case besides the whole scan, 20-40 %% of its length and "
+                             f"at least 150 mm, as the paper's z-crop experiment (default {defaults.crops})")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the kept patches, crops and batches")
     add_processes(parser)
     parser.set_defaults(func=run)
 
@@ -75,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         tuning = MaskTuning(iterations=args.iterations, checkpoints=tuple(args.checkpoints),
                             learning_rate=args.learning_rate, learning_rate_schedule=args.learning_rate_schedule,
                             batch_size=args.batch_size, done_share=args.done_share, search_share=args.search_share,
-                            seed=args.seed)
+                            runs=args.runs, crops=args.crops, seed=args.seed)
     except ValueError as exc:  # "done_share must be ..." -> "--done-share must be ..."
         raise settings_error(exc, {"learning_rate_schedule": "--lr-schedule"}) from None
     path, model, training, aside = open_inputs(args)

@@ -31,12 +31,13 @@ import torch
 from .. import anatomy
 from ..checkpoint import LoadedModel, ModelMetadata, load_model, save_torchscript
 from ..evaluate import GroupSummary, summarize
-from ..geometry import to_model_grid
+from ..geometry import crop_z, physical_bounds, to_model_grid
 from ..imageio import read_image, read_label_map
 from ..metrics import CaseScore
 from ..network import IterativeFCN
 from ..normalization import NormalizationSpec, normalize
-from ..pipeline import traversal_config
+from ..pipeline import segment_image, traversal_config
+from ..predictor import Predictor
 from ..segment_config import SegmentConfig
 from ..start_network import named_networks, with_networks
 from ..torch_predictor import TorchPredictor
@@ -51,6 +52,9 @@ from .validation import score_scan
 
 logger = logging.getLogger(__name__)
 
+RUNS = ("main", "pipeline")
+CROP_MIN_MM = 150.0
+
 
 @dataclass(frozen=True)
 class MaskTuning:
@@ -59,7 +63,9 @@ class MaskTuning:
     cosine, ``learning_rate_schedule``); the models after the ``checkpoints`` (iteration counts) are the
     candidates. A vertebra counts as segmented in a patch when ``done_share`` of its voxels there are in the
     memory (:func:`expert_target`); ``search_share`` of the sliding search's patches are kept (all of the
-    climbs'); ``seed`` seeds that choice and the batches."""
+    climbs'), of the main network's run alone (``runs`` = ``main``) or of every run the pipeline makes
+    (``pipeline``: also the fallback's, where the main network stalls), in each scan and in ``crops`` random
+    crops of it along z (:func:`crop_range_mm`); ``seed`` seeds those choices and the batches."""
 
     iterations: int = 150
     checkpoints: Tuple[int, ...] = (50, 75, 100, 150)
@@ -68,6 +74,8 @@ class MaskTuning:
     batch_size: int = 4
     done_share: float = 0.2
     search_share: float = 0.5
+    runs: str = "pipeline"
+    crops: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -77,10 +85,13 @@ class MaskTuning:
                                ("learning_rate", self.learning_rate > 0, "positive"),
                                ("done_share", 0 < self.done_share <= 1, "in (0, 1]"),
                                ("search_share", 0 <= self.search_share <= 1, "in [0, 1]"),
+                               ("crops", self.crops >= 0, "0 or more"),
                                ("checkpoints", bool(self.checkpoints) and 1 <= self.checkpoints[0]
                                 and self.checkpoints[-1] <= self.iterations, "between 1 and the iterations")):
             if not ok:
                 raise ValueError(f"{name} must be {need}, got {getattr(self, name)}")
+        if self.runs not in RUNS:
+            raise ValueError(f"runs must be one of {RUNS}, got {self.runs!r}")
         if self.learning_rate_schedule not in LR_SCHEDULES:
             raise ValueError(f"learning_rate_schedule must be one of {LR_SCHEDULES}, "
                              f"got {self.learning_rate_schedule!r}")
@@ -118,31 +129,65 @@ class MaskPatches:
         return len(self.phases)
 
 
-def capture_patches(image: sitk.Image, reference: sitk.Image, model: LoadedModel, tuning: MaskTuning = MaskTuning(),
-                    case_id: str = "") -> MaskPatches:
-    """Traverse ``image`` with ``model``'s main network (its traversal settings, :func:`~vertebra_traversal.
-    pipeline.traversal_config`) and keep its patches with their :func:`expert_target` from ``reference``
-    (VerSe ids on the grid of ``image``), both resampled to the model grid as the pipeline resamples them."""
-    meta = model.metadata
-    model_image = to_model_grid(image, meta.spacing_mm, "linear")
-    array = normalize(sitk.GetArrayFromImage(model_image), NormalizationSpec.from_json(meta.normalization))
-    labels = sitk.GetArrayFromImage(to_model_grid(reference, meta.spacing_mm, "nearest"))
-    config = traversal_config(meta, SegmentConfig())
+Visited = Tuple[List[Tuple[Tuple[float, float, float], str]], List[Tuple[np.ndarray, np.ndarray, float, int]]]
+
+
+def _main_run(array: np.ndarray, model: LoadedModel) -> Visited:
+    """(centre (z, y, x) and phase of each patch, its recorded call) of the main network's traversal of the
+    normalised model-grid ``array``, with the model's traversal settings."""
+    config = traversal_config(model.metadata, SegmentConfig())
     recorder = RecordingPredictor(TorchPredictor(replace(model, module=named_networks(model)["main"]),
                                                  batch_size=config.search_batch))
     events: List[PatchEvent] = []
     traverse(array, recorder, config, on_event=lambda e: events.append(e) if isinstance(e, PatchEvent) else None)
-    if len(events) != len(recorder.calls) or labels.shape != array.shape:
-        raise RuntimeError(f"{case_id}: {len(events)} patch events for {len(recorder.calls)} recorded patches")
+    return [(e.center_zyx, e.phase) for e in events], recorder.calls
+
+
+def _pipeline_runs(image: sitk.Image, model_image: sitk.Image, model: LoadedModel) -> Visited:
+    """The same for every traversal :func:`~vertebra_traversal.pipeline.segment_image` makes of ``image`` (the
+    main network's, and the fallback's where that stalls), centres mapped back from LPS to ``model_image``."""
+    recorders: List[RecordingPredictor] = []
+
+    def record(predictor: Predictor) -> Predictor:
+        recorders.append(RecordingPredictor(predictor))
+        return recorders[-1]
+
+    events: List[dict] = []
+    segment_image(image, model, SegmentConfig(), predictor_hook=record,
+                  on_event=lambda e: events.append(e) if e["event"] == "patch" else None)
+    direction = np.asarray(model_image.GetDirection()).reshape(3, 3)
+    ijk = ((np.array([e["center_lps_mm"] for e in events]).reshape(-1, 3) - model_image.GetOrigin()) @ direction
+           / model_image.GetSpacing())
+    return ([(tuple(float(c) for c in zyx), e["phase"]) for zyx, e in zip(ijk[:, ::-1], events)],
+            [c for r in recorders for c in r.calls])
+
+
+def capture_patches(image: sitk.Image, reference: sitk.Image, model: LoadedModel, tuning: MaskTuning = MaskTuning(),
+                    case_id: str = "") -> MaskPatches:
+    """Traverse ``image`` as ``tuning.runs`` says (``main``: the main network once, with the model's traversal
+    settings, :func:`~vertebra_traversal.pipeline.traversal_config`; ``pipeline``: every run the pipeline
+    makes) and keep the patches with their :func:`expert_target` from ``reference`` (VerSe ids on the grid of
+    ``image``), both resampled to the model grid as the pipeline resamples them."""
+    meta = model.metadata
+    model_image = to_model_grid(image, meta.spacing_mm, "linear")
+    labels = sitk.GetArrayFromImage(to_model_grid(reference, meta.spacing_mm, "nearest"))
+    if tuning.runs == "main":
+        array = normalize(sitk.GetArrayFromImage(model_image), NormalizationSpec.from_json(meta.normalization))
+        visited, calls = _main_run(array, model)
+    else:
+        visited, calls = _pipeline_runs(image, model_image, model)
+    if len(visited) != len(calls) or labels.shape != sitk.GetArrayViewFromImage(model_image).shape:
+        raise RuntimeError(f"{case_id}: {len(visited)} patch events for {len(calls)} recorded patches")
     rng = np.random.default_rng([tuning.seed, zlib.crc32(case_id.encode())])
-    kept = [k for k, e in enumerate(events) if e.phase != "search" or rng.random() < tuning.search_share]
-    centers = np.array([[int(round(c)) for c in events[k].center_zyx] for k in kept], int).reshape(-1, 3)
-    memories = np.array([recorder.calls[k][1] > 0.5 for k in kept], bool).reshape(-1, *config.patch_size)
-    targets = [expert_target(crop_patch(labels, c, config.patch_size, 0).astype(np.uint8), m, meta.direction,
-                             tuning.done_share) for c, m in zip(centers, memories)]
-    return MaskPatches(case_id, np.array([recorder.calls[k][0] for k in kept], np.float16).reshape(memories.shape),
+    kept = [k for k, (_, phase) in enumerate(visited) if phase != "search" or rng.random() < tuning.search_share]
+    size = tuple(int(p) for p in meta.patch_size)
+    centers = np.array([[int(round(c)) for c in visited[k][0]] for k in kept], int).reshape(-1, 3)
+    memories = np.array([calls[k][1] > 0.5 for k in kept], bool).reshape(-1, *size)
+    targets = [expert_target(crop_patch(labels, c, size, 0).astype(np.uint8), m, meta.direction, tuning.done_share)
+               for c, m in zip(centers, memories)]
+    return MaskPatches(case_id, np.array([calls[k][0] for k in kept], np.float16).reshape(memories.shape),
                        memories, np.array(targets, bool).reshape(memories.shape), centers,
-                       tuple(events[k].phase for k in kept))
+                       tuple(visited[k][1] for k in kept))
 
 
 @lru_cache(maxsize=2)
@@ -151,11 +196,36 @@ def loaded_model(path: Path) -> LoadedModel:
     return load_model(path, device="cpu")
 
 
+def crop_range_mm(image: sitk.Image, rng: np.random.Generator) -> Tuple[float, float]:
+    """A range along LPS z (mm) over a random 20–40 % of the scan's length, at least ``CROP_MIN_MM`` (the whole
+    scan where it is shorter), placed at random: the crops of the paper's z-crop experiment (§5.2)."""
+    low, high = physical_bounds(image)
+    length = float(high[2] - low[2])
+    size = min(length, max(CROP_MIN_MM, rng.uniform(0.2, 0.4) * length))
+    start = float(low[2]) + rng.uniform(0.0, length - size)
+    return start, start + size
+
+
+def joined(case_id: str, parts: Sequence[MaskPatches]) -> MaskPatches:
+    """The patches of ``parts`` as one :class:`MaskPatches` (each part's centres on its own model grid)."""
+    return MaskPatches(case_id, *(np.concatenate([getattr(p, name) for p in parts])
+                                  for name in ("images", "memories", "targets", "centers")),
+                       tuple(phase for p in parts for phase in p.phases))
+
+
 def capture_case(case: TrainingCase, model_path: Path, tuning: MaskTuning = MaskTuning()) -> MaskPatches:
-    """:func:`capture_patches` of one case's files; the model is loaded once per process."""
+    """:func:`capture_patches` of one case's files and of ``tuning.crops`` random crops of it along z
+    (:func:`crop_range_mm`; the cut vertebrae are the crop's); the model is loaded once per process."""
     image = read_image(case.image)
-    return capture_patches(image, read_label_map(case.labels, reference=image), loaded_model(model_path), tuning,
-                           case.case_id)
+    reference = read_label_map(case.labels, reference=image)
+    model = loaded_model(model_path)
+    parts = [capture_patches(image, reference, model, tuning, case.case_id)]
+    rng = np.random.default_rng([tuning.seed, zlib.crc32(case.case_id.encode()), 1])
+    for n in range(tuning.crops):
+        z0, z1 = crop_range_mm(image, rng)
+        parts.append(capture_patches(crop_z(image, z0, z1), crop_z(reference, z0, z1), model, tuning,
+                                     f"{case.case_id}-crop{n + 1}"))
+    return joined(case.case_id, parts)
 
 
 def _batch(scans: Sequence[MaskPatches], picks: Sequence[Tuple[int, int]], spacing_mm: Sequence[float]
@@ -181,7 +251,8 @@ def tune_segmentation_path(net: IterativeFCN, scans: Sequence[MaskPatches], spac
     """Train :func:`segmentation_parameters` of ``net`` in place on the patches of ``scans`` (loss
     λ·FP_soft + FN_soft with λ = 1 and §3.6's surface weights, over the reference volume in voxels at
     ``spacing_mm`` (z, y, x)); everything else frozen and in eval mode. ``on_checkpoint(iteration)`` after
-    each of ``tuning.checkpoints``. Returns the loss of every batch."""
+    each of ``tuning.checkpoints``; the rate falls over ``tuning.iterations`` and the training stops at the
+    last checkpoint. Returns the loss of every batch."""
     index = [(i, j) for i, scan in enumerate(scans) for j in range(len(scan))]
     if not index:
         raise ValueError("no patch was recorded: nothing to train on")
@@ -195,7 +266,7 @@ def tune_segmentation_path(net: IterativeFCN, scans: Sequence[MaskPatches], spac
     optimizer = torch.optim.Adam(trained, lr=tuning.learning_rate)
     rng = np.random.default_rng(tuning.seed)
     losses: List[float] = []
-    for iteration in range(tuning.iterations):
+    for iteration in range(tuning.checkpoints[-1]):  # nothing after the last checkpoint is kept
         picks = rng.choice(len(index), min(tuning.batch_size, len(index)), replace=False)
         inputs, targets, weights = _batch(scans, [index[k] for k in picks], spacing_mm)
         for group in optimizer.param_groups:
