@@ -2,16 +2,16 @@
 imitation learning).
 
 §3.6 trains the network with the reference in its instance memory; at inference (§3.3) the memory holds the
-network's own masks, which leave parts of vertebrae out and reach into neighbours. This module runs a
-model's main network along its traversal (§3.3, the model's own settings) on labelled scans and records
-every patch it evaluates: the image and the memory as the network saw them, and the place. Each patch is
-paired with the mask the traversal should have been given there (:func:`expert_target`): §3.6's target, the
-first vertebra in traversal order in the patch that is not yet segmented, read against the network's own
-memory. Only the segmentation path (decoders and output layer) is trained on them, with the paper's loss at
-the end of its λ schedule (λ = 1); the encoder, the label and completeness paths and every batch-norm
-statistic stay frozen, so a given patch keeps its label value and completeness. Checkpoints are judged by
-segmenting held-aside scans with the whole pipeline, scored as ``evaluate`` scores (§4.2)
-(:func:`choose_checkpoint`).
+network's own masks, which leave parts of vertebrae out and reach into neighbours. This module segments
+labelled scans, and random crops of them along z, with the model's own settings (§3.3, with the fallback's
+run where the main network stalls) and records every patch the traversals evaluate: the image and the
+memory as the network saw them, and the place. Each patch is paired with the mask the traversal should
+have been given there (:func:`expert_target`): §3.6's target, the first vertebra in traversal order in the
+patch that is not yet segmented, read against the network's own memory. Only the segmentation path
+(decoders and output layer) is trained on them, with the paper's loss at the end of its λ schedule
+(λ = 1); the encoder, the label and completeness paths and every batch-norm statistic stay frozen, so a
+given patch keeps its label value and completeness. Checkpoints are judged by segmenting held-aside scans
+with the whole pipeline, scored as ``evaluate`` scores (§4.2) (:func:`choose_checkpoint`).
 """
 from __future__ import annotations
 
