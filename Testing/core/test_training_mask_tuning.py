@@ -98,7 +98,7 @@ def test_in_a_neck_scan_the_pipeline_runs_bring_the_fallbacks_climbs():
     case = generate_case(NECK_SEED, replace(SAMPLE_CONFIG, fov="neck"))
     model = load_model(resolve_model("ct"), device="cpu")
     main = capture_patches(case.image, case.labels, model, MaskTuning(search_share=0.0, runs="main"), "neck")
-    runs = capture_patches(case.image, case.labels, model, MaskTuning(search_share=0.0), "neck")
+    runs = capture_patches(case.image, case.labels, model, MaskTuning(search_share=0.0, runs="pipeline"), "neck")
     assert len(main) <= 1 and len(runs) >= 5 and set(runs.phases) == {"converge"}
     _check_capture(runs, case.image, case.labels, model)
     assert runs.memories[-1].any()  # later climbs see the vertebrae already stored

@@ -1,9 +1,10 @@
 """``vertebra-traversal tune-masks --model MODEL --data DIR... --validation DIR... --out NEW.pt``.
 
 Trains the model's segmentation path on the patches its own traversal visits (:mod:`vertebra_traversal.
-training.mask_tuning`): the model segments every ``--data`` case with its own settings, each patch its
-traversals evaluated (``--runs pipeline``; ``main``: the main network's own run alone) is kept with its image, its memory (the network's own masks) and the mask the traversal
-should have been given there, and the decoders alone are trained on them for ``--iterations`` batches. The
+training.mask_tuning`): the main network traverses every ``--data`` case with the model's settings
+(``--runs main``; ``pipeline``: every run the pipeline makes, the fallback's too; ``--crops N``: also N
+random crops of each case along z), each patch evaluated is kept with its image, its memory (the
+network's own masks) and the mask the traversal should have been given there, and the decoders alone are trained on them for ``--iterations`` batches. The
 model as it is and the model after each of ``--checkpoints`` segment the ``--validation`` cases; the
 checkpoint written is the one of highest Dice among those with a higher Dice than the model as it is and
 an identification rate not below it. Where none qualifies, nothing is written (exit 1). The label and

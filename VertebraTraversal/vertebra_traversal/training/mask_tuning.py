@@ -74,8 +74,8 @@ class MaskTuning:
     batch_size: int = 4
     done_share: float = 0.2
     search_share: float = 0.5
-    runs: str = "pipeline"
-    crops: int = 1
+    runs: str = "main"
+    crops: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
