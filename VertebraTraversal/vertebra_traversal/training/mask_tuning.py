@@ -176,8 +176,11 @@ def capture_patches(image: sitk.Image, reference: sitk.Image, model: LoadedModel
         visited, calls = _main_run(array, model)
     else:
         visited, calls = _pipeline_runs(image, model_image, model)
-    if len(visited) != len(calls) or labels.shape != sitk.GetArrayViewFromImage(model_image).shape:
+    if len(visited) != len(calls):
         raise RuntimeError(f"{case_id}: {len(visited)} patch events for {len(calls)} recorded patches")
+    if labels.shape != sitk.GetArrayViewFromImage(model_image).shape:
+        raise RuntimeError(f"{case_id}: the label map resamples to {labels.shape} voxels, the image to "
+                           f"{sitk.GetArrayViewFromImage(model_image).shape}")
     rng = np.random.default_rng([tuning.seed, zlib.crc32(case_id.encode())])
     kept = [k for k, (_, phase) in enumerate(visited) if phase != "search" or rng.random() < tuning.search_share]
     size = tuple(int(p) for p in meta.patch_size)
