@@ -16,7 +16,8 @@ from typing import List, Optional
 from .. import __version__
 from ..imageio import InputError
 
-COMMANDS = ("phantom", "evaluate", "segment", "train", "tune_labels", "tune_masks", "calibrate", "combine", "export", "demo")
+COMMANDS = ("phantom", "evaluate", "segment", "train", "tune_labels", "tune_masks", "calibrate", "combine", "export",
+            "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

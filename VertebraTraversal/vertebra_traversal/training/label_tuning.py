@@ -24,7 +24,7 @@ import SimpleITK as sitk
 import torch
 
 from .. import anatomy
-from ..checkpoint import LoadedModel, ModelMetadata, load_model
+from ..checkpoint import LoadedModel, ModelMetadata
 from ..dataset import read_case_info
 from ..imageio import read_image, read_label_map
 from ..labeling import LabelingConfig, refine_labels
@@ -36,7 +36,7 @@ from ..segment_config import SegmentConfig
 from ..start_network import named_networks
 from .config import LR_SCHEDULES, scheduled_learning_rate
 from .data import TrainingCase
-from .parallel import map_cases
+from .parallel import loaded_model, map_cases
 from .trainer import inherited_reading
 
 logger = logging.getLogger(__name__)
@@ -214,17 +214,12 @@ def capture_scan(image: sitk.Image, reference: sitk.Image, model: LoadedModel, n
                         np.array([p.reference for p in patches], int), np.array([p.counted for p in patches], bool))
 
 
-_LOADED: Dict[Path, Tuple[LoadedModel, IterativeFCN]] = {}
-
-
 def capture_case(case: TrainingCase, model_path: Path, approach: int = 2) -> CapturedScan:
     """:func:`capture_scan` of one case's files, its completeness as ``evaluate`` reads it
     (:func:`~vertebra_traversal.dataset.read_case_info`: the sidecar, or every labelled vertebra complete where
-    there is none). The model is loaded once per process."""
-    if model_path not in _LOADED:
-        model = load_model(model_path, device="cpu")
-        _LOADED[model_path] = (model, main_network(model))
-    model, net = _LOADED[model_path]
+    there is none). The model is loaded once per process (:func:`~.parallel.loaded_model`)."""
+    model = loaded_model(model_path)
+    net = main_network(model)
     image = read_image(case.image)
     reference = read_label_map(case.labels, reference=image)
     complete = {v.label: v.complete for v in read_case_info(case.files, labels=reference).vertebrae}

@@ -20,7 +20,6 @@ import logging
 import math
 import zlib
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -29,7 +28,7 @@ import SimpleITK as sitk
 import torch
 
 from .. import anatomy
-from ..checkpoint import LoadedModel, ModelMetadata, load_model, save_torchscript
+from ..checkpoint import LoadedModel, ModelMetadata, save_torchscript
 from ..evaluate import GroupSummary, summarize
 from ..geometry import crop_z, physical_bounds, to_model_grid
 from ..imageio import read_image, read_label_map
@@ -46,7 +45,7 @@ from .config import LR_SCHEDULES, scheduled_learning_rate
 from .data import TrainingCase
 from .label_tuning import RecordingPredictor, main_network
 from .loss import LossConfig, reference_voxels, segmentation_error, surface_weights
-from .parallel import map_cases
+from .parallel import loaded_model, map_cases
 from .sampler import first_unsegmented
 from .validation import score_scan
 
@@ -193,12 +192,6 @@ def capture_patches(image: sitk.Image, reference: sitk.Image, model: LoadedModel
                        tuple(visited[k][1] for k in kept))
 
 
-@lru_cache(maxsize=2)
-def loaded_model(path: Path) -> LoadedModel:
-    """The model file on the CPU, loaded once per process (the last two files)."""
-    return load_model(path, device="cpu")
-
-
 def crop_range_mm(image: sitk.Image, rng: np.random.Generator) -> Tuple[float, float]:
     """A range along LPS z (mm) over a random 20–40 % of the scan's length, at least ``CROP_MIN_MM`` (the whole
     scan where it is shorter), placed at random: the crops of the paper's z-crop experiment (§5.2)."""
@@ -343,7 +336,8 @@ def tune_masks(model_path: Path, training: Sequence[TrainingCase], aside: Sequen
     model = loaded_model(model_path)
     scans = map_cases(capture_case, training, model_path, tuning, workers=workers,
                       progress=lambda done, total, case_id: say(f"recorded {case_id} ({done}/{total})"))
-    say(f"{sum(len(s) for s in scans)} patches of {len(scans)} scans")
+    patches = sum(len(s) for s in scans)
+    say(f"{patches} patches of {len(scans)} scans")
     scores = {0: score_model(model_path, aside, workers)}
     say(f"as it is: {_describe(scores[0])}")
     net = main_network(model)
@@ -363,7 +357,7 @@ def tune_masks(model_path: Path, training: Sequence[TrainingCase], aside: Sequen
     losses = tune_segmentation_path(net, scans, model.metadata.spacing_mm[::-1], tuning, checkpoint, say)
     chosen = choose_checkpoint(scores[0], {k: v for k, v in scores.items() if k})
     net.load_state_dict(weights[chosen or 0])
-    return MaskTuningResult(chosen, scores, losses, net.eval(), sum(len(s) for s in scans))
+    return MaskTuningResult(chosen, scores, losses, net.eval(), patches)
 
 
 def _describe(row: GroupSummary) -> str:
