@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 from ..network import NetworkConfig, compact_config, paper_config
 from ..normalization import NormalizationSpec
@@ -33,6 +33,20 @@ LATER_FIELDS = {"centred_fraction": 0.0, "trained_part": "all", "start_fraction"
 TRAINED_PARTS = ("all", "label-path")
 #: How the learning rate moves over a run: the paper's constant rate, or a cosine decay to 0 (beyond the paper).
 LR_SCHEDULES = ("constant", "cosine")
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+    """Raise ``ValueError("<name> must be one of <choices>, got <value>")`` unless ``value`` is a choice."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def check_settings(settings: Any, rules: Iterable[Tuple[str, bool, str]]) -> None:
+    """Raise ``ValueError("<name> must be <need>, got <value>")`` for the first (name, ok, need) not ok, the
+    value read from ``settings``."""
+    for name, ok, need in rules:
+        if not ok:
+            raise ValueError(f"{name} must be {need}, got {getattr(settings, name)}")
 
 
 def scheduled_learning_rate(rate: float, schedule: str, step: int, steps: int) -> float:
@@ -128,15 +142,9 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if self.completeness_rule is not None:
             check_completeness_rule(self.completeness_rule)
-        if self.modality not in MODALITIES:
-            raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
-        if self.trained_part not in TRAINED_PARTS:
-            raise ValueError(f"trained_part must be one of {TRAINED_PARTS}, got {self.trained_part!r}")
-        if self.learning_rate_schedule not in LR_SCHEDULES:
-            raise ValueError(f"learning_rate_schedule must be one of {LR_SCHEDULES}, "
-                             f"got {self.learning_rate_schedule!r}")
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        for name, choices in (("modality", MODALITIES), ("trained_part", TRAINED_PARTS),
+                              ("learning_rate_schedule", LR_SCHEDULES), ("direction", DIRECTIONS)):
+            check_choice(name, getattr(self, name), choices)
         for name in ("iterations", "batch_size", "validate_every", "checkpoint_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

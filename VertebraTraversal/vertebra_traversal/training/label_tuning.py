@@ -34,7 +34,7 @@ from ..pipeline import SegmentationResult, segment_image
 from ..predictor import PatchPrediction, Predictor
 from ..segment_config import SegmentConfig
 from ..start_network import named_networks
-from .config import LR_SCHEDULES, scheduled_learning_rate
+from .config import LR_SCHEDULES, check_choice, check_settings, scheduled_learning_rate
 from .data import TrainingCase
 from .parallel import loaded_model, map_cases
 from .trainer import inherited_reading
@@ -60,16 +60,12 @@ class LabelTuning:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name, ok, need in (("epochs", self.epochs >= 1, "at least 1"),
-                               ("batch_size", self.batch_size >= 1, "at least 1"),
-                               ("approach", self.approach >= 0, "0 or more"),
-                               ("weight_decay", self.weight_decay >= 0, "0 or more"),
-                               ("learning_rate", self.learning_rate > 0, "positive")):
-            if not ok:
-                raise ValueError(f"{name} must be {need}, got {getattr(self, name)}")
-        if self.learning_rate_schedule not in LR_SCHEDULES:
-            raise ValueError(f"learning_rate_schedule must be one of {LR_SCHEDULES}, "
-                             f"got {self.learning_rate_schedule!r}")
+        check_settings(self, (("epochs", self.epochs >= 1, "at least 1"),
+                              ("batch_size", self.batch_size >= 1, "at least 1"),
+                              ("approach", self.approach >= 0, "0 or more"),
+                              ("weight_decay", self.weight_decay >= 0, "0 or more"),
+                              ("learning_rate", self.learning_rate > 0, "positive")))
+        check_choice("learning_rate_schedule", self.learning_rate_schedule, LR_SCHEDULES)
 
 
 class RecordingPredictor:

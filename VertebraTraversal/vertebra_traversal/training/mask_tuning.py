@@ -41,7 +41,7 @@ from ..segment_config import SegmentConfig
 from ..start_network import named_networks, with_networks
 from ..torch_predictor import TorchPredictor
 from ..traversal import PatchEvent, crop_patch, traverse
-from .config import LR_SCHEDULES, scheduled_learning_rate
+from .config import LR_SCHEDULES, check_choice, check_settings, scheduled_learning_rate
 from .data import TrainingCase
 from .label_tuning import RecordingPredictor, main_network
 from .loss import LossConfig, reference_voxels, segmentation_error, surface_weights
@@ -79,21 +79,16 @@ class MaskTuning:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "checkpoints", tuple(sorted(set(int(c) for c in self.checkpoints))))
-        for name, ok, need in (("iterations", self.iterations >= 1, "at least 1"),
-                               ("batch_size", self.batch_size >= 1, "at least 1"),
-                               ("learning_rate", self.learning_rate > 0, "positive"),
-                               ("done_share", 0 < self.done_share <= 1, "in (0, 1]"),
-                               ("search_share", 0 <= self.search_share <= 1, "in [0, 1]"),
-                               ("crops", self.crops >= 0, "0 or more"),
-                               ("checkpoints", bool(self.checkpoints) and 1 <= self.checkpoints[0]
-                                and self.checkpoints[-1] <= self.iterations, "between 1 and the iterations")):
-            if not ok:
-                raise ValueError(f"{name} must be {need}, got {getattr(self, name)}")
-        if self.runs not in RUNS:
-            raise ValueError(f"runs must be one of {RUNS}, got {self.runs!r}")
-        if self.learning_rate_schedule not in LR_SCHEDULES:
-            raise ValueError(f"learning_rate_schedule must be one of {LR_SCHEDULES}, "
-                             f"got {self.learning_rate_schedule!r}")
+        check_settings(self, (("iterations", self.iterations >= 1, "at least 1"),
+                              ("batch_size", self.batch_size >= 1, "at least 1"),
+                              ("learning_rate", self.learning_rate > 0, "positive"),
+                              ("done_share", 0 < self.done_share <= 1, "in (0, 1]"),
+                              ("search_share", 0 <= self.search_share <= 1, "in [0, 1]"),
+                              ("crops", self.crops >= 0, "0 or more"),
+                              ("checkpoints", bool(self.checkpoints) and 1 <= self.checkpoints[0]
+                               and self.checkpoints[-1] <= self.iterations, "between 1 and the iterations")))
+        check_choice("runs", self.runs, RUNS)
+        check_choice("learning_rate_schedule", self.learning_rate_schedule, LR_SCHEDULES)
 
 
 def expert_target(reference: np.ndarray, memory: np.ndarray, direction: str = "up",
