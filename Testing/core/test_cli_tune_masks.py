@@ -46,7 +46,9 @@ def test_validation_cases_must_not_repeat_training_cases(folders, capsys):
                                             (["--search-share", "2"], "--search-share must be in [0, 1]"),
                                             (["--iterations", "10", "--checkpoints", "5", "20"],
                                              "--checkpoints must be between 1 and the iterations"),
-                                            (["--batch-size", "0"], "--batch-size must be at least 1")])
+                                            (["--batch-size", "0"], "--batch-size must be at least 1"),
+                                            (["--batch-size", "1", "--sampler-share", "0.4"],
+                                             "--sampler-share must be 0, or a share of the batch size")])
 def test_bad_settings_are_refused_with_their_option(folders, capsys, extra, message):
     root, model = folders
     assert cli.main(_args(root, model, *extra)) == 2
@@ -56,10 +58,11 @@ def test_bad_settings_are_refused_with_their_option(folders, capsys, extra, mess
 
 def test_a_run_writes_the_kept_checkpoint_with_its_record_or_nothing(folders, capsys):
     root, model = folders
-    code = cli.main(_args(root, model, "--iterations", "4", "--checkpoints", "2", "4", "--search-share", "1"))
+    code = cli.main(_args(root, model, "--iterations", "4", "--checkpoints", "2", "4", "--search-share", "1",
+                          "--sampler-share", "0.5"))
     summary = json.loads(capsys.readouterr().out)
     assert set(summary["scores"]) == {"0", "2", "4"} and summary["patches"] > 0
-    assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []  # no checkpoint left behind
+    assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []  # no checkpoint or cache left behind
     if summary["chosen"] is None:
         assert code == 1 and summary["model"] is None and not (root / "tuned.pt").exists()
         return
@@ -68,5 +71,6 @@ def test_a_run_writes_the_kept_checkpoint_with_its_record_or_nothing(folders, ca
     record = tuned.metadata.training["mask_tuning"]
     assert record["chosen"] == summary["chosen"] and record["data"] == ["case001"]
     assert record["validation"] == ["case002"] and record["tuning"]["iterations"] == 4
+    assert record["tuning"]["sampler_share"] == 0.5
     new, old = named_networks(tuned)["main"].state_dict(), named_networks(base)["main"].state_dict()
     assert all(torch.equal(new[k], old[k]) for k in old if not k.startswith(("decoders.", "seg_out.")))

@@ -23,12 +23,14 @@ from vertebra_traversal.normalization import NormalizationSpec, normalize, pad_v
 from vertebra_traversal.phantom import generate_case
 from vertebra_traversal.phantom.sample import SAMPLE_CONFIG
 from vertebra_traversal.traversal import crop_patch
-from vertebra_traversal.training.data import describe_case, find_cases
+from vertebra_traversal.training.data import describe_case, find_cases, prepare_cases
+from vertebra_traversal.training.loss import LossConfig, reference_voxels, segmentation_error, surface_weights
 from vertebra_traversal.training.mask_tuning import (MaskPatches, MaskTuning, capture_case, capture_patches,
                                                      choose_checkpoint, crop_range_mm,
                                                      expert_target, segmentation_parameters, tune_masks,
                                                      tune_segmentation_path, tuned_metadata)
 from vertebra_traversal.training.parallel import map_cases
+from vertebra_traversal.training.patches import model_patches
 
 L3, L2, L1 = (anatomy.label_of(n) for n in ("L3", "L2", "L1"))
 
@@ -55,9 +57,13 @@ def test_the_expert_names_the_first_vertebra_not_yet_segmented_minus_the_memory(
 def test_settings_are_checked():
     for bad in ({"iterations": 0}, {"batch_size": 0}, {"learning_rate": 0.0}, {"done_share": 0.0},
                 {"done_share": 1.5}, {"search_share": -0.1}, {"checkpoints": ()}, {"checkpoints": (0,)},
-                {"iterations": 10, "checkpoints": (5, 11)}, {"learning_rate_schedule": "step"}, {"runs": "start"}, {"crops": -1}):
+                {"iterations": 10, "checkpoints": (5, 11)}, {"learning_rate_schedule": "step"}, {"runs": "start"},
+                {"crops": -1}, {"sampler_share": -0.1}, {"sampler_share": 1.0},
+                {"batch_size": 1, "sampler_share": 0.3}, {"batch_size": 2, "sampler_share": 0.9}):
         with pytest.raises(ValueError):
             MaskTuning(**bad)
+    assert MaskTuning(batch_size=4, sampler_share=0.5).sampled_per_batch == 2
+    assert MaskTuning(batch_size=4, sampler_share=0.2).sampled_per_batch == 1
     assert MaskTuning(iterations=10, checkpoints=(10, 5, 5)).checkpoints == (5, 10)
 
 
@@ -174,6 +180,67 @@ def test_tuning_trains_the_decoders_alone_and_fits_the_targets():
     assert changed and changed <= names and all(k.startswith(("decoders.", "seg_out.")) for k in names)
     with torch.no_grad():  # label and completeness of a patch do not move
         assert torch.equal(net(x)[1], label) and torch.equal(net(x)[2], complete)
+
+
+class _Samples(list):
+    """The sampler's samples, recording which were taken."""
+
+    def __init__(self, items):
+        super().__init__(items)
+        self.taken = []
+
+    def __getitem__(self, k):
+        self.taken.append(k)
+        return super().__getitem__(k)
+
+
+def test_each_batch_ends_with_the_samplers_patches_in_order():
+    torch.manual_seed(0)
+    net = IterativeFCN(TINY).eval()
+    own = _scans(net, count=1)  # one recorded patch: every batch starts with it
+    others = _scans(net, count=3, seed=1)[0]
+    samples = _Samples([{"input": np.stack([others.images[k].astype(np.float32),
+                                            others.memories[k].astype(np.float32)]),
+                         "target": others.targets[k][None].astype(np.float32),
+                         "weights": surface_weights(others.targets[k], (4.0,) * 3)[None]} for k in range(3)])
+    x = torch.from_numpy(np.stack([np.stack([own[0].images[0].astype(np.float32),
+                                             own[0].memories[0].astype(np.float32)]), samples[0]["input"]]))
+    target = torch.from_numpy(np.stack([own[0].targets[0][None].astype(np.float32), samples[0]["target"]]))
+    weights = torch.from_numpy(np.stack([surface_weights(own[0].targets[0], (4.0,) * 3)[None],
+                                         samples[0]["weights"]]))
+    with torch.no_grad():
+        expected = (segmentation_error(torch.sigmoid(net.forward_logits(x)[0]), target, weights, 1.0)
+                    / reference_voxels(LossConfig(), (4.0,) * 3)).item()
+    samples.taken.clear()
+    tuning = MaskTuning(iterations=3, checkpoints=(3,), batch_size=2, sampler_share=0.5)
+    losses = tune_segmentation_path(net, own, (4.0,) * 3, tuning, sampler=samples)
+    assert samples.taken == [0, 1, 2] and losses[0] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="sampler's patches"):
+        tune_segmentation_path(net, own, (4.0,) * 3, tuning)
+
+
+def test_the_samplers_patches_follow_the_models_grid_and_direction(tmp_path):
+    write_spine_case(tmp_path, "case0", [L3, L2, L1], shape=(48, 24, 24))
+    meta = load_model(tiny_model(tmp_path / "tiny.pt", spacing_mm=4.0), device="cpu").metadata
+    prepared = prepare_cases(find_cases([tmp_path], "ct"), tmp_path / "cache", 4.0,
+                             NormalizationSpec.from_json(meta.normalization))
+    for direction in ("up", "down"):
+        patches = model_patches(prepared, replace(meta, direction=direction), seed=3, length=40)
+        assert len(patches) == 40
+        assert patches.settings.pad_value == pad_value(NormalizationSpec.from_json(meta.normalization))
+        ordered = 0
+        for k in range(40):
+            sample = patches[k]
+            assert sample["input"].shape == (2, *TINY.patch_size) and sample["target"].shape == (1, *TINY.patch_size)
+            memory_z = np.nonzero(sample["input"][1] > 0.5)[0]
+            target_z = np.nonzero(sample["target"][0] > 0.5)[0]
+            if len(memory_z) and len(target_z):  # the memory holds the vertebrae before the target
+                ordered += 1
+                assert memory_z.max() < target_z.min() if direction == "up" else memory_z.min() > target_z.max()
+        assert ordered >= 5
+    odd = replace(meta, patch_size=(16, 16, 8), network=dict(meta.network, patch_size=[16, 16, 8]))
+    with pytest.raises(ValueError, match="cubic"):
+        model_patches(prepared, odd, seed=0, length=1)
 
 
 def test_tuning_refuses_an_empty_capture():

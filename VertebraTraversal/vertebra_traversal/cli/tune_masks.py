@@ -5,7 +5,8 @@ training.mask_tuning`): the main network traverses every ``--data`` case with th
 main``; ``pipeline``: every run the pipeline makes, the fallback's too; ``--crops N``: also N random crops of
 each case along z), each patch evaluated is kept with its image, its memory (the network's own masks) and the
 mask the traversal should have been given there, and the decoders alone are trained on them for
-``--iterations`` batches. The model as it is and the model after each of ``--checkpoints`` segment the
+``--iterations`` batches (``--sampler-share``: that share of each batch is drawn instead as the network was
+trained, the reference vertebrae in memory, from the same cases). The model as it is and the model after each of ``--checkpoints`` segment the
 ``--validation`` cases; the checkpoint written is the one of highest Dice among those with a higher Dice than
 the model as it is and an identification rate not below it. Where none qualifies, nothing is written (exit 1).
 The label and completeness paths and the encoder they read are not trained, so the label reading and the start
@@ -66,6 +67,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--crops", type=int, default=defaults.crops,
                         help="random crops along z recorded per case besides the whole scan, 20-40 %% of its length and "
                              f"at least 150 mm, as the paper's z-crop experiment (default {defaults.crops})")
+    parser.add_argument("--sampler-share", type=float, default=defaults.sampler_share,
+                        help="share of each batch drawn by the training's sampler (paper section 3.6: the reference "
+                             "vertebrae in memory) from the same cases instead of the recorded patches "
+                             f"(default {defaults.sampler_share:g})")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the kept patches, crops and batches")
     add_processes(parser)
     parser.set_defaults(func=run)
@@ -82,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         tuning = MaskTuning(iterations=args.iterations, checkpoints=tuple(args.checkpoints),
                             learning_rate=args.learning_rate, learning_rate_schedule=args.learning_rate_schedule,
                             batch_size=args.batch_size, done_share=args.done_share, search_share=args.search_share,
-                            runs=args.runs, crops=args.crops, seed=args.seed)
+                            runs=args.runs, crops=args.crops, sampler_share=args.sampler_share, seed=args.seed)
     except ValueError as exc:  # "done_share must be ..." -> "--done-share must be ..."
         raise settings_error(exc, {"learning_rate_schedule": "--lr-schedule"}) from None
     path, model, training, aside = open_inputs(args)

@@ -10,7 +10,9 @@ have been given there (:func:`expert_target`): §3.6's target, the first vertebr
 patch that is not yet segmented, read against the network's own memory. Only the segmentation path
 (decoders and output layer) is trained on them, with the paper's loss at the end of its λ schedule
 (λ = 1); the encoder, the label and completeness paths and every batch-norm statistic stay frozen, so a
-given patch keeps its label value and completeness. Checkpoints are judged by segmenting held-aside scans
+given patch keeps its label value and completeness. Part of each batch may be §3.6's own patches (reference
+memory, the paper's sampling) of the same scans, so that what the network learnt there (the search, the first
+vertebra, the neck) is rehearsed while it learns its own runs (``sampler_share``). Checkpoints are judged by segmenting held-aside scans
 with the whole pipeline, scored as ``evaluate`` scores (§4.2) (:func:`choose_checkpoint`).
 """
 from __future__ import annotations
@@ -42,10 +44,11 @@ from ..start_network import named_networks, with_networks
 from ..torch_predictor import TorchPredictor
 from ..traversal import PatchEvent, crop_patch, traverse
 from .config import LR_SCHEDULES, check_choice, check_settings, scheduled_learning_rate
-from .data import TrainingCase
+from .data import TrainingCase, prepare_cases
 from .label_tuning import RecordingPredictor, main_network
 from .loss import LossConfig, reference_voxels, segmentation_error, surface_weights
 from .parallel import loaded_model, map_cases
+from .patches import model_patches
 from .sampler import first_unsegmented
 from .validation import score_scan
 
@@ -64,7 +67,9 @@ class MaskTuning:
     memory (:func:`expert_target`); ``search_share`` of the sliding search's patches are kept (all of the
     climbs'), of the main network's run alone (``runs`` = ``main``) or of every run the pipeline makes
     (``pipeline``: also the fallback's, where the main network stalls), in each scan and in ``crops`` random
-    crops of it along z (:func:`crop_range_mm`); ``seed`` seeds those choices and the batches."""
+    crops of it along z (:func:`crop_range_mm`); ``sampler_share`` of each batch's patches are drawn instead by
+    §3.6's sampler from the same scans (:func:`~vertebra_traversal.training.patches.model_patches`; 0: none);
+    ``seed`` seeds those choices and the batches."""
 
     iterations: int = 150
     checkpoints: Tuple[int, ...] = (50, 75, 100, 150)
@@ -75,6 +80,7 @@ class MaskTuning:
     search_share: float = 0.5
     runs: str = "main"
     crops: int = 0
+    sampler_share: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -85,10 +91,18 @@ class MaskTuning:
                               ("done_share", 0 < self.done_share <= 1, "in (0, 1]"),
                               ("search_share", 0 <= self.search_share <= 1, "in [0, 1]"),
                               ("crops", self.crops >= 0, "0 or more"),
+                              ("sampler_share", 0 <= self.sampler_share < 1 and
+                               (self.sampler_share == 0 or 1 <= self.sampled_per_batch < self.batch_size),
+                               "0, or a share of the batch size that leaves at least one patch of each kind"),
                               ("checkpoints", bool(self.checkpoints) and 1 <= self.checkpoints[0]
                                and self.checkpoints[-1] <= self.iterations, "between 1 and the iterations")))
         check_choice("runs", self.runs, RUNS)
         check_choice("learning_rate_schedule", self.learning_rate_schedule, LR_SCHEDULES)
+
+    @property
+    def sampled_per_batch(self) -> int:
+        """Patches of each batch drawn by §3.6's sampler: ``sampler_share`` of the batch size, rounded."""
+        return int(round(self.batch_size * self.sampler_share))
 
 
 def expert_target(reference: np.ndarray, memory: np.ndarray, direction: str = "up",
@@ -219,15 +233,20 @@ def capture_case(case: TrainingCase, model_path: Path, tuning: MaskTuning = Mask
     return joined(case.case_id, parts)
 
 
-def _batch(scans: Sequence[MaskPatches], picks: Sequence[Tuple[int, int]], spacing_mm: Sequence[float]
-           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(inputs (B, 2, D, H, W), targets and §3.6 surface weights (B, 1, D, H, W)) of the picked patches."""
+def _batch(scans: Sequence[MaskPatches], picks: Sequence[Tuple[int, int]], spacing_mm: Sequence[float],
+           sampled: Sequence[Dict[str, np.ndarray]] = ()) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(inputs (B, 2, D, H, W), targets and §3.6 surface weights (B, 1, D, H, W)) of the picked patches, then
+    of the ``sampled`` ones (the sampler's samples: ``input``, ``target``, ``weights``)."""
     inputs, targets, weights = [], [], []
     for i, j in picks:
         scan = scans[i]
         inputs.append(np.stack([scan.images[j].astype(np.float32), scan.memories[j].astype(np.float32)]))
         targets.append(scan.targets[j][None].astype(np.float32))
         weights.append(surface_weights(scan.targets[j], spacing_mm)[None])
+    for sample in sampled:
+        inputs.append(sample["input"])
+        targets.append(sample["target"])
+        weights.append(sample["weights"])
     return tuple(torch.from_numpy(np.stack(a)) for a in (inputs, targets, weights))  # type: ignore[return-value]
 
 
@@ -238,8 +257,11 @@ def segmentation_parameters(net: IterativeFCN) -> List[torch.nn.Parameter]:
 
 def tune_segmentation_path(net: IterativeFCN, scans: Sequence[MaskPatches], spacing_mm: Sequence[float],
                            tuning: MaskTuning = MaskTuning(), on_checkpoint: Optional[Callable[[int], None]] = None,
-                           progress: Optional[Callable[[str], None]] = None) -> List[float]:
-    """Train :func:`segmentation_parameters` of ``net`` in place on the patches of ``scans`` (loss
+                           progress: Optional[Callable[[str], None]] = None,
+                           sampler: Optional[Sequence[Dict[str, np.ndarray]]] = None) -> List[float]:
+    """Train :func:`segmentation_parameters` of ``net`` in place on the patches of ``scans``, each batch's
+    last ``tuning.sampled_per_batch`` patches taken in order from ``sampler`` (samples with ``input``,
+    ``target`` and ``weights``, :func:`~vertebra_traversal.training.patches.model_patches`) (loss
     λ·FP_soft + FN_soft with λ = 1 and §3.6's surface weights, over the reference volume in voxels at
     ``spacing_mm`` (z, y, x)); everything else frozen and in eval mode. ``on_checkpoint(iteration)`` after
     each of ``tuning.checkpoints``; the rate falls over ``tuning.iterations`` and the training stops at the
@@ -247,6 +269,9 @@ def tune_segmentation_path(net: IterativeFCN, scans: Sequence[MaskPatches], spac
     index = [(i, j) for i, scan in enumerate(scans) for j in range(len(scan))]
     if not index:
         raise ValueError("no patch was recorded: nothing to train on")
+    extra = tuning.sampled_per_batch
+    if extra and sampler is None:
+        raise ValueError(f"sampler_share {tuning.sampler_share:g} needs the sampler's patches")
     net.eval()
     trained = segmentation_parameters(net)
     for p in net.parameters():
@@ -258,8 +283,9 @@ def tune_segmentation_path(net: IterativeFCN, scans: Sequence[MaskPatches], spac
     rng = np.random.default_rng(tuning.seed)
     losses: List[float] = []
     for iteration in range(tuning.checkpoints[-1]):  # nothing after the last checkpoint is kept
-        picks = rng.choice(len(index), min(tuning.batch_size, len(index)), replace=False)
-        inputs, targets, weights = _batch(scans, [index[k] for k in picks], spacing_mm)
+        picks = rng.choice(len(index), min(tuning.batch_size - extra, len(index)), replace=False)
+        inputs, targets, weights = _batch(scans, [index[k] for k in picks], spacing_mm,
+                                          [sampler[iteration * extra + k] for k in range(extra)] if extra else ())
         for group in optimizer.param_groups:
             group["lr"] = scheduled_learning_rate(tuning.learning_rate, tuning.learning_rate_schedule, iteration,
                                                   tuning.iterations)
@@ -324,7 +350,8 @@ def tune_masks(model_path: Path, training: Sequence[TrainingCase], aside: Sequen
                tuning: MaskTuning = MaskTuning(), workers: int = 0,
                progress: Optional[Callable[[str], None]] = None) -> MaskTuningResult:
     """Record the patches of the traversals of ``training`` (:func:`capture_case`), train the segmentation path on
-    them (:func:`tune_segmentation_path`), score the model as it is and each checkpoint on ``aside``
+    them (:func:`tune_segmentation_path`; with ``tuning.sampler_share``, §3.6's patches of ``training`` prepared on
+    the model grid in ``work_dir``), score the model as it is and each checkpoint on ``aside``
     (:func:`score_model`; each checkpoint is written to ``work_dir`` for that and removed after) and keep the
     one :func:`choose_checkpoint` picks. ``workers``: processes for recording and scoring."""
     say = progress or (lambda text: None)
@@ -333,6 +360,7 @@ def tune_masks(model_path: Path, training: Sequence[TrainingCase], aside: Sequen
                       progress=lambda done, total, case_id: say(f"recorded {case_id} ({done}/{total})"))
     patches = sum(len(s) for s in scans)
     say(f"{patches} patches of {len(scans)} scans")
+    sampler = _sampler(model, training, work_dir, tuning, workers) if tuning.sampled_per_batch else None
     scores = {0: score_model(model_path, aside, workers)}
     say(f"as it is: {_describe(scores[0])}")
     net = main_network(model)
@@ -349,10 +377,21 @@ def tune_masks(model_path: Path, training: Sequence[TrainingCase], aside: Sequen
         weights[iteration] = copy.deepcopy(net.state_dict())
         say(f"checkpoint {iteration}: {_describe(scores[iteration])}")
 
-    losses = tune_segmentation_path(net, scans, model.metadata.spacing_mm[::-1], tuning, checkpoint, say)
+    losses = tune_segmentation_path(net, scans, model.metadata.spacing_mm[::-1], tuning, checkpoint, say, sampler)
     chosen = choose_checkpoint(scores[0], {k: v for k, v in scores.items() if k})
     net.load_state_dict(weights[chosen or 0])
     return MaskTuningResult(chosen, scores, losses, net.eval(), patches)
+
+
+def _sampler(model: LoadedModel, cases: Sequence[TrainingCase], work_dir: Path, tuning: MaskTuning,
+             workers: int) -> Sequence[Dict[str, np.ndarray]]:
+    """§3.6's patches of ``cases``, as many as the training takes, prepared on the model grid under ``work_dir``."""
+    meta = model.metadata
+    if len(set(meta.spacing_mm)) != 1:
+        raise ValueError(f"the sampler needs an isotropic model grid; the model's is {tuple(meta.spacing_mm)} mm")
+    prepared = prepare_cases(cases, work_dir / "cache", float(meta.spacing_mm[0]),
+                             NormalizationSpec.from_json(meta.normalization), workers=workers)
+    return model_patches(prepared, meta, tuning.seed, tuning.checkpoints[-1] * tuning.sampled_per_batch)
 
 
 def _describe(row: GroupSummary) -> str:

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..normalization import pad_value
+from ..metadata import ModelMetadata
+from ..normalization import NormalizationSpec, pad_value
 from .augment import AugmentConfig, augment_patch, random_z_window
 from .config import TrainingConfig
 from .data import PreparedCase
@@ -140,3 +141,15 @@ def fixed_samples(cases: Sequence[PreparedCase], settings: PatchSettings, count:
         plan = plan_patch(cases[number].index, rng, settings.sampling)
         samples.append(annotate(image, labels, cases[number], settings, plan, None))
     return samples
+
+
+def model_patches(cases: Sequence[PreparedCase], metadata: ModelMetadata, seed: int, length: int) -> PatchDataset:
+    """``length`` patches of §3.6's sampler (the paper's sampling: 75 % in a vertebra's box, the reference
+    vertebrae before the target in memory; the default augmentation) of ``cases``, prepared on the model grid
+    of ``metadata``, cut to its patch size, traversal direction and padding."""
+    size = {int(p) for p in metadata.patch_size}
+    if len(size) != 1:
+        raise ValueError(f"the sampler cuts cubic patches; the model's are {tuple(metadata.patch_size)} voxels")
+    settings = PatchSettings(SamplingConfig(size.pop(), direction=metadata.direction), AugmentConfig(),
+                             LossConfig(), pad_value(NormalizationSpec.from_json(metadata.normalization)), seed)
+    return PatchDataset(cases, settings, length)
