@@ -16,6 +16,12 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Dict, Tuple
 
+#: Imaging modalities, as the dataset layout spells them in file names (``<id>_ct.nii.gz``); the model
+#: metadata writes them in capitals.
+MODALITIES = ("ct", "mr")
+#: Traversal directions along the spine (§3.3): ``up`` starts caudally, ``down`` cranially.
+DIRECTIONS = ("up", "down")
+
 #: Labels that may appear in VerSe label maps but are not vertebra instances for this method.
 NON_VERTEBRA_LABELS: Dict[int, str] = {26: "sacrum", 27: "coccyx"}
 

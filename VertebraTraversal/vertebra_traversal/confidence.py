@@ -27,6 +27,8 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from .anatomy import DIRECTIONS
+
 #: Steps from the traversal's start beyond this count as this many (the fit saw few longer chains).
 STEPS_CAP = 15
 #: The fitted numbers' names in the metadata record, in feature order.
@@ -102,8 +104,8 @@ def _steps(steps: int, cap: int) -> float:
 def steps_from_start(count: int, direction: str) -> List[int]:
     """For ``count`` labelled vertebrae in cranio-caudal order (top first): how many lie between each one and
     the end where a traversal of ``direction`` started (``"up"``: the bottom, ``"down"``: the top)."""
-    if direction not in ("up", "down"):
-        raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     return [count - 1 - i if direction == "up" else i for i in range(count)]
 
 

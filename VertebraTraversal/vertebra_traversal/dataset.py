@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = "vertebra-traversal-case"
 SIDECAR_VERSION = 1
-MODALITIES = ("ct", "mr")
+MODALITIES = anatomy.MODALITIES
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ logger = logging.getLogger(__name__)
 FORMAT = "vertebra-traversal-model"
 FORMAT_VERSION = 1
 METADATA_NAME = "metadata.json"
-MODALITIES = ("CT", "MR")
+MODALITIES = tuple(m.upper() for m in anatomy.MODALITIES)
 TARGETS = ("vertebra", "body")
-DIRECTIONS = ("up", "down")
+DIRECTIONS = anatomy.DIRECTIONS
 #: HU values a CT image stores (12-bit, air at -1024), e.g. for ``surface_threshold_hu``.
 CT_HU_RANGE = (-1024.0, 3071.0)
 #: When a model's start network segments the empty-memory patches (:mod:`.start_network`): on every run

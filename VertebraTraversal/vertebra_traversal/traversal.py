@@ -38,6 +38,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .anatomy import DIRECTIONS
 from .postprocess import keep_largest_component
 from .predictor import Predictor
 
@@ -45,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 Index3 = Tuple[int, int, int]
 Region = Tuple[slice, slice, slice]
-DIRECTIONS = ("up", "down")
 #: What of the thresholded output is a fragment: every piece (the paper) or the largest (TraversalConfig).
 FRAGMENT_PIECES = ("all", "largest")
 

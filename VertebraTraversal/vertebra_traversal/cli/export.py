@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..anatomy import MODALITIES
 from ..export import ExportConfig, export_case
 
 
@@ -22,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="Slicer .seg.nrrd or label map (.nii.gz, VerSe ids) on the image grid")
     parser.add_argument("--dataset", required=True, type=Path, help="dataset root folder (created when missing)")
     parser.add_argument("--case-id", required=True, help="id of the new case (letters, digits, '.', '_', '-')")
-    parser.add_argument("--modality", default="ct", choices=("ct", "mr"))
+    parser.add_argument("--modality", default="ct", choices=MODALITIES)
     parser.set_defaults(func=run)
 
 

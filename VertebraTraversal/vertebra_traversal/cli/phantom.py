@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Tuple
 
+from ..anatomy import MODALITIES
 from ..imageio import InputError, read_image, read_label_map
 from ..phantom import PhantomConfig, format_stats, generate_dataset, vertebra_stats
 from ..phantom.config import FOV_MODES
@@ -39,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="dataset root (created if missing)")
     p.add_argument("--count", type=int, default=1, help="number of cases (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first case (default 0)")
-    p.add_argument("--modality", choices=("ct", "mr"), default="ct")
+    p.add_argument("--modality", choices=MODALITIES, default="ct")
     p.add_argument("--fov", choices=FOV_MODES, default="random", help="field of view (default random)")
     p.add_argument("--inplane-spacing", type=float, nargs=2, metavar=("MIN", "MAX"), default=(0.3, 1.0),
                    help="in-plane spacing range, mm (default 0.3 1.0)")

@@ -4,8 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Tuple
 
+from ..anatomy import MODALITIES
+
 FOV_MODES = ("random", "spine", "neck", "chest", "lumbar", "full")
-MODALITIES = ("ct", "mr")
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ from ..normalization import NormalizationSpec
 from ..postprocess import check_completeness_rule
 from .augment import AugmentConfig
 from .loss import LossConfig
+from ..anatomy import MODALITIES
 from .sampler import DIRECTIONS, SamplingConfig
 
 PRESETS = ("paper", "compact")
-MODALITIES = ("ct", "mr")
 #: Largest offset (mm, per axis) of a centred training patch from the middle of its vertebra's box.
 CENTRE_JITTER_MM = 5.0
 #: Fields added after run folders were first written, with the value that reproduces older runs; a field

@@ -60,7 +60,7 @@ Index3 = Tuple[int, int, int]
 #: Half-open voxel box ``((z0, y0, x0), (z1, y1, x1))``.
 Box = Tuple[Index3, Index3]
 
-DIRECTIONS = ("up", "down")
+DIRECTIONS = anatomy.DIRECTIONS
 #: Largest share of a memory vertebra's voxels in the patch that a partial memory leaves out.
 PARTIAL_MEMORY_MAX_CUT = 0.5
 #: Largest share of the target vertebra's voxels in the patch that an overreaching memory holds.
