@@ -6,9 +6,10 @@ main``; ``pipeline``: every run the pipeline makes, the fallback's too; ``--crop
 each case along z), each patch evaluated is kept with its image, its memory (the network's own masks) and the
 mask the traversal should have been given there, and the decoders alone are trained on them for
 ``--iterations`` batches (``--sampler-share``: that share of each batch is drawn instead as the network was
-trained, the reference vertebrae in memory, from the same cases). The model as it is and the model after each of ``--checkpoints`` segment the
-``--validation`` cases; the checkpoint written is the one of highest Dice among those with a higher Dice than
-the model as it is and an identification rate not below it. Where none qualifies, nothing is written (exit 1).
+trained, the reference vertebrae in memory, from the same cases). The model as it is and the model after each
+of ``--checkpoints`` segment the ``--validation`` cases; the checkpoint written is the one of highest Dice
+among those with a higher Dice than the model as it is and an identification rate not below it. Where none
+qualifies, nothing is written (exit 1).
 The label and completeness paths and the encoder they read are not trained, so the label reading and the start
 and rescue networks are kept; a fitted label confidence, which describes the old model's runs, is dropped with
 a warning, as every writer of the traversal drops it: fit it again (``calibrate --confidence``) on runs of the

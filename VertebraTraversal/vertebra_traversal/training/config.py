@@ -13,12 +13,12 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
+from ..anatomy import MODALITIES
 from ..network import NetworkConfig, compact_config, paper_config
 from ..normalization import NormalizationSpec
 from ..postprocess import check_completeness_rule
 from .augment import AugmentConfig
 from .loss import LossConfig
-from ..anatomy import MODALITIES
 from .sampler import DIRECTIONS, SamplingConfig
 
 PRESETS = ("paper", "compact")

@@ -12,8 +12,9 @@ patch that is not yet segmented, read against the network's own memory. Only the
 (λ = 1); the encoder, the label and completeness paths and every batch-norm statistic stay frozen, so a
 given patch keeps its label value and completeness. Part of each batch may be §3.6's own patches (reference
 memory, the paper's sampling) of the same scans, so that what the network learnt there (the search, the first
-vertebra, the neck) is rehearsed while it learns its own runs (``sampler_share``). Checkpoints are judged by segmenting held-aside scans
-with the whole pipeline, scored as ``evaluate`` scores (§4.2) (:func:`choose_checkpoint`).
+vertebra, the neck) is rehearsed while it learns its own runs (``sampler_share``). Checkpoints are judged by
+segmenting held-aside scans with the whole pipeline, scored as ``evaluate`` scores (§4.2)
+(:func:`choose_checkpoint`).
 """
 from __future__ import annotations
 
@@ -356,11 +357,11 @@ def tune_masks(model_path: Path, training: Sequence[TrainingCase], aside: Sequen
     one :func:`choose_checkpoint` picks. ``workers``: processes for recording and scoring."""
     say = progress or (lambda text: None)
     model = loaded_model(model_path)
+    sampler = _sampler(model, training, work_dir, tuning, workers) if tuning.sampled_per_batch else None
     scans = map_cases(capture_case, training, model_path, tuning, workers=workers,
                       progress=lambda done, total, case_id: say(f"recorded {case_id} ({done}/{total})"))
     patches = sum(len(s) for s in scans)
     say(f"{patches} patches of {len(scans)} scans")
-    sampler = _sampler(model, training, work_dir, tuning, workers) if tuning.sampled_per_batch else None
     scores = {0: score_model(model_path, aside, workers)}
     say(f"as it is: {_describe(scores[0])}")
     net = main_network(model)
