@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -210,12 +211,18 @@ def capture_scan(image: sitk.Image, reference: sitk.Image, model: LoadedModel, n
                         np.array([p.reference for p in patches], int), np.array([p.counted for p in patches], bool))
 
 
+@lru_cache(maxsize=2)
+def _loaded_main(model_path: Path) -> Tuple[LoadedModel, IterativeFCN]:
+    """(the model file, its :func:`main_network`), built once per process (:func:`~.parallel.loaded_model`)."""
+    model = loaded_model(model_path)
+    return model, main_network(model)
+
+
 def capture_case(case: TrainingCase, model_path: Path, approach: int = 2) -> CapturedScan:
     """:func:`capture_scan` of one case's files, its completeness as ``evaluate`` reads it
     (:func:`~vertebra_traversal.dataset.read_case_info`: the sidecar, or every labelled vertebra complete where
-    there is none). The model is loaded once per process (:func:`~.parallel.loaded_model`)."""
-    model = loaded_model(model_path)
-    net = main_network(model)
+    there is none). The model and its main network are loaded once per process (:func:`_loaded_main`)."""
+    model, net = _loaded_main(model_path)
     image = read_image(case.image)
     reference = read_label_map(case.labels, reference=image)
     complete = {v.label: v.complete for v in read_case_info(case.files, labels=reference).vertebrae}
