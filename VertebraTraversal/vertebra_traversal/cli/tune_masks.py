@@ -9,11 +9,10 @@ mask the traversal should have been given there, and the decoders alone are trai
 trained, the reference vertebrae in memory, from the same cases). The model as it is and the model after each
 of ``--checkpoints`` segment the ``--validation`` cases; the checkpoint written is the one of highest Dice
 among those with a higher Dice than the model as it is and an identification rate not below it. Where none
-qualifies, nothing is written (exit 1).
-The label and completeness paths and the encoder they read are not trained, so the label reading and the start
-and rescue networks are kept; a fitted label confidence, which describes the old model's runs, is dropped with
-a warning, as every writer of the traversal drops it: fit it again (``calibrate --confidence``) on runs of the
-new model.
+qualifies, nothing is written (exit 1). The label and completeness paths and the encoder they read are not
+trained, so the label reading and the start and rescue networks are kept; a fitted label confidence, which
+describes the old model's runs, is dropped with a warning, as every writer of the traversal drops it: fit it
+again (``calibrate --confidence``) on runs of the new model.
 
     vertebra-traversal tune-masks --model ct --data ct-train/ --validation ct-aside/ --out ct-masks.pt --workers 2
 

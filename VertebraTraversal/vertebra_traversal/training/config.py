@@ -145,9 +145,8 @@ class TrainingConfig:
         for name, choices in (("modality", MODALITIES), ("trained_part", TRAINED_PARTS),
                               ("learning_rate_schedule", LR_SCHEDULES), ("direction", DIRECTIONS)):
             check_choice(name, getattr(self, name), choices)
-        for name in ("iterations", "batch_size", "validate_every", "checkpoint_every"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_settings(self, [(name, int(getattr(self, name)) >= 1, "at least 1")
+                              for name in ("iterations", "batch_size", "validate_every", "checkpoint_every")])
         if self.workers < 0 or self.threads < 0:
             raise ValueError("workers and threads must not be negative")
         if not 0.05 <= self.spacing_mm <= 20.0:
