@@ -1,4 +1,5 @@
-"""``vertebra-traversal combine --model MAIN (--start START | --rescue RESCUE | --extract NAME) --out NEW.pt``.
+"""``vertebra-traversal combine --model MAIN (--start START | --rescue RESCUE | --extract NAME | --blend OTHER
+--share S) --out NEW.pt``.
 
 Writes a model file that holds two networks (:mod:`vertebra_traversal.start_network`): MAIN answers every
 patch whose instance memory holds a voxel and gives every patch its label value and completeness; START
@@ -21,7 +22,15 @@ model of one network, to train it further:
     vertebra-traversal combine --model mr --rescue runs/rescue/model.pt --out mr-rescue.pt
 
 Fine-tuning the combined model (``train --init main-start.pt``) trains its main network and keeps the
-other networks as they are. Prints the new file's path.
+other networks as they are.
+
+``--blend OTHER --share S`` mixes MAIN with a copy of it fine-tuned elsewhere, weight by weight
+(:mod:`vertebra_traversal.weight_blend`): ``(1 - S) * MAIN + S * OTHER``, to keep part of what MAIN knew:
+
+    vertebra-traversal tune-masks --model ct --data train/ --validation aside/ --out ct-masks.pt
+    vertebra-traversal combine --model ct --blend ct-masks.pt --share 0.5 --out ct-half.pt
+
+Prints the new file's path.
 """
 from __future__ import annotations
 
@@ -33,10 +42,12 @@ from ..imageio import InputError
 from ..metadata import RECORDED_START_USES
 from ..models import resolve_model
 from ..start_network import attach_rescue, attach_start, extract_network
+from ..weight_blend import blend_models
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("combine", help="add a start or rescue network to a model, or take one out",
+    parser = subparsers.add_parser("combine", help="add a start or rescue network to a model, take one out, or "
+                                                   "mix two models",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="the main model: 'ct' or 'mr' (bundled) or a checkpoint path")
     what = parser.add_mutually_exclusive_group(required=True)
@@ -44,6 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     what.add_argument("--rescue", help="the rescue model (a checkpoint path), for a model whose start network "
                                        "runs always")
     what.add_argument("--extract", choices=("main", "start", "rescue"), help="write this network of MODEL alone")
+    what.add_argument("--blend", metavar="OTHER", help="a model trained from MODEL (a checkpoint path) to mix with it weight by weight")
+    parser.add_argument("--share", type=float, metavar="S", help="with --blend: the share of its weights in the mix, 0 to 1")
     parser.add_argument("--out", required=True, type=Path, help="the model file to write (new)")
     parser.add_argument("--use", choices=RECORDED_START_USES,
                         help="with --start: when segment runs the start network: always, or fallback: only in a "
@@ -56,9 +69,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.use is not None and args.start is None:
         raise InputError("--use: only with --start")
+    if (args.share is None) != (args.blend is None):
+        raise InputError("--blend and --share go together")
     model = resolve_model(args.model)
     if args.start is not None:
         path = attach_start(model, resolve_model(args.start), args.out, use=args.use)
+    elif args.blend is not None:
+        path = blend_models(model, resolve_model(args.blend), args.share, args.out)
     elif args.rescue is not None:
         path = attach_rescue(model, resolve_model(args.rescue), args.out)
     else:
