@@ -55,8 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     what.add_argument("--rescue", help="the rescue model (a checkpoint path), for a model whose start network "
                                        "runs always")
     what.add_argument("--extract", choices=("main", "start", "rescue"), help="write this network of MODEL alone")
-    what.add_argument("--blend", metavar="OTHER", help="a model trained from MODEL (a checkpoint path) to mix with it weight by weight")
-    parser.add_argument("--share", type=float, metavar="S", help="with --blend: the share of its weights in the mix, 0 to 1")
+    what.add_argument("--blend", metavar="OTHER",
+                      help="a model trained from MODEL (a checkpoint path) to mix with it weight by weight")
+    parser.add_argument("--share", type=float, metavar="S",
+                        help="with --blend: the share of its weights in the mix, 0 to 1")
     parser.add_argument("--out", required=True, type=Path, help="the model file to write (new)")
     parser.add_argument("--use", choices=RECORDED_START_USES,
                         help="with --start: when segment runs the start network: always, or fallback: only in a "
