@@ -64,7 +64,7 @@ def main() -> None:
                               "identified": sum(v.label == v.pred_label for v in matched),
                               "dice": round(dices[-1], 3), "found": len(result.vertebrae)}))
     correct = sum(r == p for r, p in zip(refs, preds))
-    print(json.dumps({"crops": 2 * len(dataset.list_cases(args.data)), "vertebrae": len(refs), "identified": correct,
+    print(json.dumps({"crops": len(dices), "vertebrae": len(refs), "identified": correct,
                       "accuracy": round(correct / max(1, len(refs)), 3),
                       "kappa": round(linear_kappa(refs, preds), 3) if refs else None,
                       "dice": round(float(np.mean(dices)), 3) if dices else None}))

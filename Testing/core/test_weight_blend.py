@@ -90,7 +90,7 @@ def test_blend_refuses_models_of_another_lineage_or_an_existing_file(tmp_path, c
     mr = tiny_model(tmp_path / "mr.pt", modality="MR", seed=1)
     coarse = tiny_model(tmp_path / "coarse.pt", spacing_mm=6.0, seed=1)
     two = tmp_path / "two.pt"
-    assert cli.main(["combine", "--model", str(model), "--start", str(coarse.parent / "model.pt"),
+    assert cli.main(["combine", "--model", str(model), "--start", str(model),
                      "--out", str(two)]) == 0
     capsys.readouterr()
     cases = [(mr, "modality"), (coarse, "spacing_mm"), (two, "holds the networks main, start")]

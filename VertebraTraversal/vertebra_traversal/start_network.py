@@ -152,11 +152,20 @@ def _load_pair(main_path: Path, start_path: Path, out: Path) -> Tuple[LoadedMode
     main_model, start_model = (load_to_rewrite(p, out, "combined") for p in (main_path, start_path))
     if networks(start_model)[1] is not None:
         raise CheckpointError(f"{start_path}: holds a start network itself; give a model of one network")
-    for name in SHARED_FIELDS:
-        mine, theirs = getattr(main_model.metadata, name), getattr(start_model.metadata, name)
-        if mine != theirs:
-            raise CheckpointError(f"{start_path}: its {name} {theirs!r} differs from {main_path}'s {mine!r}")
+    check_agreement(main_model, start_model)
     return main_model, start_model
+
+
+def check_agreement(model: LoadedModel, other: LoadedModel, names: Tuple[str, ...] = SHARED_FIELDS) -> None:
+    """Refuse ``other`` where its metadata differs from ``model``'s in one of ``names``.
+
+    Raises:
+        CheckpointError: names the first such field, both values and both files.
+    """
+    for name in names:
+        mine, theirs = getattr(model.metadata, name), getattr(other.metadata, name)
+        if mine != theirs:
+            raise CheckpointError(f"{other.path}: its {name} {theirs!r} differs from {model.path}'s {mine!r}")
 
 
 def _save(model: LoadedModel, record: Dict[str, Any], module: nn.Module, out: Path, added: str) -> Path:

@@ -24,7 +24,7 @@ import torch
 
 from .checkpoint import CheckpointError, LoadedModel, load_to_rewrite, save_torchscript
 from .imageio import PathLike
-from .start_network import SHARED_FIELDS, named_networks
+from .start_network import SHARED_FIELDS, check_agreement, named_networks
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +54,7 @@ def mixed_state(mine: Dict[str, torch.Tensor], theirs: Dict[str, torch.Tensor], 
 
 def _check_lineage(model: LoadedModel, other: LoadedModel) -> None:
     """Both files hold the same networks of the same architecture reading the same patches."""
-    for name in SHARED_FIELDS + ("network",):
-        mine, theirs = getattr(model.metadata, name), getattr(other.metadata, name)
-        if mine != theirs:
-            raise CheckpointError(f"{other.path}: its {name} {theirs!r} differs from {model.path}'s {mine!r}")
+    check_agreement(model, other, SHARED_FIELDS + ("network",))
     mine, theirs = sorted(named_networks(model)), sorted(named_networks(other))
     if mine != theirs:
         raise CheckpointError(f"{other.path}: holds the networks {', '.join(theirs)}; {model.path} holds "
