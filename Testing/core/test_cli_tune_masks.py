@@ -2,15 +2,23 @@
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import replace
 
 import pytest
 import torch
 
 from model_factory import tiny_model
 from test_training_fixtures import write_spine_case
-from vertebra_traversal.checkpoint import load_model
+from vertebra_traversal.checkpoint import load_model, save_torchscript
 from vertebra_traversal.cli import main as cli
+from vertebra_traversal.cli.tune_masks import write_tuned
+from vertebra_traversal.confidence import ConfidenceCalibration
+from vertebra_traversal.evaluate import GroupSummary
 from vertebra_traversal.start_network import named_networks
+from vertebra_traversal.training.data import find_cases
+from vertebra_traversal.training.label_tuning import main_network
+from vertebra_traversal.training.mask_tuning import MaskTuning, MaskTuningResult
 
 
 @pytest.fixture()
@@ -74,3 +82,46 @@ def test_a_run_writes_the_kept_checkpoint_with_its_record_or_nothing(folders, ca
     assert record["tuning"]["sampler_share"] == 0.5
     new, old = named_networks(tuned)["main"].state_dict(), named_networks(base)["main"].state_dict()
     assert all(torch.equal(new[k], old[k]) for k in old if not k.startswith(("decoders.", "seg_out.")))
+
+
+def _aside_row(dice):
+    return GroupSummary("aside", 1, 3, dice, 1.5, 1.0, 0.0, 0.5, 1.0, 1.0, 0.0, 0.0, 0, 1)
+
+
+def test_the_kept_checkpoint_is_written_beside_the_start_network_with_its_record(folders, caplog):
+    """The writing step alone, given a run's result (which checkpoint a real run keeps depends on its scores)."""
+    root, tiny = folders
+    assert cli.main(["combine", "--model", str(tiny), "--start", str(tiny), "--out", str(root / "pair.pt")]) == 0
+    pair = load_model(root / "pair.pt", device="cpu")
+    fitted = ConfidenceCalibration(0.0, 0.0, 1.0).to_json()
+    path = save_torchscript(pair.module, replace(pair.metadata, label_confidence=fitted), root / "confident.pt")
+    model = load_model(path, device="cpu")
+    tuned = main_network(model)
+    with torch.no_grad():
+        for name, value in tuned.named_parameters():
+            if name.startswith(("decoders.", "seg_out.")):
+                value.add_(0.5)
+    result = MaskTuningResult(chosen=75, scores={0: _aside_row(0.6), 75: _aside_row(0.7)},
+                              losses=[2.0] * 25 + [1.0] * 25, network=tuned, patches=40)
+    cases = (find_cases([root / "train"]), find_cases([root / "aside"]))
+    with caplog.at_level(logging.WARNING):
+        out = write_tuned(root / "tuned.pt", path, model, result, MaskTuning(iterations=150), cases, 12.4)
+    assert "label confidence of" in caplog.text
+    written = load_model(out, device="cpu")
+    networks, old = named_networks(written), named_networks(model)
+    assert set(networks) == {"main", "start"}
+    new_main, new_start = networks["main"].state_dict(), networks["start"].state_dict()
+    assert all(torch.equal(new_main[k], v) for k, v in tuned.state_dict().items())
+    assert all(torch.equal(new_start[k], v) for k, v in old["start"].state_dict().items())
+    assert not torch.equal(new_main["seg_out.weight"], old["main"].state_dict()["seg_out.weight"])
+    meta = written.metadata
+    assert meta.label_confidence == {} and meta.start_network == model.metadata.start_network
+    record = meta.training["mask_tuning"]
+    assert record["init"] == str(path) and record["chosen"] == 75 and record["patches"] == 40
+    assert record["first_loss"] == 2.0 and record["last_loss"] == 1.0 and record["seconds"] == 12
+    assert record["tuning"]["iterations"] == 150 and set(record["scores"]) == {"0", "75"}
+    assert record["scores"]["75"]["dice"] == 0.7 and record["scores"]["0"]["false_detections"] == 1
+    assert record["data"] == ["case001"] and record["validation"] == ["case002"]
+    with pytest.raises(ValueError, match="no checkpoint was kept"):
+        write_tuned(root / "other.pt", path, model, replace(result, chosen=None), MaskTuning(), cases, 1.0)
+    assert not (root / "other.pt").exists()

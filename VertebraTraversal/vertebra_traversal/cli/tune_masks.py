@@ -28,15 +28,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence, Tuple
 
 import numpy as np
 
-from ..checkpoint import save_torchscript
+from ..checkpoint import LoadedModel, save_torchscript
 from ..evaluate import GroupSummary
 from ..start_network import named_networks, with_networks
 from ..training.config import LR_SCHEDULES
+from ..training.data import TrainingCase
+from ..training.mask_tuning import RUNS, MaskTuning, MaskTuningResult, tune_masks, tuned_metadata
 from ..training.validation import json_ready
-from ..training.mask_tuning import RUNS, MaskTuning, tune_masks, tuned_metadata
 from .tuning_options import add_inputs, add_processes, open_inputs, settings_error
 
 logger = logging.getLogger(__name__)
@@ -95,23 +97,37 @@ def run(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.out.parent, prefix=".tune-masks-") as work:
         result = tune_masks(path, training, aside, Path(work), tuning, args.workers, logger.info)
-    scores = {str(k): _row(v) for k, v in sorted(result.scores.items())}
-    summary = {"model": None, "chosen": result.chosen, "patches": result.patches, "scores": scores}
+    summary = {"model": None, "chosen": result.chosen, "patches": result.patches,
+               "scores": {str(k): _row(v) for k, v in sorted(result.scores.items())}}
     if result.chosen is None:
         sys.stderr.write(f"vertebra-traversal tune-masks: no checkpoint beat {path} as it is on the validation "
                          "cases; nothing written\n")
         sys.stdout.write(json.dumps(summary) + "\n")
         return 1
-    record = {"init": str(path), "tuning": dataclasses.asdict(tuning), "chosen": result.chosen, "scores": scores,
-              "patches": result.patches, "first_loss": float(np.mean(result.losses[:25])),
-              "last_loss": float(np.mean(result.losses[-25:])), "seconds": round(time.perf_counter() - start),
-              "data": [c.case_id for c in training], "validation": [c.case_id for c in aside]}
-    if model.metadata.label_confidence:
-        logger.warning("the label confidence of %s describes its own runs and was not kept: fit it again with "
-                       "calibrate --confidence on runs of %s", path, args.out)
-    children = named_networks(model)
-    meta = tuned_metadata(model.metadata, record)
-    module = with_networks(result.network, children.get("start"), children.get("rescue"))
-    summary["model"] = str(save_torchscript(module, meta, args.out))
+    summary["model"] = str(write_tuned(args.out, path, model, result, tuning, (training, aside),
+                                       time.perf_counter() - start))
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0
+
+
+def write_tuned(out: Path, path: Path, model: LoadedModel, result: MaskTuningResult, tuning: MaskTuning,
+                cases: Tuple[Sequence[TrainingCase], Sequence[TrainingCase]], seconds: float) -> Path:
+    """Write ``model`` (read from ``path``) with its main network replaced by ``result.network`` to ``out``
+    (TorchScript), its start and rescue networks kept, and the run recorded under ``training.mask_tuning``:
+    the settings, the kept checkpoint, each checkpoint's held-aside row, the first and last 25 batches'
+    mean loss, the seconds and the (training, held-aside) case ids. A fitted label confidence is dropped
+    with a warning (:func:`~vertebra_traversal.training.mask_tuning.tuned_metadata`)."""
+    if result.chosen is None:
+        raise ValueError("no checkpoint was kept; nothing to write")
+    training, aside = cases
+    record = {"init": str(path), "tuning": dataclasses.asdict(tuning), "chosen": result.chosen,
+              "scores": {str(k): _row(v) for k, v in sorted(result.scores.items())}, "patches": result.patches,
+              "first_loss": float(np.mean(result.losses[:25])), "last_loss": float(np.mean(result.losses[-25:])),
+              "seconds": round(seconds), "data": [c.case_id for c in training],
+              "validation": [c.case_id for c in aside]}
+    if model.metadata.label_confidence:
+        logger.warning("the label confidence of %s describes its own runs and was not kept: fit it again with "
+                       "calibrate --confidence on runs of %s", path, out)
+    children = named_networks(model)
+    module = with_networks(result.network, children.get("start"), children.get("rescue"))
+    return save_torchscript(module, tuned_metadata(model.metadata, record), out)
