@@ -25,7 +25,7 @@ import SimpleITK as sitk
 
 from vertebra_traversal import anatomy
 from vertebra_traversal.checkpoint import read_metadata
-from vertebra_traversal.confidence import steps_from_start
+from vertebra_traversal.confidence import ribs_disagree, steps_from_start
 from vertebra_traversal.labeling import refine_labels
 from vertebra_traversal.models import resolve_model
 from vertebra_traversal.segment_config import SegmentConfig
@@ -52,10 +52,13 @@ def relabel_case(report: Path, out: Path, labeling, confidence=None, direction: 
         lut[v["label"]] = label
     kept = assignment.kept() if assignment is not None else ()
     steps = steps_from_start(len(kept), direction)
+    if doc.get("ribs_end") is not None:  # the instance where the ribs end, under its new name (None: left out)
+        doc["ribs_end"] = int(lut[doc["ribs_end"]]) or None
+    off = ribs_disagree(doc.get("ribs_end"))
     doc["vertebrae"] = [{**vertebrae[i], "order": order, "label": int(new[i]), "name": anatomy.name_of(new[i]),
                          "label_likelihood": round(float(assignment.likelihoods[i]), 4),
                          "label_confidence": round(float(assignment.confidences[i]) if confidence is None
-                                                   else confidence.probability(assignment.likelihoods[i], step), 4)}
+                                                   else confidence.probability(assignment.likelihoods[i], step, off), 4)}
                         for order, (i, step) in enumerate(zip(kept, steps), start=1)]
     if assignment is not None:
         doc["chain"] = assignment.chain

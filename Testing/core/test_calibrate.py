@@ -1,5 +1,6 @@
 """`vertebra-traversal calibrate`: matching segment's outputs to a reference and writing a calibrated model."""
 import json
+import logging
 import subprocess
 import sys
 
@@ -232,11 +233,12 @@ OWN_RUN = {"label_calibration": False, "label_gaps": 0, "label_trimmed": 0, "max
            "min_volume_ratio": 0.0, "start_network_use": "off"}  # what a default segment run of tiny_model reports
 
 
-def _confidence_folders(tmp_path, run=None, named_bottom_up=None, likelihoods=None):
+def _confidence_folders(tmp_path, run=None, named_bottom_up=None, likelihoods=None, ribs=None):
     """Four cases of three boxes (L3, L2, L1 from the bottom). By default ``segment`` named every box right
     (likelihood 0.9) in cases a and c and one level too low (0.3) in b and d; ``named_bottom_up`` and
     ``likelihoods`` (bottom first) set the same for every case instead. Report rows are written top last, as
-    a reader must not rely on their order. ``run``: the report's model settings (default :data:`OWN_RUN`)."""
+    a reader must not rely on their order. ``run``: the report's model settings (default :data:`OWN_RUN`);
+    ``ribs``: where each case's report says the ribs end (by case id; None: reports from before the ribs)."""
     model = tiny_model(tmp_path / "model.pt")
     ref, pred = tmp_path / "ref", tmp_path / "pred"
     pred.mkdir()
@@ -250,9 +252,11 @@ def _confidence_folders(tmp_path, run=None, named_bottom_up=None, likelihoods=No
         sitk.WriteImage(_image(_labels(named)), str(pred / f"{case_id}_ct_seg-vert_msk.nii.gz"))
         vertebrae = [{"order": 3 - i, "label": L(n), "label_value": 20.0, "complete": True, "label_likelihood": p}
                      for i, (n, p) in enumerate(zip(named, ps))]  # i = 0 is the bottom box: order 3
-        (pred / f"{case_id}_ct_report.json").write_text(json.dumps(
-            {"format": "vertebra-traversal-report", "version": 1, "model": {"path": str(model), **(run or OWN_RUN)},
-             "vertebrae": vertebrae}))
+        report = {"format": "vertebra-traversal-report", "version": 1,
+                  "model": {"path": str(model), **(run or OWN_RUN)}, "vertebrae": vertebrae}
+        if ribs is not None:
+            report["ribs_end"] = ribs[case_id]
+        (pred / f"{case_id}_ct_report.json").write_text(json.dumps(report))
     return model, ref, pred
 
 
@@ -268,6 +272,23 @@ def test_confidence_is_fitted_on_whether_each_label_was_right_and_nothing_else_c
     assert result.auroc == 1.0 and result.brier < result.brier_constant == 0.25
     assert fitted.to_json() == {**read_metadata(model).to_json(), "label_confidence": fitted.label_confidence}
     assert model.read_bytes() == before
+
+
+def test_a_ct_confidence_learns_the_ribs_where_the_reports_say_where_they_end(tmp_path, caplog):
+    """Every label has the same likelihood; the two cases named one level too low end their ribs on L1 (20)."""
+    from vertebra_traversal.calibrate import confidence_model
+    ribs = {"a": 19, "b": 20, "c": None, "d": 20}
+    model, ref, pred = _confidence_folders(tmp_path, likelihoods=[0.6] * 3, ribs=ribs)
+    result = confidence_model(model, pred, ref, tmp_path / "ribs.pt")
+    c = result.confidence
+    assert c.ribs_weight < -2.0 and read_metadata(tmp_path / "ribs.pt").confidence() == c
+    assert c.probability(0.6, 1, ribs_disagree=True) < 0.2 < 0.8 < c.probability(0.6, 1)
+    assert result.auroc == 1.0
+    older = tmp_path / "older"  # the same runs, reported before segment read the ribs
+    model, ref, pred = _confidence_folders(older.mkdir() or older, likelihoods=[0.6] * 3)
+    with caplog.at_level(logging.WARNING):
+        result = confidence_model(model, pred, ref, older / "plain.pt")
+    assert result.confidence.ribs_weight == 0.0 and result.auroc == 0.5 and "without ribs_end" in caplog.text
 
 
 @pytest.mark.parametrize("direction", ["up", "down"])

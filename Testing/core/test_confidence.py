@@ -10,7 +10,7 @@ from oracle import box_spine, oracle_for
 from test_pipeline import IDS_BOTTOM_UP, _meta, _stored
 from vertebra_traversal.checkpoint import CheckpointError
 from vertebra_traversal.confidence import (STEPS_CAP, ConfidenceCalibration, auroc, brier, fit_confidence,
-                                           steps_from_start)
+                                           ribs_disagree, steps_from_start)
 from vertebra_traversal.labeling import refine_labels
 from vertebra_traversal.pipeline import SegmentConfig, segment_with_predictor
 
@@ -29,6 +29,14 @@ def test_the_probability_is_the_logistic_of_likelihood_and_capped_steps():
     assert ConfidenceCalibration(2000.0, 0.0, 0.0).probability(0.5, 0) == pytest.approx(1.0)
 
 
+def test_a_run_whose_ribs_end_off_t12_lowers_the_probability_by_the_ribs_weight():
+    c = ConfidenceCalibration(intercept=0.5, likelihood_weight=1.0, steps_weight=0.0, ribs_weight=-2.0)
+    assert c.probability(0.5, 3) == pytest.approx(_sigmoid(1.0))
+    assert c.probability(0.5, 3, ribs_disagree=True) == pytest.approx(_sigmoid(-1.0))
+    assert ConfidenceCalibration(0.5, 1.0, 0.0).probability(0.5, 3, True) == pytest.approx(_sigmoid(1.0))  # weight 0
+    assert [ribs_disagree(x) for x in (None, 19, 28, 18, 20)] == [False, False, False, True, True]  # T12, T13, T11, L1
+
+
 def test_steps_count_from_the_end_where_the_traversal_started():
     assert steps_from_start(4, "up") == [3, 2, 1, 0]  # top first; an upward traversal starts at the bottom
     assert steps_from_start(4, "down") == [0, 1, 2, 3]
@@ -42,25 +50,34 @@ def test_the_fit_recovers_the_numbers_that_made_the_outcomes():
     samples = []
     for _ in range(6000):
         likelihood, steps = float(rng.uniform()), int(rng.integers(0, 20))
-        samples.append((likelihood, steps, bool(rng.uniform() < truth.probability(likelihood, steps))))
+        off = bool(rng.uniform() < 0.3)
+        samples.append((likelihood, steps, off, bool(rng.uniform() < truth.probability(likelihood, steps, off))))
     fitted = fit_confidence(samples, cases=40)
     assert (fitted.intercept, fitted.likelihood_weight, fitted.steps_weight) == pytest.approx((-0.5, 2.5, -2.0),
                                                                                               abs=0.25)
-    assert fitted.vertebrae == 6000 and fitted.cases == 40
-    assert fitted.right == pytest.approx(np.mean([r for _, _, r in samples]))
+    assert fitted.ribs_weight == 0.0 and fitted.vertebrae == 6000 and fitted.cases == 40
+    assert fitted.right == pytest.approx(np.mean([r for *_, r in samples]))
+    truth = replace(truth, ribs_weight=-1.5)  # the same vertebrae, with runs whose ribs end off T12 less often right
+    samples = [(lk, steps, off, bool(rng.uniform() < truth.probability(lk, steps, off))) for lk, steps, off, _ in samples]
+    fitted = fit_confidence(samples, cases=40, ribs=True)
+    assert (fitted.intercept, fitted.likelihood_weight, fitted.steps_weight, fitted.ribs_weight) == pytest.approx(
+        (-0.5, 2.5, -2.0, -1.5), abs=0.3)
 
 
-@pytest.mark.parametrize("samples, message", [([(0.5, 1, True)] * 9, "at least 10"),
-                                              ([(0.5, 1, True)] * 12, "all 12 labels were right")])
+@pytest.mark.parametrize("samples, message", [([(0.5, 1, False, True)] * 9, "at least 10"),
+                                              ([(0.5, 1, False, True)] * 12, "all 12 labels were right")])
 def test_the_fit_refuses_what_it_cannot_learn_from(samples, message):
     with pytest.raises(ValueError, match=message):
         fit_confidence(samples, cases=1)
 
 
 def test_the_record_round_trips_and_a_bad_one_names_its_field():
-    c = ConfidenceCalibration(-0.1, 1.5, -1.9, vertebrae=643, cases=60, right=0.48)
+    c = ConfidenceCalibration(-0.1, 1.5, -1.9, ribs_weight=-0.9, vertebrae=643, cases=60, right=0.48)
     assert ConfidenceCalibration.from_json(c.to_json()) == c
+    older = {k: v for k, v in c.to_json().items() if k != "ribs_weight"}  # a record written before the ribs
+    assert ConfidenceCalibration.from_json(older) == replace(c, ribs_weight=0.0)
     for bad, field in (({"intercept": 0.0, "likelihood_weight": 1.0}, "steps_weight"),
+                       ({**c.to_json(), "ribs_weight": float("inf")}, "ribs_weight"),
                        ({**c.to_json(), "steps_weight": float("nan")}, "steps_weight"),
                        ({**c.to_json(), "right": 1.5}, "right"), ({**c.to_json(), "steps_cap": 0}, "steps_cap")):
         with pytest.raises(ValueError, match=field):
@@ -84,6 +101,22 @@ def test_a_run_reports_the_fitted_probability_counted_from_the_traversals_start(
     assert [v.name for v in result.vertebrae] == ["T10", "T11", "T12", "L1", "L2", "L3"]
     steps = range(5, -1, -1) if direction == "up" else range(6)
     assert [v.label_confidence for v in result.vertebrae] == pytest.approx([_sigmoid(s / 10) for s in steps])
+
+
+@pytest.mark.parametrize("ribs_end, off", [(None, False), (19, False), (18, True)])
+def test_a_ct_run_reports_where_the_ribs_end_and_its_confidence_counts_it(monkeypatch, ribs_end, off):
+    """The rib reading (tested in test_ribs) is the run's input here: it says the ribs end at ``ribs_end``."""
+    import vertebra_traversal.pipeline as pipeline
+    spine = box_spine((110, 30, 30), IDS_BOTTOM_UP, height=12, gap=4, z0=4)
+    fitted = ConfidenceCalibration(intercept=0.0, likelihood_weight=0.0, steps_weight=0.0, ribs_weight=-2.0)
+    seen = []
+    monkeypatch.setattr(pipeline, "ribs_end_label", lambda image, labels: seen.append(labels) or ribs_end)
+    meta = replace(_meta(modality="CT"), label_confidence=fitted.to_json())
+    result = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), meta)
+    assert len(seen) == 1 and seen[0].GetSize() == result.labels.GetSize() and result.ribs_end == ribs_end
+    assert [v.label_confidence for v in result.vertebrae] == pytest.approx([_sigmoid(-2.0 if off else 0.0)] * 6)
+    mr = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), replace(meta, modality="MR"))
+    assert mr.ribs_end is None and len(seen) == 1  # MR: the ribs are not read
 
 
 def test_a_run_that_reads_the_labels_otherwise_reports_the_share_of_the_sequences_instead():
@@ -112,7 +145,7 @@ def test_segment_reports_the_fitted_probability_and_says_so(tmp_path):
     from test_cli_segment import _ct, _run
     from vertebra_traversal.checkpoint import load_model, save_torchscript
     loaded = load_model(tiny_model(tmp_path / "tiny.pt"), device="cpu")
-    fitted = ConfidenceCalibration(0.3, 1.0, -2.0)
+    fitted = ConfidenceCalibration(0.3, 1.0, -2.0, ribs_weight=-1.0)
     model = save_torchscript(loaded.module, replace(loaded.metadata, label_confidence=fitted.to_json()),
                              tmp_path / "fitted.pt")
     image = _ct(tmp_path / "scan_ct.nii.gz")
@@ -122,8 +155,11 @@ def test_segment_reports_the_fitted_probability_and_says_so(tmp_path):
         assert run.returncode == 0, run.stderr
         report = json.loads((out_dir / "scan_ct_report.json").read_text())
         assert report["model"]["label_confidence_fitted"] is expected
-    rows = sorted(json.loads((tmp_path / "out0" / "scan_ct_report.json").read_text())["vertebrae"],
-                  key=lambda v: v["order"])
+    report = json.loads((tmp_path / "out0" / "scan_ct_report.json").read_text())
+    rows = sorted(report["vertebrae"], key=lambda v: v["order"])
     assert rows, "the tiny model finds the bony column"
-    expected = [fitted.probability(v["label_likelihood"], s) for v, s in zip(rows, steps_from_start(len(rows), "up"))]
+    assert "ribs_end" in report  # a CT run says where the ribs end (None: not in view)
+    off = ribs_disagree(report["ribs_end"])
+    expected = [fitted.probability(v["label_likelihood"], s, off)
+                for v, s in zip(rows, steps_from_start(len(rows), "up"))]
     assert [v["label_confidence"] for v in rows] == pytest.approx(expected, abs=1e-3)

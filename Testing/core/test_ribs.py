@@ -5,8 +5,9 @@ from typing import List, Sequence
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
-from vertebra_traversal.ribs import RibConfig, _end_of_run, instance_extent, last_thoracic, rib_stubs
+from vertebra_traversal.ribs import RibConfig, _end_of_run, instance_extent, last_thoracic, ribs_end_label, rib_stubs
 
 SPACING = (2.5, 2.5, 2.5)  # x, y, z mm
 LINE_Y, LINE_X = 20, 40  # spine line (voxels); grid (z, y, x) = (60, 60, 80): 150 x 150 x 200 mm
@@ -87,3 +88,23 @@ def test_the_lowest_run_ends_the_ribs_where_the_scapula_splits_them():
         RibConfig(run_choice="first")
     with pytest.raises(ValueError, match="min_run"):
         RibConfig(min_run=0)
+
+
+def _on_grid(array: np.ndarray, spacing=SPACING, origin=(0.0, 0.0, 0.0)) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    return image
+
+
+@pytest.mark.parametrize("ribbed, expected", [((2, 3, 4), 19), ((1, 2, 3, 4), 20), (range(5), None)])
+def test_the_ribs_end_is_read_on_a_label_map_of_any_grid_and_named_by_its_label(ribbed, expected):
+    """Instances named L2, L1, T12, T11, T10 from the bottom; the map is given on a grid twice as fine, as a
+    run's output is, and read again on the model grid."""
+    image, instances = spine(ribbed)
+    names = np.array([0, 21, 20, 19, 18, 17], np.uint8)[instances]
+    model_image = _on_grid(image)
+    fine = sitk.Resample(_on_grid(names), [2 * n for n in model_image.GetSize()], sitk.Transform(),
+                         sitk.sitkNearestNeighbor, (-0.625,) * 3, (1.25,) * 3, model_image.GetDirection(), 0,
+                         sitk.sitkUInt8)
+    assert ribs_end_label(model_image, fine) == expected  # 19 = T12 (ribs on the top three); 20 = L1

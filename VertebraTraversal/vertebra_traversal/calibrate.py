@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import anatomy, dataset
-from .confidence import WEIGHTS, ConfidenceCalibration, auroc, brier, fit_confidence, steps_from_start
+from .confidence import (RIBS_WEIGHT, WEIGHTS, ConfidenceCalibration, auroc, brier, fit_confidence, ribs_disagree,
+                         steps_from_start)
 from .checkpoint import LoadedModel, ModelMetadata, load_to_rewrite, save_torchscript
 from .evaluate import Progress, evaluate_case, find_prediction
 from .formats import REPORT_FORMAT
@@ -33,13 +34,16 @@ logger = logging.getLogger(__name__)
 class CalibrationCase:
     """One segmented case: its instances' label values top first, the reference label of each matched
     instance (``None`` where an instance matched no reference vertebra), and the labels ``segment`` gave
-    them with their likelihoods (for :func:`confidence_model`)."""
+    them with their likelihoods and where the report says the ribs end (for :func:`confidence_model`;
+    ``ribs_read``: the report says, ``ribs_end`` its VerSe id or None)."""
 
     case_id: str
     label_values: Tuple[float, ...]
     reference_labels: Tuple[Optional[int], ...]
     labels: Tuple[int, ...] = ()
     likelihoods: Tuple[float, ...] = ()
+    ribs_read: bool = False
+    ribs_end: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -55,9 +59,9 @@ class CalibrationResult:
 
 
 def _report_values(path: Path, model: Path, reading: Optional[Dict[str, Any]] = None
-                   ) -> List[Tuple[int, float, float]]:
-    """(label, label value, label likelihood or NaN) of the report's vertebrae, top first; ``reading``: the
-    report's ``model`` entries the run must have used (:func:`_own_reading`), None = any."""
+                   ) -> Tuple[List[Tuple[int, float, float]], Dict[str, Any]]:
+    """(label, label value, label likelihood or NaN) of the report's vertebrae, top first, and the report;
+    ``reading``: the report's ``model`` entries the run must have used (:func:`_own_reading`), None = any."""
     data = read_json_document(path, REPORT_FORMAT, "report")
     made_with = Path(str(data.get("model", {}).get("path", ""))).resolve()
     if made_with != model.resolve():
@@ -78,7 +82,10 @@ def _report_values(path: Path, model: Path, reading: Optional[Dict[str, Any]] = 
         raise InputError(f"{path}: cannot read label values ({type(exc).__name__}: {exc})") from None
     if reading and not all(math.isfinite(p) for _, _, p in values):
         raise InputError(f"{path}: a vertebra without a finite label_likelihood; the label confidence is fitted on it")
-    return values
+    ribs = data.get("ribs_end")
+    if ribs is not None and not isinstance(ribs, int):
+        raise InputError(f"{path}: ribs_end must be a vertebra's label id or null, got {ribs!r}")
+    return values, data
 
 
 def collect_cases(model: Path, pred_dir: PathLike, ref_dir: PathLike, progress: Optional[Progress] = None,
@@ -99,14 +106,15 @@ def collect_cases(model: Path, pred_dir: PathLike, ref_dir: PathLike, progress: 
         if pred is None or pred.report is None:
             raise InputError(f"{pred_dir}: no segment report for case {case.case_id} (calibration needs the "
                              f"label values that `segment` writes into <case>_report.json)")
-        values = _report_values(pred.report, model, reading)
+        values, report = _report_values(pred.report, model, reading)
         score = evaluate_case(case, pred).score
         reference_of: Dict[int, int] = {}  # an instance matched by two references keeps the better one
         for v in sorted((v for v in score.vertebrae if v.matched), key=lambda v: v.dice):
             reference_of[int(v.pred_label)] = v.label
         out.append(CalibrationCase(case.case_id, tuple(v for _, v, _ in values),
                                    tuple(reference_of.get(label) for label, _, _ in values),
-                                   tuple(label for label, _, _ in values), tuple(p for _, _, p in values)))
+                                   tuple(label for label, _, _ in values), tuple(p for _, _, p in values),
+                                   "ribs_end" in report, report.get("ribs_end")))
     if progress is not None:
         progress(1.0, f"matched {len(cases)} case(s)")
     return out
@@ -177,7 +185,8 @@ def confidence_model(model_path: PathLike, pred_dir: PathLike, ref_dir: PathLike
     """Fit the label confidence (:mod:`.confidence`) of ``model_path`` on its ``segment`` outputs of the
     reference dataset ``ref_dir`` (read with its own label reading) and write the model with it as ``out``;
     everything else in the model stays as it is. A matched vertebra's label is right when it is its
-    reference's.
+    reference's. A CT model's fit includes the ribs (``ribs_weight``, :func:`~.confidence.ribs_disagree`) when
+    every report says where the ribs end (``ribs_end``).
 
     Raises:
         InputError: as :func:`collect_cases` (reports must show the model's own settings,
@@ -193,15 +202,19 @@ def confidence_model(model_path: PathLike, pred_dir: PathLike, ref_dir: PathLike
         steps = steps_from_start(len(case.labels), loaded.metadata.direction)
         for label, likelihood, reference, step in zip(case.labels, case.likelihoods, case.reference_labels, steps):
             if reference is not None:
-                samples.append((likelihood, step, reference == label))
+                samples.append((likelihood, step, ribs_disagree(case.ribs_end), reference == label))
+    ribs = loaded.metadata.modality.upper() == "CT" and all(case.ribs_read for case in cases)
+    if loaded.metadata.modality.upper() == "CT" and not ribs:
+        logger.warning("%s: reports without ribs_end (written before segment read the ribs): the label confidence "
+                       "is fitted without the ribs", pred_dir)
     try:
-        confidence = fit_confidence(samples, cases=len(cases))
+        confidence = fit_confidence(samples, cases=len(cases), ribs=ribs)
     except ValueError as exc:
         raise InputError(f"{pred_dir}: {exc}") from None
     fitted = replace(loaded.metadata, label_confidence=confidence.to_json())
     save_torchscript(loaded.module, fitted, out)  # type: ignore[arg-type]
-    right = [r for _, _, r in samples]
-    probabilities = [confidence.probability(lk, step) for lk, step, _ in samples]
+    right = [r for *_, r in samples]
+    probabilities = [confidence.probability(lk, step, off) for lk, step, off, _ in samples]
     logger.info("label confidence from %d vertebrae of %d cases written to %s", len(samples), len(cases), out)
     return ConfidenceResult(confidence, out, brier(probabilities, right),
                             brier([confidence.right] * len(right), right), auroc(probabilities, right))
@@ -264,6 +277,6 @@ def describe_confidence(result: ConfidenceResult) -> Dict[str, object]:
     """JSON-ready summary of :func:`confidence_model` printed by the command line."""
     c = result.confidence
     return {"model": str(result.model), "cases": c.cases, "vertebrae": c.vertebrae, "right": round(c.right, 4),
-            "weights": {name: round(getattr(c, name), 4) for name in WEIGHTS},
+            "weights": {name: round(getattr(c, name), 4) for name in WEIGHTS + (RIBS_WEIGHT,)},
             "brier_in_sample": round(result.brier, 4), "brier_constant": round(result.brier_constant, 4),
             "auroc_in_sample": round(result.auroc, 4)}

@@ -23,7 +23,7 @@ import SimpleITK as sitk
 
 from . import anatomy
 from .checkpoint import LoadedModel, ModelMetadata
-from .confidence import ConfidenceCalibration, steps_from_start
+from .confidence import ConfidenceCalibration, ribs_disagree, steps_from_start
 from .fallback import Counted, EventCallback, height_mm, span_mm, stalled
 from .fragments import fragments
 from .geometry import (box_voxels, distance_below_mm, from_model_grid, model_index_to_lps, superior_axis,
@@ -31,7 +31,7 @@ from .geometry import (box_voxels, distance_below_mm, from_model_grid, model_ind
 from .labeling import LabelAssignment, LabelingConfig, capacity, provisional_label, refine_labels
 from .normalization import NormalizationSpec, normalize, pad_value
 from .predictor import Predictor
-from .ribs import instance_extent, last_thoracic
+from .ribs import instance_extent, last_thoracic, ribs_end_label
 from .postprocess import (EDGE_MARGIN_FACES, grow_into_bone, is_complete, labels_at_edge, largest_component_per_label,
                           refine_surface_ct, surface_passes)
 from .segment_config import SegmentConfig
@@ -79,7 +79,9 @@ class VertebraResult:
 class SegmentationResult:
     """Outcome of :func:`segment_image`. ``labels`` is a uint8 VerSe-id map on the input grid;
     ``start_network_used``: the model's start network segmented this scan's empty-memory patches;
-    ``rescue_network_used``: its rescue network did, in the second traversal that gave this result."""
+    ``rescue_network_used``: its rescue network did, in the second traversal that gave this result;
+    ``ribs_end``: CT, the VerSe id of the vertebra the ribs show to be the last thoracic one
+    (:func:`~vertebra_traversal.ribs.ribs_end_label`), None where that is not in view (and for MR)."""
 
     labels: sitk.Image
     vertebrae: Tuple[VertebraResult, ...]
@@ -90,6 +92,7 @@ class SegmentationResult:
     cancelled: bool
     start_network_used: bool = False
     rescue_network_used: bool = False
+    ribs_end: Optional[int] = None
 
 
 def traversal_config(meta: ModelMetadata, config: SegmentConfig) -> TraversalConfig:
@@ -327,13 +330,14 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
     labels = from_model_grid(label_model, image, config.label_interpolation)
     labels = _postprocess(labels, image, meta, config) if found else labels
     at_edge = scan_edge_labels(labels, config.margin_for(meta), config.contact_for(meta), config.faces_for(meta))
+    ribs_end = ribs_end_label(model_image, labels) if found and meta.modality.upper() == "CT" else None
     vertebrae = _describe(labels, found, assignment, config.completeness_threshold, config.rule_for(meta), at_edge,
-                          config.confidence_for(meta), meta.direction)
+                          config.confidence_for(meta), meta.direction, ribs_disagree(ribs_end))
     seconds = time.perf_counter() - start
     logger.info("%d vertebrae (%s chain) in %.1f s, %d network passes", len(vertebrae),
                 assignment.chain if assignment else "-", seconds, passes)
     return SegmentationResult(labels, tuple(vertebrae), assignment.chain if assignment else "none",
-                              passes, result.steps, seconds, result.cancelled)
+                              passes, result.steps, seconds, result.cancelled, ribs_end=ribs_end)
 
 
 def _postprocess(labels: sitk.Image, image: sitk.Image, meta: ModelMetadata, config: SegmentConfig) -> sitk.Image:
@@ -369,11 +373,13 @@ def scan_edge_labels(labels: sitk.Image, margin_mm: float = 0.0, min_contact_mm2
 
 
 def _describe(labels: sitk.Image, found: list, assignment: Any, threshold: float, rule: str, at_edge: Set[int],
-              confidence: Optional[ConfidenceCalibration] = None, direction: str = "up") -> List[VertebraResult]:
+              confidence: Optional[ConfidenceCalibration] = None, direction: str = "up",
+              ribs_off: bool = False) -> List[VertebraResult]:
     """Per-vertebra report rows measured on the final label map (input grid); ``at_edge``: the labels
     that reach the scan's border (:func:`scan_edge_labels`). ``label_confidence`` is ``confidence``'s
     probability (:mod:`.confidence`; steps counted over the rows reported, from the end where a traversal
-    of ``direction`` started) or, without one, the label's share of the plausible sequences."""
+    of ``direction`` started; ``ribs_off``: the ribs end at a vertebra not named T12 / T13) or, without
+    one, the label's share of the plausible sequences."""
     if not found:
         return []
     stats = sitk.LabelShapeStatisticsImageFilter()
@@ -394,7 +400,7 @@ def _describe(labels: sitk.Image, found: list, assignment: Any, threshold: float
             completeness_probability=float(v.completeness), at_scan_edge=label in at_edge,
             label_likelihood=likelihood, label_value=float(v.label_value),
             label_confidence=float(assignment.confidences[i]) if confidence is None
-            else confidence.probability(likelihood, steps),
+            else confidence.probability(likelihood, steps, ribs_off),
             volume_mm3=float(stats.GetPhysicalSize(label)),
             centroid_lps_mm=tuple(float(c) for c in stats.GetCentroid(label))))
     return out

@@ -23,7 +23,9 @@ otherwise the end of the ribs is not in view, and a run that reaches the bottom 
 (``RibConfig.run_choice = "lowest"`` takes the lowest run of at least ``min_run`` instances instead, past a
 scapula that splits the ribs; measured on the phantoms and not better, so not the default.)
 CT only: the window is read in HU. An option, off in the bundled models (``segment --rib-anchor on``): the
-CT model's history, *Counting from the last rib*, has what it gained and lost on the phantoms.
+CT model's history, *Counting from the last rib*, has what it gained and lost on the phantoms. Every CT run
+also reads it on its final label map (:func:`ribs_end_label`): the report says where the ribs end, and the
+label confidence counts a run whose ribs end at a vertebra not named T12 as less likely right.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+import SimpleITK as sitk
 from scipy import ndimage
 
 from .geometry import box_voxels
@@ -170,3 +173,17 @@ def last_thoracic(image_hu: np.ndarray, instances: Sequence[Instance], spacing_m
         return None
     logger.info("ribs on instances %s: instance %d is the last thoracic vertebra", sorted(ribbed), last)
     return last
+
+
+def ribs_end_label(model_image: sitk.Image, labels: sitk.Image, config: RibConfig = RibConfig()) -> Optional[int]:
+    """The VerSe id of the vertebra of the label map ``labels`` (any grid) that the ribs show to be the last
+    thoracic one (:func:`last_thoracic`), or None where the end of the ribs is not in view. ``labels`` is
+    resampled (nearest) onto ``model_image``, the scan on its model grid in HU
+    (:func:`~vertebra_traversal.geometry.to_model_grid`), where the instances are its labels top first."""
+    on_grid = sitk.GetArrayFromImage(sitk.Resample(labels, model_image, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
+    found = [(instance_extent(on_grid, label, box), label)
+             for label, box in enumerate(ndimage.find_objects(on_grid), start=1) if box is not None]
+    found.sort(key=lambda pair: -pair[0].center[0])  # top first: array axis 0 runs inferior -> superior
+    last = last_thoracic(sitk.GetArrayViewFromImage(model_image), [extent for extent, _ in found],
+                         model_image.GetSpacing(), config)
+    return None if last is None else found[last][1]
