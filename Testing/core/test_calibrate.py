@@ -291,6 +291,15 @@ def test_a_ct_confidence_learns_the_ribs_where_the_reports_say_where_they_end(tm
     assert result.confidence.ribs_weight == 0.0 and result.auroc == 0.5 and "without ribs_end" in caplog.text
 
 
+@pytest.mark.parametrize("bad", [99, "T12", True])
+def test_a_report_whose_ribs_end_is_not_a_vertebra_is_refused_by_name(tmp_path, bad):
+    from vertebra_traversal.calibrate import confidence_model
+    model, ref, pred = _confidence_folders(tmp_path, ribs={"a": 19, "b": bad, "c": None, "d": 20})
+    with pytest.raises(InputError, match=r"b_ct_report.json: ribs_end must be a vertebra's label id or null"):
+        confidence_model(model, pred, ref, tmp_path / "ribs.pt")
+    assert not (tmp_path / "ribs.pt").exists()
+
+
 @pytest.mark.parametrize("direction", ["up", "down"])
 def test_confidence_counts_steps_from_where_the_models_traversal_starts(tmp_path, direction):
     from dataclasses import replace

@@ -19,8 +19,9 @@ on the vertebrae of cases a model has segmented whose reference is known (``vert
 to be the last thoracic one (:func:`~vertebra_traversal.ribs.ribs_end_label`) is not named T12 (or T13),
 a sign that the whole run of labels is shifted; on 60 validation phantoms it raised AUROC from 0.758 to
 0.800 and lowered the Brier score from 0.169 to 0.160 (the CT model's history). The model carries the
-fitted numbers in its metadata (``ModelMetadata.label_confidence``) and ``segment`` reports the probability as ``label_confidence`` wherever it reads the labels the way the
-fit saw them. The CT model card gives how well the probability matched on scans it was not fitted on.
+fitted numbers in its metadata (``ModelMetadata.label_confidence``) and ``segment`` reports the
+probability as ``label_confidence`` wherever it reads the labels the way the fit saw them. The CT model
+card gives how well the probability matched on scans it was not fitted on.
 """
 from __future__ import annotations
 
