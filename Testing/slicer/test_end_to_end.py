@@ -185,6 +185,10 @@ def test_phantom_with_bundled_model_to_training_case(mrml, tmp_path):
         [anatomy.name_of(label) for label in labels]
     # the bundled CT model carries a fitted label confidence, and the table says so
     assert run.results_table.GetColumnDescription("Label confidence").startswith("The probability that this label")
+    # one row at most is marked where the ribs end (none where the end of the ribs is not in view)
+    assert table.GetColumnByName("Ribs end here") is not None
+    marks = [table.GetValueByName(r, "Ribs end here").ToString() for r in range(table.GetNumberOfRows())]
+    assert set(marks) <= {"yes", ""} and marks.count("yes") <= 1
     exported = _export_and_load(mrml, run.segmentation_node, volume, tmp_path, labels)
     truth = sitk.GetArrayFromImage(case.labels)
     # what was found is spine: the exported voxels lie on the phantom's vertebrae far above chance (their

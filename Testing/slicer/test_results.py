@@ -27,7 +27,7 @@ def test_one_row_per_vertebra_top_first_with_flags_confidence_volume_and_ras_cen
     assert [table.GetColumnTitle(t) for t in titles] == titles and table.GetUseColumnTitleAsColumnHeader()
     rows = _cells(table)
     assert [r[0] for r in rows] == ["T12", "L1", "L2"]
-    assert rows[1] == ["L1", "yes", "no", "0.88", "0.75", "0.90", "48.2", "-12.5", "30.0", "101.2"]
+    assert rows[1] == ["L1", "yes", "no", "0.88", "", "0.75", "0.90", "48.2", "-12.5", "30.0", "101.2"]
     assert rows[2][:3] == ["L2", "no", "yes"]  # cut by the scan's border, flagged incomplete
     assert table.GetName() == "ct vertebrae table" and table.GetLocked()
 
@@ -69,3 +69,18 @@ def test_the_confidence_column_says_whether_it_is_a_fitted_probability(mrml, tmp
     description = table.GetColumnDescription(results.CONFIDENCE_TITLE)
     assert description == results.CONFIDENCE_MEANINGS[fitted]
     assert description.startswith("The probability" if fitted else "The share of the plausible")
+
+
+@pytest.mark.parametrize("ribs_end, marked", [(20, ["", "yes", ""]), (19, ["yes", "", ""]), (None, ["", "", ""])])
+def test_the_vertebra_where_the_ribs_end_is_marked_and_the_column_says_what_that_means(mrml, tmp_path, ribs_end,
+                                                                                        marked):
+    volume = add_volume(mrml.scene, ct_array())
+    out = write_engine_outputs(tmp_path / "out")
+    report = json.loads(out["report"].read_text())
+    report["ribs_end"] = ribs_end  # 20: the ribs end at the vertebra named L1, the labels are likely one level off
+    out["report"].write_text(json.dumps(report))
+    table = results.build_results_table(mrml.scene, volume, out["report"])
+    column = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())].index(results.RIBS_TITLE)
+    rows = _cells(table)
+    assert [r[0] for r in rows] == ["T12", "L1", "L2"] and [r[column] for r in rows] == marked
+    assert table.GetColumnDescription(results.RIBS_TITLE) == results.RIBS_MEANING

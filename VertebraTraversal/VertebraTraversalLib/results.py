@@ -2,9 +2,9 @@
 
 The segmentation node carries the same values as segment tags (:mod:`.segmentation`), which the Segment
 Editor does not show; the table puts the label confidence (for the bundled CT model the probability that
-the label is right, fitted on phantoms; docs/ARCHITECTURE.md), the completeness flag (§3.5) and its reason
-side by side, so that a low confidence or a vertebra at the scan's edge is seen before the labels are
-trusted.
+the label is right, fitted on phantoms; docs/ARCHITECTURE.md), the vertebra where the ribs end (CT), the
+completeness flag (§3.5) and its reason side by side, so that a low confidence, ribs that end off T12 or a
+vertebra at the scan's edge is seen before the labels are trusted.
 """
 from __future__ import annotations
 
@@ -23,12 +23,15 @@ from .segmentation import place_in_subject_hierarchy, report_entries
 
 
 CONFIDENCE_TITLE = "Label confidence"
-#: (column title, report field, kind): kind ``"text"``, ``"flag"`` (yes / no) or a number format.
+RIBS_TITLE = "Ribs end here"
+#: (column title, report field, kind): kind ``"text"``, ``"flag"`` (yes / no), ``"mark"`` (yes / blank) or a
+#: number format.
 COLUMNS: Tuple[Tuple[str, str, str], ...] = (
     ("Vertebra", "name", "text"),
     ("Complete", "complete", "flag"),
     ("At scan edge", "at_scan_edge", "flag"),
     (CONFIDENCE_TITLE, "label_confidence", "{:.2f}"),
+    (RIBS_TITLE, "ribs_end_here", "mark"),
     ("Label likelihood", "label_likelihood", "{:.2f}"),
     ("Completeness probability", "completeness_probability", "{:.2f}"),
     ("Volume (mL)", "volume_mm3", "mL"),
@@ -42,11 +45,19 @@ COLUMNS: Tuple[Tuple[str, str, str], ...] = (
 #: tooltip of the column's cells): the report's
 #: ``model.label_confidence_fitted`` says which (absent in reports from before the fitted one existed).
 CONFIDENCE_MEANINGS = {
-    True: "The probability that this label is right, fitted on the model's training phantoms; its model "
+    True: "The probability that this label is right, fitted on scans the model segmented whose labels were "
+          "known (for a CT model, lower in a scan whose ribs end at a vertebra not named T12 or T13); its model "
           "card says how well it held on new scans. Check every label.",
     False: "The share of the plausible label sequences that agree with this label (the model carries no "
            "fitted confidence); its model card says how often such labels were right. Check every label.",
 }
+
+
+#: The ``Ribs end here`` column's description: the report's ``ribs_end`` (CT), the vertebra that the ribs
+#: show to be the last thoracic one.
+RIBS_MEANING = ("The vertebra the ribs show to be the last thoracic one (CT; blank everywhere where the end of "
+                "the ribs is not in view). Where it is not the one named T12 (or T13), the labels of the whole "
+                "run are likely shifted.")
 
 
 def _cell(entry: Mapping[str, Any], field: str, kind: str) -> str:
@@ -57,6 +68,8 @@ def _cell(entry: Mapping[str, Any], field: str, kind: str) -> str:
         return str(value)
     if kind == "flag":
         return "yes" if value else "no"
+    if kind == "mark":
+        return "yes" if value else ""
     if kind == "mL":
         return f"{float(value) / 1000.0:.1f}"
     if kind in ("R", "A", "S"):
@@ -64,14 +77,16 @@ def _cell(entry: Mapping[str, Any], field: str, kind: str) -> str:
     return kind.format(float(value))
 
 
-def result_rows(report: Mapping[int, Mapping[str, Any]]) -> List[List[str]]:
+def result_rows(report: Mapping[int, Mapping[str, Any]], ribs_end: Optional[int] = None) -> List[List[str]]:
     """The table's rows (strings, in :data:`COLUMNS` order) for report entries by label id, top first
-    (the report's ``order``, else the anatomical rank)."""
+    (the report's ``order``, else the anatomical rank); ``ribs_end``: the report's label id of the vertebra
+    where the ribs end, marked in its row."""
     def position(label: int) -> Tuple[float, float]:
         return (float(report[label].get("order", 0)), float(anatomy.vertebra(label).rank))
     rows = []
     for label in sorted(report, key=position):
-        entry = dict(report[label], name=report[label].get("name") or anatomy.name_of(label))
+        entry = dict(report[label], name=report[label].get("name") or anatomy.name_of(label),
+                     ribs_end_here=label == ribs_end)
         rows.append([_cell(entry, field, kind) for _, field, kind in COLUMNS])
     return rows
 
@@ -88,13 +103,15 @@ def build_results_table(scene: "slicer.vtkMRMLScene", volume_node: "slicer.vtkMR
 
     Returns:
         The table node: the columns of :data:`COLUMNS` (centroids in RAS mm), one row per vertebra; the
-        confidence column's description (:data:`CONFIDENCE_MEANINGS`) says what its numbers are.
+        confidence column's description (:data:`CONFIDENCE_MEANINGS`) says what its numbers are, the ribs
+        column's (:data:`RIBS_MEANING`) what its mark means.
 
     Raises:
         InputError: the report cannot be read (no node is added then).
     """
     report = read_json_document(Path(report_path), REPORT_FORMAT, "file")
-    rows = result_rows(report_entries(report, report_path))
+    ribs = report.get("ribs_end")
+    rows = result_rows(report_entries(report, report_path), ribs if isinstance(ribs, int) else None)
     model = report.get("model")
     fitted = bool(model.get("label_confidence_fitted")) if isinstance(model, Mapping) else False
     table = scene.AddNewNodeByClass("vtkMRMLTableNode",
@@ -102,6 +119,7 @@ def build_results_table(scene: "slicer.vtkMRMLScene", volume_node: "slicer.vtkMR
     try:
         _fill(table, [title for title, _, _ in COLUMNS], rows)
         table.SetColumnDescription(CONFIDENCE_TITLE, CONFIDENCE_MEANINGS[fitted])
+        table.SetColumnDescription(RIBS_TITLE, RIBS_MEANING)
         place_in_subject_hierarchy(scene, volume_node, table)
     except Exception:
         scene.RemoveNode(table)
