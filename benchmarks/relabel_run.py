@@ -57,8 +57,8 @@ def relabel_case(report: Path, out: Path, labeling, confidence=None, direction: 
     off = ribs_disagree(doc.get("ribs_end"))
     doc["vertebrae"] = [{**vertebrae[i], "order": order, "label": int(new[i]), "name": anatomy.name_of(new[i]),
                          "label_likelihood": round(float(assignment.likelihoods[i]), 4),
-                         "label_confidence": round(float(assignment.confidences[i]) if confidence is None
-                                                   else confidence.probability(assignment.likelihoods[i], step, off), 4)}
+                         "label_confidence": round(float(assignment.confidences[i]) if confidence is None else
+                                                   confidence.probability(assignment.likelihoods[i], step, off), 4)}
                         for order, (i, step) in enumerate(zip(kept, steps), start=1)]
     if assignment is not None:
         doc["chain"] = assignment.chain

@@ -58,7 +58,8 @@ def test_the_fit_recovers_the_numbers_that_made_the_outcomes():
     assert fitted.ribs_weight == 0.0 and fitted.vertebrae == 6000 and fitted.cases == 40
     assert fitted.right == pytest.approx(np.mean([r for *_, r in samples]))
     truth = replace(truth, ribs_weight=-1.5)  # the same vertebrae, with runs whose ribs end off T12 less often right
-    samples = [(lk, steps, off, bool(rng.uniform() < truth.probability(lk, steps, off))) for lk, steps, off, _ in samples]
+    samples = [(lk, steps, off, bool(rng.uniform() < truth.probability(lk, steps, off)))
+               for lk, steps, off, _ in samples]
     fitted = fit_confidence(samples, cases=40, ribs=True)
     assert (fitted.intercept, fitted.likelihood_weight, fitted.steps_weight, fitted.ribs_weight) == pytest.approx(
         (-0.5, 2.5, -2.0, -1.5), abs=0.3)

@@ -203,8 +203,9 @@ def confidence_model(model_path: PathLike, pred_dir: PathLike, ref_dir: PathLike
         for label, likelihood, reference, step in zip(case.labels, case.likelihoods, case.reference_labels, steps):
             if reference is not None:
                 samples.append((likelihood, step, ribs_disagree(case.ribs_end), reference == label))
-    ribs = loaded.metadata.modality.upper() == "CT" and all(case.ribs_read for case in cases)
-    if loaded.metadata.modality.upper() == "CT" and not ribs:
+    ct = loaded.metadata.modality.upper() == "CT"
+    ribs = ct and all(case.ribs_read for case in cases)
+    if ct and not ribs:
         logger.warning("%s: reports without ribs_end (written before segment read the ribs): the label confidence "
                        "is fitted without the ribs", pred_dir)
     try:

@@ -84,6 +84,11 @@ def _row(row: GroupSummary) -> dict:
                        "vertebrae": row.vertebrae, "missed": row.missed, "false_detections": row.false_detections})
 
 
+def _scores(result: MaskTuningResult) -> dict:
+    """Each scored checkpoint's held-aside row (:func:`_row`) by its iteration count as a string, 0 first."""
+    return {str(k): _row(v) for k, v in sorted(result.scores.items())}
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         tuning = MaskTuning(iterations=args.iterations, checkpoints=tuple(args.checkpoints),
@@ -97,8 +102,7 @@ def run(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.out.parent, prefix=".tune-masks-") as work:
         result = tune_masks(path, training, aside, Path(work), tuning, args.workers, logger.info)
-    summary = {"model": None, "chosen": result.chosen, "patches": result.patches,
-               "scores": {str(k): _row(v) for k, v in sorted(result.scores.items())}}
+    summary = {"model": None, "chosen": result.chosen, "patches": result.patches, "scores": _scores(result)}
     if result.chosen is None:
         sys.stderr.write(f"vertebra-traversal tune-masks: no checkpoint beat {path} as it is on the validation "
                          "cases; nothing written\n")
@@ -121,7 +125,7 @@ def write_tuned(out: Path, path: Path, model: LoadedModel, result: MaskTuningRes
         raise ValueError("no checkpoint was kept; nothing to write")
     training, aside = cases
     record = {"init": str(path), "tuning": dataclasses.asdict(tuning), "chosen": result.chosen,
-              "scores": {str(k): _row(v) for k, v in sorted(result.scores.items())}, "patches": result.patches,
+              "scores": _scores(result), "patches": result.patches,
               "first_loss": float(np.mean(result.losses[:25])), "last_loss": float(np.mean(result.losses[-25:])),
               "seconds": round(seconds), "data": [c.case_id for c in training],
               "validation": [c.case_id for c in aside]}
