@@ -120,6 +120,21 @@ def test_a_ct_run_reports_where_the_ribs_end_and_its_confidence_counts_it(monkey
     assert mr.ribs_end is None and len(seen) == 1  # MR: the ribs are not read
 
 
+@pytest.mark.parametrize("ribs_end, from_ribs", [(20, ["T10", "T11", "T12", "T13", "L1", "L2"]), (19, [None] * 6),
+                                                 (None, [None] * 6)])
+def test_a_ct_run_whose_ribs_end_off_t12_offers_its_labels_counted_from_the_ribs(monkeypatch, ribs_end, from_ribs):
+    """T10-L3 read right by the oracle; ribs said to end at the one named L1 (20): counted from there it is the
+    last thoracic vertebra, T13 where the values below still fit (test_ribs). The labels themselves stay."""
+    import vertebra_traversal.pipeline as pipeline
+    from vertebra_traversal import anatomy
+    spine = box_spine((110, 30, 30), IDS_BOTTOM_UP, height=12, gap=4, z0=4)
+    monkeypatch.setattr(pipeline, "ribs_end_label", lambda image, labels: ribs_end)
+    result = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), _meta(modality="CT"))
+    assert [v.name for v in result.vertebrae] == ["T10", "T11", "T12", "L1", "L2", "L3"]
+    assert [v.rib_label and anatomy.name_of(v.rib_label) for v in result.vertebrae] == from_ribs
+    assert [v.to_json()["rib_label"] for v in result.vertebrae] == [v.rib_label for v in result.vertebrae]
+
+
 def test_a_run_that_reads_the_labels_otherwise_reports_the_share_of_the_sequences_instead():
     spine = box_spine((110, 30, 30), IDS_BOTTOM_UP, height=12, gap=4, z0=4)
     meta = replace(_meta(), label_confidence=ConfidenceCalibration(0.0, 0.0, 1.0).to_json())

@@ -274,6 +274,12 @@ def test_the_rib_anchor_reads_the_last_rib_bearing_instance_as_the_last_thoracic
     # a softer anchor loses to a clearer reading: 0.6 - 0.1 > 0.4
     assert names(refine_labels(values, LabelingConfig(rib_anchor=True, rib_anchor_penalty=0.1),
                                last_thoracic=0)) == span("T11", "L2")
+    # read exactly, the run's own labels tie at 1 - 1 with a sequence a level off (0): above 1 the anchor holds
+    exact = [17.0, 18.0, 19.0, 20.0]  # T10..L1
+    standard = dict(allow_t13=False, allow_l6=False, allow_four_lumbar=False)
+    assert names(refine_labels(exact, LabelingConfig(rib_anchor=True, **standard), last_thoracic=3)) == span("T10", "L1")
+    strict = LabelingConfig(rib_anchor=True, rib_anchor_penalty=2.0, **standard)
+    assert names(refine_labels(exact, strict, last_thoracic=3)) == span("T9", "T12")
 
 
 def test_the_rib_anchor_takes_t13_as_that_chains_last_thoracic_and_prices_leaving_it_out():
@@ -289,6 +295,6 @@ def test_the_rib_anchor_takes_t13_as_that_chains_last_thoracic_and_prices_leavin
     assert refine_labels([17.0, 18.0, 19.0, 5.0], trim, last_thoracic=3).labels[3] == anatomy.label_of("T12")
     with pytest.raises(ValueError, match="last_thoracic"):
         refine_labels(values, config, last_thoracic=6)
-    for bad in (dict(rib_anchor=1), dict(rib_anchor_penalty=-0.1)):
+    for bad in (dict(rib_anchor=1), dict(rib_anchor_penalty=-0.1), dict(rib_anchor_penalty=2.5)):
         with pytest.raises(ValueError, match="rib_anchor"):
             LabelingConfig(**bad)

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from vertebra_traversal.ribs import RibConfig, _end_of_run, instance_extent, last_thoracic, ribs_end_label, rib_stubs
+from vertebra_traversal.labeling import LabelingConfig
+from vertebra_traversal.ribs import (RibConfig, _end_of_run, instance_extent, last_thoracic, rib_reading, ribs_end_label,
+                                  rib_stubs)
 
 SPACING = (2.5, 2.5, 2.5)  # x, y, z mm
 LINE_Y, LINE_X = 20, 40  # spine line (voxels); grid (z, y, x) = (60, 60, 80): 150 x 150 x 200 mm
@@ -108,3 +110,28 @@ def test_the_ribs_end_is_read_on_a_label_map_of_any_grid_and_named_by_its_label(
                          sitk.sitkNearestNeighbor, (-0.625,) * 3, (1.25,) * 3, model_image.GetDirection(), 0,
                          sitk.sitkUInt8)
     assert ribs_end_label(model_image, fine) == expected  # 19 = T12 (ribs on the top three); 20 = L1
+
+
+T8_TO_L2 = [15.0, 16.0, 17.0, 18.0, 19.0, 20.0, 21.0]  # the paper's label values of T8..L2, read as T8..L2
+
+
+def test_counted_from_ribs_that_end_below_t12_the_labels_move_down_to_a_t13_where_the_values_fit_it():
+    """The ribs end at the vertebra named L1 (value 20): named T12, every value lies a level off (likelihood 0);
+    named T13 (19.5), T8-T12 keep theirs: (5 + 0.5 + 0) / 7 - 0.15 beats 0."""
+    labels = [15, 16, 17, 18, 19, 20, 21]
+    assert rib_reading(T8_TO_L2, labels, 20) == {15: 15, 16: 16, 17: 17, 18: 18, 19: 19, 20: 28, 21: 20}
+    no_t13 = LabelingConfig(allow_t13=False, allow_l6=False, allow_four_lumbar=False)
+    assert rib_reading(T8_TO_L2, labels, 20, no_t13) == {15: 14, 16: 15, 17: 16, 18: 17, 19: 18, 20: 19, 21: 20}
+    assert rib_reading(T8_TO_L2, labels, 18, no_t13) == {label: label + 1 for label in labels}  # ends at "T11"
+
+
+@pytest.mark.parametrize("ribs_end", [19, None, 22])
+def test_no_reading_is_offered_where_the_ribs_end_at_t12_out_of_view_or_at_no_vertebra_of_the_run(ribs_end):
+    assert rib_reading(T8_TO_L2, [15, 16, 17, 18, 19, 20, 21], ribs_end) == {}
+
+
+def test_the_ribs_reading_leaves_no_end_out_where_the_runs_reading_may():
+    """A run that may leave 3 ends out still gets a label for each of its vertebrae from the ribs."""
+    trimming = LabelingConfig(max_trimmed=3, allow_t13=False, allow_l6=False, allow_four_lumbar=False)
+    read = rib_reading(T8_TO_L2, [15, 16, 17, 18, 19, 20, 21], 20, trimming)
+    assert sorted(read) == [15, 16, 17, 18, 19, 20, 21] and all(read.values()) and read[20] == 19

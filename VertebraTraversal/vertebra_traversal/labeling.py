@@ -67,7 +67,8 @@ lowest rib-bearing instance where a vertebra without ribs lies below it (``refin
 last_thoracic=)``, found by the pipeline). A sequence that does not name that instance its chain's last
 thoracic member (T12; T13 in that chain), or leaves it out, costs ``rib_anchor_penalty``. ``[18.4, 19.4,
 20.4, 21.4]`` (T12..L3 each read a little over half a level high) is read T11..L2 (0.6 each); where the
-ribs end at the first instance, T12..L3 (0.4 each).
+ribs end at the first instance, T12..L3 (0.4 each). At a price above 1 the anchor is absolute: no sequence
+that breaks it can beat one that keeps it (:func:`.ribs.rib_reading` reads so at 2).
 
 Confidence: ``likelihoods`` are the raw ``p(y | v)`` of the chosen labels; ``confidences`` are
 per-vertebra marginals over all candidate sequences: the share of the candidates' weight that agrees
@@ -113,7 +114,8 @@ class LabelingConfig:
             member (0..1).
         rib_anchor: read the instance the ribs show to be the last thoracic one as its chain's last thoracic
             member (T12, T13); False = never (the paper).
-        rib_anchor_penalty: subtracted from a sequence that does not (0..1).
+        rib_anchor_penalty: subtracted from a sequence that does not (0..2; above 1 no such sequence can beat
+            one that does: an average likelihood is at most 1).
     """
 
     allow_t13: bool = True
@@ -135,9 +137,9 @@ class LabelingConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"LabelingConfig.{name}: expected true/false, got {getattr(self, name)!r}")
         for name in ("variant_penalty", "gap_penalty", "trim_penalty", "bottom_anchor_penalty", "rib_anchor_penalty"):
-            penalty = getattr(self, name)
-            if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not 0.0 <= penalty <= 1.0:
-                raise ValueError(f"LabelingConfig.{name}: expected a number in [0, 1], got {penalty!r}")
+            penalty, most = getattr(self, name), 2.0 if name == "rib_anchor_penalty" else 1.0
+            if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not 0.0 <= penalty <= most:
+                raise ValueError(f"LabelingConfig.{name}: expected a number in [0, {most:g}], got {penalty!r}")
         if isinstance(self.max_gaps, bool) or not isinstance(self.max_gaps, int) or not 0 <= self.max_gaps <= 3:
             raise ValueError(f"LabelingConfig.max_gaps: expected an integer from 0 to 3, got {self.max_gaps!r}")
         trimmed = self.max_trimmed

@@ -31,7 +31,7 @@ from .geometry import (box_voxels, distance_below_mm, from_model_grid, model_ind
 from .labeling import LabelAssignment, LabelingConfig, capacity, provisional_label, refine_labels
 from .normalization import NormalizationSpec, normalize, pad_value
 from .predictor import Predictor
-from .ribs import instance_extent, last_thoracic, ribs_end_label
+from .ribs import instance_extent, last_thoracic, rib_reading, ribs_end_label
 from .postprocess import (EDGE_MARGIN_FACES, grow_into_bone, is_complete, labels_at_edge, largest_component_per_label,
                           refine_surface_ct, surface_passes)
 from .segment_config import SegmentConfig
@@ -51,7 +51,9 @@ CUT_AREA_MM2 = 400.0
 @dataclass(frozen=True)
 class VertebraResult:
     """One segmented vertebra. ``order`` counts cranio-caudally from 1 (top-most); ``at_scan_edge``: its
-    mask reaches the scan's border as the run's edge margin and contact area define it (``SegmentConfig``)."""
+    mask reaches the scan's border as the run's edge margin and contact area define it (``SegmentConfig``);
+    ``rib_label``: its label counted from the end of the ribs, in a CT run whose ribs end at a vertebra
+    that reading names differently (:func:`~vertebra_traversal.ribs.rib_reading`), else None."""
 
     order: int
     label: int
@@ -64,6 +66,7 @@ class VertebraResult:
     label_value: float
     volume_mm3: float
     centroid_lps_mm: Tuple[float, float, float]
+    rib_label: Optional[int] = None
 
     def to_json(self) -> Dict[str, Any]:
         return {"order": self.order, "label": self.label, "name": self.name, "complete": self.complete,
@@ -72,7 +75,7 @@ class VertebraResult:
                 "label_likelihood": round(self.label_likelihood, 4),
                 "label_confidence": round(self.label_confidence, 4),
                 "label_value": round(self.label_value, 3), "volume_mm3": round(self.volume_mm3, 1),
-                "centroid_lps_mm": [round(c, 2) for c in self.centroid_lps_mm]}
+                "centroid_lps_mm": [round(c, 2) for c in self.centroid_lps_mm], "rib_label": self.rib_label}
 
 
 @dataclass(frozen=True)
@@ -331,8 +334,12 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
     labels = _postprocess(labels, image, meta, config) if found else labels
     at_edge = scan_edge_labels(labels, config.margin_for(meta), config.contact_for(meta), config.faces_for(meta))
     ribs_end = ribs_end_label(model_image, labels) if found and meta.modality.upper() == "CT" else None
+    gap = (_gap_below_mm(model_image, result.instances, found[-1], image)
+           if ribs_end is not None and config.labeling.bottom_anchor_mm else None)
+    from_ribs = rib_reading([v.label_value for v in found], assignment.labels, ribs_end, config.labeling, gap) \
+        if found else {}
     vertebrae = _describe(labels, found, assignment, config.completeness_threshold, config.rule_for(meta), at_edge,
-                          config.confidence_for(meta), meta.direction, ribs_disagree(ribs_end))
+                          config.confidence_for(meta), meta.direction, ribs_disagree(ribs_end), from_ribs)
     seconds = time.perf_counter() - start
     logger.info("%d vertebrae (%s chain) in %.1f s, %d network passes", len(vertebrae),
                 assignment.chain if assignment else "-", seconds, passes)
@@ -374,12 +381,13 @@ def scan_edge_labels(labels: sitk.Image, margin_mm: float = 0.0, min_contact_mm2
 
 def _describe(labels: sitk.Image, found: list, assignment: Any, threshold: float, rule: str, at_edge: Set[int],
               confidence: Optional[ConfidenceCalibration] = None, direction: str = "up",
-              ribs_off: bool = False) -> List[VertebraResult]:
+              ribs_off: bool = False, from_ribs: Optional[Dict[int, int]] = None) -> List[VertebraResult]:
     """Per-vertebra report rows measured on the final label map (input grid); ``at_edge``: the labels
     that reach the scan's border (:func:`scan_edge_labels`). ``label_confidence`` is ``confidence``'s
     probability (:mod:`.confidence`; steps counted over the rows reported, from the end where a traversal
     of ``direction`` started; ``ribs_off``: the ribs end at a vertebra not named T12 / T13) or, without
-    one, the label's share of the plausible sequences."""
+    one, the label's share of the plausible sequences; ``from_ribs``: each label counted from the ribs
+    (:func:`~vertebra_traversal.ribs.rib_reading`; empty or None: not offered)."""
     if not found:
         return []
     stats = sitk.LabelShapeStatisticsImageFilter()
@@ -402,5 +410,6 @@ def _describe(labels: sitk.Image, found: list, assignment: Any, threshold: float
             label_confidence=float(assignment.confidences[i]) if confidence is None
             else confidence.probability(likelihood, steps, ribs_off),
             volume_mm3=float(stats.GetPhysicalSize(label)),
-            centroid_lps_mm=tuple(float(c) for c in stats.GetCentroid(label))))
+            centroid_lps_mm=tuple(float(c) for c in stats.GetCentroid(label)),
+            rib_label=(from_ribs or {}).get(label)))
     return out

@@ -25,21 +25,27 @@ scapula that splits the ribs; measured on the phantoms and not better, so not th
 CT only: the window is read in HU. An option, off in the bundled models (``segment --rib-anchor on``): the
 CT model's history, *Counting from the last rib*, has what it gained and lost on the phantoms. Every CT run
 also reads it on its final label map (:func:`ribs_end_label`): the report says where the ribs end, and the
-label confidence counts a run whose ribs end at a vertebra not named T12 as less likely right.
+label confidence counts a run whose ribs end at a vertebra not named T12 as less likely right. Where they
+do, :func:`rib_reading` reads the same vertebrae once more counting from that end, and the report offers
+that reading beside the labels (``rib_label``) for the reader to check against the image.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from dataclasses import dataclass, replace
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
 from .geometry import box_voxels
+from .labeling import LabelingConfig, refine_labels
 
 logger = logging.getLogger(__name__)
+
+#: The rib anchor's price in :func:`rib_reading`: above any average likelihood, so the anchor holds.
+ABSOLUTE_PENALTY = 2.0
 
 #: How the run of rib-bearing instances that ends the ribs is chosen (``RibConfig.run_choice``).
 RUN_CHOICES = ("longest", "lowest")
@@ -187,3 +193,25 @@ def ribs_end_label(model_image: sitk.Image, labels: sitk.Image, config: RibConfi
     last = last_thoracic(sitk.GetArrayViewFromImage(model_image), [extent for extent, _ in found],
                          model_image.GetSpacing(), config)
     return None if last is None else found[last][1]
+
+
+def rib_reading(values: Sequence[float], labels: Sequence[int], ribs_end: Optional[int],
+                labeling: LabelingConfig = LabelingConfig(), gap_below_mm: Optional[float] = None) -> Dict[int, int]:
+    """The run's vertebrae read again counting from the end of the ribs: {label: label counted from the
+    ribs} for every one of ``labels``, or {} where that reading names none of them differently.
+
+    Args:
+        values: the vertebrae's regressed label values, top first (as :func:`.labeling.refine_labels`).
+        labels: their labels as the run reads them (VerSe ids, distinct, one per value, none 0).
+        ribs_end: the label of the vertebra the ribs show to be the last thoracic one
+            (:func:`ribs_end_label`), or None (not in view: {}).
+        labeling: the run's label reading; read again with the rib anchor at ``ABSOLUTE_PENALTY`` (a
+            sequence that does not name that vertebra its chain's last thoracic member loses to any that
+            does) and no end left out, so that every vertebra keeps a label.
+        gap_below_mm: as :func:`.labeling.refine_labels` takes it.
+    """
+    if ribs_end is None or ribs_end not in labels or len(values) != len(labels):
+        return {}
+    anchored = replace(labeling, rib_anchor=True, rib_anchor_penalty=ABSOLUTE_PENALTY, max_trimmed=0)
+    read = refine_labels(values, anchored, gap_below_mm, list(labels).index(ribs_end)).labels
+    return dict(zip(labels, read)) if tuple(read) != tuple(labels) else {}

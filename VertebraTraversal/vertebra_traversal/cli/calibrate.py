@@ -124,8 +124,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "without ribs lies below it; a sequence that does not costs --rib-anchor-penalty "
                              "(default off; with --keep-reading: the model's)")
     parser.add_argument("--rib-anchor-penalty", type=float, metavar="R",
-                        help="subtracted from a sequence that does not end the thoracic spine at the last rib "
-                             "(default 1; needs --rib-anchor)")
+                        help="subtracted from a sequence that does not end the thoracic spine at the last rib, "
+                             "0-2 (default 1; above 1 the anchor always holds; needs --rib-anchor)")
     parser.add_argument("--surface-threshold-hu", type=float, metavar="HU",
                         help="record the CT surface refinement threshold of this model's masks (default: keep the "
                              "model's; without one segment uses the paper's 200)")
