@@ -133,6 +133,10 @@ def test_a_ct_run_whose_ribs_end_off_t12_offers_its_labels_counted_from_the_ribs
     assert [v.name for v in result.vertebrae] == ["T10", "T11", "T12", "L1", "L2", "L3"]
     assert [v.rib_label and anatomy.name_of(v.rib_label) for v in result.vertebrae] == from_ribs
     assert [v.to_json()["rib_label"] for v in result.vertebrae] == [v.rib_label for v in result.vertebrae]
+    if ribs_end == 20:  # what segment logs for such a run
+        from vertebra_traversal.cli.segment import rib_offer
+        assert rib_offer(result) == ("the ribs end at the vertebra named L1; counted from there the labels would read "
+                                     "L1 -> T13, L2 -> L1, L3 -> L2 (rib_label)")
 
 
 def test_a_run_that_reads_the_labels_otherwise_reports_the_share_of_the_sequences_instead():

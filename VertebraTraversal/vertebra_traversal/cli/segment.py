@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
+from .. import anatomy
 from ..checkpoint import load_model
 from ..dataset import list_cases
 from ..geometry import LABEL_INTERPOLATORS
@@ -23,7 +24,7 @@ from ..imageio import InputError, read_image
 from ..metadata import RECORDED_START_USES, START_USES
 from ..models import resolve_model
 from ..outputs import input_stem, prepare_output_dir, write_outputs
-from ..pipeline import SegmentConfig, segment_image
+from ..pipeline import SegmentationResult, SegmentConfig, segment_image
 from ..postprocess import COMPLETENESS_RULES
 from .edge_options import (add_edge_options, edge_options, non_negative_option, on_off, spine_offset_option,
                            volume_ratio_option)
@@ -66,6 +67,15 @@ class CancelFlag:
 
     def __call__(self) -> bool:
         return self.cancelled
+
+
+def rib_offer(result: SegmentationResult) -> str:
+    """One line for a run whose ribs end off T12/T13 (its vertebrae's ``rib_label``): how the labels read
+    counted from the ribs."""
+    end = anatomy.name_of(result.ribs_end) if result.ribs_end else "?"
+    moved = ", ".join(f"{v.name} -> {anatomy.name_of(v.rib_label)}" for v in result.vertebrae
+                      if v.rib_label and v.rib_label != v.label)
+    return f"the ribs end at the vertebra named {end}; counted from there the labels would read {moved} (rib_label)"
 
 
 def expand_inputs(inputs: List[str], modality: str) -> List[Path]:
@@ -227,5 +237,7 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
               "vertebrae": [v.to_json() for v in result.vertebrae]})
         logger.info("%s: %s", path.name, ", ".join(v.name + ("" if v.complete else "(inc)")
                                                    for v in result.vertebrae) or "no vertebra found")
+        if any(v.rib_label for v in result.vertebrae):
+            logger.warning("%s: %s", path.name, rib_offer(result))
     emit({"event": "done", "cases": len(inputs), "seconds": round(time.perf_counter() - started, 2)})
     return 0
