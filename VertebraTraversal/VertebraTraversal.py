@@ -89,6 +89,7 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
+        self.ui.ribsButton.connect("clicked(bool)", self.onNameFromRibs)
         self._timer.connect("timeout()", self.onPoll)
         self.initializeParameterNode()
 
@@ -141,6 +142,7 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             widget.enabled = not running  # the run's volume and target stay what they were at its start
         self.ui.exportButton.enabled = bool(params and params.inputVolume and params.outputSegmentation
                                             and params.caseId and str(params.datasetFolder) not in ("", "."))
+        self.ui.ribsButton.enabled = not running and _ribReadingOffered(params.outputSegmentation if params else None)
 
     def onSegment(self) -> None:
         params = self._parameterNode
@@ -216,6 +218,12 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._stopPolling()
         if self._run is not None and self._run.running:
             self._run.cancel()
+
+    def onNameFromRibs(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Could not rename the vertebrae.", waitCursor=True):
+            changed = self.logic.nameFromRibs(self._parameterNode.outputSegmentation)
+            self.ui.statusLabel.text = f"{changed} vertebrae renamed, counted from the ribs"
+        self._updateButtons()
 
     def onExport(self) -> None:
         params = self._parameterNode
@@ -321,11 +329,28 @@ class VertebraTraversalLogic(ScriptedLoadableModuleLogic):
         from vertebra_traversal.export import case_id_from_name
         return case_id_from_name(volume.GetName())
 
+    @staticmethod
+    def nameFromRibs(segmentation) -> int:
+        """Rename the vertebrae by their labels counted from the ribs, where the run offered them; returns how
+        many changed (``VertebraTraversalLib.apply_rib_reading``)."""
+        from VertebraTraversalLib import apply_rib_reading
+        return apply_rib_reading(segmentation)
+
     def exportCase(self, segmentation, volume, datasetFolder, caseId: str, modality: str = "ct"):
         """Write the corrected segmentation + volume as a new dataset case (never overwrites)."""
         from VertebraTraversalLib import export_segmentation_case
         return export_segmentation_case(slicer.mrmlScene, segmentation, volume, Path(datasetFolder), caseId,
                                         slicer.modules.segmentations.logic(), modality)
+
+
+def _ribReadingOffered(segmentation) -> bool:
+    """Whether the run behind ``segmentation`` offered labels counted from the ribs; False while the library's
+    packages are not installed yet (no run can have made it then)."""
+    try:
+        from VertebraTraversalLib import rib_reading_offered
+    except ImportError:
+        return False
+    return rib_reading_offered(segmentation)
 
 
 def _distributionInstalled(requirement: str) -> bool:

@@ -9,7 +9,8 @@ counts as identified when its predicted label is right. Prints per-crop lines (w
 crop's reference vertebrae, a missed one counting 0, and the number of vertebrae found) and the accuracy
 and linearly weighted kappa over all matched vertebrae, and the crops' mean Dice. CT: where a crop's ribs
 end at a vertebra not named T12/T13 the run offers its labels counted from the ribs (report ``rib_label``);
-``from_ribs`` counts the vertebrae identified when every offer is taken (``offered``: the crops with one).
+``from_ribs`` counts the vertebrae identified when every offer is taken (``offered``: the crops with one;
+``shift``: how many levels the offer moves the vertebra where the ribs end).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import json
 import numpy as np
 import SimpleITK as sitk
 
-from vertebra_traversal import dataset
+from vertebra_traversal import anatomy, dataset
 from vertebra_traversal.checkpoint import load_model
 from vertebra_traversal.geometry import crop_z, physical_bounds
 from vertebra_traversal.imageio import read_image, read_label_map
@@ -37,6 +38,15 @@ def crops(image: sitk.Image, rng: np.random.Generator):
         size = min(length, max(MIN_LENGTH_MM, fraction * length))
         start = low[2] + rng.uniform(0, length - size)
         yield fraction, start, start + size
+
+
+def _shift(result) -> float:
+    """Levels (anatomical rank) between the label of the vertebra where the ribs end and its label counted
+    from the ribs; 0 where nothing is offered."""
+    for v in result.vertebrae:
+        if v.label == result.ribs_end and v.rib_label:
+            return abs(anatomy.vertebra(v.rib_label).rank - anatomy.vertebra(v.label).rank)
+    return 0.0
 
 
 def main() -> None:
@@ -68,7 +78,7 @@ def main() -> None:
                               "reference": len(score.vertebrae), "matched": len(matched),
                               "identified": sum(v.label == v.pred_label for v in matched),
                               "dice": round(dices[-1], 3), "found": len(result.vertebrae), "offered": bool(ribs),
-                              "from_ribs": counted}))
+                              "from_ribs": counted, "shift": _shift(result)}))
     correct = sum(r == p for r, p in zip(refs, preds))
     print(json.dumps({"crops": len(dices), "vertebrae": len(refs), "identified": correct,
                       "accuracy": round(correct / max(1, len(refs)), 3),

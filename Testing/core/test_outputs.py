@@ -1,5 +1,6 @@
 """Segment outputs: label map on the input grid, a .seg.nrrd that slicerio reads, centroids, report."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -59,6 +60,19 @@ def test_outputs_open_in_slicerio_and_simpleitk_with_the_input_geometry(tmp_path
     assert [v["at_scan_edge"] for v in report["vertebrae"]] == [False, True]
     centroids = json.loads(paths.centroids.read_text())
     assert {c["label"] for c in centroids[1:]} == {19, 20}
+
+
+def test_labels_counted_from_the_ribs_go_into_the_report_and_the_segments_tags(tmp_path):
+    """The ribs end at the vertebra named L1: counted from there T12 and L1 read T11 and T12."""
+    plain = _result()
+    offered = SegmentationResult(plain.labels, tuple(replace(v, rib_label=v.label - 1) for v in plain.vertebrae),
+                                 "standard", 17, 17, 1.5, False, ribs_end=20)
+    for name, result, expected in (("plain", plain, [None, None]), ("offered", offered, [18, 19])):
+        paths = write_outputs(result, tmp_path / f"{name}_ct.nii.gz", prepare_output_dir(tmp_path / name), {})
+        assert [v["rib_label"] for v in json.loads(paths.report.read_text())["vertebrae"]] == expected
+        tags = [s["tags"].get("VertebraTraversal.ribLabelId") for s in
+                slicerio.read_segmentation(str(paths.segmentation), skip_voxels=True)["segments"]]
+        assert tags == [None if e is None else str(e) for e in expected]
 
 
 def test_existing_outputs_are_never_overwritten(tmp_path):

@@ -27,7 +27,7 @@ def test_one_row_per_vertebra_top_first_with_flags_confidence_volume_and_ras_cen
     assert [table.GetColumnTitle(t) for t in titles] == titles and table.GetUseColumnTitleAsColumnHeader()
     rows = _cells(table)
     assert [r[0] for r in rows] == ["T12", "L1", "L2"]
-    assert rows[1] == ["L1", "yes", "no", "0.88", "", "0.75", "0.90", "48.2", "-12.5", "30.0", "101.2"]
+    assert rows[1] == ["L1", "yes", "no", "0.88", "", "", "0.75", "0.90", "48.2", "-12.5", "30.0", "101.2"]
     assert rows[2][:3] == ["L2", "no", "yes"]  # cut by the scan's border, flagged incomplete
     assert table.GetName() == "ct vertebrae table" and table.GetLocked()
 
@@ -84,3 +84,21 @@ def test_the_vertebra_where_the_ribs_end_is_marked_and_the_column_says_what_that
     rows = _cells(table)
     assert [r[0] for r in rows] == ["T12", "L1", "L2"] and [r[column] for r in rows] == marked
     assert table.GetColumnDescription(results.RIBS_TITLE) == results.RIBS_MEANING
+
+
+@pytest.mark.parametrize("offered, shown", [((18, 19, 20), ["T11", "T12", "L1"]), ((None, None, None), ["", "", ""]),
+                                            (("T11", True, 99), ["", "", ""])])
+def test_the_labels_counted_from_the_ribs_stand_beside_the_runs_and_the_column_says_what_they_are(mrml, tmp_path,
+                                                                                                offered, shown):
+    """(18, 19, 20): the ribs end at the one named L1; a hand-edited report's strings, booleans and unknown ids
+    show nothing."""
+    volume = add_volume(mrml.scene, ct_array())
+    out = write_engine_outputs(tmp_path / "out")
+    report = json.loads(out["report"].read_text())
+    for entry, rib in zip(report["vertebrae"], offered):
+        entry["rib_label"] = rib
+    out["report"].write_text(json.dumps(report))
+    table = results.build_results_table(mrml.scene, volume, out["report"])
+    column = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())].index(results.FROM_RIBS_TITLE)
+    assert [r[column] for r in _cells(table)] == shown
+    assert table.GetColumnDescription(results.FROM_RIBS_TITLE) == results.FROM_RIBS_MEANING

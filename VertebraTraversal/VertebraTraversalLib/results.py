@@ -4,7 +4,8 @@ The segmentation node carries the same values as segment tags (:mod:`.segmentati
 Editor does not show; the table puts the label confidence (for the bundled CT model the probability that
 the label is right, fitted on phantoms; docs/ARCHITECTURE.md), the vertebra where the ribs end (CT), the
 completeness flag (§3.5) and its reason side by side, so that a low confidence, ribs that end off T12 or a
-vertebra at the scan's edge is seen before the labels are trusted.
+vertebra at the scan's edge is seen before the labels are trusted; where the ribs end off T12, the labels
+counted from the ribs stand beside the run's (:func:`.segmentation.apply_rib_reading` takes them).
 """
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ from vertebra_traversal.formats import REPORT_FORMAT
 from vertebra_traversal.imageio import PathLike, read_json_document
 
 from .events import lps_to_ras
-from .segmentation import place_in_subject_hierarchy, report_entries
+from .segmentation import offered_label, place_in_subject_hierarchy, report_entries
 
 
 CONFIDENCE_TITLE = "Label confidence"
 RIBS_TITLE = "Ribs end here"
+FROM_RIBS_TITLE = "Counted from the ribs"
 #: (column title, report field, kind): kind ``"text"``, ``"flag"`` (yes / no), ``"mark"`` (yes / blank) or a
 #: number format.
 COLUMNS: Tuple[Tuple[str, str, str], ...] = (
@@ -32,6 +34,7 @@ COLUMNS: Tuple[Tuple[str, str, str], ...] = (
     ("At scan edge", "at_scan_edge", "flag"),
     (CONFIDENCE_TITLE, "label_confidence", "{:.2f}"),
     (RIBS_TITLE, "ribs_end_here", "mark"),
+    (FROM_RIBS_TITLE, "rib_label", "name"),
     ("Label likelihood", "label_likelihood", "{:.2f}"),
     ("Completeness probability", "completeness_probability", "{:.2f}"),
     ("Volume (mL)", "volume_mm3", "mL"),
@@ -59,6 +62,11 @@ RIBS_MEANING = ("The vertebra the ribs show to be the last thoracic one (CT; bla
                 "the ribs is not in view). Where it is not the one named T12 (or T13), the labels of the whole "
                 "run are likely shifted.")
 
+#: The ``Counted from the ribs`` column's description: the report's ``rib_label`` (CT).
+FROM_RIBS_MEANING = ("Where the ribs end at a vertebra not named T12 or T13: each vertebra's label when that one is "
+                     "read as the last thoracic (T12, or T13 where the run's values fit one better); blank where "
+                     "nothing is offered. Look at the ribs before taking it (Name from the ribs).")
+
 
 def _cell(entry: Mapping[str, Any], field: str, kind: str) -> str:
     value = entry.get(field)
@@ -70,6 +78,9 @@ def _cell(entry: Mapping[str, Any], field: str, kind: str) -> str:
         return "yes" if value else "no"
     if kind == "mark":
         return "yes" if value else ""
+    if kind == "name":
+        label = offered_label(value)
+        return "" if label is None else anatomy.name_of(label)
     if kind == "mL":
         return f"{float(value) / 1000.0:.1f}"
     if kind in ("R", "A", "S"):
@@ -120,6 +131,7 @@ def build_results_table(scene: "slicer.vtkMRMLScene", volume_node: "slicer.vtkMR
         _fill(table, [title for title, _, _ in COLUMNS], rows)
         table.SetColumnDescription(CONFIDENCE_TITLE, CONFIDENCE_MEANINGS[fitted])
         table.SetColumnDescription(RIBS_TITLE, RIBS_MEANING)
+        table.SetColumnDescription(FROM_RIBS_TITLE, FROM_RIBS_MEANING)
         place_in_subject_hierarchy(scene, volume_node, table)
     except Exception:
         scene.RemoveNode(table)

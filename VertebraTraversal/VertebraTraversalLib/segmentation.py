@@ -21,7 +21,7 @@ import vtk
 from vertebra_traversal import anatomy
 from vertebra_traversal.formats import (INCOMPLETE_SUFFIX, REPORT_FORMAT, TAG_AT_EDGE, TAG_COMPLETE,
                                         TAG_COMPLETENESS, TAG_CONFIDENCE, TAG_LABEL_ID, TAG_LIKELIHOOD,
-                                        TERMINOLOGY_CONTEXT)
+                                        TAG_RIB_LABEL, TERMINOLOGY_CONTEXT)
 from vertebra_traversal.imageio import InputError, read_json_document
 
 from .events import ROLE_ATTRIBUTE
@@ -104,7 +104,16 @@ def _tags(label: int, entry: Optional[Mapping[str, Any]]) -> Dict[str, str]:
             tags[key] = f"{float(entry[field]):.4f}"
     if entry and entry.get("at_scan_edge") is not None:
         tags[TAG_AT_EDGE] = "true" if entry["at_scan_edge"] else "false"
+    if entry and offered_label(entry.get("rib_label")) is not None:
+        tags[TAG_RIB_LABEL] = str(entry["rib_label"])
     return tags
+
+
+def offered_label(value: Any) -> Optional[int]:
+    """A report's ``rib_label`` when it is a vertebra id; None for null and for anything else (a hand-edited
+    report), which the module then treats as no offer."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and anatomy.is_valid_label(value)
+    return int(value) if ok else None
 
 
 def configure_segment(seg_node: "slicer.vtkMRMLSegmentationNode", segment_id: str, label: int,
@@ -265,3 +274,49 @@ def segment_tag(segment: Any, key: str) -> Optional[str]:
     """Value of a segment tag, or None."""
     value = vtk.reference("")
     return str(value) if segment.GetTag(key, value) else None
+
+
+def rib_reading_offered(seg_node: Optional["slicer.vtkMRMLSegmentationNode"]) -> bool:
+    """Whether a segment of ``seg_node`` carries a label counted from the ribs (tag ``TAG_RIB_LABEL``: the
+    run's report offered its labels so counted, report ``rib_label``)."""
+    if seg_node is None:
+        return False
+    segmentation = seg_node.GetSegmentation()
+    return any(segment_tag(segmentation.GetSegment(segmentation.GetNthSegmentID(i)), TAG_RIB_LABEL) is not None
+               for i in range(segmentation.GetNumberOfSegments()))
+
+
+def apply_rib_reading(seg_node: "slicer.vtkMRMLSegmentationNode", style: IncompleteStyle = IncompleteStyle()) -> int:
+    """Rename the vertebrae of an engine run by their labels counted from the ribs (``TAG_RIB_LABEL``):
+    name, colour, terminology and label tag follow the new label; the run's label likelihood and confidence,
+    which describe the old labels, and the offer itself are dropped from the segments. Returns how many
+    segments changed their label.
+
+    Raises:
+        InputError: no segment carries the offer, or one that does was renamed since the run (its name is
+            not the one the run gave it): nothing is changed then.
+    """
+    segmentation, changes = seg_node.GetSegmentation(), []
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        segment = segmentation.GetSegment(segment_id)
+        offered, label = segment_tag(segment, TAG_RIB_LABEL), segment_tag(segment, TAG_LABEL_ID)
+        if offered is None or label is None:
+            continue
+        complete = segment_tag(segment, TAG_COMPLETE) != "false"
+        if segment.GetName() != segment_name(int(label), complete):
+            raise InputError(f"segmentation {seg_node.GetName()!r}: segment {segment.GetName()!r} was renamed after "
+                             f"the run (it was {segment_name(int(label), complete)!r}); rename the others by hand")
+        changes.append((segment_id, int(label), int(offered), complete))
+    if not changes:
+        raise InputError(f"segmentation {seg_node.GetName()!r}: its run offers no labels counted from the ribs")
+    labels = {}
+    for segment_id, label, offered, complete in changes:
+        segment = segmentation.GetSegment(segment_id)
+        entry = {"complete": complete}
+        for key in (TAG_LIKELIHOOD, TAG_CONFIDENCE, TAG_RIB_LABEL):
+            segment.RemoveTag(key)
+        configure_segment(seg_node, segment_id, offered, entry, style)
+        labels[segment_id] = offered
+    _order_by_rank(seg_node, labels)
+    return sum(label != offered for _, label, offered, _ in changes)

@@ -19,6 +19,8 @@ TAG_COMPLETENESS = TAG_PREFIX + "completenessProbability"
 TAG_AT_EDGE = TAG_PREFIX + "atScanEdge"
 TAG_LIKELIHOOD = TAG_PREFIX + "labelLikelihood"
 TAG_CONFIDENCE = TAG_PREFIX + "labelConfidence"
+#: The label counted from the ribs (report ``rib_label``), on the segments of a run that offers one.
+TAG_RIB_LABEL = TAG_PREFIX + "ribLabelId"
 
 #: Appended to the segment name of a vertebra flagged incompletely visible: ``"T1 (incomplete)"``.
 INCOMPLETE_SUFFIX = "(incomplete)"
