@@ -137,6 +137,11 @@ def test_a_ct_run_whose_ribs_end_off_t12_offers_its_labels_counted_from_the_ribs
         from vertebra_traversal.cli.segment import rib_offer
         assert rib_offer(result) == ("the ribs end at the vertebra named L1; counted from there the labels would read "
                                      "L1 -> T13, L2 -> L1, L3 -> L2 (rib_label)")
+        from vertebra_traversal.fallback import height_mm
+        assert height_mm(_stored(spine.labels)) >= pipeline.OFFER_MIN_SCAN_MM  # tall enough for the offer
+        monkeypatch.setattr(pipeline, "OFFER_MIN_SCAN_MM", height_mm(_stored(spine.labels)) + 1.0)
+        short = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), _meta(modality="CT"))
+        assert short.ribs_end == 20 and [v.rib_label for v in short.vertebrae] == [None] * 6  # a shorter scan: none
 
 
 def test_a_run_that_reads_the_labels_otherwise_reports_the_share_of_the_sequences_instead():

@@ -135,3 +135,14 @@ def test_the_ribs_reading_leaves_no_end_out_where_the_runs_reading_may():
     trimming = LabelingConfig(max_trimmed=3, allow_t13=False, allow_l6=False, allow_four_lumbar=False)
     read = rib_reading(T8_TO_L2, [15, 16, 17, 18, 19, 20, 21], 20, trimming)
     assert sorted(read) == [15, 16, 17, 18, 19, 20, 21] and all(read.values()) and read[20] == 19
+
+
+def test_an_offer_that_moves_the_vertebra_where_the_ribs_end_by_more_than_max_levels_is_withheld():
+    """The ribs end at the one named T9 (as where a scapula splits the ribs): counted from there it is T12."""
+    labels, standard = [15, 16, 17, 18, 19, 20, 21], LabelingConfig(allow_t13=False, allow_l6=False,
+                                                                      allow_four_lumbar=False)
+    assert rib_reading(T8_TO_L2, labels, 16, standard)[16] == 19  # unlimited: three levels
+    assert rib_reading(T8_TO_L2, labels, 16, standard, max_levels=3)[16] == 19
+    assert rib_reading(T8_TO_L2, labels, 16, standard, max_levels=1) == {}
+    assert rib_reading(T8_TO_L2, labels, 20, standard, max_levels=1)[20] == 19  # one level: offered
+    assert rib_reading(T8_TO_L2, labels, 20, max_levels=0.5)[20] == 28  # L1 -> T13: half a level

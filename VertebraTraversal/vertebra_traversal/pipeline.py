@@ -31,7 +31,7 @@ from .geometry import (box_voxels, distance_below_mm, from_model_grid, model_ind
 from .labeling import LabelAssignment, LabelingConfig, capacity, provisional_label, refine_labels
 from .normalization import NormalizationSpec, normalize, pad_value
 from .predictor import Predictor
-from .ribs import instance_extent, last_thoracic, rib_reading, ribs_end_label
+from .ribs import OFFER_MAX_LEVELS, OFFER_MIN_SCAN_MM, instance_extent, last_thoracic, rib_reading, ribs_end_label
 from .postprocess import (EDGE_MARGIN_FACES, grow_into_bone, is_complete, labels_at_edge, largest_component_per_label,
                           refine_surface_ct, surface_passes)
 from .segment_config import SegmentConfig
@@ -336,8 +336,8 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
     ribs_end = ribs_end_label(model_image, labels) if found and meta.modality.upper() == "CT" else None
     gap = (_gap_below_mm(model_image, result.instances, found[-1], image)
            if ribs_end is not None and config.labeling.bottom_anchor_mm else None)
-    from_ribs = rib_reading([v.label_value for v in found], assignment.labels, ribs_end, config.labeling, gap) \
-        if found else {}
+    from_ribs = rib_reading([v.label_value for v in found], assignment.labels, ribs_end, config.labeling, gap,
+                            OFFER_MAX_LEVELS) if found and height_mm(image) >= OFFER_MIN_SCAN_MM else {}
     vertebrae = _describe(labels, found, assignment, config.completeness_threshold, config.rule_for(meta), at_edge,
                           config.confidence_for(meta), meta.direction, ribs_disagree(ribs_end), from_ribs)
     seconds = time.perf_counter() - start

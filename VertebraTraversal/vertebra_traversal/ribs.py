@@ -39,6 +39,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from . import anatomy
 from .geometry import box_voxels
 from .labeling import LabelingConfig, refine_labels
 
@@ -46,6 +47,12 @@ logger = logging.getLogger(__name__)
 
 #: The rib anchor's price in :func:`rib_reading`: above any average likelihood, so the anchor holds.
 ABSOLUTE_PENALTY = 2.0
+
+#: Where a run offers its labels counted from the ribs (:func:`rib_reading`): scans at least this tall (mm,
+#: :func:`~vertebra_traversal.fallback.height_mm`) ...
+OFFER_MIN_SCAN_MM = 350.0
+#: ... and offers that move the vertebra where the ribs end by at most this many levels (None: any).
+OFFER_MAX_LEVELS: Optional[float] = None
 
 #: How the run of rib-bearing instances that ends the ribs is chosen (``RibConfig.run_choice``).
 RUN_CHOICES = ("longest", "lowest")
@@ -196,9 +203,11 @@ def ribs_end_label(model_image: sitk.Image, labels: sitk.Image, config: RibConfi
 
 
 def rib_reading(values: Sequence[float], labels: Sequence[int], ribs_end: Optional[int],
-                labeling: LabelingConfig = LabelingConfig(), gap_below_mm: Optional[float] = None) -> Dict[int, int]:
+                labeling: LabelingConfig = LabelingConfig(), gap_below_mm: Optional[float] = None,
+                max_levels: Optional[float] = None) -> Dict[int, int]:
     """The run's vertebrae read again counting from the end of the ribs: {label: label counted from the
-    ribs} for every one of ``labels``, or {} where that reading names none of them differently.
+    ribs} for every one of ``labels``, or {} where that reading names none of them differently or moves
+    the vertebra where the ribs end by more than ``max_levels`` (anatomical rank, T13 = 19.5; None: any).
 
     Args:
         values: the vertebrae's regressed label values, top first (as :func:`.labeling.refine_labels`).
@@ -213,5 +222,9 @@ def rib_reading(values: Sequence[float], labels: Sequence[int], ribs_end: Option
     if ribs_end is None or ribs_end not in labels or len(values) != len(labels):
         return {}
     anchored = replace(labeling, rib_anchor=True, rib_anchor_penalty=ABSOLUTE_PENALTY, max_trimmed=0)
-    read = refine_labels(values, anchored, gap_below_mm, list(labels).index(ribs_end)).labels
-    return dict(zip(labels, read)) if tuple(read) != tuple(labels) else {}
+    end = list(labels).index(ribs_end)
+    read = refine_labels(values, anchored, gap_below_mm, end).labels
+    moved = abs(anatomy.vertebra(read[end]).rank - anatomy.vertebra(ribs_end).rank)
+    if tuple(read) == tuple(labels) or (max_levels is not None and moved > max_levels):
+        return {}
+    return dict(zip(labels, read))
