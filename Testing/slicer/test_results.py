@@ -93,11 +93,7 @@ def test_the_labels_counted_from_the_ribs_stand_beside_the_runs_and_the_column_s
     """(18, 19, 20): the ribs end at the one named L1; a hand-edited report's strings, booleans and unknown ids
     show nothing."""
     volume = add_volume(mrml.scene, ct_array())
-    out = write_engine_outputs(tmp_path / "out")
-    report = json.loads(out["report"].read_text())
-    for entry, rib in zip(report["vertebrae"], offered):
-        entry["rib_label"] = rib
-    out["report"].write_text(json.dumps(report))
+    out = write_engine_outputs(tmp_path / "out", rib_labels=offered)
     table = results.build_results_table(mrml.scene, volume, out["report"])
     column = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())].index(results.FROM_RIBS_TITLE)
     assert [r[column] for r in _cells(table)] == shown

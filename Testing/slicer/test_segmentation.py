@@ -216,11 +216,7 @@ def test_an_empty_target_whose_filling_fails_is_left_as_it_was(mrml, tmp_path):
 def _offering(mrml, tmp_path, rib_labels=(18, 19, 20)):
     """A run whose ribs end at the one named L1: counted from there T12, L1, L2 read T11, T12, L1."""
     volume = add_volume(mrml.scene, ct_array())
-    out = write_engine_outputs(tmp_path / "out")
-    report = json.loads(out["report"].read_text())
-    for entry, rib in zip(report["vertebrae"], rib_labels):
-        entry["rib_label"] = rib
-    out["report"].write_text(json.dumps(report))
+    out = write_engine_outputs(tmp_path / "out", rib_labels=rib_labels)
     return volume, libseg.build_segmentation_node(mrml.scene, volume, out["labels"], out["report"], mrml.seg_logic)
 
 
