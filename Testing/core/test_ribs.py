@@ -130,6 +130,15 @@ def test_no_reading_is_offered_where_the_ribs_end_at_t12_out_of_view_or_at_no_ve
     assert rib_reading(T8_TO_L2, [15, 16, 17, 18, 19, 20, 21], ribs_end) == {}
 
 
+def test_no_reading_is_offered_where_no_allowed_chain_can_end_its_thoracic_spine_at_the_ribs_end():
+    """Ribs said to end at the top one of seven: six vertebrae below it fit no standard chain (five lumbar); with
+    an L6 chain allowed they do."""
+    standard = LabelingConfig(allow_t13=False, allow_l6=False, allow_four_lumbar=False)
+    labels = [15, 16, 17, 18, 19, 20, 21]
+    assert rib_reading(T8_TO_L2, labels, 15, standard) == {}
+    assert rib_reading(T8_TO_L2, labels, 15, LabelingConfig(allow_t13=False, allow_four_lumbar=False))[15] == 19
+
+
 def test_the_ribs_reading_leaves_no_end_out_where_the_runs_reading_may():
     """A run that may leave 3 ends out still gets a label for each of its vertebrae from the ribs."""
     trimming = LabelingConfig(max_trimmed=3, allow_t13=False, allow_l6=False, allow_four_lumbar=False)

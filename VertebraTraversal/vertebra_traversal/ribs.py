@@ -40,6 +40,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from . import anatomy
+from .confidence import LAST_RIBBED
 from .geometry import box_voxels
 from .labeling import LabelingConfig, refine_labels
 
@@ -209,8 +210,9 @@ def rib_reading(values: Sequence[float], labels: Sequence[int], ribs_end: Option
                 labeling: LabelingConfig = LabelingConfig(), gap_below_mm: Optional[float] = None,
                 max_levels: Optional[float] = None) -> Dict[int, int]:
     """The run's vertebrae read again counting from the end of the ribs: {label: label counted from the
-    ribs} for every one of ``labels``, or {} where that reading names none of them differently or moves
-    the vertebra where the ribs end by more than ``max_levels`` (anatomical rank, T13 = 19.5; None: any).
+    ribs} for every one of ``labels``, or {} where that reading names none of them differently, cannot name
+    the vertebra where the ribs end T12 or T13 (no allowed chain fits the vertebrae around it so), or moves
+    it by more than ``max_levels`` (anatomical rank, T13 = 19.5; None: any).
 
     Args:
         values: the vertebrae's regressed label values, top first (as :func:`.labeling.refine_labels`).
@@ -228,6 +230,7 @@ def rib_reading(values: Sequence[float], labels: Sequence[int], ribs_end: Option
     end = list(labels).index(ribs_end)
     read = refine_labels(values, anchored, gap_below_mm, end).labels
     moved = abs(anatomy.vertebra(read[end]).rank - anatomy.vertebra(ribs_end).rank)
-    if tuple(read) == tuple(labels) or (max_levels is not None and moved > max_levels):
-        return {}
+    if tuple(read) == tuple(labels) or anatomy.name_of(read[end]) not in LAST_RIBBED or \
+            (max_levels is not None and moved > max_levels):
+        return {}  # the same labels; no chain can end its thoracic spine there; or too far a move
     return dict(zip(labels, read))
