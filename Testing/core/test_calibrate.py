@@ -318,7 +318,9 @@ def test_confidence_counts_steps_from_where_the_models_traversal_starts(tmp_path
 
 @pytest.mark.parametrize("run", [{**OWN_RUN, "label_gaps": 2}, {**OWN_RUN, "max_spine_offset_mm": 20.0},
                                  {**OWN_RUN, "min_volume_ratio": 0.5}, {"label_calibration": False},
-                                 {**OWN_RUN, "label_penalties": {"gap_penalty": 0.3, "trim_penalty": 0.15}}])
+                                 {**OWN_RUN, "label_penalties": {"gap_penalty": 0.3, "trim_penalty": 0.15}},
+                                 {**OWN_RUN, "label_rib_anchor": True}, {**OWN_RUN, "label_count_from_ribs": True},
+                                 {**OWN_RUN, "fragment_pieces": "largest"}])
 def test_confidence_refuses_runs_that_picked_or_named_instances_otherwise(tmp_path, run):
     model, ref, pred = _confidence_folders(tmp_path, run)
     args = CLI + ["calibrate", "--model", str(model), "--pred", str(pred), "--ref", str(ref), "--confidence"]

@@ -172,6 +172,10 @@ def test_a_calibrated_models_table_is_used_unless_switched_off(tmp_path):
     (lambda d, m: (d / "bad.pt").write_bytes(b"PK\x03\x04 nope") and
      ["segment", _ct(d / "a.nii.gz"), "-o", d / "o", "--model", d / "bad.pt"], "bad.pt"),
     (lambda d, m: ["segment", _ct(d / "a.nii.gz", shape=(1, 40, 36)), "-o", d / "o", "--model", m], "not a volume"),
+    (lambda d, m: ["segment", _ct(d / "a_mr.nii.gz"), "-o", d / "o", "--model", tiny_model(d / "mr.pt", "MR"),
+                   "--rib-anchor", "on"], "mr.pt: the rib anchor reads the ribs in HU: CT models only"),
+    (lambda d, m: ["segment", _ct(d / "a_mr.nii.gz"), "-o", d / "o", "--model", tiny_model(d / "mr.pt", "MR"),
+                   "--count-from-ribs"], "mr.pt: counting from the ribs reads the ribs in HU: CT models only"),
 ])
 def test_bad_input_gives_one_message_exit_2_and_no_output(tmp_path, model, setup, message):
     out = _run(setup(tmp_path, model) + ["--events"])

@@ -144,6 +144,37 @@ def test_a_ct_run_whose_ribs_end_off_t12_offers_its_labels_counted_from_the_ribs
         assert short.ribs_end == 20 and [v.rib_label for v in short.vertebrae] == [None] * 6  # a shorter scan: none
 
 
+def test_a_run_that_counts_from_the_ribs_takes_the_offer_as_its_labels_and_keeps_its_own_beside(monkeypatch):
+    """As above (ribs said to end at the one named L1), with ``count_from_ribs``: the label map, the rows and
+    where the ribs end follow the ribs' reading; each row keeps the run's own label; nothing is offered."""
+    import SimpleITK as sitk
+
+    import vertebra_traversal.pipeline as pipeline
+    from vertebra_traversal import anatomy
+    spine = box_spine((110, 30, 30), IDS_BOTTOM_UP, height=12, gap=4, z0=4)
+    monkeypatch.setattr(pipeline, "ribs_end_label", lambda image, labels: 20)
+    meta = replace(_meta(modality="CT"), label_confidence=ConfidenceCalibration(0.0, 0.0, 1.0).to_json())
+    plain = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), meta)
+    taken = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), meta,
+                                   SegmentConfig(count_from_ribs=True))
+    assert [v.name for v in taken.vertebrae] == ["T10", "T11", "T12", "T13", "L1", "L2"]
+    assert [v.own_label for v in taken.vertebrae] == [v.label for v in plain.vertebrae]
+    assert [v.rib_label for v in taken.vertebrae] == [None] * 6 and taken.counted_from_ribs
+    assert taken.ribs_end == anatomy.label_of("T13") and not plain.counted_from_ribs
+    assert [v.own_label for v in plain.vertebrae] == [None] * 6
+    before, after = sitk.GetArrayFromImage(plain.labels), sitk.GetArrayFromImage(taken.labels)
+    for row, own in zip(taken.vertebrae, plain.vertebrae):  # the same voxels, renamed
+        np.testing.assert_array_equal(after == row.label, before == own.label)
+    shares = refine_labels([v.label_value for v in taken.vertebrae],
+                           replace(SegmentConfig().labeling_for(meta), rib_anchor=True, rib_anchor_penalty=2.0),
+                           last_thoracic=3).confidences
+    assert [v.label_confidence for v in taken.vertebrae] == pytest.approx(shares)  # not the fit: another reading
+    assert SegmentConfig(count_from_ribs=True).selection_record(meta)["label_count_from_ribs"] is True
+    assert "label_count_from_ribs" not in SegmentConfig().selection_record(meta)
+    with pytest.raises(ValueError, match="CT models only"):
+        SegmentConfig(count_from_ribs=True).labeling_for(replace(meta, modality="MR"))
+
+
 def test_a_run_that_reads_the_labels_otherwise_reports_the_share_of_the_sequences_instead():
     spine = box_spine((110, 30, 30), IDS_BOTTOM_UP, height=12, gap=4, z0=4)
     meta = replace(_meta(), label_confidence=ConfidenceCalibration(0.0, 0.0, 1.0).to_json())

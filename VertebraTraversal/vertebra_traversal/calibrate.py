@@ -25,7 +25,7 @@ from .imageio import InputError, PathLike, read_json_document
 from .label_calibration import LabelCalibration, fit_calibration, gaussian_reading
 from .labeling import LabelingConfig, refine_labels
 from .metadata import PostSettings
-from .segment_config import SegmentConfig
+from .segment_config import SELECTION_OPTIONAL, SegmentConfig
 
 logger = logging.getLogger(__name__)
 
@@ -176,8 +176,11 @@ class ConfidenceResult:
 def _own_reading(metadata: ModelMetadata) -> Dict[str, Any]:
     """The report's ``model`` entries of a ``segment`` run that picks and names the instances as
     ``metadata`` says (``SegmentConfig.labels_as_model``), and no ``label_penalties``: a run read again with
-    other gap or trim penalties than the model's (``benchmarks/relabel_run.py``) records them there."""
-    return {**SegmentConfig().selection_record(metadata), "label_penalties": None}
+    other gap or trim penalties than the model's (``benchmarks/relabel_run.py``) records them there. The
+    entries a report holds only where a run set them (``SELECTION_OPTIONAL``) must be absent unless the
+    model's own run holds them."""
+    return {**{key: None for key in SELECTION_OPTIONAL}, **SegmentConfig().selection_record(metadata),
+            "label_penalties": None}
 
 
 def confidence_model(model_path: PathLike, pred_dir: PathLike, ref_dir: PathLike, out: PathLike,

@@ -111,7 +111,7 @@ def report_json(result: SegmentationResult, input_path: PathLike, model_info: Di
     return {"format": REPORT_FORMAT, "version": 1, "input": str(input_path), "model": model_info,
             "chain": result.chain, "network_passes": result.network_passes, "steps": result.steps,
             "start_network_used": result.start_network_used, "rescue_network_used": result.rescue_network_used,
-            "ribs_end": result.ribs_end,
+            "ribs_end": result.ribs_end, "counted_from_ribs": result.counted_from_ribs,
             "seconds": round(result.seconds, 2), "vertebrae": [v.to_json() for v in result.vertebrae]}
 
 

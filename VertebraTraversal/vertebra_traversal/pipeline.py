@@ -31,7 +31,8 @@ from .geometry import (box_voxels, distance_below_mm, from_model_grid, model_ind
 from .labeling import LabelAssignment, LabelingConfig, capacity, provisional_label, refine_labels
 from .normalization import NormalizationSpec, normalize, pad_value
 from .predictor import Predictor
-from .ribs import OFFER_MAX_LEVELS, OFFER_MIN_SCAN_MM, instance_extent, last_thoracic, rib_reading, ribs_end_label
+from .ribs import (OFFER_MAX_LEVELS, OFFER_MIN_SCAN_MM, instance_extent, last_thoracic, relabel, rib_assignment,
+                   ribs_end_label)
 from .postprocess import (EDGE_MARGIN_FACES, grow_into_bone, is_complete, labels_at_edge, largest_component_per_label,
                           refine_surface_ct, surface_passes)
 from .segment_config import SegmentConfig
@@ -53,7 +54,9 @@ class VertebraResult:
     """One segmented vertebra. ``order`` counts cranio-caudally from 1 (top-most); ``at_scan_edge``: its
     mask reaches the scan's border as the run's edge margin and contact area define it (``SegmentConfig``);
     ``rib_label``: its label counted from the end of the ribs, in a CT run whose ribs end at a vertebra
-    that reading names differently (:func:`~vertebra_traversal.ribs.rib_reading`), else None."""
+    that reading names differently (:func:`~vertebra_traversal.ribs.rib_reading`), else None; ``own_label``:
+    where the run took that reading as its labels (``SegmentConfig.count_from_ribs``), the label its own
+    reading gave this vertebra, else None."""
 
     order: int
     label: int
@@ -67,6 +70,7 @@ class VertebraResult:
     volume_mm3: float
     centroid_lps_mm: Tuple[float, float, float]
     rib_label: Optional[int] = None
+    own_label: Optional[int] = None
 
     def to_json(self) -> Dict[str, Any]:
         return {"order": self.order, "label": self.label, "name": self.name, "complete": self.complete,
@@ -75,7 +79,8 @@ class VertebraResult:
                 "label_likelihood": round(self.label_likelihood, 4),
                 "label_confidence": round(self.label_confidence, 4),
                 "label_value": round(self.label_value, 3), "volume_mm3": round(self.volume_mm3, 1),
-                "centroid_lps_mm": [round(c, 2) for c in self.centroid_lps_mm], "rib_label": self.rib_label}
+                "centroid_lps_mm": [round(c, 2) for c in self.centroid_lps_mm], "rib_label": self.rib_label,
+                "own_label": self.own_label}
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,8 @@ class SegmentationResult:
     ``start_network_used``: the model's start network segmented this scan's empty-memory patches;
     ``rescue_network_used``: its rescue network did, in the second traversal that gave this result;
     ``ribs_end``: CT, the VerSe id of the vertebra the ribs show to be the last thoracic one
-    (:func:`~vertebra_traversal.ribs.ribs_end_label`), None where that is not in view (and for MR)."""
+    (:func:`~vertebra_traversal.ribs.ribs_end_label`), None where that is not in view (and for MR);
+    ``counted_from_ribs``: the labels are the ribs' reading (``SegmentConfig.count_from_ribs``)."""
 
     labels: sitk.Image
     vertebrae: Tuple[VertebraResult, ...]
@@ -96,6 +102,7 @@ class SegmentationResult:
     start_network_used: bool = False
     rescue_network_used: bool = False
     ribs_end: Optional[int] = None
+    counted_from_ribs: bool = False
 
 
 def traversal_config(meta: ModelMetadata, config: SegmentConfig) -> TraversalConfig:
@@ -336,15 +343,21 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
     ribs_end = ribs_end_label(model_image, labels) if found and meta.modality.upper() == "CT" else None
     gap = (_gap_below_mm(model_image, result.instances, found[-1], image)
            if ribs_end is not None and config.labeling.bottom_anchor_mm else None)
-    from_ribs = rib_reading([v.label_value for v in found], assignment.labels, ribs_end, config.labeling, gap,
-                            OFFER_MAX_LEVELS) if found and height_mm(image) >= OFFER_MIN_SCAN_MM else {}
+    rib = rib_assignment([v.label_value for v in found], assignment.labels, ribs_end, config.labeling, gap,
+                         OFFER_MAX_LEVELS) if found and height_mm(image) >= OFFER_MIN_SCAN_MM else None
+    offer, own = dict(zip(assignment.labels, rib.labels)) if rib else {}, {}
+    if offer and config.count_from_ribs:  # taken: the run's labels are the ribs' reading, its own kept beside
+        labels, own, at_edge = relabel(labels, offer), {new: old for old, new in offer.items()}, \
+            {offer.get(label, label) for label in at_edge}
+        ribs_end, assignment, offer = offer[ribs_end], rib, {}
     vertebrae = _describe(labels, found, assignment, config.completeness_threshold, config.rule_for(meta), at_edge,
-                          config.confidence_for(meta), meta.direction, ribs_disagree(ribs_end), from_ribs)
+                          config.confidence_for(meta), meta.direction, ribs_disagree(ribs_end), offer, own)
     seconds = time.perf_counter() - start
     logger.info("%d vertebrae (%s chain) in %.1f s, %d network passes", len(vertebrae),
                 assignment.chain if assignment else "-", seconds, passes)
     return SegmentationResult(labels, tuple(vertebrae), assignment.chain if assignment else "none",
-                              passes, result.steps, seconds, result.cancelled, ribs_end=ribs_end)
+                              passes, result.steps, seconds, result.cancelled, ribs_end=ribs_end,
+                              counted_from_ribs=bool(own))
 
 
 def _postprocess(labels: sitk.Image, image: sitk.Image, meta: ModelMetadata, config: SegmentConfig) -> sitk.Image:
@@ -381,13 +394,15 @@ def scan_edge_labels(labels: sitk.Image, margin_mm: float = 0.0, min_contact_mm2
 
 def _describe(labels: sitk.Image, found: list, assignment: Any, threshold: float, rule: str, at_edge: Set[int],
               confidence: Optional[ConfidenceCalibration] = None, direction: str = "up",
-              ribs_off: bool = False, from_ribs: Optional[Dict[int, int]] = None) -> List[VertebraResult]:
+              ribs_off: bool = False, from_ribs: Optional[Dict[int, int]] = None,
+              own: Optional[Dict[int, int]] = None) -> List[VertebraResult]:
     """Per-vertebra report rows measured on the final label map (input grid); ``at_edge``: the labels
     that reach the scan's border (:func:`scan_edge_labels`). ``label_confidence`` is ``confidence``'s
     probability (:mod:`.confidence`; steps counted over the rows reported, from the end where a traversal
     of ``direction`` started; ``ribs_off``: the ribs end at a vertebra not named T12 / T13) or, without
     one, the label's share of the plausible sequences; ``from_ribs``: each label counted from the ribs
-    (:func:`~vertebra_traversal.ribs.rib_reading`; empty or None: not offered)."""
+    (:func:`~vertebra_traversal.ribs.rib_reading`; empty or None: not offered); ``own``: where the labels
+    were counted from the ribs (``SegmentConfig.count_from_ribs``), each one's label by the run's own reading."""
     if not found:
         return []
     stats = sitk.LabelShapeStatisticsImageFilter()
@@ -411,5 +426,5 @@ def _describe(labels: sitk.Image, found: list, assignment: Any, threshold: float
             else confidence.probability(likelihood, steps, ribs_off),
             volume_mm3=float(stats.GetPhysicalSize(label)),
             centroid_lps_mm=tuple(float(c) for c in stats.GetCentroid(label)),
-            rib_label=(from_ribs or {}).get(label)))
+            rib_label=(from_ribs or {}).get(label), own_label=(own or {}).get(label)))
     return out

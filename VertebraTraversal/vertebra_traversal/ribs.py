@@ -42,7 +42,7 @@ from scipy import ndimage
 from . import anatomy
 from .confidence import LAST_RIBBED
 from .geometry import box_voxels
-from .labeling import LabelingConfig, refine_labels
+from .labeling import LabelAssignment, LabelingConfig, refine_labels
 
 logger = logging.getLogger(__name__)
 
@@ -210,27 +210,47 @@ def rib_reading(values: Sequence[float], labels: Sequence[int], ribs_end: Option
                 labeling: LabelingConfig = LabelingConfig(), gap_below_mm: Optional[float] = None,
                 max_levels: Optional[float] = None) -> Dict[int, int]:
     """The run's vertebrae read again counting from the end of the ribs: {label: label counted from the
-    ribs} for every one of ``labels``, or {} where that reading names none of them differently, cannot name
-    the vertebra where the ribs end T12 or T13 (no allowed chain fits the vertebrae around it so), or moves
-    it by more than ``max_levels`` (anatomical rank, T13 = 19.5; None: any).
+    ribs} for every one of ``labels``, or {} where :func:`rib_assignment` offers none."""
+    read = rib_assignment(values, labels, ribs_end, labeling, gap_below_mm, max_levels)
+    return {} if read is None else dict(zip(labels, read.labels))
+
+
+def rib_assignment(values: Sequence[float], labels: Sequence[int], ribs_end: Optional[int],
+                   labeling: LabelingConfig = LabelingConfig(), gap_below_mm: Optional[float] = None,
+                   max_levels: Optional[float] = None) -> Optional[LabelAssignment]:
+    """The label assignment of the run's vertebrae counted from the end of the ribs, or None where that
+    reading names none of them differently, cannot name the vertebra where the ribs end T12 or T13 (no
+    allowed chain fits the vertebrae around it so), or moves it by more than ``max_levels`` (anatomical
+    rank, T13 = 19.5; None: any).
 
     Args:
         values: the vertebrae's regressed label values, top first (as :func:`.labeling.refine_labels`).
         labels: their labels as the run reads them (VerSe ids, distinct, one per value, none 0).
         ribs_end: the label of the vertebra the ribs show to be the last thoracic one
-            (:func:`ribs_end_label`), or None (not in view: {}).
+            (:func:`ribs_end_label`), or None (not in view: None).
         labeling: the run's label reading; read again with the rib anchor at ``ABSOLUTE_PENALTY`` (a
             sequence that does not name that vertebra its chain's last thoracic member loses to any that
             does) and no end left out, so that every vertebra keeps a label.
         gap_below_mm: as :func:`.labeling.refine_labels` takes it.
     """
     if ribs_end is None or ribs_end not in labels or len(values) != len(labels):
-        return {}
+        return None
     anchored = replace(labeling, rib_anchor=True, rib_anchor_penalty=ABSOLUTE_PENALTY, max_trimmed=0)
     end = list(labels).index(ribs_end)
-    read = refine_labels(values, anchored, gap_below_mm, end).labels
-    moved = abs(anatomy.vertebra(read[end]).rank - anatomy.vertebra(ribs_end).rank)
-    if tuple(read) == tuple(labels) or anatomy.name_of(read[end]) not in LAST_RIBBED or \
+    read = refine_labels(values, anchored, gap_below_mm, end)
+    moved = abs(anatomy.vertebra(read.labels[end]).rank - anatomy.vertebra(ribs_end).rank)
+    if tuple(read.labels) == tuple(labels) or anatomy.name_of(read.labels[end]) not in LAST_RIBBED or \
             (max_levels is not None and moved > max_levels):
-        return {}  # the same labels; no chain can end its thoracic spine there; or too far a move
-    return dict(zip(labels, read))
+        return None  # the same labels; no chain can end its thoracic spine there; or too far a move
+    return read
+
+
+def relabel(labels: sitk.Image, mapping: Dict[int, int]) -> sitk.Image:
+    """The label map ``labels`` (uint8 VerSe ids) with every id in ``mapping`` replaced by its value, all at
+    once (a chain moved by one level maps T11 to T12 and T12 to L1)."""
+    lut = np.arange(256, dtype=np.uint8)
+    for old, new in mapping.items():
+        lut[old] = new
+    out = sitk.GetImageFromArray(lut[sitk.GetArrayViewFromImage(labels)])
+    out.CopyInformation(labels)
+    return out

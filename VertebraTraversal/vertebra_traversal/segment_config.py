@@ -22,6 +22,12 @@ from .traversal import FRAGMENT_PIECES
 PAPER_SURFACE_THRESHOLD_HU = 200.0
 
 
+#: The entries of :meth:`SegmentConfig.selection_record` that it writes only where they apply, so that
+#: reports from before them stay readable.
+SELECTION_OPTIONAL = ("fragment_pieces", "label_bottom_anchor_mm", "label_rib_anchor", "label_count_from_ribs",
+                      "rescue_network")
+
+
 @dataclass(frozen=True)
 class SegmentConfig:
     """User-facing settings of one segmentation run.
@@ -80,6 +86,10 @@ class SegmentConfig:
         rib_anchor: read the instance the ribs show to be the last thoracic one as T12 (T13)
             (``LabelingConfig.rib_anchor``, :mod:`~vertebra_traversal.ribs`; CT models only); None = the
             model's reading.
+        count_from_ribs: where the run offers its labels counted from the ribs (CT scans at least
+            ``ribs.OFFER_MIN_SCAN_MM`` tall whose ribs end at a vertebra not named T12/T13,
+            :func:`~vertebra_traversal.ribs.rib_assignment`), take them as the run's labels instead of
+            offering them (report ``rib_label``); CT models only. False = offer them (the default).
         fragment_pieces: what of the network's output the traversal takes as a fragment, ``"all"`` (the paper)
             or ``"largest"`` (``TraversalConfig.fragment_pieces``); None = the model's.
         start_network: when a model's start network (:mod:`~vertebra_traversal.start_network`) segments
@@ -111,6 +121,7 @@ class SegmentConfig:
     max_trimmed: Optional[int] = None
     bottom_anchor_mm: Optional[float] = None
     rib_anchor: Optional[bool] = None
+    count_from_ribs: bool = False
     fragment_pieces: Optional[str] = None
     start_network: Optional[str] = None
     rescue_network: bool = True
@@ -203,13 +214,15 @@ class SegmentConfig:
         if calibration is not None:
             labeling = replace(labeling, calibration=calibration, **meta.label_sequence())
         labeling = replace(labeling, **self._counts())
-        if labeling.rib_anchor and meta.modality != "CT":
-            raise ValueError(f"the rib anchor reads the ribs in HU: CT models only, this model is {meta.modality!r}")
+        for wanted, what in ((labeling.rib_anchor, "the rib anchor"), (self.count_from_ribs, "counting from the ribs")):
+            if wanted and meta.modality != "CT":
+                raise ValueError(f"{what} reads the ribs in HU: CT models only, this model is {meta.modality!r}")
         return labeling
 
     def selection_record(self, meta: ModelMetadata) -> Dict[str, Any]:
         """The settings of this run that decide which instances get which labels, as a report's ``model`` entry
-        records them (``segment``) and ``calibrate --confidence`` checks them against the model's own."""
+        records them (``segment``) and ``calibrate --confidence`` checks them against the model's own; the
+        entries of ``SELECTION_OPTIONAL`` only where they apply."""
         resolved = self.for_model(meta)
         labeling = resolved.labeling
         record = {"max_spine_offset_mm": resolved.max_spine_offset_mm, "min_volume_ratio": resolved.min_volume_ratio,
@@ -221,6 +234,8 @@ class SegmentConfig:
             record["label_bottom_anchor_mm"] = labeling.bottom_anchor_mm
         if labeling.rib_anchor:  # likewise
             record["label_rib_anchor"] = True
+        if self.count_from_ribs:  # likewise
+            record["label_count_from_ribs"] = True
         if meta.start_network.get("rescue"):   # recorded only for a model with one: older reports stay readable
             record["rescue_network"] = self.rescues(meta)
         return record
@@ -247,7 +262,7 @@ class SegmentConfig:
                 and self.spine_offset_for(meta) == own.spine_offset_for(meta)
                 and self.volume_ratio_for(meta) == own.volume_ratio_for(meta)
                 and self.start_use_for(meta) == own.start_use_for(meta) and self.rescues(meta) == own.rescues(meta)
-                and self.pieces_for(meta) == own.pieces_for(meta))
+                and self.pieces_for(meta) == own.pieces_for(meta) and self.count_from_ribs == own.count_from_ribs)
 
     def confidence_for(self, meta: ModelMetadata) -> Optional[ConfidenceCalibration]:
         """The model's fitted label confidence (:mod:`~vertebra_traversal.confidence`) when this run picks and

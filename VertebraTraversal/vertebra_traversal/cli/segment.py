@@ -161,6 +161,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rib-anchor", type=on_off, metavar="on|off",
                         help="CT: read the lowest vertebra with ribs as the last thoracic one (T12, T13) where a "
                              "vertebra without ribs lies below it (default: the model's; the bundled models: off)")
+    parser.add_argument("--count-from-ribs", action="store_true",
+                        help="CT: where the run offers its labels counted from the ribs (scans of 350 mm or more "
+                             "whose ribs end at a vertebra not named T12/T13), take them as its labels instead of "
+                             "offering them in the report (rib_label)")
     parser.add_argument("--start-network", choices=START_USES,
                         help="for a model with a start network (combine): always, fallback (only when the main "
                              "network alone finds no vertebra in a scan, or vertebrae that span less than half of "
@@ -215,11 +219,14 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                            max_spine_offset_mm=spine_offset, min_volume_ratio=volume_ratio,
                            label_interpolation=args.label_interpolation, max_gaps=args.gaps,
                            max_trimmed=args.trim_ends, bottom_anchor_mm=non_negative_option(args, "--bottom-anchor-mm"),
-                           rib_anchor=args.rib_anchor,
+                           rib_anchor=args.rib_anchor, count_from_ribs=args.count_from_ribs,
                            fragment_pieces=args.fragment_pieces, start_network=args.start_network,
                            rescue_network=not args.no_rescue_network)
     meta = model.metadata
-    model_info = {"path": str(model_path.resolve()), **config.report_record(meta)}
+    try:
+        model_info = {"path": str(model_path.resolve()), **config.report_record(meta)}
+    except ValueError as exc:  # a setting this model cannot read with (the rib options of an MR model)
+        raise InputError(f"{model_path}: {exc}") from None
     patch_mm = [float(p) * float(s) for p, s in zip(reversed(meta.patch_size), meta.spacing_mm)]
     for number, path in enumerate(inputs, start=1):
         emit({"event": "start", "input": str(path), "case": number, "cases": len(inputs),
@@ -239,5 +246,9 @@ def _run(args: argparse.Namespace, emit: EventStream, cancel: CancelFlag) -> int
                                                    for v in result.vertebrae) or "no vertebra found")
         if any(v.rib_label for v in result.vertebrae):
             logger.warning("%s: %s", path.name, rib_offer(result))
+        elif result.counted_from_ribs:
+            logger.warning("%s: labels counted from the ribs (own_label: the run's own reading): %s", path.name,
+                           ", ".join(f"{anatomy.name_of(v.own_label)} -> {v.name}" for v in result.vertebrae
+                                     if v.own_label and v.own_label != v.label))
     emit({"event": "done", "cases": len(inputs), "seconds": round(time.perf_counter() - started, 2)})
     return 0
