@@ -89,7 +89,7 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
-        self.ui.ribsButton.connect("clicked(bool)", self.onNameFromRibs)
+        self.ui.readingButton.connect("clicked(bool)", self.onSwitchReading)
         self._timer.connect("timeout()", self.onPoll)
         self.initializeParameterNode()
 
@@ -142,7 +142,7 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             widget.enabled = not running  # the run's volume and target stay what they were at its start
         self.ui.exportButton.enabled = bool(params and params.inputVolume and params.outputSegmentation
                                             and params.caseId and str(params.datasetFolder) not in ("", "."))
-        self.ui.ribsButton.enabled = not running and _ribReadingOffered(params.outputSegmentation if params else None)
+        self.ui.readingButton.enabled = not running and _otherReadingOffered(params.outputSegmentation if params else None)
 
     def onSegment(self) -> None:
         params = self._parameterNode
@@ -219,10 +219,10 @@ class VertebraTraversalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if self._run is not None and self._run.running:
             self._run.cancel()
 
-    def onNameFromRibs(self) -> None:
+    def onSwitchReading(self) -> None:
         with slicer.util.tryWithErrorDisplay("Could not rename the vertebrae.", waitCursor=True):
-            changed = self.logic.nameFromRibs(self._parameterNode.outputSegmentation)
-            self.ui.statusLabel.text = f"{changed} vertebrae renamed, counted from the ribs"
+            changed = self.logic.switchReading(self._parameterNode.outputSegmentation)
+            self.ui.statusLabel.text = f"{changed} vertebrae renamed by the other reading"
         self._updateButtons()
 
     def onExport(self) -> None:
@@ -330,11 +330,11 @@ class VertebraTraversalLogic(ScriptedLoadableModuleLogic):
         return case_id_from_name(volume.GetName())
 
     @staticmethod
-    def nameFromRibs(segmentation) -> int:
-        """Rename the vertebrae by their labels counted from the ribs, where the run offered them; returns how
-        many changed (``VertebraTraversalLib.apply_rib_reading``)."""
-        from VertebraTraversalLib import apply_rib_reading
-        return apply_rib_reading(segmentation)
+    def switchReading(segmentation) -> int:
+        """Rename the vertebrae by the other reading of their labels (counted from the ribs, or the network's
+        own), where the run made one; returns how many changed (``VertebraTraversalLib.switch_reading``)."""
+        from VertebraTraversalLib import switch_reading
+        return switch_reading(segmentation)
 
     def exportCase(self, segmentation, volume, datasetFolder, caseId: str, modality: str = "ct"):
         """Write the corrected segmentation + volume as a new dataset case (never overwrites)."""
@@ -343,14 +343,14 @@ class VertebraTraversalLogic(ScriptedLoadableModuleLogic):
                                         slicer.modules.segmentations.logic(), modality)
 
 
-def _ribReadingOffered(segmentation) -> bool:
-    """Whether the run behind ``segmentation`` offered labels counted from the ribs; False while the library's
-    packages are not installed yet (no run can have made it then)."""
+def _otherReadingOffered(segmentation) -> bool:
+    """Whether the run behind ``segmentation`` read its labels two ways; False while the library's packages are
+    not installed yet (no run can have made it then)."""
     try:
-        from VertebraTraversalLib import rib_reading_offered
+        from VertebraTraversalLib import other_reading_offered
     except ImportError:
         return False
-    return rib_reading_offered(segmentation)
+    return other_reading_offered(segmentation)
 
 
 def _distributionInstalled(requirement: str) -> bool:

@@ -230,7 +230,8 @@ def test_keep_reading_writes_only_the_skipped_levels_and_needs_a_reading(folders
 
 
 OWN_RUN = {"label_calibration": False, "label_gaps": 0, "label_trimmed": 0, "max_spine_offset_mm": 0.0,
-           "min_volume_ratio": 0.0, "start_network_use": "off"}  # what a default segment run of tiny_model reports
+           "min_volume_ratio": 0.0, "start_network_use": "off",
+           "label_count_from_ribs": True}  # what a default segment run of tiny_model (CT) reports
 
 
 def _confidence_folders(tmp_path, run=None, named_bottom_up=None, likelihoods=None, ribs=None):
@@ -319,7 +320,7 @@ def test_confidence_counts_steps_from_where_the_models_traversal_starts(tmp_path
 @pytest.mark.parametrize("run", [{**OWN_RUN, "label_gaps": 2}, {**OWN_RUN, "max_spine_offset_mm": 20.0},
                                  {**OWN_RUN, "min_volume_ratio": 0.5}, {"label_calibration": False},
                                  {**OWN_RUN, "label_penalties": {"gap_penalty": 0.3, "trim_penalty": 0.15}},
-                                 {**OWN_RUN, "label_rib_anchor": True}, {**OWN_RUN, "label_count_from_ribs": True},
+                                 {**OWN_RUN, "label_rib_anchor": True}, {**OWN_RUN, "label_count_from_ribs": None},
                                  {**OWN_RUN, "fragment_pieces": "largest"}])
 def test_confidence_refuses_runs_that_picked_or_named_instances_otherwise(tmp_path, run):
     model, ref, pred = _confidence_folders(tmp_path, run)

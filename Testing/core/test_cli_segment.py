@@ -58,7 +58,8 @@ def test_events_and_outputs_end_to_end(tmp_path, model):
         "path", "modality", "spacing_mm", "patch_size", "direction", "completeness_rule", "edge_margin_mm",
         "edge_min_contact_mm2", "edge_margin_faces", "max_spine_offset_mm", "min_volume_ratio", "label_interpolation",
         "surface_threshold_hu", "largest_component", "surface_growth", "growth_threshold_hu", "label_calibration",
-        "label_gaps", "label_trimmed", "label_confidence_fitted", "start_network", "start_network_use"}
+        "label_gaps", "label_trimmed", "label_confidence_fitted", "start_network", "start_network_use",
+        "label_count_from_ribs"}  # a CT model's run takes the ribs' reading where it applies
 
 
 @pytest.mark.parametrize("option, value, bad", [("--completeness-rule", "edge", "vote"),
@@ -175,7 +176,7 @@ def test_a_calibrated_models_table_is_used_unless_switched_off(tmp_path):
     (lambda d, m: ["segment", _ct(d / "a_mr.nii.gz"), "-o", d / "o", "--model", tiny_model(d / "mr.pt", "MR"),
                    "--rib-anchor", "on"], "mr.pt: the rib anchor reads the ribs in HU: CT models only"),
     (lambda d, m: ["segment", _ct(d / "a_mr.nii.gz"), "-o", d / "o", "--model", tiny_model(d / "mr.pt", "MR"),
-                   "--count-from-ribs"], "mr.pt: counting from the ribs reads the ribs in HU: CT models only"),
+                   "--count-from-ribs", "on"], "mr.pt: counting from the ribs reads the ribs in HU: CT models only"),
 ])
 def test_bad_input_gives_one_message_exit_2_and_no_output(tmp_path, model, setup, message):
     out = _run(setup(tmp_path, model) + ["--events"])

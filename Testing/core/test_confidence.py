@@ -106,12 +106,14 @@ def test_a_run_reports_the_fitted_probability_counted_from_the_traversals_start(
 
 @pytest.mark.parametrize("ribs_end, off", [(None, False), (19, False), (18, True)])
 def test_a_ct_run_reports_where_the_ribs_end_and_its_confidence_counts_it(monkeypatch, ribs_end, off):
-    """The rib reading (tested in test_ribs) is the run's input here: it says the ribs end at ``ribs_end``."""
+    """The rib reading (tested in test_ribs) is the run's input here: it says the ribs end at ``ribs_end``. The
+    scan counts as too short for the ribs' reading (``OFFER_MIN_SCAN_MM``), so the run keeps its own labels."""
     import vertebra_traversal.pipeline as pipeline
     spine = box_spine((110, 30, 30), IDS_BOTTOM_UP, height=12, gap=4, z0=4)
     fitted = ConfidenceCalibration(intercept=0.0, likelihood_weight=0.0, steps_weight=0.0, ribs_weight=-2.0)
     seen = []
     monkeypatch.setattr(pipeline, "ribs_end_label", lambda image, labels: seen.append(labels) or ribs_end)
+    monkeypatch.setattr(pipeline, "OFFER_MIN_SCAN_MM", math.inf)
     meta = replace(_meta(modality="CT"), label_confidence=fitted.to_json())
     result = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), meta)
     assert len(seen) == 1 and seen[0].GetSize() == result.labels.GetSize() and result.ribs_end == ribs_end
@@ -122,55 +124,60 @@ def test_a_ct_run_reports_where_the_ribs_end_and_its_confidence_counts_it(monkey
 
 @pytest.mark.parametrize("ribs_end, from_ribs", [(20, ["T10", "T11", "T12", "T13", "L1", "L2"]), (19, [None] * 6),
                                                  (None, [None] * 6)])
-def test_a_ct_run_whose_ribs_end_off_t12_offers_its_labels_counted_from_the_ribs(monkeypatch, ribs_end, from_ribs):
+def test_a_ct_run_that_keeps_its_labels_offers_them_counted_from_the_ribs(monkeypatch, ribs_end, from_ribs):
     """T10-L3 read right by the oracle; ribs said to end at the one named L1 (20): counted from there it is the
-    last thoracic vertebra, T13 where the values below still fit (test_ribs). The labels themselves stay."""
+    last thoracic vertebra, T13 where the values below still fit (test_ribs). With ``count_from_ribs`` off the
+    labels stay and the ribs' reading is offered beside them."""
     import vertebra_traversal.pipeline as pipeline
     from vertebra_traversal import anatomy
     spine = box_spine((110, 30, 30), IDS_BOTTOM_UP, height=12, gap=4, z0=4)
     monkeypatch.setattr(pipeline, "ribs_end_label", lambda image, labels: ribs_end)
-    result = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), _meta(modality="CT"))
+    keep = SegmentConfig(count_from_ribs=False)
+    result = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), _meta(modality="CT"), keep)
     assert [v.name for v in result.vertebrae] == ["T10", "T11", "T12", "L1", "L2", "L3"]
     assert [v.rib_label and anatomy.name_of(v.rib_label) for v in result.vertebrae] == from_ribs
     assert [v.to_json()["rib_label"] for v in result.vertebrae] == [v.rib_label for v in result.vertebrae]
+    assert not result.counted_from_ribs and [v.own_label for v in result.vertebrae] == [None] * 6
     if ribs_end == 20:  # what segment logs for such a run
         from vertebra_traversal.cli.segment import rib_offer
         assert rib_offer(result) == ("the ribs end at the vertebra named L1; counted from there the labels would read "
                                      "L1 -> T13, L2 -> L1, L3 -> L2 (rib_label)")
-        from vertebra_traversal.fallback import height_mm
-        assert height_mm(_stored(spine.labels)) >= pipeline.OFFER_MIN_SCAN_MM  # tall enough for the offer
-        monkeypatch.setattr(pipeline, "OFFER_MIN_SCAN_MM", height_mm(_stored(spine.labels)) + 1.0)
-        short = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), _meta(modality="CT"))
-        assert short.ribs_end == 20 and [v.rib_label for v in short.vertebrae] == [None] * 6  # a shorter scan: none
 
 
-def test_a_run_that_counts_from_the_ribs_takes_the_offer_as_its_labels_and_keeps_its_own_beside(monkeypatch):
-    """As above (ribs said to end at the one named L1), with ``count_from_ribs``: the label map, the rows and
-    where the ribs end follow the ribs' reading; each row keeps the run's own label; nothing is offered."""
+def test_a_ct_run_takes_the_ribs_reading_as_its_labels_and_keeps_its_own_beside(monkeypatch):
+    """As above (ribs said to end at the one named L1), as a CT run reads by default: the label map, the rows
+    and where the ribs end follow the ribs' reading; each row keeps the run's own label; nothing is offered;
+    the model's fitted confidence describes these labels. A scan shorter than ``OFFER_MIN_SCAN_MM`` keeps its
+    own labels and gets no offer."""
     import SimpleITK as sitk
 
     import vertebra_traversal.pipeline as pipeline
     from vertebra_traversal import anatomy
+    from vertebra_traversal.fallback import height_mm
     spine = box_spine((110, 30, 30), IDS_BOTTOM_UP, height=12, gap=4, z0=4)
     monkeypatch.setattr(pipeline, "ribs_end_label", lambda image, labels: 20)
-    meta = replace(_meta(modality="CT"), label_confidence=ConfidenceCalibration(0.0, 0.0, 1.0).to_json())
-    plain = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), meta)
-    taken = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), meta,
-                                   SegmentConfig(count_from_ribs=True))
+    fitted = ConfidenceCalibration(0.0, 0.0, 1.0, ribs_weight=-2.0)
+    meta = replace(_meta(modality="CT"), label_confidence=fitted.to_json())
+    plain = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), meta,
+                                   SegmentConfig(count_from_ribs=False))
+    taken = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), meta)
     assert [v.name for v in taken.vertebrae] == ["T10", "T11", "T12", "T13", "L1", "L2"]
     assert [v.own_label for v in taken.vertebrae] == [v.label for v in plain.vertebrae]
     assert [v.rib_label for v in taken.vertebrae] == [None] * 6 and taken.counted_from_ribs
-    assert taken.ribs_end == anatomy.label_of("T13") and not plain.counted_from_ribs
-    assert [v.own_label for v in plain.vertebrae] == [None] * 6
+    assert taken.ribs_end == anatomy.label_of("T13")
     before, after = sitk.GetArrayFromImage(plain.labels), sitk.GetArrayFromImage(taken.labels)
     for row, own in zip(taken.vertebrae, plain.vertebrae):  # the same voxels, renamed
         np.testing.assert_array_equal(after == row.label, before == own.label)
-    shares = refine_labels([v.label_value for v in taken.vertebrae],
-                           replace(SegmentConfig().labeling_for(meta), rib_anchor=True, rib_anchor_penalty=2.0),
-                           last_thoracic=3).confidences
-    assert [v.label_confidence for v in taken.vertebrae] == pytest.approx(shares)  # not the fit: another reading
-    assert SegmentConfig(count_from_ribs=True).selection_record(meta)["label_count_from_ribs"] is True
-    assert "label_count_from_ribs" not in SegmentConfig().selection_record(meta)
+    steps = range(5, -1, -1)  # the ribs now end at the one named T13: no ribs term
+    assert [v.label_confidence for v in taken.vertebrae] == pytest.approx([_sigmoid(s / 10) for s in steps])
+    assert SegmentConfig().selection_record(meta)["label_count_from_ribs"] is True
+    assert "label_count_from_ribs" not in SegmentConfig(count_from_ribs=False).selection_record(meta)
+    assert "label_count_from_ribs" not in SegmentConfig().selection_record(replace(meta, modality="MR"))
+    assert height_mm(_stored(spine.labels)) >= pipeline.OFFER_MIN_SCAN_MM  # tall enough for the ribs' reading
+    monkeypatch.setattr(pipeline, "OFFER_MIN_SCAN_MM", height_mm(_stored(spine.labels)) + 1.0)
+    short = segment_with_predictor(_stored(spine.labels), oracle_for(spine, "up"), meta)
+    assert [v.label for v in short.vertebrae] == [v.label for v in plain.vertebrae] and not short.counted_from_ribs
+    assert short.ribs_end == 20 and [v.rib_label for v in short.vertebrae] == [None] * 6
     with pytest.raises(ValueError, match="CT models only"):
         SegmentConfig(count_from_ribs=True).labeling_for(replace(meta, modality="MR"))
 

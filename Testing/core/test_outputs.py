@@ -62,15 +62,19 @@ def test_outputs_open_in_slicerio_and_simpleitk_with_the_input_geometry(tmp_path
     assert {c["label"] for c in centroids[1:]} == {19, 20}
 
 
-def test_labels_counted_from_the_ribs_go_into_the_report_and_the_segments_tags(tmp_path):
-    """The ribs end at the vertebra named L1: counted from there T12 and L1 read T11 and T12."""
+@pytest.mark.parametrize("field, tag", [("rib_label", "ribLabelId"), ("own_label", "ownLabelId")])
+def test_the_other_reading_goes_into_the_report_and_the_segments_tags(tmp_path, field, tag):
+    """The ribs end at the vertebra named L1: counted from there T12 and L1 read T11 and T12 (offered:
+    rib_label; or taken, the run's own T11 and T12 kept as own_label)."""
     plain = _result()
-    offered = SegmentationResult(plain.labels, tuple(replace(v, rib_label=v.label - 1) for v in plain.vertebrae),
-                                 "standard", 17, 17, 1.5, False, ribs_end=20)
-    for name, result, expected in (("plain", plain, [None, None]), ("offered", offered, [18, 19])):
+    other = SegmentationResult(plain.labels, tuple(replace(v, **{field: v.label - 1}) for v in plain.vertebrae),
+                               "standard", 17, 17, 1.5, False, ribs_end=20, counted_from_ribs=field == "own_label")
+    for name, result, expected in (("plain", plain, [None, None]), ("other", other, [18, 19])):
         paths = write_outputs(result, tmp_path / f"{name}_ct.nii.gz", prepare_output_dir(tmp_path / name), {})
-        assert [v["rib_label"] for v in json.loads(paths.report.read_text())["vertebrae"]] == expected
-        tags = [s["tags"].get("VertebraTraversal.ribLabelId") for s in
+        report = json.loads(paths.report.read_text())
+        assert [v[field] for v in report["vertebrae"]] == expected
+        assert report["counted_from_ribs"] is (name == "other" and field == "own_label")
+        tags = [s["tags"].get(f"VertebraTraversal.{tag}") for s in
                 slicerio.read_segmentation(str(paths.segmentation), skip_voxels=True)["segments"]]
         assert tags == [None if e is None else str(e) for e in expected]
 

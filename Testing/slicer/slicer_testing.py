@@ -104,9 +104,11 @@ def lps_image(array_zyx: np.ndarray) -> sitk.Image:
     return image
 
 
-def write_engine_outputs(folder: Path, labels_zyx: np.ndarray = None, rib_labels: Sequence = ()) -> Dict[str, Path]:
-    """What ``segment`` writes that the library reads: the label map and the report JSON; ``rib_labels``: the
-    vertebrae's ``rib_label`` top first (none given: the key left out, as in reports from before it)."""
+def write_engine_outputs(folder: Path, labels_zyx: np.ndarray = None, rib_labels: Sequence = (),
+                         own_labels: Sequence = ()) -> Dict[str, Path]:
+    """What ``segment`` writes that the library reads: the label map and the report JSON; ``rib_labels`` and
+    ``own_labels``: the vertebrae's ``rib_label`` and ``own_label`` top first (none given: the key left out,
+    as in reports from before it)."""
     labels_zyx = label_array() if labels_zyx is None else labels_zyx
     folder.mkdir(parents=True, exist_ok=True)
     labels_path = folder / "input_seg-vert_msk.nii.gz"
@@ -117,8 +119,9 @@ def write_engine_outputs(folder: Path, labels_zyx: np.ndarray = None, rib_labels
                 "at_scan_edge": label in INCOMPLETE,
                 "label_likelihood": 0.75, "label_confidence": 0.5, "label_value": float(label - 4),
                 "volume_mm3": 1.0, "centroid_lps_mm": [0.0, 0.0, 0.0]} for i, label in enumerate(present)]
-    for entry, rib in zip(entries, rib_labels):
-        entry["rib_label"] = rib
+    for key, values in (("rib_label", rib_labels), ("own_label", own_labels)):
+        for entry, value in zip(entries, values):
+            entry[key] = value
     report_path = folder / "input_report.json"
     report_path.write_text(json.dumps({"format": "vertebra-traversal-report", "version": 1, "vertebrae": entries}))
     return {"labels": labels_path, "report": report_path}

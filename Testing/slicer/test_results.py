@@ -86,15 +86,16 @@ def test_the_vertebra_where_the_ribs_end_is_marked_and_the_column_says_what_that
     assert table.GetColumnDescription(results.RIBS_TITLE) == results.RIBS_MEANING
 
 
-@pytest.mark.parametrize("offered, shown", [((18, 19, 20), ["T11", "T12", "L1"]), ((None, None, None), ["", "", ""]),
-                                            (("T11", True, 99), ["", "", ""])])
-def test_the_labels_counted_from_the_ribs_stand_beside_the_runs_and_the_column_says_what_they_are(mrml, tmp_path,
-                                                                                                offered, shown):
-    """(18, 19, 20): the ribs end at the one named L1; a hand-edited report's strings, booleans and unknown ids
-    show nothing."""
+@pytest.mark.parametrize("readings, shown", [(dict(rib_labels=(18, 19, 20)), ["T11", "T12", "L1"]),
+                                             (dict(own_labels=(18, 19, 20)), ["T11", "T12", "L1"]),
+                                             (dict(rib_labels=(None,) * 3, own_labels=(None,) * 3), ["", "", ""]),
+                                             (dict(rib_labels=("T11", True, 99)), ["", "", ""])])
+def test_the_other_reading_stands_beside_the_labels_and_the_column_says_what_it_is(mrml, tmp_path, readings, shown):
+    """Offered counted from the ribs (rib_label) or set aside by a run that counted from them (own_label); a
+    hand-edited report's strings, booleans and unknown ids show nothing."""
     volume = add_volume(mrml.scene, ct_array())
-    out = write_engine_outputs(tmp_path / "out", rib_labels=offered)
+    out = write_engine_outputs(tmp_path / "out", **readings)
     table = results.build_results_table(mrml.scene, volume, out["report"])
-    column = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())].index(results.FROM_RIBS_TITLE)
+    column = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())].index(results.OTHER_TITLE)
     assert [r[column] for r in _cells(table)] == shown
-    assert table.GetColumnDescription(results.FROM_RIBS_TITLE) == results.FROM_RIBS_MEANING
+    assert table.GetColumnDescription(results.OTHER_TITLE) == results.OTHER_MEANING

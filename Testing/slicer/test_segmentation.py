@@ -213,48 +213,54 @@ def test_an_empty_target_whose_filling_fails_is_left_as_it_was(mrml, tmp_path):
     assert after == before and empty.GetSegmentation().GetNumberOfSegments() == 0
 
 
-def _offering(mrml, tmp_path, rib_labels=(18, 19, 20)):
-    """A run whose ribs end at the one named L1: counted from there T12, L1, L2 read T11, T12, L1."""
+def _two_readings(mrml, tmp_path, **readings):
     volume = add_volume(mrml.scene, ct_array())
-    out = write_engine_outputs(tmp_path / "out", rib_labels=rib_labels)
+    out = write_engine_outputs(tmp_path / "out", **readings)
     return volume, libseg.build_segmentation_node(mrml.scene, volume, out["labels"], out["report"], mrml.seg_logic)
 
 
-def test_the_labels_counted_from_the_ribs_rename_the_vertebrae_where_the_run_offers_them(mrml, tmp_path):
-    _, node = _offering(mrml, tmp_path)
-    assert [libseg.segment_tag(s, libseg.TAG_RIB_LABEL) for s in _segments(node)] == ["18", "19", "20"]
-    assert libseg.rib_reading_offered(node)
-    assert libseg.apply_rib_reading(node) == 3
+def _names_and_tags(node):
+    return ([s.GetName() for s in _segments(node)],
+            [[libseg.segment_tag(s, key) for key in libseg.READING_TAGS] for s in _segments(node)])
+
+
+@pytest.mark.parametrize("readings, other", [(dict(rib_labels=(18, 19, 20)), "rib"),
+                                             (dict(own_labels=(18, 19, 20)), "own")])
+def test_the_other_reading_renames_the_vertebrae_and_a_second_switch_goes_back(mrml, tmp_path, readings, other):
+    """The run kept T12, L1, L2 and offers T11, T12, L1 counted from the ribs ("rib"), or counted from the ribs
+    and set its own T11, T12, L1 aside ("own"): either way the switch renames them and keeps the way back."""
+    _, node = _two_readings(mrml, tmp_path, **readings)
+    tags = [["18", None], ["19", None], ["20", None]] if other == "rib" else [[None, "18"], [None, "19"], [None, "20"]]
+    assert _names_and_tags(node) == (EXPECTED_NAMES, tags) and libseg.other_reading_offered(node)
+    assert libseg.switch_reading(node) == 3
     segments = _segments(node)
-    assert [s.GetName() for s in segments] == ["T11", "T12", "L1 (incomplete)"]
+    back = [["19", None], ["20", None], ["21", None]] if other == "own" else [[None, "19"], [None, "20"], [None, "21"]]
+    assert _names_and_tags(node) == (["T11", "T12", "L1 (incomplete)"], back)
     for segment, label in zip(segments, (18, 19, 20)):
         row = anatomy.vertebra(label)
         assert segment.GetColor() == pytest.approx(row.color)
         assert slicerio.segmentation.terminology_entry_from_string(segment.GetTerminology())["type"][1] == row.snomed_code
         assert libseg.segment_tag(segment, "VertebraTraversal.labelId") == str(label)
-        for gone in (libseg.TAG_LIKELIHOOD, libseg.TAG_CONFIDENCE, libseg.TAG_RIB_LABEL):  # they spoke of the old labels
+        for gone in (libseg.TAG_LIKELIHOOD, libseg.TAG_CONFIDENCE):  # they spoke of the labels the run gave
             assert libseg.segment_tag(segment, gone) is None
     assert libseg.segment_tag(segments[2], "VertebraTraversal.complete") == "false"
     ids = [node.GetSegmentation().GetNthSegmentID(i) for i in range(3)]
     assert node.GetDisplayNode().GetSegmentOpacity2DFill(ids[2]) == 0.0  # still drawn as incomplete
-    assert not libseg.rib_reading_offered(node)
-    with pytest.raises(InputError, match="offers no labels counted from the ribs"):
-        libseg.apply_rib_reading(node)  # taken once; nothing left to take
+    assert libseg.switch_reading(node) == 3 and _names_and_tags(node) == (EXPECTED_NAMES, tags)  # and back
 
 
-def test_a_run_without_the_offer_and_a_vertebra_renamed_since_the_run_are_refused_and_nothing_changes(mrml, tmp_path):
+def test_a_run_with_one_reading_and_a_vertebra_renamed_since_the_run_are_refused_and_nothing_changes(mrml, tmp_path):
     _, plain = _build(mrml, tmp_path / "plain")
-    assert not libseg.rib_reading_offered(plain) and not libseg.rib_reading_offered(None)
-    with pytest.raises(InputError, match="offers no labels"):
-        libseg.apply_rib_reading(plain)
-    _, node = _offering(mrml, tmp_path / "offer")
+    assert not libseg.other_reading_offered(plain) and not libseg.other_reading_offered(None)
+    with pytest.raises(InputError, match="offers no other reading"):
+        libseg.switch_reading(plain)
+    _, node = _two_readings(mrml, tmp_path / "offer", rib_labels=(18, 19, 20))
     _segments(node)[1].SetName("T13")  # the reader's own correction
     with pytest.raises(InputError, match="segment 'T13' was renamed after the run"):
-        libseg.apply_rib_reading(node)
-    assert [s.GetName() for s in _segments(node)] == ["T12", "T13", "L2 (incomplete)"]
-    assert [libseg.segment_tag(s, libseg.TAG_RIB_LABEL) for s in _segments(node)] == ["18", "19", "20"]
+        libseg.switch_reading(node)
+    assert _names_and_tags(node) == (["T12", "T13", "L2 (incomplete)"], [["18", None], ["19", None], ["20", None]])
 
 
-def test_a_malformed_offer_in_a_hand_edited_report_is_no_offer(mrml, tmp_path):
-    _, node = _offering(mrml, tmp_path, rib_labels=("T11", True, 99))
-    assert not libseg.rib_reading_offered(node)
+def test_a_malformed_reading_in_a_hand_edited_report_is_no_reading(mrml, tmp_path):
+    _, node = _two_readings(mrml, tmp_path, rib_labels=("T11", True, 99), own_labels=(None, 0.5, "x"))
+    assert not libseg.other_reading_offered(node)

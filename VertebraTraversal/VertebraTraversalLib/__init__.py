@@ -10,8 +10,8 @@ from .events import (ROI_NAME, EventStreamReader, RunState, apply_event, create_
 from .exporting import export_segmentation_case, segment_assignments, warnings_collected
 from .process import RunConfig, SegmentationRun
 from .results import build_results_table
-from .segmentation import (IncompleteStyle, apply_rib_reading, build_segmentation_node, rib_reading_offered, segment_name,
-                           segment_tag, terminology_entry)
+from .segmentation import (IncompleteStyle, build_segmentation_node, other_reading_offered, segment_name, segment_tag,
+                           switch_reading, terminology_entry)
 from .volumes import load_volume, read_volume_into, same_geometry, write_volume
 
 __all__ = [
@@ -19,7 +19,7 @@ __all__ = [
     "remove_patch_roi", "export_segmentation_case", "segment_assignments", "warnings_collected", "RunConfig",
     "SegmentationRun",
     "build_results_table",
-    "IncompleteStyle", "apply_rib_reading", "build_segmentation_node", "rib_reading_offered", "segment_name",
-    "segment_tag", "terminology_entry",
+    "IncompleteStyle", "build_segmentation_node", "other_reading_offered", "segment_name", "segment_tag",
+    "switch_reading", "terminology_entry",
     "load_volume", "read_volume_into", "same_geometry", "write_volume",
 ]

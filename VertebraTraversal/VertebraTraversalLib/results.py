@@ -4,8 +4,9 @@ The segmentation node carries the same values as segment tags (:mod:`.segmentati
 Editor does not show; the table puts the label confidence (for the bundled CT model the probability that
 the label is right, fitted on phantoms; docs/ARCHITECTURE.md), the vertebra where the ribs end (CT), the
 completeness flag (§3.5) and its reason side by side, so that a low confidence, ribs that end off T12 or a
-vertebra at the scan's edge is seen before the labels are trusted; where the ribs end off T12, the labels
-counted from the ribs stand beside the run's (:func:`.segmentation.apply_rib_reading` takes them).
+vertebra at the scan's edge is seen before the labels are trusted; where a run read its labels two ways
+(counted from the ribs, or by its own values), the other reading stands beside them
+(:func:`.segmentation.switch_reading` switches the segments to it).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from .segmentation import offered_label, place_in_subject_hierarchy, report_entr
 
 CONFIDENCE_TITLE = "Label confidence"
 RIBS_TITLE = "Ribs end here"
-FROM_RIBS_TITLE = "Counted from the ribs"
+OTHER_TITLE = "Other reading"
 #: (column title, report field, kind): kind ``"text"``, ``"flag"`` (yes / no), ``"mark"`` (yes / blank) or a
 #: number format.
 COLUMNS: Tuple[Tuple[str, str, str], ...] = (
@@ -34,7 +35,7 @@ COLUMNS: Tuple[Tuple[str, str, str], ...] = (
     ("At scan edge", "at_scan_edge", "flag"),
     (CONFIDENCE_TITLE, "label_confidence", "{:.2f}"),
     (RIBS_TITLE, "ribs_end_here", "mark"),
-    (FROM_RIBS_TITLE, "rib_label", "name"),
+    (OTHER_TITLE, "other_label", "name"),
     ("Label likelihood", "label_likelihood", "{:.2f}"),
     ("Completeness probability", "completeness_probability", "{:.2f}"),
     ("Volume (mL)", "volume_mm3", "mL"),
@@ -62,13 +63,14 @@ RIBS_MEANING = ("The vertebra the ribs show to be the last thoracic one (CT; bla
                 "the ribs is not in view). Where it is not the one named T12 (or T13), the labels of the whole "
                 "run are likely shifted.")
 
-#: The ``Counted from the ribs`` column's description: the report's ``rib_label`` (CT).
-FROM_RIBS_MEANING = ("In a CT scan at least 350 mm tall whose ribs end at a vertebra not named T12 or T13: each "
-                     "vertebra's label when that one is read as the last thoracic (T12, or T13 where the run's "
-                     "values fit one better); blank where nothing is offered. On new phantoms it named 81 % of "
-                     "such scans' vertebrae right where the run named 50 %, but it is a count of ribs: a rib on "
-                     "L1, a short twelfth rib or a scapula hiding ribs mislead it. Look at the ribs before taking "
-                     "it (Name from the ribs).")
+#: The ``Other reading`` column's description: the report's ``own_label`` or ``rib_label`` (CT).
+OTHER_MEANING = ("In a CT scan at least 350 mm tall whose ribs end at a vertebra the network's values do not name "
+                 "T12 or T13, the labels are counted from the ribs (that vertebra is the last thoracic one) and "
+                 "this column holds each vertebra's label by the network's own values (a run with "
+                 "--count-from-ribs off: the other way round); blank elsewhere. On new phantoms counting from the "
+                 "ribs named 60-81 % of such scans' vertebrae right, the network's values 49-50 %; a rib on L1, a "
+                 "short twelfth rib or a scapula hiding ribs mislead the count. Use the other reading switches "
+                 "the segments' names.")
 
 
 def _cell(entry: Mapping[str, Any], field: str, kind: str) -> str:
@@ -100,7 +102,8 @@ def result_rows(report: Mapping[int, Mapping[str, Any]], ribs_end: Optional[int]
     rows = []
     for label in sorted(report, key=position):
         entry = dict(report[label], name=report[label].get("name") or anatomy.name_of(label),
-                     ribs_end_here=label == ribs_end)
+                     ribs_end_here=label == ribs_end,
+                     other_label=report[label].get("rib_label") or report[label].get("own_label"))
         rows.append([_cell(entry, field, kind) for _, field, kind in COLUMNS])
     return rows
 
@@ -134,7 +137,7 @@ def build_results_table(scene: "slicer.vtkMRMLScene", volume_node: "slicer.vtkMR
         _fill(table, [title for title, _, _ in COLUMNS], rows)
         table.SetColumnDescription(CONFIDENCE_TITLE, CONFIDENCE_MEANINGS[fitted])
         table.SetColumnDescription(RIBS_TITLE, RIBS_MEANING)
-        table.SetColumnDescription(FROM_RIBS_TITLE, FROM_RIBS_MEANING)
+        table.SetColumnDescription(OTHER_TITLE, OTHER_MEANING)
         place_in_subject_hierarchy(scene, volume_node, table)
     except Exception:
         scene.RemoveNode(table)

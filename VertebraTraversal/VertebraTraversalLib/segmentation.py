@@ -21,7 +21,7 @@ import vtk
 from vertebra_traversal import anatomy
 from vertebra_traversal.formats import (INCOMPLETE_SUFFIX, REPORT_FORMAT, TAG_AT_EDGE, TAG_COMPLETE,
                                         TAG_COMPLETENESS, TAG_CONFIDENCE, TAG_LABEL_ID, TAG_LIKELIHOOD,
-                                        TAG_RIB_LABEL, TERMINOLOGY_CONTEXT)
+                                        TAG_OWN_LABEL, TAG_RIB_LABEL, TERMINOLOGY_CONTEXT)
 from vertebra_traversal.imageio import InputError, read_json_document
 
 from .events import ROLE_ATTRIBUTE
@@ -31,6 +31,12 @@ logger = logging.getLogger(__name__)
 
 #: The segmentation's conversion parameter that holds its reference image geometry.
 _GEOMETRY = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+
+#: The tags of the two readings a run may carry: the one it offers (``TAG_RIB_LABEL``: its labels counted
+#: from the ribs, where it kept its own) and the one it set aside (``TAG_OWN_LABEL``: its own, where it
+#: counted from the ribs). A segment carries one or neither.
+READING_TAGS = (TAG_RIB_LABEL, TAG_OWN_LABEL)
+
 
 @dataclass(frozen=True)
 class IncompleteStyle:
@@ -104,14 +110,15 @@ def _tags(label: int, entry: Optional[Mapping[str, Any]]) -> Dict[str, str]:
             tags[key] = f"{float(entry[field]):.4f}"
     if entry and entry.get("at_scan_edge") is not None:
         tags[TAG_AT_EDGE] = "true" if entry["at_scan_edge"] else "false"
-    if entry and offered_label(entry.get("rib_label")) is not None:
-        tags[TAG_RIB_LABEL] = str(entry["rib_label"])
+    for key, field in zip(READING_TAGS, ("rib_label", "own_label")):
+        if entry and offered_label(entry.get(field)) is not None:
+            tags[key] = str(entry[field])
     return tags
 
 
 def offered_label(value: Any) -> Optional[int]:
-    """A report's ``rib_label`` when it is a vertebra id; None for null and for anything else (a hand-edited
-    report), which the module then treats as no offer."""
+    """A report's ``rib_label`` or ``own_label`` when it is a vertebra id; None for null and for anything else
+    (a hand-edited report), which the module then treats as no other reading."""
     ok = isinstance(value, int) and not isinstance(value, bool) and anatomy.is_valid_label(value)
     return int(value) if ok else None
 
@@ -276,47 +283,55 @@ def segment_tag(segment: Any, key: str) -> Optional[str]:
     return str(value) if segment.GetTag(key, value) else None
 
 
-def rib_reading_offered(seg_node: Optional["slicer.vtkMRMLSegmentationNode"]) -> bool:
-    """Whether a segment of ``seg_node`` carries a label counted from the ribs (tag ``TAG_RIB_LABEL``: the
-    run's report offered its labels so counted, report ``rib_label``)."""
+def _other_label(segment: Any) -> Optional[Tuple[str, int]]:
+    for key in READING_TAGS:
+        value = segment_tag(segment, key)
+        if value is not None and value.isdigit() and anatomy.is_valid_label(int(value)):
+            return key, int(value)
+    return None
+
+
+def other_reading_offered(seg_node: Optional["slicer.vtkMRMLSegmentationNode"]) -> bool:
+    """Whether a segment of ``seg_node`` carries the other reading of its run (:data:`READING_TAGS`)."""
     if seg_node is None:
         return False
     segmentation = seg_node.GetSegmentation()
-    return any(segment_tag(segmentation.GetSegment(segmentation.GetNthSegmentID(i)), TAG_RIB_LABEL) is not None
+    return any(_other_label(segmentation.GetSegment(segmentation.GetNthSegmentID(i))) is not None
                for i in range(segmentation.GetNumberOfSegments()))
 
 
-def apply_rib_reading(seg_node: "slicer.vtkMRMLSegmentationNode", style: IncompleteStyle = IncompleteStyle()) -> int:
-    """Rename the vertebrae of an engine run by their labels counted from the ribs (``TAG_RIB_LABEL``):
-    name, colour, terminology and label tag follow the new label; the run's label likelihood and confidence,
-    which describe the old labels, and the offer itself are dropped from the segments. Returns how many
-    segments changed their label.
+def switch_reading(seg_node: "slicer.vtkMRMLSegmentationNode", style: IncompleteStyle = IncompleteStyle()) -> int:
+    """Rename the vertebrae of an engine run by the other reading they carry (:data:`READING_TAGS`: the
+    labels counted from the ribs, or the run's own where it counted from the ribs): name, colour, terminology
+    and label tag follow it, and the label each had becomes the other reading, so a second switch goes
+    back. The run's label likelihood and confidence, which describe the labels it gave, are dropped. Returns
+    how many segments changed their label.
 
     Raises:
-        InputError: no segment carries the offer, or one that does was renamed since the run (its name is
-            not the one the run gave it): nothing is changed then.
+        InputError: no segment carries another reading, or one that does was renamed since the run (its name
+            is not the one its label tag gives): nothing is changed then.
     """
     segmentation, changes = seg_node.GetSegmentation(), []
     for index in range(segmentation.GetNumberOfSegments()):
         segment_id = segmentation.GetNthSegmentID(index)
         segment = segmentation.GetSegment(segment_id)
-        offered, label = segment_tag(segment, TAG_RIB_LABEL), segment_tag(segment, TAG_LABEL_ID)
-        if offered is None or label is None:
+        other, label = _other_label(segment), segment_tag(segment, TAG_LABEL_ID)
+        if other is None or label is None:
             continue
         complete = segment_tag(segment, TAG_COMPLETE) != "false"
         if segment.GetName() != segment_name(int(label), complete):
             raise InputError(f"segmentation {seg_node.GetName()!r}: segment {segment.GetName()!r} was renamed after "
                              f"the run (it was {segment_name(int(label), complete)!r}); rename the others by hand")
-        changes.append((segment_id, int(label), int(offered), complete))
+        changes.append((segment_id, int(label), other, complete))
     if not changes:
-        raise InputError(f"segmentation {seg_node.GetName()!r}: its run offers no labels counted from the ribs")
+        raise InputError(f"segmentation {seg_node.GetName()!r}: its run offers no other reading of its labels")
     labels = {}
-    for segment_id, label, offered, complete in changes:
+    for segment_id, label, (key, other), complete in changes:
         segment = segmentation.GetSegment(segment_id)
-        entry = {"complete": complete}
-        for key in (TAG_LIKELIHOOD, TAG_CONFIDENCE, TAG_RIB_LABEL):
-            segment.RemoveTag(key)
-        configure_segment(seg_node, segment_id, offered, entry, style)
-        labels[segment_id] = offered
+        for gone in (TAG_LIKELIHOOD, TAG_CONFIDENCE) + READING_TAGS:
+            segment.RemoveTag(gone)
+        configure_segment(seg_node, segment_id, other, {"complete": complete}, style)
+        segment.SetTag(READING_TAGS[1 - READING_TAGS.index(key)], str(label))  # the way back
+        labels[segment_id] = other
     _order_by_rank(seg_node, labels)
-    return sum(label != offered for _, label, offered, _ in changes)
+    return sum(label != other for _, label, (_, other), _ in changes)

@@ -71,7 +71,8 @@ def _report_values(path: Path, model: Path, reading: Optional[Dict[str, Any]] = 
     if reading and used != reading:
         raise InputError(f"{path}: instances picked and named with {used}, not with the model's own settings "
                          f"{reading} (a segment run with --gaps, --trim-ends, --no-label-calibration, "
-                         f"--max-spine-offset-mm, --min-volume-ratio or --start-network, a run read again with other "
+                         f"--max-spine-offset-mm, --min-volume-ratio, --start-network, --rib-anchor, "
+                         f"--count-from-ribs or --fragment-pieces, a run read again with other "
                          f"penalties, or a report from a version that did not record them); segment again with the "
                          f"model's own settings")
     try:

@@ -21,6 +21,8 @@ TAG_LIKELIHOOD = TAG_PREFIX + "labelLikelihood"
 TAG_CONFIDENCE = TAG_PREFIX + "labelConfidence"
 #: The label counted from the ribs (report ``rib_label``), on the segments of a run that offers one.
 TAG_RIB_LABEL = TAG_PREFIX + "ribLabelId"
+#: The label by the run's own reading (report ``own_label``), on the segments of a run that counted from the ribs.
+TAG_OWN_LABEL = TAG_PREFIX + "ownLabelId"
 
 #: Appended to the segment name of a vertebra flagged incompletely visible: ``"T1 (incomplete)"``.
 INCOMPLETE_SUFFIX = "(incomplete)"

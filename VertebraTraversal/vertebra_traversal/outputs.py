@@ -22,7 +22,7 @@ from . import anatomy
 from .dataset import verse_centroid_json
 from .formats import (CENTROIDS_SUFFIX, INCOMPLETE_SUFFIX, LABELS_SUFFIX, REPORT_FORMAT, REPORT_SUFFIX,
                       SEGMENTATION_SUFFIX, TAG_AT_EDGE, TAG_COMPLETE, TAG_COMPLETENESS, TAG_CONFIDENCE, TAG_LABEL_ID,
-                      TAG_LIKELIHOOD, TAG_RIB_LABEL, TERMINOLOGY_CONTEXT)
+                      TAG_LIKELIHOOD, TAG_OWN_LABEL, TAG_RIB_LABEL, TERMINOLOGY_CONTEXT)
 from .imageio import InputError, PathLike, write_image_atomic
 from .pipeline import SegmentationResult, VertebraResult
 
@@ -85,7 +85,8 @@ def _segment_entry(vertebra: VertebraResult, array_ijk: np.ndarray) -> Dict[str,
                  TAG_AT_EDGE: "true" if vertebra.at_scan_edge else "false",
                  TAG_LIKELIHOOD: f"{vertebra.label_likelihood:.4f}",
                  TAG_CONFIDENCE: f"{vertebra.label_confidence:.4f}",
-                 **({TAG_RIB_LABEL: str(vertebra.rib_label)} if vertebra.rib_label else {})},
+                 **({TAG_RIB_LABEL: str(vertebra.rib_label)} if vertebra.rib_label else {}),
+                 **({TAG_OWN_LABEL: str(vertebra.own_label)} if vertebra.own_label else {})},
     }
 
 

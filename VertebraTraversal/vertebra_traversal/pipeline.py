@@ -346,7 +346,7 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
     rib = rib_assignment([v.label_value for v in found], assignment.labels, ribs_end, config.labeling, gap,
                          OFFER_MAX_LEVELS) if found and height_mm(image) >= OFFER_MIN_SCAN_MM else None
     offer, own = dict(zip(assignment.labels, rib.labels)) if rib else {}, {}
-    if offer and config.count_from_ribs:  # taken: the run's labels are the ribs' reading, its own kept beside
+    if offer and config.counts_from_ribs(meta):  # taken: the run's labels are the ribs' reading, its own kept beside
         labels, own, at_edge = relabel(labels, offer), {new: old for old, new in offer.items()}, \
             {offer.get(label, label) for label in at_edge}
         ribs_end, assignment, offer = offer[ribs_end], rib, {}

@@ -86,10 +86,11 @@ class SegmentConfig:
         rib_anchor: read the instance the ribs show to be the last thoracic one as T12 (T13)
             (``LabelingConfig.rib_anchor``, :mod:`~vertebra_traversal.ribs`; CT models only); None = the
             model's reading.
-        count_from_ribs: where the run offers its labels counted from the ribs (CT scans at least
-            ``ribs.OFFER_MIN_SCAN_MM`` tall whose ribs end at a vertebra not named T12/T13,
-            :func:`~vertebra_traversal.ribs.rib_assignment`), take them as the run's labels instead of
-            offering them (report ``rib_label``); CT models only. False = offer them (the default).
+        count_from_ribs: where the ribs' reading applies (CT scans at least ``ribs.OFFER_MIN_SCAN_MM`` tall
+            whose ribs end at a vertebra not named T12/T13, :func:`~vertebra_traversal.ribs.rib_assignment`),
+            take it as the run's labels and keep the run's own reading beside (report ``own_label``); False
+            = keep the run's own labels and offer the ribs' reading beside (report ``rib_label``); None = on
+            for CT models (judged on CT phantoms: CT model history), off for others. True needs a CT model.
         fragment_pieces: what of the network's output the traversal takes as a fragment, ``"all"`` (the paper)
             or ``"largest"`` (``TraversalConfig.fragment_pieces``); None = the model's.
         start_network: when a model's start network (:mod:`~vertebra_traversal.start_network`) segments
@@ -121,7 +122,7 @@ class SegmentConfig:
     max_trimmed: Optional[int] = None
     bottom_anchor_mm: Optional[float] = None
     rib_anchor: Optional[bool] = None
-    count_from_ribs: bool = False
+    count_from_ribs: Optional[bool] = None
     fragment_pieces: Optional[str] = None
     start_network: Optional[str] = None
     rescue_network: bool = True
@@ -194,6 +195,10 @@ class SegmentConfig:
         """When the start network runs in this run: ``"off"`` without one, else this config's or the model's."""
         return "off" if not meta.start_network else (self.start_network or meta.start_use())
 
+    def counts_from_ribs(self, meta: ModelMetadata) -> bool:
+        """Whether this run takes the ribs' reading where it applies (``count_from_ribs``; None: CT models)."""
+        return meta.modality.upper() == "CT" if self.count_from_ribs is None else bool(self.count_from_ribs)
+
     def rescues(self, meta: ModelMetadata) -> bool:
         """Whether the model's rescue network may run in this run (where the first traversal stalls)."""
         return self.rescue_network and bool(meta.start_network.get("rescue")) and self.start_use_for(meta) == "always"
@@ -215,6 +220,7 @@ class SegmentConfig:
             labeling = replace(labeling, calibration=calibration, **meta.label_sequence())
         labeling = replace(labeling, **self._counts())
         for wanted, what in ((labeling.rib_anchor, "the rib anchor"), (self.count_from_ribs, "counting from the ribs")):
+            # an explicit request only: count_from_ribs None means "where it applies" (CT)
             if wanted and meta.modality != "CT":
                 raise ValueError(f"{what} reads the ribs in HU: CT models only, this model is {meta.modality!r}")
         return labeling
@@ -234,7 +240,7 @@ class SegmentConfig:
             record["label_bottom_anchor_mm"] = labeling.bottom_anchor_mm
         if labeling.rib_anchor:  # likewise
             record["label_rib_anchor"] = True
-        if self.count_from_ribs:  # likewise
+        if self.counts_from_ribs(meta):  # likewise
             record["label_count_from_ribs"] = True
         if meta.start_network.get("rescue"):   # recorded only for a model with one: older reports stay readable
             record["rescue_network"] = self.rescues(meta)
@@ -262,7 +268,8 @@ class SegmentConfig:
                 and self.spine_offset_for(meta) == own.spine_offset_for(meta)
                 and self.volume_ratio_for(meta) == own.volume_ratio_for(meta)
                 and self.start_use_for(meta) == own.start_use_for(meta) and self.rescues(meta) == own.rescues(meta)
-                and self.pieces_for(meta) == own.pieces_for(meta) and self.count_from_ribs == own.count_from_ribs)
+                and self.pieces_for(meta) == own.pieces_for(meta)
+                and self.counts_from_ribs(meta) == own.counts_from_ribs(meta))
 
     def confidence_for(self, meta: ModelMetadata) -> Optional[ConfidenceCalibration]:
         """The model's fitted label confidence (:mod:`~vertebra_traversal.confidence`) when this run picks and

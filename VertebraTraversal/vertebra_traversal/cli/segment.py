@@ -161,10 +161,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rib-anchor", type=on_off, metavar="on|off",
                         help="CT: read the lowest vertebra with ribs as the last thoracic one (T12, T13) where a "
                              "vertebra without ribs lies below it (default: the model's; the bundled models: off)")
-    parser.add_argument("--count-from-ribs", action="store_true",
-                        help="CT: where the run offers its labels counted from the ribs (scans of 350 mm or more "
-                             "whose ribs end at a vertebra not named T12/T13), take them as its labels instead of "
-                             "offering them in the report (rib_label)")
+    parser.add_argument("--count-from-ribs", type=on_off, metavar="on|off",
+                        help="CT: where the ribs end at a vertebra not named T12/T13 in a scan of 350 mm or more, "
+                             "take the labels counted from the ribs (on; the report keeps the run's own as "
+                             "own_label) or keep the run's own and offer those in the report (off, rib_label). "
+                             "Default: on for CT models")
     parser.add_argument("--start-network", choices=START_USES,
                         help="for a model with a start network (combine): always, fallback (only when the main "
                              "network alone finds no vertebra in a scan, or vertebrae that span less than half of "
