@@ -26,8 +26,9 @@ CT only: the window is read in HU. An option, off in the bundled models (``segme
 CT model's history, *Counting from the last rib*, has what it gained and lost on the phantoms. Every CT run
 also reads it on its final label map (:func:`ribs_end_label`): the report says where the ribs end, and the
 label confidence counts a run whose ribs end at a vertebra not named T12 as less likely right. Where they
-do, :func:`rib_reading` reads the same vertebrae once more counting from that end, and the report offers
-that reading beside the labels (``rib_label``) for the reader to check against the image.
+do, in a scan at least ``OFFER_MIN_SCAN_MM`` tall, :func:`rib_assignment` reads the same vertebrae once more
+counting from that end; a CT run takes that reading as its labels and keeps the network's own beside
+(``own_label``), or with ``SegmentConfig.count_from_ribs`` off keeps its own and offers it (``rib_label``).
 """
 from __future__ import annotations
 
@@ -46,13 +47,13 @@ from .labeling import LabelAssignment, LabelingConfig, refine_labels
 
 logger = logging.getLogger(__name__)
 
-#: The rib anchor's price in :func:`rib_reading`: above any average likelihood, so the anchor holds.
+#: The rib anchor's price in :func:`rib_assignment`: above any average likelihood, so the anchor holds.
 ABSOLUTE_PENALTY = 2.0
 
-#: Where a run offers its labels counted from the ribs (:func:`rib_reading`): scans at least this tall (mm,
-#: :func:`~vertebra_traversal.fallback.height_mm`). On 90 new CT phantoms the offer took 692 to 752 of 1 017
-#: complete vertebrae in any scan and 378 to 306 of 667 on their 150-307 mm z-crops; in scans of 350 mm and
-#: more, 692 to 751, and the crops kept theirs (CT model history, *The labels counted from the ribs*).
+#: Where a run reads its labels counted from the ribs (:func:`rib_assignment`): scans at least this tall (mm,
+#: :func:`~vertebra_traversal.fallback.height_mm`). On 90 new CT phantoms that reading took 692 to 752 of
+#: 1 017 complete vertebrae in any scan and 378 to 306 of 667 on their 150-307 mm z-crops; in scans of 350 mm
+#: and more, 692 to 751, and the crops kept theirs (CT model history, *The labels counted from the ribs*).
 OFFER_MIN_SCAN_MM = 350.0
 #: Offers that move the vertebra where the ribs end by at most this many levels (None: any). One level
 #: gained nothing over any on those full scans (752 both) and was not adopted.
