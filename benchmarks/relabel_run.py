@@ -8,9 +8,14 @@ model's label reading (``SegmentConfig.labeling_for``) with the given sequence s
 reading leaves out at the chain's ends are removed. The masks are the run's, so this is what ``segment``
 writes with the new reading wherever the report lists every instance it labelled (a vertebra that
 vanished on the input grid is missing from both). ``vertebra-traversal evaluate --pred OUT`` then scores it.
-With the model's own settings it reproduces the run's label maps exactly. A reading that needs the image
-(the bottom anchor's distance below the lowest instance, the rib anchor's ribs; the bundled MR model counts
-from the sacrum) is refused: the reports do not hold what it reads, so segment again instead.
+With the model's own settings it reproduces the run's label maps exactly where the run kept the network's
+labels (a report without ``"counted_from_ribs": true``). A reading that needs the image (the bottom anchor's
+distance below the lowest instance, the rib anchor's ribs; the bundled MR model counts from the sacrum) is
+refused: the reports do not hold what it reads, so segment again instead. Counting from the ribs needs the
+scan's height, so it is not done here: every case is read from the network's values alone, as
+``segment --count-from-ribs off`` reads them without its offer, and the report says so (no
+``label_count_from_ribs``, ``counted_from_ribs`` false, no ``rib_label`` or ``own_label``), which makes
+``calibrate --confidence`` refuse it for a CT model.
 """
 from __future__ import annotations
 
@@ -62,7 +67,11 @@ def relabel_case(report: Path, out: Path, labeling, confidence=None, direction: 
                         for order, (i, step) in enumerate(zip(kept, steps), start=1)]
     if assignment is not None:
         doc["chain"] = assignment.chain
+    doc["counted_from_ribs"] = False  # read from the network's values alone (module docstring)
+    for v in doc["vertebrae"]:
+        v.update(rib_label=None, own_label=None)
     if isinstance(doc.get("model"), dict):
+        doc["model"].pop("label_count_from_ribs", None)
         doc["model"].update(label_gaps=labeling.max_gaps, label_trimmed=labeling.max_trimmed,
                             label_confidence_fitted=confidence is not None)
         if penalties:
@@ -85,7 +94,7 @@ def main() -> None:
                                                       "as segment --trim-ends")
     parser.add_argument("--trim-penalty", type=float, help="default: the model's, else 0.15")
     args = parser.parse_args()
-    config = SegmentConfig(max_gaps=args.gaps, max_trimmed=args.trim_ends)  # what segment would read
+    config = SegmentConfig(max_gaps=args.gaps, max_trimmed=args.trim_ends, count_from_ribs=False)
     meta = read_metadata(resolve_model(args.model))
     labeling = config.labeling_for(meta)
     if labeling.bottom_anchor_mm or labeling.rib_anchor:
@@ -96,7 +105,8 @@ def main() -> None:
                  if v is not None}
     segment_reading = labeling  # what segment reads with these counts: the model's penalties
     labeling = replace(labeling, **penalties)
-    confidence = meta.confidence() if labeling == SegmentConfig().labeling_for(meta) else None
+    confidence = meta.confidence() if labeling == SegmentConfig().labeling_for(meta) and config.labels_as_model(meta) \
+        else None  # the fit describes the model's own reading (for a CT model: counted from the ribs)
     other = (None if labeling == segment_reading  # only the penalties were replaced
              else {"gap_penalty": labeling.gap_penalty, "trim_penalty": labeling.trim_penalty})
     args.out.mkdir(parents=True)  # a new folder: nothing is overwritten
