@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from vertebra_traversal.labeling import LabelingConfig
-from vertebra_traversal.ribs import (RibConfig, _end_of_run, instance_extent, last_thoracic, rib_reading, ribs_end_label,
+from vertebra_traversal.ribs import (RibConfig, _end_of_run, instance_extent, last_thoracic, rib_assignment, ribs_end_label,
                                   rib_stubs)
 
 SPACING = (2.5, 2.5, 2.5)  # x, y, z mm
@@ -113,6 +113,12 @@ def test_the_ribs_end_is_read_on_a_label_map_of_any_grid_and_named_by_its_label(
 
 
 T8_TO_L2 = [15.0, 16.0, 17.0, 18.0, 19.0, 20.0, 21.0]  # the paper's label values of T8..L2, read as T8..L2
+
+
+def rib_reading(values, labels, ribs_end, labeling=LabelingConfig(), max_levels=None):
+    """{label: label counted from the ribs} of :func:`rib_assignment`, {} where it reads nothing."""
+    read = rib_assignment(values, labels, ribs_end, labeling, max_levels=max_levels)
+    return {} if read is None else dict(zip(labels, read.labels))
 
 
 def test_counted_from_ribs_that_end_below_t12_the_labels_move_down_to_a_t13_where_the_values_fit_it():

@@ -68,7 +68,7 @@ last_thoracic=)``, found by the pipeline). A sequence that does not name that in
 thoracic member (T12; T13 in that chain), or leaves it out, costs ``rib_anchor_penalty``. ``[18.4, 19.4,
 20.4, 21.4]`` (T12..L3 each read a little over half a level high) is read T11..L2 (0.6 each); where the
 ribs end at the first instance, T12..L3 (0.4 each). At a price above 1 the anchor is absolute: no sequence
-that breaks it can beat one that keeps it (:func:`.ribs.rib_reading` reads so at 2).
+that breaks it can beat one that keeps it (:func:`.ribs.rib_assignment` reads so at 2).
 
 Confidence: ``likelihoods`` are the raw ``p(y | v)`` of the chosen labels; ``confidences`` are
 per-vertebra marginals over all candidate sequences: the share of the candidates' weight that agrees

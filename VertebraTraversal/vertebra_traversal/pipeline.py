@@ -48,7 +48,7 @@ class VertebraResult:
     """One segmented vertebra. ``order`` counts cranio-caudally from 1 (top-most); ``at_scan_edge``: its
     mask reaches the scan's border as the run's edge margin and contact area define it (``SegmentConfig``);
     ``rib_label``: its label counted from the end of the ribs, in a CT run whose ribs end at a vertebra
-    that reading names differently (:func:`~vertebra_traversal.ribs.rib_reading`), else None; ``own_label``:
+    that reading names differently (:func:`~vertebra_traversal.ribs.rib_assignment`), else None; ``own_label``:
     where the run took that reading as its labels (``SegmentConfig.count_from_ribs``), the label its own
     reading gave this vertebra, else None."""
 
@@ -335,7 +335,7 @@ def _describe(labels: sitk.Image, found: list, assignment: Any, threshold: float
     probability (:mod:`.confidence`; steps counted over the rows reported, from the end where a traversal
     of ``direction`` started; ``ribs_off``: the ribs end at a vertebra not named T12 / T13) or, without
     one, the label's share of the plausible sequences; ``from_ribs``: each label counted from the ribs
-    (:func:`~vertebra_traversal.ribs.rib_reading`; empty or None: not offered); ``own``: where the labels
+    (:func:`~vertebra_traversal.ribs.rib_assignment`; empty or None: not offered); ``own``: where the labels
     were counted from the ribs (``SegmentConfig.count_from_ribs``), each one's label by the run's own reading."""
     if not found:
         return []

@@ -207,15 +207,6 @@ def ribs_end_label(model_image: sitk.Image, labels: sitk.Image, config: RibConfi
     return None if last is None else found[last][1]
 
 
-def rib_reading(values: Sequence[float], labels: Sequence[int], ribs_end: Optional[int],
-                labeling: LabelingConfig = LabelingConfig(), gap_below_mm: Optional[float] = None,
-                max_levels: Optional[float] = None) -> Dict[int, int]:
-    """The run's vertebrae read again counting from the end of the ribs: {label: label counted from the
-    ribs} for every one of ``labels``, or {} where :func:`rib_assignment` offers none."""
-    read = rib_assignment(values, labels, ribs_end, labeling, gap_below_mm, max_levels)
-    return {} if read is None else dict(zip(labels, read.labels))
-
-
 def rib_assignment(values: Sequence[float], labels: Sequence[int], ribs_end: Optional[int],
                    labeling: LabelingConfig = LabelingConfig(), gap_below_mm: Optional[float] = None,
                    max_levels: Optional[float] = None) -> Optional[LabelAssignment]:
