@@ -33,3 +33,9 @@ def test_lookups_and_errors():
         anatomy.vertebra(99)
     with pytest.raises(KeyError, match="unknown vertebra name"):
         anatomy.vertebra("X9")
+
+
+@pytest.mark.parametrize("value, expected", [(20, 20), (28, 28), (0, None), (26, None), (99, None), (True, None),
+                                             (20.0, None), ("20", None), (None, None)])
+def test_a_value_read_from_a_file_is_a_vertebra_id_only_as_an_integer_of_the_table(value, expected):
+    assert anatomy.as_label(value) == expected

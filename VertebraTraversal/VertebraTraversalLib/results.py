@@ -21,7 +21,7 @@ from vertebra_traversal.formats import REPORT_FORMAT
 from vertebra_traversal.imageio import PathLike, read_json_document
 
 from .events import lps_to_ras
-from .segmentation import offered_label, place_in_subject_hierarchy, report_entries
+from .segmentation import place_in_subject_hierarchy, report_entries
 
 
 CONFIDENCE_TITLE = "Label confidence"
@@ -84,7 +84,7 @@ def _cell(entry: Mapping[str, Any], field: str, kind: str) -> str:
     if kind == "mark":
         return "yes" if value else ""
     if kind == "name":
-        label = offered_label(value)
+        label = anatomy.as_label(value)
         return "" if label is None else anatomy.name_of(label)
     if kind == "mL":
         return f"{float(value) / 1000.0:.1f}"

@@ -110,17 +110,10 @@ def _tags(label: int, entry: Optional[Mapping[str, Any]]) -> Dict[str, str]:
             tags[key] = f"{float(entry[field]):.4f}"
     if entry and entry.get("at_scan_edge") is not None:
         tags[TAG_AT_EDGE] = "true" if entry["at_scan_edge"] else "false"
-    for key, field in zip(READING_TAGS, ("rib_label", "own_label")):
-        if entry and offered_label(entry.get(field)) is not None:
+    for key, field in zip(READING_TAGS, ("rib_label", "own_label")):  # a hand-edited value: no other reading
+        if entry and anatomy.as_label(entry.get(field)) is not None:
             tags[key] = str(entry[field])
     return tags
-
-
-def offered_label(value: Any) -> Optional[int]:
-    """A report's ``rib_label`` or ``own_label`` when it is a vertebra id; None for null and for anything else
-    (a hand-edited report), which the module then treats as no other reading."""
-    ok = isinstance(value, int) and not isinstance(value, bool) and anatomy.is_valid_label(value)
-    return int(value) if ok else None
 
 
 def configure_segment(seg_node: "slicer.vtkMRMLSegmentationNode", segment_id: str, label: int,

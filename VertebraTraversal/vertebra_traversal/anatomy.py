@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from importlib import resources
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 #: Imaging modalities, as the dataset layout spells them in file names (``<id>_ct.nii.gz``); the model
 #: metadata writes them in capitals.
@@ -110,3 +110,10 @@ def label_of(name: str) -> int:
 def is_valid_label(label: int) -> bool:
     """True for a vertebra id of the table (not 0, not sacrum/coccyx)."""
     return int(label) in BY_LABEL
+
+
+def as_label(value: object) -> Optional[int]:
+    """``value`` (read from a file: JSON, metadata) when it is a vertebra id of the table, else None; an
+    integer only, not a boolean, a float or a string."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and value in BY_LABEL
+    return int(value) if ok else None

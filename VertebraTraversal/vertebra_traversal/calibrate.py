@@ -84,7 +84,7 @@ def _report_values(path: Path, model: Path, reading: Optional[Dict[str, Any]] = 
     if reading and not all(math.isfinite(p) for _, _, p in values):
         raise InputError(f"{path}: a vertebra without a finite label_likelihood; the label confidence is fitted on it")
     ribs = data.get("ribs_end")
-    if ribs is not None and (isinstance(ribs, bool) or not isinstance(ribs, int) or ribs not in anatomy.BY_LABEL):
+    if ribs is not None and anatomy.as_label(ribs) is None:
         raise InputError(f"{path}: ribs_end must be a vertebra's label id or null, got {ribs!r}")
     return values, data
 

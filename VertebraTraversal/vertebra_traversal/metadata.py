@@ -390,7 +390,7 @@ def _labels(value: Any) -> Tuple[int, ...]:
     if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
         raise CheckpointError(f"metadata: 'labels' must be a list of vertebra ids, got {value!r}")
     labels = tuple(value)
-    bad = [v for v in labels if isinstance(v, bool) or not isinstance(v, int) or not anatomy.is_valid_label(v)]
+    bad = [v for v in labels if anatomy.as_label(v) is None]
     if not labels or bad or len(set(labels)) != len(labels):
         raise CheckpointError(f"metadata: 'labels' must be distinct vertebra ids of the anatomy table, got {value!r}")
     return labels
