@@ -7,10 +7,11 @@ length (the paper's "minimally 80 % and 60 % smaller"), but never shorter than 1
 scan when it is shorter). Each crop is segmented and every reference vertebra matched by overlap
 counts as identified when its predicted label is right. Prints per-crop lines (with the mean Dice over the
 crop's reference vertebrae, a missed one counting 0, and the number of vertebrae found) and the accuracy
-and linearly weighted kappa over all matched vertebrae, and the crops' mean Dice. CT: where a crop's ribs
-end at a vertebra not named T12/T13 the run offers its labels counted from the ribs (report ``rib_label``);
-``from_ribs`` counts the vertebrae identified when every offer is taken (``offered``: the crops with one;
-``shift``: how many levels the offer moves the vertebra where the ribs end).
+and linearly weighted kappa over all matched vertebrae, and the crops' mean Dice. CT: where a crop is read
+two ways (its labels counted from the ribs and the network's own, report ``own_label``; or, with the
+reading that keeps the network's labels, the ribs' reading offered as ``rib_label``), ``by_other_reading``
+counts the vertebrae the other reading would identify (``other_reading``: the crops with one; ``shift``:
+how many levels apart the two readings put the vertebra where the ribs end).
 """
 from __future__ import annotations
 
@@ -40,12 +41,17 @@ def crops(image: sitk.Image, rng: np.random.Generator):
         yield fraction, start, start + size
 
 
+def _other(v) -> int:
+    """A vertebra's label by the other reading of its run (0: none)."""
+    return v.rib_label or v.own_label or 0
+
+
 def _shift(result) -> float:
-    """Levels (anatomical rank) between the label of the vertebra where the ribs end and its label counted
-    from the ribs; 0 where nothing is offered."""
+    """Levels (anatomical rank) between the two readings of the vertebra where the ribs end; 0 where the run
+    has one reading."""
     for v in result.vertebrae:
-        if v.label == result.ribs_end and v.rib_label:
-            return abs(anatomy.vertebra(v.rib_label).rank - anatomy.vertebra(v.label).rank)
+        if v.label == result.ribs_end and _other(v):
+            return abs(anatomy.vertebra(_other(v)).rank - anatomy.vertebra(v.label).rank)
     return 0.0
 
 
@@ -58,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     model = load_model(resolve_model(args.model), device=args.device)
     rng = np.random.default_rng(args.seed)
-    refs, preds, dices, from_ribs, offered = [], [], [], 0, 0
+    refs, preds, dices, by_other, other_readings = [], [], [], 0, 0
     for case in dataset.list_cases(args.data):
         image = read_image(case.image)
         labels = read_label_map(case.labels, reference=image)
@@ -70,21 +76,21 @@ def main() -> None:
             matched = [v for v in score.vertebrae if v.pred_label is not None]
             refs += [v.label for v in matched]
             preds += [v.pred_label for v in matched]
-            ribs = {v.label: v.rib_label for v in result.vertebrae if v.rib_label}
-            counted = sum(v.label == ribs.get(v.pred_label, v.pred_label) for v in matched)
-            offered, from_ribs = offered + bool(ribs), from_ribs + counted
+            other = {v.label: _other(v) for v in result.vertebrae if _other(v)}
+            counted = sum(v.label == other.get(v.pred_label, v.pred_label) for v in matched)
+            other_readings, by_other = other_readings + bool(other), by_other + counted
             dices.append(float(np.mean([v.dice or 0.0 for v in score.vertebrae])) if score.vertebrae else 0.0)
             print(json.dumps({"case": case.case_id, "crop": fraction, "length_mm": round(z1 - z0),
                               "reference": len(score.vertebrae), "matched": len(matched),
                               "identified": sum(v.label == v.pred_label for v in matched),
-                              "dice": round(dices[-1], 3), "found": len(result.vertebrae), "offered": bool(ribs),
-                              "from_ribs": counted, "shift": _shift(result)}))
+                              "dice": round(dices[-1], 3), "found": len(result.vertebrae),
+                              "other_reading": bool(other), "by_other_reading": counted, "shift": _shift(result)}))
     correct = sum(r == p for r, p in zip(refs, preds))
     print(json.dumps({"crops": len(dices), "vertebrae": len(refs), "identified": correct,
                       "accuracy": round(correct / max(1, len(refs)), 3),
                       "kappa": round(linear_kappa(refs, preds), 3) if refs else None,
                       "dice": round(float(np.mean(dices)), 3) if dices else None,
-                      "offered": offered, "from_ribs": from_ribs}))
+                      "other_reading": other_readings, "by_other_reading": by_other}))
 
 
 if __name__ == "__main__":
