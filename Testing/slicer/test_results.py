@@ -3,7 +3,7 @@ import json
 
 import pytest
 import slicer
-from slicer_testing import add_volume, ct_array, write_engine_outputs
+from slicer_testing import add_volume, ct_array, label_array, write_engine_outputs
 from VertebraTraversalLib import results
 
 from vertebra_traversal.imageio import InputError
@@ -84,6 +84,21 @@ def test_the_vertebra_where_the_ribs_end_is_marked_and_the_column_says_what_that
     rows = _cells(table)
     assert [r[0] for r in rows] == ["T12", "L1", "L2"] and [r[column] for r in rows] == marked
     assert table.GetColumnDescription(results.RIBS_TITLE) == results.RIBS_MEANING
+
+
+def test_a_ribs_end_that_is_no_vertebra_id_marks_no_row(mrml, tmp_path):
+    """A hand-edited ``true`` equals 1 in Python, C1's id: it must not mark the C1 row."""
+    volume = add_volume(mrml.scene, ct_array())
+    labels = label_array()
+    labels[labels == labels.max()] = 1  # the lowest vertebra becomes C1, so a C1 row exists
+    out = write_engine_outputs(tmp_path / "out", labels)
+    report = json.loads(out["report"].read_text())
+    report["ribs_end"] = True
+    out["report"].write_text(json.dumps(report))
+    table = results.build_results_table(mrml.scene, volume, out["report"])
+    column = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())].index(results.RIBS_TITLE)
+    rows = _cells(table)
+    assert "C1" in [r[0] for r in rows] and [r[column] for r in rows] == ["", "", ""]
 
 
 @pytest.mark.parametrize("readings, shown", [(dict(rib_labels=(18, 19, 20)), ["T11", "T12", "L1"]),

@@ -127,8 +127,7 @@ def build_results_table(scene: "slicer.vtkMRMLScene", volume_node: "slicer.vtkMR
         InputError: the report cannot be read (no node is added then).
     """
     report = read_json_document(Path(report_path), REPORT_FORMAT, "file")
-    ribs = report.get("ribs_end")
-    rows = result_rows(report_entries(report, report_path), ribs if isinstance(ribs, int) else None)
+    rows = result_rows(report_entries(report, report_path), anatomy.as_label(report.get("ribs_end")))
     model = report.get("model")
     fitted = bool(model.get("label_confidence_fitted")) if isinstance(model, Mapping) else False
     table = scene.AddNewNodeByClass("vtkMRMLTableNode",
