@@ -9,7 +9,10 @@ reading leaves out at the chain's ends are removed. The masks are the run's, so 
 writes with the new reading wherever the report lists every instance it labelled (a vertebra that
 vanished on the input grid is missing from both). ``vertebra-traversal evaluate --pred OUT`` then scores it.
 With the model's own settings it reproduces the run's label maps exactly where the run kept the network's
-labels (a report without ``"counted_from_ribs": true``). A reading that needs the image (the bottom anchor's
+labels (a report without ``"counted_from_ribs": true``) and the model does not price skipped levels by the
+instances' spacing (``LabelingConfig.wide_ratio``); where it does, the report's centroids (of the final masks
+on the input grid) stand in for the model grid's, which ``segment`` compares, so a pair near the ratio may
+read differently. A reading that needs the image (the bottom anchor's
 distance below the lowest instance, the rib anchor's ribs; the bundled MR model counts from the sacrum) is
 refused: the reports do not hold what it reads, so segment again instead. Counting from the ribs needs the
 scan's height, so it is not done here: every case is read from the network's values alone, as
@@ -50,7 +53,9 @@ def relabel_case(report: Path, out: Path, labeling, confidence=None, direction: 
     image = sitk.ReadImage(str(report.parent / f"{stem}_seg-vert_msk.nii.gz"))
     lut = np.arange(256, dtype=np.uint8)
     vertebrae = doc["vertebrae"]
-    assignment = refine_labels([v["label_value"] for v in vertebrae], labeling) if vertebrae else None
+    centroids = [v["centroid_lps_mm"] for v in vertebrae]  # the final masks': the model grid's are not reported
+    assignment = refine_labels([v["label_value"] for v in vertebrae], labeling,
+                               centroids_mm=centroids) if vertebrae else None
     new = assignment.labels if assignment is not None else ()
     lut[[v["label"] for v in vertebrae]] = 0
     for v, label in zip(vertebrae, new):
@@ -72,6 +77,9 @@ def relabel_case(report: Path, out: Path, labeling, confidence=None, direction: 
         v.update(rib_label=None, own_label=None)
     if isinstance(doc.get("model"), dict):
         doc["model"].pop("label_count_from_ribs", None)
+        doc["model"].pop("label_wide_ratio", None)
+        if labeling.wide_ratio and labeling.max_gaps:
+            doc["model"]["label_wide_ratio"] = labeling.wide_ratio
         doc["model"].update(label_gaps=labeling.max_gaps, label_trimmed=labeling.max_trimmed,
                             label_confidence_fitted=confidence is not None)
         if penalties:

@@ -13,6 +13,7 @@ from vertebra_traversal import anatomy, dataset
 from vertebra_traversal.calibrate import calibrate_model
 from vertebra_traversal.checkpoint import CheckpointError, read_metadata
 from vertebra_traversal.imageio import InputError
+from vertebra_traversal.segment_config import SegmentConfig
 
 L = anatomy.label_of
 CLI = [sys.executable, "-m", "vertebra_traversal.cli.main"]
@@ -152,6 +153,34 @@ def test_keep_reading_writes_the_bottom_and_rib_anchors_and_keeps_them_until_tol
                                  str(tmp_path / "f.pt")], capture_output=True, text=True, timeout=120)
     assert off.returncode == 0, off.stderr
     assert read_metadata(tmp_path / "f.pt").label_sequence() == {"max_gaps": 1, "gap_penalty": 0.1}
+
+
+def test_keep_reading_writes_the_spacing_of_skipped_levels_and_keeps_it_until_told(folders, tmp_path):
+    model = folders[0]
+    base = CLI + ["calibrate", "--model"]
+    made = subprocess.run(base + [str(model), "--gaussian", "1.5", "--gaps", "2", "--wide-ratio", "1.05",
+                                  "--wide-penalties", "0.075", "0.05", "--out", str(tmp_path / "a.pt")],
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    spacing = {"wide_ratio": 1.05, "wide_penalties": [0.075, 0.05]}
+    assert read_metadata(tmp_path / "a.pt").label_calibration["spacing"] == spacing
+    assert json.loads(made.stdout)["spacing"] == spacing
+    kept = subprocess.run(base + [str(tmp_path / "a.pt"), "--keep-reading", "--trim-ends", "1", "--out",
+                                  str(tmp_path / "b.pt")], capture_output=True, text=True, timeout=120)
+    assert kept.returncode == 0, kept.stderr  # the ends added, the spacing kept, read back as a pair
+    assert read_metadata(tmp_path / "b.pt").label_sequence() == {
+        "max_gaps": 2, "gap_penalty": 0.1, "max_trimmed": 1, "trim_penalty": 0.15, **spacing}
+    assert SegmentConfig().labeling_for(read_metadata(tmp_path / "b.pt")).wide_penalties == (0.075, 0.05)
+    removed = subprocess.run(base + [str(tmp_path / "b.pt"), "--keep-reading", "--wide-ratio", "0", "--out",
+                                     str(tmp_path / "c.pt")], capture_output=True, text=True, timeout=120)
+    assert removed.returncode == 0, removed.stderr
+    assert "spacing" not in read_metadata(tmp_path / "c.pt").label_calibration
+    for extra in (["--wide-penalties", "0.1", "0"], ["--wide-ratio", "0.5"], ["--wide-ratio", "2", "--wide-penalties",
+                                                                               "0.1", "3"]):
+        bad = subprocess.run(base + [str(tmp_path / "a.pt"), "--keep-reading", *extra, "--out", str(tmp_path / "d.pt")],
+                             capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and bad.stderr.count("error:") == 1 and "wide" in bad.stderr, extra
+    assert not (tmp_path / "d.pt").exists()
 
 
 def test_keep_reading_writes_only_the_skipped_levels_and_needs_a_reading(folders, tmp_path):

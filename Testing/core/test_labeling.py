@@ -7,7 +7,7 @@ import math
 import pytest
 
 from vertebra_traversal import anatomy
-from vertebra_traversal.labeling import LabelAssignment, LabelingConfig, provisional_label, refine_labels
+from vertebra_traversal.labeling import LabelAssignment, LabelingConfig, provisional_label, refine_labels, spacing_ratios
 
 STANDARD_ONLY = LabelingConfig(allow_t13=False, allow_l6=False, allow_four_lumbar=False)
 
@@ -298,3 +298,48 @@ def test_the_rib_anchor_takes_t13_as_that_chains_last_thoracic_and_prices_leavin
     for bad in (dict(rib_anchor=1), dict(rib_anchor_penalty=-0.1), dict(rib_anchor_penalty=2.5)):
         with pytest.raises(ValueError, match="rib_anchor"):
             LabelingConfig(**bad)
+
+
+# T7, T8, then two values a little over half a level above T9 and T10 (the docstring's example)
+SPREAD = [14.0, 15.0, 16.6, 17.6]
+# centroids (mm) 30, 45 and 30 apart: the middle pair lies 45 / 30 = 1.5 times as far apart as those around it
+APART = [(0.0, 0.0, 0.0), (30.0, 0.0, 0.0), (75.0, 0.0, 0.0), (105.0, 0.0, 0.0)]
+WIDE = LabelingConfig(max_gaps=1, wide_ratio=1.05, wide_penalties=(0.075, 0.05))
+
+
+def test_spacing_ratios_compare_each_pair_with_the_median_of_those_around_it():
+    # pair 1: 30 / median(45, 30) = 0.8; pair 2: 45 / median(30, 30) = 1.5; pair 3 like pair 1
+    assert spacing_ratios(APART) == pytest.approx((0.8, 1.5, 0.8))
+    assert spacing_ratios(APART[:2]) == (None,)  # one pair: nothing to compare with
+    # up to three pairs on either side: the far ones of a longer run do not count
+    line = [(z, 0.0, 0.0) for z in (0.0, 10.0, 20.0, 30.0, 40.0, 60.0, 80.0, 100.0, 120.0)]
+    assert spacing_ratios(line)[0] == pytest.approx(10 / 10)  # median(10, 10, 10): the 20s lie beyond three
+    assert spacing_ratios(line)[4] == pytest.approx(20 / 15)  # median(10, 10, 10, 20, 20, 20) = 15
+
+
+def test_instances_wide_apart_make_a_skipped_level_the_better_reading():
+    # without the spacing T7..T10 ties with T7 T8 [T9 skipped] T10 T11 at 0.8 - 0.1 = 0.7: no skip wins the tie
+    assert names(refine_labels(SPREAD, LabelingConfig(max_gaps=1))) == span("T7", "T10")
+    assert names(refine_labels(SPREAD, LabelingConfig(max_gaps=1), centroids_mm=APART)) == span("T7", "T10")
+    # wide middle pair: 0.8 - 0.075 = 0.725 with the skip there against 0.7 - 0.05 = 0.65 without
+    result = refine_labels(SPREAD, WIDE, centroids_mm=APART)
+    assert names(result) == ["T7", "T8", "T10", "T11"] and result.score == pytest.approx(0.8)
+    # unknown centroids, evenly spaced ones, or no skipped level allowed: the spacing is not read
+    assert names(refine_labels(SPREAD, WIDE)) == span("T7", "T10")
+    even = [(30.0 * i, 0.0, 0.0) for i in range(4)]
+    assert names(refine_labels(SPREAD, WIDE, centroids_mm=even)) == span("T7", "T10")
+    no_gaps = LabelingConfig(max_gaps=0, wide_ratio=1.05, wide_penalties=(0.0, 1.0))
+    assert names(refine_labels(SPREAD, no_gaps, centroids_mm=APART)) == span("T7", "T10")
+    # a skip costing as much there as elsewhere, and a free step: as without the spacing
+    same = LabelingConfig(max_gaps=1, wide_ratio=1.05, wide_penalties=(0.1, 0.0))
+    assert names(refine_labels(SPREAD, same, centroids_mm=APART)) == span("T7", "T10")
+
+
+def test_spacing_settings_and_centroids_are_checked():
+    assert LabelingConfig(wide_ratio=1.5, wide_penalties=[0.05, 0.1]).wide_penalties == (0.05, 0.1)  # JSON list
+    for bad in (dict(wide_ratio=0.5), dict(wide_ratio=True), dict(wide_ratio=math.inf), dict(wide_penalties=(0.1,)),
+                dict(wide_penalties=(0.1, 1.5)), dict(wide_penalties=(0.1, True)), dict(wide_penalties="ab")):
+        with pytest.raises(ValueError, match="wide_"):
+            LabelingConfig(**bad)
+    with pytest.raises(ValueError, match="centroids_mm"):
+        refine_labels(SPREAD, WIDE, centroids_mm=APART[:3])

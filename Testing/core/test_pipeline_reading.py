@@ -149,3 +149,41 @@ def test_the_rib_anchor_reads_the_ribs_on_the_model_grid():
     assert names(label_model_grid(image, result, SegmentConfig())[2]) == ["T10", "T11", "T12", "L1", "L2"]
     ribs = SegmentConfig(labeling=LabelingConfig(rib_anchor=True))  # the second from the top is the last with ribs
     assert names(label_model_grid(image, result, ribs)[2]) == ["T11", "T12", "L1", "L2", "L3"]
+
+
+def test_the_reading_prices_a_skipped_level_by_where_the_instances_lie_on_the_model_grid():
+    """T7, T8, then values a little over half a level above T9 and T10 (labeling's docstring): the middle two
+    instances lie 22 voxels apart, the others 15, so the skip between them is the better reading."""
+    values, heights = [14.0, 15.0, 16.6, 17.6], [52, 37, 15, 0]  # top first; model-grid z (superior up)
+    instances = np.zeros((54, 8, 8), np.int16)
+    found = []
+    for rank, (value, z) in enumerate(zip(values, heights)):
+        instances[z] = rank + 1
+        found.append(Instance(rank + 1, value, 0.9, 64, (float(z), 3.5, 3.5), (slice(z, z + 1), slice(0, 8),
+                                                                               slice(0, 8))))
+    image = sitk.GetImageFromArray(np.zeros(instances.shape, np.float32))
+    image.SetSpacing((2.0, 2.0, 2.0))
+    result = TraversalResult(instances, tuple(found), steps=1, network_passes=1, stopped_by="complete", cancelled=False)
+    wide = LabelingConfig(max_gaps=1, wide_ratio=1.05, wide_penalties=(0.075, 0.05))
+    _, _, read = label_model_grid(image, result, SegmentConfig(labeling=wide))
+    assert [anatomy.name_of(label) for label in read.labels] == ["T7", "T8", "T10", "T11"]
+    _, _, plain = label_model_grid(image, result, SegmentConfig(labeling=replace(wide, wide_ratio=0.0)))
+    assert [anatomy.name_of(label) for label in plain.labels] == ["T7", "T8", "T9", "T10"]
+    # evenly spaced instances: no pair lies wide apart, the spacing changes nothing
+    even = replace(result, vertebrae=tuple(replace(v, center_zyx=(float(15 * (3 - i)), 3.5, 3.5))
+                                           for i, v in enumerate(found)))
+    assert label_model_grid(image, even, SegmentConfig(labeling=wide))[2].labels == plain.labels
+
+
+def test_a_report_records_the_models_spacing_reading_only_where_it_reads():
+    from vertebra_traversal.label_calibration import gaussian_reading
+    spacing = {"wide_ratio": 1.05, "wide_penalties": [0.075, 0.05]}
+    reading = {**gaussian_reading(1.25).to_json(), "gaps": {"max_gaps": 2, "gap_penalty": 0.1}, "spacing": spacing}
+    meta = replace(_meta(), label_calibration=reading)
+    assert SegmentConfig().selection_record(meta)["label_wide_ratio"] == 1.05
+    assert SegmentConfig().labeling_for(meta).wide_penalties == (0.075, 0.05)
+    # no skipped level allowed in the run (or no spacing in the model): nothing read, nothing recorded
+    assert "label_wide_ratio" not in SegmentConfig(max_gaps=0).selection_record(meta)
+    assert "label_wide_ratio" not in SegmentConfig().selection_record(
+        replace(meta, label_calibration={k: v for k, v in reading.items() if k != "spacing"}))
+    assert not SegmentConfig(max_gaps=0).labels_as_model(meta) and SegmentConfig().labels_as_model(meta)

@@ -70,6 +70,18 @@ thoracic member (T12; T13 in that chain), or leaves it out, costs ``rib_anchor_p
 ribs end at the first instance, T12..L3 (0.4 each). At a price above 1 the anchor is absolute: no sequence
 that breaks it can beat one that keeps it (:func:`.ribs.rib_assignment` reads so at 2).
 
+Also beyond the paper, and off by default: ``LabelingConfig.wide_ratio`` prices a skipped level by where the
+instances lie (``refine_labels(..., centroids_mm=)``). Where the traversal merged or missed a vertebra, the two
+instances on either side of the place usually lie further apart than the instances around them; where it
+did not, they rarely do. Two consecutive instances are *wide apart* when the distance between their
+centroids is at least ``wide_ratio`` times the median distance of up to three consecutive pairs on either
+side (:func:`spacing_ratios`). There a skipped level costs ``wide_penalties[0]`` instead of ``gap_penalty``,
+and keeping consecutive levels costs ``wide_penalties[1]`` instead of nothing. ``[14, 15, 16.6, 17.6]``
+(T7, T8, then two values a little over half a level above T9 and T10) ties between T7..T10 and T7 T8, a
+skipped T9, T10 T11 at one skipped level's 0.1, and the tie goes to the sequence without a skipped level;
+with centroids 30, 45 and 30 mm apart, ``wide_ratio`` 1.05 and ``wide_penalties`` (0.075, 0.05), the wide
+middle pair makes the skip the better reading (0.725 against 0.65). It applies only where levels may be skipped (``max_gaps``).
+
 Confidence: ``likelihoods`` are the raw ``p(y | v)`` of the chosen labels; ``confidences`` are
 per-vertebra marginals over all candidate sequences: the share of the candidates' weight that agrees
 with the chosen label. A candidate of n vertebrae weighs ``s**n``, ``s`` its (penalised) average
@@ -116,6 +128,10 @@ class LabelingConfig:
             member (T12, T13); False = never (the paper).
         rib_anchor_penalty: subtracted from a sequence that does not (0..2; above 1 no such sequence can beat
             one that does: an average likelihood is at most 1).
+        wide_ratio: two consecutive instances are wide apart when their centroids lie at least this many times
+            as far apart as the pairs around them (:func:`spacing_ratios`); 0 = never (the paper), else >= 1.
+        wide_penalties: (a skipped level, consecutive levels) between two instances wide apart, each subtracted
+            from the sequence's average likelihood (0..1) instead of ``gap_penalty`` and 0.
     """
 
     allow_t13: bool = True
@@ -131,6 +147,8 @@ class LabelingConfig:
     bottom_anchor_penalty: float = 1.0
     rib_anchor: bool = False
     rib_anchor_penalty: float = 1.0
+    wide_ratio: float = 0.0
+    wide_penalties: Tuple[float, float] = (0.1, 0.0)
 
     def __post_init__(self) -> None:
         for name in ("allow_t13", "allow_l6", "allow_four_lumbar", "rib_anchor"):
@@ -148,8 +166,20 @@ class LabelingConfig:
         anchor = self.bottom_anchor_mm
         if isinstance(anchor, bool) or not isinstance(anchor, (int, float)) or not 0.0 <= anchor < math.inf:
             raise ValueError(f"LabelingConfig.bottom_anchor_mm: expected a number of mm >= 0, got {anchor!r}")
+        self._check_spacing()
         if self.calibration is not None and not isinstance(self.calibration, LabelCalibration):
             raise ValueError(f"LabelingConfig.calibration: expected a LabelCalibration, got {self.calibration!r}")
+
+
+    def _check_spacing(self) -> None:
+        ratio, pair = self.wide_ratio, self.wide_penalties
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (ratio == 0 or 1 <= ratio < math.inf):
+            raise ValueError(f"LabelingConfig.wide_ratio: expected 0 (off) or a number >= 1, got {ratio!r}")
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2 or any(
+                isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0 for p in pair):
+            raise ValueError(f"LabelingConfig.wide_penalties: expected two numbers in [0, 1] (a skipped level, "
+                             f"consecutive levels), got {pair!r}")
+        object.__setattr__(self, "wide_penalties", (float(pair[0]), float(pair[1])))  # a JSON list read as a pair
 
 
 @dataclass(frozen=True)
@@ -206,6 +236,7 @@ class _Candidate:
     trim_penalty: float = 0.0
     anchor_penalty: float = 0.0  # the bottom anchor's, where this sequence does not end on the chain's last member
     rib_penalty: float = 0.0  # the rib anchor's, where this sequence does not end the thoracic spine at the last rib
+    spacing_penalty: float = 0.0  # what its steps between instances wide apart change (LabelingConfig.wide_ratio)
 
     @property
     def labels(self) -> Tuple[int, ...]:
@@ -229,7 +260,7 @@ class _Candidate:
     @property
     def objective(self) -> float:
         return (self.score - self.chain.penalty - self.gap_penalty * self.gaps
-                - self.trim_penalty * sum(self.trimmed) - self.anchor_penalty - self.rib_penalty)
+                - self.trim_penalty * sum(self.trimmed) - self.anchor_penalty - self.rib_penalty - self.spacing_penalty)
 
 
 def likelihood(value: float, expected: Sequence[float]) -> float:
@@ -277,6 +308,30 @@ def _last_thoracic(chain: _Chain) -> int:
     return max(i for i, m in enumerate(chain.members) if anatomy.vertebra(m.label).region == "thoracic")
 
 
+def spacing_ratios(centroids_mm: Sequence[Sequence[float]]) -> Tuple[Optional[float], ...]:
+    """For instances in cranio-caudal order (centroids in mm, any fixed axis order): per consecutive pair, the
+    distance between their centroids over the median distance of up to three consecutive pairs on either side
+    of it (the pair itself left out; fewer at the ends). None for every pair where fewer than three instances
+    give no other pair to compare with."""
+    points = [tuple(float(c) for c in p) for p in centroids_mm]
+    d = [math.dist(a, b) for a, b in zip(points, points[1:])]
+    out: List[Optional[float]] = []
+    for i, own in enumerate(d):
+        around = sorted(d[max(0, i - 3):i] + d[i + 1:i + 4])
+        middle = len(around) // 2
+        typical = (around[middle] if len(around) % 2 else (around[middle - 1] + around[middle]) / 2) if around else 0.0
+        out.append(own / typical if typical > 0 else None)
+    return tuple(out)
+
+
+def _spacing_penalty(positions: Sequence[int], wide: Sequence[bool], config: LabelingConfig) -> float:
+    """What the steps of ``positions`` between instances wide apart (``wide``, per pair from the first of them)
+    add to a sequence's price, against the plain gap penalty (:attr:`LabelingConfig.wide_penalties`)."""
+    skip, step = config.wide_penalties
+    return sum((skip - config.gap_penalty) if b - a == 2 else step
+               for a, b, apart in zip(positions, positions[1:], wide) if apart)
+
+
 def _position_runs(n: int, members: int, max_gaps: int) -> List[Tuple[int, ...]]:
     """Member indices for ``n`` vertebrae: every window of a chain of ``members``, and with up to
     ``max_gaps`` single skipped members between two vertebrae."""
@@ -291,13 +346,14 @@ def _position_runs(n: int, members: int, max_gaps: int) -> List[Tuple[int, ...]]
 
 def _candidates(values: Sequence[float], chains: Sequence[_Chain],
                 config: LabelingConfig = LabelingConfig(), anchored: bool = False,
-                last_thoracic: Optional[int] = None) -> List[_Candidate]:
+                last_thoracic: Optional[int] = None, wide: Optional[Sequence[bool]] = None) -> List[_Candidate]:
     """Every window of each chain (with up to ``config.max_gaps`` skipped members) that fits the values, or
     the values without up to ``config.max_trimmed`` at their two ends, and holds the chain's required members.
     ``anchored``: the lowest value's vertebra sits on the sacrum (``config.bottom_anchor_penalty`` for a
     window that does not end on the chain's last member or leaves that vertebra out). ``last_thoracic``: the
     index of the value whose vertebra the ribs show to be the last thoracic one (``config.rib_anchor_penalty``
-    for a window that does not put the chain's last thoracic member there or leaves that vertebra out)."""
+    for a window that does not put the chain's last thoracic member there or leaves that vertebra out).
+    ``wide``: per consecutive pair of values, whether the two lie wide apart (``config.wide_penalties``)."""
     calibration = config.calibration
     score = likelihood if calibration is None else calibration.likelihood
     n, out = len(values), []
@@ -317,7 +373,8 @@ def _candidates(values: Sequence[float], chains: Sequence[_Chain],
                                       sum(d[i][k] for i, k in zip(rows, positions)), config.gap_penalty,
                                       (top, bottom), config.trim_penalty,
                                       config.bottom_anchor_penalty if off_end else 0.0,
-                                      config.rib_anchor_penalty if off_rib else 0.0))
+                                      config.rib_anchor_penalty if off_rib else 0.0,
+                                      _spacing_penalty(positions, wide[top:], config) if wide else 0.0))
     return out
 
 
@@ -367,7 +424,8 @@ def capacity(config: LabelingConfig = LabelingConfig()) -> int:
 
 
 def refine_labels(values: Sequence[float], config: LabelingConfig = LabelingConfig(),
-                  gap_below_mm: Optional[float] = None, last_thoracic: Optional[int] = None) -> LabelAssignment:
+                  gap_below_mm: Optional[float] = None, last_thoracic: Optional[int] = None,
+                  centroids_mm: Optional[Sequence[Sequence[float]]] = None) -> LabelAssignment:
     """Maximum-likelihood labels of the detected vertebrae (paper §3.4 plus T13/L6/four lumbar).
 
     Args:
@@ -379,6 +437,8 @@ def refine_labels(values: Sequence[float], config: LabelingConfig = LabelingConf
             vertebra is read as its chain's last.
         last_thoracic: index (into ``values``) of the vertebra the ribs show to be the last thoracic one
             (:func:`.ribs.last_thoracic`), or None (not in view); read only with ``config.rib_anchor``.
+        centroids_mm: the vertebrae's centroids (mm), one per value, or None (not known); read only with
+            ``config.wide_ratio`` and ``config.max_gaps``.
 
     Returns:
         The best sequence; ties go to the standard chain, then to fewer skipped levels, fewer instances
@@ -402,7 +462,8 @@ def refine_labels(values: Sequence[float], config: LabelingConfig = LabelingConf
         gap_below_mm >= config.bottom_anchor_mm
     if last_thoracic is not None and not 0 <= last_thoracic < len(vals):
         raise ValueError(f"last_thoracic: expected an index into the {len(vals)} values, got {last_thoracic!r}")
-    candidates = _candidates(vals, chains, config, anchored, last_thoracic if config.rib_anchor else None)
+    candidates = _candidates(vals, chains, config, anchored, last_thoracic if config.rib_anchor else None,
+                             _wide_pairs(centroids_mm, len(vals), config))
     rank = {name: i for i, name in enumerate(CHAINS)}
     best = min(candidates, key=lambda c: (-round(c.objective, 9), rank[c.chain.name], c.gaps, sum(c.trimmed),
                                           c.distance, c.trimmed, c.positions))
@@ -410,6 +471,17 @@ def refine_labels(values: Sequence[float], config: LabelingConfig = LabelingConf
                  anatomy.name_of(best.labels[best.trimmed[0]]), best.score, sum(best.trimmed))
     return LabelAssignment(labels=best.labels, likelihoods=best.likelihoods_all,
                            confidences=_confidences(best, candidates), chain=best.chain.name, score=best.score)
+
+
+def _wide_pairs(centroids_mm: Optional[Sequence[Sequence[float]]], count: int,
+                config: LabelingConfig) -> Optional[Tuple[bool, ...]]:
+    """Per consecutive pair of ``count`` vertebrae, whether they lie wide apart (``config.wide_ratio``); None
+    where the reading does not look (no ratio, no skipped level allowed, no centroids)."""
+    if not config.wide_ratio or not config.max_gaps or centroids_mm is None:
+        return None
+    if len(centroids_mm) != count:
+        raise ValueError(f"centroids_mm: expected one per label value ({count}), got {len(centroids_mm)}")
+    return tuple(r is not None and r >= config.wide_ratio for r in spacing_ratios(centroids_mm))
 
 
 def provisional_label(value: float, calibration: Optional[LabelCalibration] = None) -> int:

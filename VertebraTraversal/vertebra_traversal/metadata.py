@@ -55,7 +55,7 @@ def _default_labels() -> Tuple[int, ...]:
 #: (``LabelingConfig`` count field, its penalty field).
 SEQUENCE_ENTRIES = {"gaps": ("max_gaps", "gap_penalty"), "trim": ("max_trimmed", "trim_penalty"),
                     "anchor": ("bottom_anchor_mm", "bottom_anchor_penalty"),
-                    "ribs": ("rib_anchor", "rib_anchor_penalty")}
+                    "ribs": ("rib_anchor", "rib_anchor_penalty"), "spacing": ("wide_ratio", "wide_penalties")}
 
 @dataclass(frozen=True)
 class ModelMetadata:
@@ -84,7 +84,9 @@ class ModelMetadata:
             lumbar vertebra when it ends G mm or more above the scan's inferior border (``calibrate
             --bottom-anchor-mm``; see :meth:`label_anchor`), an optional ``ribs`` entry ``{"rib_anchor": true,
             "rib_anchor_penalty": R}`` read the lowest rib-bearing instance as the last thoracic vertebra (CT;
-            ``calibrate --rib-anchor on``; :mod:`.ribs`).
+            ``calibrate --rib-anchor on``; :mod:`.ribs`), an optional ``spacing`` entry ``{"wide_ratio": W,
+            "wide_penalties": [S, K]}`` price a skipped level between two instances W times as far apart as
+            those around them S and no skip there K (``calibrate --wide-ratio``; :mod:`.labeling`).
         label_confidence: ``ConfidenceCalibration.to_json()`` (:mod:`.confidence`; ``calibrate --confidence``):
             what a vertebra's label likelihood and its distance from the traversal's start say about the
             label being right, fitted on cases segmented with this model's own settings
@@ -212,7 +214,8 @@ class ModelMetadata:
         """The ``label_calibration`` field for ``calibration`` with the sequence settings ``sequence``:
         ``{"max_gaps": G, "gap_penalty": D}`` (skipped levels), ``{"max_trimmed": K, "trim_penalty": T}``
         (instances left out at the chain's ends), ``{"bottom_anchor_mm": G, "bottom_anchor_penalty": A}`` (the
-        lowest instance on the sacrum) and / or ``{"rib_anchor": True, "rib_anchor_penalty": R}`` (the last rib);
+        lowest instance on the sacrum), ``{"rib_anchor": True, "rib_anchor_penalty": R}`` (the last rib) and / or
+        ``{"wide_ratio": W, "wide_penalties": (S, K)}`` (skipped levels priced by the instances' spacing);
         a count 0, False or absent: no such entry."""
         record = calibration.to_json()
         for entry, (count, penalty) in SEQUENCE_ENTRIES.items():

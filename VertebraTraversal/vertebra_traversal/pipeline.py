@@ -181,6 +181,14 @@ def _last_thoracic(model_image: sitk.Image, instances: np.ndarray, found: List[A
     return last_thoracic(sitk.GetArrayViewFromImage(model_image), extents, model_image.GetSpacing())
 
 
+def centroids_mm(model_image: sitk.Image, found: List[Any]) -> List[Tuple[float, float, float]]:
+    """The model-grid centroids of the instances ``found`` (``center_zyx``, voxels) in mm from the grid's
+    first voxel, (z, y, x): what the label reading compares when it prices a skipped level by where the
+    instances lie (``LabelingConfig.wide_ratio``)."""
+    spacing = model_image.GetSpacing()[::-1]
+    return [tuple(float(c) * float(s) for c, s in zip(v.center_zyx, spacing)) for v in found]  # type: ignore[misc]
+
+
 def label_model_grid(model_image: sitk.Image, result: TraversalResult, config: SegmentConfig = SegmentConfig(),
                      scan: Optional[sitk.Image] = None) -> Tuple[sitk.Image, List[Any], Optional[LabelAssignment]]:
     """Label the traversal's instances (paper §3.4): (VerSe-id map on the model grid, the kept instances
@@ -191,7 +199,8 @@ def label_model_grid(model_image: sitk.Image, result: TraversalResult, config: S
     label refinement leaves out at the ends of the chain (``config.labeling.max_trimmed``). With
     ``config.labeling.bottom_anchor_mm`` the reading learns how far the scan (``scan``, the input image;
     None: the model grid) reaches below the lowest instance, with ``config.labeling.rib_anchor`` which
-    instance the ribs show to be the last thoracic one (``model_image`` in HU: CT)."""
+    instance the ribs show to be the last thoracic one (``model_image`` in HU: CT), with
+    ``config.labeling.wide_ratio`` where the instances lie (:func:`centroids_mm`)."""
     most = min(len(anatomy.STANDARD) + 1, capacity(config.labeling))
     found = on_spine(plausible(result.vertebrae, most), result.instances.shape,
                       model_image.GetSpacing()[0], config.max_spine_offset_mm or 0.0)
@@ -199,7 +208,8 @@ def label_model_grid(model_image: sitk.Image, result: TraversalResult, config: S
     gap = (_gap_below_mm(model_image, result.instances, found[-1], model_image if scan is None else scan)
            if found and config.labeling.bottom_anchor_mm else None)
     ribs = _last_thoracic(model_image, result.instances, found) if found and config.labeling.rib_anchor else None
-    assignment = refine_labels([v.label_value for v in found], config.labeling, gap, ribs) if found else None
+    assignment = refine_labels([v.label_value for v in found], config.labeling, gap, ribs,
+                               centroids_mm(model_image, found)) if found else None
     kept = assignment.kept() if assignment is not None else ()
     if assignment is not None and len(kept) < len(found):  # left out at an end of the chain
         for v, label in zip(found, assignment.labels):
@@ -278,7 +288,8 @@ def segment_with_predictor(image: sitk.Image, predictor: Predictor, meta: ModelM
     gap = (_gap_below_mm(model_image, result.instances, found[-1], image)
            if ribs_end is not None and config.labeling.bottom_anchor_mm else None)
     rib = rib_assignment([v.label_value for v in found], assignment.labels, ribs_end, config.labeling, gap,
-                         OFFER_MAX_LEVELS) if found and height_mm(image) >= OFFER_MIN_SCAN_MM else None
+                         OFFER_MAX_LEVELS, centroids_mm(model_image, found)) \
+        if found and height_mm(image) >= OFFER_MIN_SCAN_MM else None
     offer, own = dict(zip(assignment.labels, rib.labels)) if rib else {}, {}
     if offer and config.counts_from_ribs(meta):  # taken: the run's labels are the ribs' reading, its own kept beside
         labels, own, at_edge = relabel(labels, offer), {new: old for old, new in offer.items()}, \

@@ -209,7 +209,8 @@ def ribs_end_label(model_image: sitk.Image, labels: sitk.Image, config: RibConfi
 
 def rib_assignment(values: Sequence[float], labels: Sequence[int], ribs_end: Optional[int],
                    labeling: LabelingConfig = LabelingConfig(), gap_below_mm: Optional[float] = None,
-                   max_levels: Optional[float] = None) -> Optional[LabelAssignment]:
+                   max_levels: Optional[float] = None,
+                   centroids_mm: Optional[Sequence[Sequence[float]]] = None) -> Optional[LabelAssignment]:
     """The label assignment of the run's vertebrae counted from the end of the ribs, or None where that
     reading names none of them differently, cannot name the vertebra where the ribs end T12 or T13 (no
     allowed chain fits the vertebrae around it so), or moves it by more than ``max_levels`` (anatomical
@@ -223,13 +224,13 @@ def rib_assignment(values: Sequence[float], labels: Sequence[int], ribs_end: Opt
         labeling: the run's label reading; read again with the rib anchor at ``ABSOLUTE_PENALTY`` (a
             sequence that does not name that vertebra its chain's last thoracic member loses to any that
             does) and no end left out, so that every vertebra keeps a label.
-        gap_below_mm: as :func:`.labeling.refine_labels` takes it.
+        gap_below_mm, centroids_mm: as :func:`.labeling.refine_labels` takes them.
     """
     if ribs_end is None or ribs_end not in labels or len(values) != len(labels):
         return None
     anchored = replace(labeling, rib_anchor=True, rib_anchor_penalty=ABSOLUTE_PENALTY, max_trimmed=0)
     end = list(labels).index(ribs_end)
-    read = refine_labels(values, anchored, gap_below_mm, end)
+    read = refine_labels(values, anchored, gap_below_mm, end, centroids_mm)
     moved = abs(anatomy.vertebra(read.labels[end]).rank - anatomy.vertebra(ribs_end).rank)
     if tuple(read.labels) == tuple(labels) or anatomy.name_of(read.labels[end]) not in LAST_RIBBED or \
             (max_levels is not None and moved > max_levels):

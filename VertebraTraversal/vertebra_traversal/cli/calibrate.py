@@ -34,6 +34,13 @@ last thoracic one (T12; T13 in that spine) where a vertebra without ribs lies be
 (:mod:`vertebra_traversal.ribs`). A sequence that does not costs R (default 1). Off by default. The
 in-sample identification printed after a fit does not apply it: the reports hold no ribs.
 
+``--wide-ratio W [--wide-penalties S K]`` (any mode) prices a skipped level by where the instances lie:
+between two consecutive instances whose centroids lie at least W times as far apart as the pairs around
+them, a skipped level costs S instead of ``--gap-penalty`` and keeping consecutive levels costs K (default
+0.1 and 0, which change nothing). It reads only where ``--gaps`` allows a skipped level. Off by default.
+The in-sample identification printed after a fit does not apply it: the reports' centroids are not the
+model grid's.
+
 ``--confidence`` (with ``--pred`` and ``--ref``, nothing else) fits no label reading but the label
 confidence (:mod:`vertebra_traversal.confidence`): the probability that a label is right, from its
 likelihood and its distance from the end of the chain where the traversal started, fitted on cases the
@@ -45,7 +52,7 @@ the in-sample Brier score (lower is better) beside that of a constant, and the a
 ``--keep-reading`` fits nothing: the model keeps the label reading it carries (a fitted table or a
 Gaussian) and its skipped-level allowance unless ``--gaps`` is given (``--gaps 0`` removes one), likewise
 its ends allowance unless ``--trim-ends`` is given, its bottom anchor unless ``--bottom-anchor-mm`` is, its
-rib anchor unless ``--rib-anchor`` is, with
+rib anchor unless ``--rib-anchor`` is, its spacing unless ``--wide-ratio`` is, with
 ``--surface-threshold-hu``, ``--edge-margin-mm`` and ``--edge-min-contact-mm2`` when given.
 
 ``--surface-threshold-hu HU`` (any mode) also records the threshold below which ``segment``'s CT surface
@@ -126,6 +133,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rib-anchor-penalty", type=float, metavar="R",
                         help="subtracted from a sequence that does not end the thoracic spine at the last rib, "
                              "0-2 (default 1; above 1 the anchor always holds; needs --rib-anchor)")
+    parser.add_argument("--wide-ratio", type=float, metavar="W",
+                        help="price a skipped level by where the instances lie: between two instances at least W "
+                             "times as far apart as the pairs around them a skipped level costs the first of "
+                             "--wide-penalties and no skip the second (default 0: off; with --keep-reading: the "
+                             "model's)")
+    parser.add_argument("--wide-penalties", type=float, nargs=2, metavar=("S", "K"),
+                        help="a skipped level and consecutive levels between two instances wide apart, each "
+                             "subtracted from a sequence's average likelihood (default 0.1 0; needs --wide-ratio)")
     parser.add_argument("--surface-threshold-hu", type=float, metavar="HU",
                         help="record the CT surface refinement threshold of this model's masks (default: keep the "
                              "model's; without one segment uses the paper's 200)")
@@ -207,7 +222,8 @@ def _run_confidence(args: argparse.Namespace) -> int:
 SEQUENCE_OPTIONS = (("--gaps", "--gap-penalty", "max_gaps", "gap_penalty"),
                     ("--trim-ends", "--trim-penalty", "max_trimmed", "trim_penalty"),
                     ("--bottom-anchor-mm", "--bottom-anchor-penalty", "bottom_anchor_mm", "bottom_anchor_penalty"),
-                    ("--rib-anchor", "--rib-anchor-penalty", "rib_anchor", "rib_anchor_penalty"))
+                    ("--rib-anchor", "--rib-anchor-penalty", "rib_anchor", "rib_anchor_penalty"),
+                    ("--wide-ratio", "--wide-penalties", "wide_ratio", "wide_penalties"))
 
 
 def _sequence(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
