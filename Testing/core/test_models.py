@@ -52,5 +52,7 @@ def test_the_bundled_models_carry_the_readings_their_cards_describe():
     mr, ct = read_metadata(resolve_model("mr")), read_metadata(resolve_model("ct"))
     assert mr.label_anchor() == {"bottom_anchor_mm": 10.0, "bottom_anchor_penalty": 1.0}  # counts from the sacrum
     assert ct.label_anchor() == {} and ct.label_sequence() == {"max_gaps": 2, "gap_penalty": 0.1, "max_trimmed": 3,
-                                                               "trim_penalty": 0.15}
+                                                               "trim_penalty": 0.15, "wide_ratio": 1.05,
+                                                               "wide_penalties": [0.075, 0.05]}
+    assert "spacing" not in mr.label_calibration  # the MR model reads no spacing
     assert mr.fragment_pieces == ct.fragment_pieces == "all"  # the paper's fragments in both
