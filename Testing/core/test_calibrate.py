@@ -175,8 +175,9 @@ def test_keep_reading_writes_the_spacing_of_skipped_levels_and_keeps_it_until_to
                                      str(tmp_path / "c.pt")], capture_output=True, text=True, timeout=120)
     assert removed.returncode == 0, removed.stderr
     assert "spacing" not in read_metadata(tmp_path / "c.pt").label_calibration
-    for extra in (["--wide-penalties", "0.1", "0"], ["--wide-ratio", "0.5"], ["--wide-ratio", "2", "--wide-penalties",
-                                                                               "0.1", "3"]):
+    refused = (["--wide-penalties", "0.1", "0"], ["--wide-ratio", "0.5"],
+               ["--wide-ratio", "2", "--wide-penalties", "0.1", "3"])
+    for extra in refused:  # a price without its ratio, a ratio below 1, a price above 1
         bad = subprocess.run(base + [str(tmp_path / "a.pt"), "--keep-reading", *extra, "--out", str(tmp_path / "d.pt")],
                              capture_output=True, text=True, timeout=120)
         assert bad.returncode == 2 and bad.stderr.count("error:") == 1 and "wide" in bad.stderr, extra

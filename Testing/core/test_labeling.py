@@ -7,7 +7,8 @@ import math
 import pytest
 
 from vertebra_traversal import anatomy
-from vertebra_traversal.labeling import LabelAssignment, LabelingConfig, provisional_label, refine_labels, spacing_ratios
+from vertebra_traversal.labeling import (LabelAssignment, LabelingConfig, provisional_label, refine_labels,
+                                         spacing_ratios)
 
 STANDARD_ONLY = LabelingConfig(allow_t13=False, allow_l6=False, allow_four_lumbar=False)
 

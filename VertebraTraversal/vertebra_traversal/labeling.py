@@ -80,7 +80,8 @@ and keeping consecutive levels costs ``wide_penalties[1]`` instead of nothing. `
 (T7, T8, then two values a little over half a level above T9 and T10) ties between T7..T10 and T7 T8, a
 skipped T9, T10 T11 at one skipped level's 0.1, and the tie goes to the sequence without a skipped level;
 with centroids 30, 45 and 30 mm apart, ``wide_ratio`` 1.05 and ``wide_penalties`` (0.075, 0.05), the wide
-middle pair makes the skip the better reading (0.725 against 0.65). It applies only where levels may be skipped (``max_gaps``).
+middle pair makes the skip the better reading (0.725 against 0.65). It applies only where levels may be
+skipped (``max_gaps``).
 
 Confidence: ``likelihoods`` are the raw ``p(y | v)`` of the chosen labels; ``confidences`` are
 per-vertebra marginals over all candidate sequences: the share of the candidates' weight that agrees
@@ -169,7 +170,6 @@ class LabelingConfig:
         self._check_spacing()
         if self.calibration is not None and not isinstance(self.calibration, LabelCalibration):
             raise ValueError(f"LabelingConfig.calibration: expected a LabelCalibration, got {self.calibration!r}")
-
 
     def _check_spacing(self) -> None:
         ratio, pair = self.wide_ratio, self.wide_penalties
