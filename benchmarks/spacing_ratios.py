@@ -58,7 +58,8 @@ def main() -> None:
     ratio = args.ratio or SegmentConfig().labeling_for(read_metadata(model)).wide_ratio or 1.05
     for step, values in sorted(ratios_by_step(model, args.pred, args.ref).items()):
         q = np.percentile(values, [5, 25, 50, 75, 95])
-        print(json.dumps({"levels_apart": step, "pairs": len(values), "percentiles_5_25_50_75_95": [round(v, 2) for v in q],
+        print(json.dumps({"levels_apart": step, "pairs": len(values),
+                          "percentiles_5_25_50_75_95": [round(v, 2) for v in q],
                           f"share_at_or_above_{ratio:g}": round(float(np.mean(np.asarray(values) >= ratio)), 3)}))
 
 
