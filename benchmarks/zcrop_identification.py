@@ -12,10 +12,16 @@ two ways (its labels counted from the ribs and the network's own, report ``own_l
 reading that keeps the network's labels, the ribs' reading offered as ``rib_label``), ``by_other_reading``
 counts the vertebrae the other reading would identify (``other_reading``: the crops with one; ``shift``:
 how many levels apart the two readings put the vertebra where the ribs end).
+
+``--also MODEL`` segments every crop with a second model as well and prints what it identifies beside
+(``also_identified``, and totals ``also``): for two model files with the same networks and another label
+reading (``calibrate --keep-reading``), the second run's patches are answered from the first's network
+outputs wherever its inputs are the same (they are, up to the reading), so it costs little more than one.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 
 import numpy as np
@@ -30,6 +36,27 @@ from vertebra_traversal.models import resolve_model
 from vertebra_traversal.pipeline import segment_image
 
 MIN_LENGTH_MM = 150.0
+
+
+class SharedAnswers:
+    """Predictor hooks (``segment_image(..., predictor_hook=)``) that answer a patch batch seen before, by the
+    same kind of network (main network, or the start network's wrapper), from the stored outputs; ``clear``
+    between crops."""
+
+    def __init__(self) -> None:
+        self.answers: dict = {}
+
+    def clear(self) -> None:
+        self.answers.clear()
+
+    def hook(self, predictor):
+        def predict(images, memories):
+            key = (type(predictor.model.module).__name__, hashlib.sha1(images.tobytes()).hexdigest(),
+                   hashlib.sha1(memories.tobytes()).hexdigest())
+            if key not in self.answers:
+                self.answers[key] = predictor(images, memories)
+            return self.answers[key]
+        return predict
 
 
 def crops(image: sitk.Image, rng: np.random.Generator):
@@ -61,8 +88,11 @@ def main() -> None:
     parser.add_argument("--model", default="ct")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--also", help="a second model segmenting the same crops (module docstring)")
     args = parser.parse_args()
     model = load_model(resolve_model(args.model), device=args.device)
+    also = load_model(resolve_model(args.also), device=args.device) if args.also else None
+    shared, also_right, also_matched = SharedAnswers(), 0, 0
     rng = np.random.default_rng(args.seed)
     refs, preds, dices, by_other, other_readings = [], [], [], 0, 0
     for case in dataset.list_cases(args.data):
@@ -70,9 +100,19 @@ def main() -> None:
         labels = read_label_map(case.labels, reference=image)
         for fraction, z0, z1 in crops(image, rng):
             image_crop, labels_crop = crop_z(image, z0, z1), crop_z(labels, z0, z1)
-            result = segment_image(image_crop, model)
+            shared.clear()
+            result = segment_image(image_crop, model, predictor_hook=shared.hook)
             score = score_case(sitk.GetArrayFromImage(labels_crop), sitk.GetArrayFromImage(result.labels),
                                tuple(reversed(image_crop.GetSpacing())), case_id=case.case_id)
+            extra = {}
+            if also is not None:
+                second = score_case(sitk.GetArrayFromImage(labels_crop),
+                                    sitk.GetArrayFromImage(segment_image(image_crop, also,
+                                                                         predictor_hook=shared.hook).labels),
+                                    tuple(reversed(image_crop.GetSpacing())), case_id=case.case_id)
+                pairs = [(v.label, v.pred_label) for v in second.vertebrae if v.pred_label is not None]
+                extra = {"also_matched": len(pairs), "also_identified": sum(r == p for r, p in pairs)}
+                also_right, also_matched = also_right + extra["also_identified"], also_matched + len(pairs)
             matched = [v for v in score.vertebrae if v.pred_label is not None]
             refs += [v.label for v in matched]
             preds += [v.pred_label for v in matched]
@@ -84,13 +124,15 @@ def main() -> None:
                               "reference": len(score.vertebrae), "matched": len(matched),
                               "identified": sum(v.label == v.pred_label for v in matched),
                               "dice": round(dices[-1], 3), "found": len(result.vertebrae),
-                              "other_reading": bool(other), "by_other_reading": counted, "shift": _shift(result)}))
+                              "other_reading": bool(other), "by_other_reading": counted, "shift": _shift(result),
+                              **extra}))
     correct = sum(r == p for r, p in zip(refs, preds))
     print(json.dumps({"crops": len(dices), "vertebrae": len(refs), "identified": correct,
                       "accuracy": round(correct / max(1, len(refs)), 3),
                       "kappa": round(linear_kappa(refs, preds), 3) if refs else None,
                       "dice": round(float(np.mean(dices)), 3) if dices else None,
-                      "other_reading": other_readings, "by_other_reading": by_other}))
+                      "other_reading": other_readings, "by_other_reading": by_other,
+                      **({"also": {"vertebrae": also_matched, "identified": also_right}} if also else {})}))
 
 
 if __name__ == "__main__":
