@@ -78,7 +78,7 @@ def relabel_case(report: Path, out: Path, labeling, confidence=None, direction: 
     if isinstance(doc.get("model"), dict):
         doc["model"].pop("label_count_from_ribs", None)
         doc["model"].pop("label_wide_ratio", None)
-        if labeling.wide_ratio and labeling.max_gaps:
+        if labeling.reads_spacing:
             doc["model"]["label_wide_ratio"] = labeling.wide_ratio
         doc["model"].update(label_gaps=labeling.max_gaps, label_trimmed=labeling.max_trimmed,
                             label_confidence_fitted=confidence is not None)

@@ -171,6 +171,12 @@ class LabelingConfig:
         if self.calibration is not None and not isinstance(self.calibration, LabelCalibration):
             raise ValueError(f"LabelingConfig.calibration: expected a LabelCalibration, got {self.calibration!r}")
 
+    @property
+    def reads_spacing(self) -> bool:
+        """Whether this reading prices skipped levels by the instances' spacing: a ratio set, and skipped levels
+        allowed (without them there is nothing to price)."""
+        return bool(self.wide_ratio) and bool(self.max_gaps)
+
     def _check_spacing(self) -> None:
         ratio, pair = self.wide_ratio, self.wide_penalties
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (ratio == 0 or 1 <= ratio < math.inf):
@@ -477,7 +483,7 @@ def _wide_pairs(centroids_mm: Optional[Sequence[Sequence[float]]], count: int,
                 config: LabelingConfig) -> Optional[Tuple[bool, ...]]:
     """Per consecutive pair of ``count`` vertebrae, whether they lie wide apart (``config.wide_ratio``); None
     where the reading does not look (no ratio, no skipped level allowed, no centroids)."""
-    if not config.wide_ratio or not config.max_gaps or centroids_mm is None:
+    if not config.reads_spacing or centroids_mm is None:
         return None
     if len(centroids_mm) != count:
         raise ValueError(f"centroids_mm: expected one per label value ({count}), got {len(centroids_mm)}")

@@ -242,7 +242,7 @@ class SegmentConfig:
             record["label_rib_anchor"] = True
         if self.counts_from_ribs(meta):  # likewise
             record["label_count_from_ribs"] = True
-        if labeling.wide_ratio and labeling.max_gaps:  # likewise
+        if labeling.reads_spacing:  # likewise
             record["label_wide_ratio"] = labeling.wide_ratio
         if meta.start_network.get("rescue"):   # recorded only for a model with one: older reports stay readable
             record["rescue_network"] = self.rescues(meta)
