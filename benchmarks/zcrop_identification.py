@@ -93,6 +93,7 @@ def main() -> None:
     model = load_model(resolve_model(args.model), device=args.device)
     also = load_model(resolve_model(args.also), device=args.device) if args.also else None
     shared, also_right, also_matched = SharedAnswers(), 0, 0
+    hook = shared.hook if also is not None else None  # stored answers only where a second model reads them
     rng = np.random.default_rng(args.seed)
     refs, preds, dices, by_other, other_readings = [], [], [], 0, 0
     for case in dataset.list_cases(args.data):
@@ -100,16 +101,14 @@ def main() -> None:
         labels = read_label_map(case.labels, reference=image)
         for fraction, z0, z1 in crops(image, rng):
             image_crop, labels_crop = crop_z(image, z0, z1), crop_z(labels, z0, z1)
+            reference, spacing = sitk.GetArrayFromImage(labels_crop), tuple(reversed(image_crop.GetSpacing()))
             shared.clear()
-            result = segment_image(image_crop, model, predictor_hook=shared.hook)
-            score = score_case(sitk.GetArrayFromImage(labels_crop), sitk.GetArrayFromImage(result.labels),
-                               tuple(reversed(image_crop.GetSpacing())), case_id=case.case_id)
+            result = segment_image(image_crop, model, predictor_hook=hook)
+            score = score_case(reference, sitk.GetArrayFromImage(result.labels), spacing, case_id=case.case_id)
             extra = {}
             if also is not None:
-                second = score_case(sitk.GetArrayFromImage(labels_crop),
-                                    sitk.GetArrayFromImage(segment_image(image_crop, also,
-                                                                         predictor_hook=shared.hook).labels),
-                                    tuple(reversed(image_crop.GetSpacing())), case_id=case.case_id)
+                second = segment_image(image_crop, also, predictor_hook=hook).labels
+                second = score_case(reference, sitk.GetArrayFromImage(second), spacing, case_id=case.case_id)
                 pairs = [(v.label, v.pred_label) for v in second.vertebrae if v.pred_label is not None]
                 extra = {"also_matched": len(pairs), "also_identified": sum(r == p for r, p in pairs)}
                 also_right, also_matched = also_right + extra["also_identified"], also_matched + len(pairs)
