@@ -226,3 +226,19 @@ def test_box_voxels_gives_whole_array_indices_of_one_label_inside_the_box():
     assert sorted(zip(z.tolist(), y.tolist(), x.tolist())) == [(1, 2, 3), (4, 0, 1)]
     z, _, _ = geometry.box_voxels(labels, 7, (slice(None),) * 3)  # an open box: the whole array
     assert sorted(z.tolist()) == [0, 1, 4]
+
+
+def _image_of_length(length_mm):
+    image = sitk.Image(4, 4, int(length_mm / 2) + 1, sitk.sitkFloat32)
+    image.SetSpacing((1.0, 1.0, 2.0))
+    image.SetOrigin((0.0, 0.0, -300.0))
+    return image
+
+
+def test_crops_are_20_to_40_percent_of_the_scan_at_least_150_mm_and_inside_it():
+    rng = np.random.default_rng(0)
+    for length, low, high in ((1000, 200, 400), (500, 150, 200), (100, 100, 100)):
+        image = _image_of_length(length)
+        for _ in range(20):
+            z0, z1 = geometry.crop_range_mm(image, rng)
+            assert low - 1e-6 <= z1 - z0 <= high + 1e-6 and -300 - 1e-6 <= z0 and z1 <= -300 + length + 1e-6

@@ -21,9 +21,12 @@ from vertebra_traversal.network import IterativeFCN
 from vertebra_traversal.checkpoint import load_model
 from vertebra_traversal.models import resolve_model
 from vertebra_traversal.phantom import generate_case
-from vertebra_traversal.phantom.sample import SAMPLE_CONFIG
+from vertebra_traversal.dataset import write_case
+from vertebra_traversal.phantom.sample import SAMPLE_CONFIG, SAMPLE_SEED
 from vertebra_traversal.pipeline import segment_image, segment_with_predictor
-from vertebra_traversal.training.label_tuning import (CapturedScan, LabelTuning, RecordingPredictor, capture_scan,
+from vertebra_traversal.training.data import find_cases
+from vertebra_traversal.training.label_tuning import (CapturedScan, LabelTuning, RecordingPredictor, _complete_in_crop,
+                                                      capture_case, capture_scan,
                                                       identified, label_patches, main_network, tune_label_path,
                                                       tuned_metadata, vertebra_targets)
 
@@ -191,3 +194,25 @@ def test_the_bundled_model_gives_back_each_label_value_from_the_patch_recorded_f
     expected = [anatomy.vertebra(r).regression_value for r in scan.reference]
     np.testing.assert_array_equal(scan.targets.numpy(), np.array(expected, np.float32))
     assert final.sum() < len(final) <= 3 * final.sum()  # steps before the final patch: at most two each
+
+
+def test_a_vertebra_is_complete_in_a_crop_only_where_the_crop_keeps_all_of_it():
+    reference = _line((20, 4), (21, 6), (22, 4))
+    crop = reference[:, :, 2:12]  # half of L1 cut off, L2 whole, two voxels of L3 cut off
+    assert _complete_in_crop(reference, crop, {20: True, 21: True, 22: True}) == {20: False, 21: True, 22: False}
+    assert _complete_in_crop(reference, reference, {20: True, 21: False}) == {20: True, 21: False, 22: False}
+
+
+def test_a_case_is_recorded_whole_and_in_its_crops(tmp_path):
+    """The bundled CT model on the demo's sample scan (about 250 mm): the whole scan first, then the crop, with
+    fewer vertebrae and those it cuts not counted."""
+    sample = generate_case(SAMPLE_SEED, SAMPLE_CONFIG)
+    write_case(tmp_path, sample.info, sample.image, sample.labels)
+    case = find_cases([tmp_path], "ct")[0]
+    whole, crop = capture_case(case, resolve_model("ct"), LabelTuning(crops=1))
+    assert (whole.case_id, crop.case_id) == (case.case_id, f"{case.case_id}-crop1")
+    assert crop.features is not None and 0 < int(crop.final.sum()) < int(whole.final.sum())
+    assert not crop.counted[crop.final].all()  # an end vertebra of the crop is cut
+    assert set(crop.reference) <= set(whole.reference)
+    with pytest.raises(ValueError, match="crops must be 0 or more"):
+        LabelTuning(crops=-1)

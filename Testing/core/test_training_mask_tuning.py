@@ -26,7 +26,7 @@ from vertebra_traversal.traversal import crop_patch
 from vertebra_traversal.training.data import describe_case, find_cases, prepare_cases
 from vertebra_traversal.training.loss import LossConfig, reference_voxels, segmentation_error, surface_weights
 from vertebra_traversal.training.mask_tuning import (MaskPatches, MaskTuning, capture_case, capture_patches,
-                                                     choose_checkpoint, crop_range_mm,
+                                                     choose_checkpoint,
                                                      expert_target, segmentation_parameters, tune_masks,
                                                      tune_segmentation_path, tuned_metadata)
 from vertebra_traversal.training.parallel import map_cases
@@ -109,22 +109,6 @@ def test_in_a_neck_scan_the_pipeline_runs_bring_the_fallbacks_climbs():
     _check_capture(runs, case.image, case.labels, model)
     assert runs.memories[-1].any()  # later climbs see the vertebrae already stored
     assert sum(t.any() for t in runs.targets) >= len(runs) // 2
-
-
-def _image_of_length(length_mm):
-    image = sitk.Image(4, 4, int(length_mm / 2) + 1, sitk.sitkFloat32)
-    image.SetSpacing((1.0, 1.0, 2.0))
-    image.SetOrigin((0.0, 0.0, -300.0))
-    return image
-
-
-def test_crops_are_20_to_40_percent_of_the_scan_at_least_150_mm_and_inside_it():
-    rng = np.random.default_rng(0)
-    for length, low, high in ((1000, 200, 400), (500, 150, 200), (100, 100, 100)):
-        image = _image_of_length(length)
-        for _ in range(20):
-            z0, z1 = crop_range_mm(image, rng)
-            assert low - 1e-6 <= z1 - z0 <= high + 1e-6 and -300 - 1e-6 <= z0 and z1 <= -300 + length + 1e-6
 
 
 def test_a_case_is_recorded_whole_and_in_its_crops(tmp_path):

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 _INTERPOLATORS = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
 #: Tolerance (in voxels) when sizing the model grid, so that float error never adds a voxel.
 _SIZE_TOLERANCE = 1e-4
+CROP_MIN_MM = 150.0  # the shortest crop of the paper's z-crop experiment (§5.2)
 
 
 def _direction(image: sitk.Image) -> np.ndarray:
@@ -283,3 +284,13 @@ def crop_z(image: sitk.Image, z_min_mm: float, z_max_mm: float) -> sitk.Image:
     start[axis] = int(inside[0])
     size[axis] = int(inside[-1] - inside[0] + 1)
     return sitk.RegionOfInterest(image, size, start)
+
+
+def crop_range_mm(image: sitk.Image, rng: np.random.Generator) -> Tuple[float, float]:
+    """A range along LPS z (mm) over a random 20–40 % of the scan's length, at least ``CROP_MIN_MM`` (the whole
+    scan where it is shorter), placed at random: the crops of the paper's z-crop experiment (§5.2)."""
+    low, high = physical_bounds(image)
+    length = float(high[2] - low[2])
+    size = min(length, max(CROP_MIN_MM, rng.uniform(0.2, 0.4) * length))
+    start = float(low[2]) + rng.uniform(0.0, length - size)
+    return start, start + size

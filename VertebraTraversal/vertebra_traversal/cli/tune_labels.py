@@ -6,7 +6,9 @@ patch each vertebra's label was read from (and up to ``--approach`` steps before
 reference vertebra that vertebra is matched to, and the label path alone is trained on them for
 ``--epochs`` passes. The epoch that identifies the most completely visible vertebrae of the
 ``--validation`` cases is written; where none identifies more than the model as it is, nothing is
-written (exit 1). Masks and completeness stay as they are. As after ``train --init``, a label reading
+written (exit 1). ``--crops N`` records N random crops of every case along z as well (20-40 % of its length,
+at least 150 mm, as the paper's z-crop experiment draws them), so that the label path also learns vertebrae
+at the borders of fields of view that the scans themselves do not have. Masks and completeness stay as they are. As after ``train --init``, a label reading
 fitted to the old label values (``calibrate`` with ``--pred``) and a fitted label confidence are dropped
 with a warning (a Gaussian reading stays): fit them again with ``calibrate``.
 
@@ -49,7 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"Adam weight decay (default {defaults.weight_decay:g})")
     parser.add_argument("--approach", type=int, default=defaults.approach,
                         help=f"steps before the label patch kept per vertebra (default {defaults.approach})")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the order of the patches")
+    parser.add_argument("--crops", type=int, default=defaults.crops,
+                        help="random crops along z recorded per case besides the whole scan, 20-40 %% of its length and "
+                             f"at least 150 mm, as the paper's z-crop experiment (default {defaults.crops})")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the order of the patches and the crops")
     add_processes(parser)
     parser.set_defaults(func=run)
 
@@ -57,13 +62,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         tuning = LabelTuning(epochs=args.epochs, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
-                             learning_rate_schedule=args.learning_rate_schedule, approach=args.approach, seed=args.seed)
+                             learning_rate_schedule=args.learning_rate_schedule, approach=args.approach,
+                             crops=args.crops, seed=args.seed)
     except ValueError as exc:  # "learning_rate must be ..." -> "--learning-rate must be ..."
         raise settings_error(exc, {"learning_rate_schedule": "--lr-schedule"}) from None
     path, model, training, aside = open_inputs(args)
     meta, reading = tuned_metadata(path, model.metadata)  # the label reading the tuned model keeps
-    train_scans = capture_cases(training, path, tuning.approach, args.workers, logger.info)
-    aside_scans = capture_cases(aside, path, tuning.approach, args.workers, logger.info)
+    train_scans = capture_cases(training, path, tuning, args.workers, logger.info)
+    aside_scans = capture_cases(aside, path, tuning, args.workers, logger.info)
     net = main_network(model)
     try:
         best, history = tune_label_path(net, train_scans, aside_scans, SegmentConfig().labeling_for(meta), tuning,

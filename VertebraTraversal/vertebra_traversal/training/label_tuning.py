@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import zlib
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 from .. import anatomy
 from ..checkpoint import LoadedModel, ModelMetadata
 from ..dataset import read_case_info
+from ..geometry import crop_range_mm, crop_z
 from ..imageio import read_image, read_label_map
 from ..labeling import LabelingConfig, refine_labels
 from ..metrics import largest_overlap_matches
@@ -50,7 +52,9 @@ class LabelTuning:
     """How the label path is trained on the traversal's patches: ``epochs`` passes over the training
     patches in batches of ``batch_size`` (Adam, ``learning_rate``, ``weight_decay``; the rate constant or
     falling along half a cosine over all batches, ``learning_rate_schedule``), ``approach`` earlier
-    single-patch steps kept per vertebra besides the patch its label was read from, ``seed`` for the order."""
+    single-patch steps kept per vertebra besides the patch its label was read from, ``crops`` random crops
+    along z recorded per case besides the whole scan (:func:`capture_case`), ``seed`` for the order and
+    the crops."""
 
     epochs: int = 20
     learning_rate: float = 1e-3
@@ -58,12 +62,14 @@ class LabelTuning:
     learning_rate_schedule: str = "constant"
     batch_size: int = 32
     approach: int = 2
+    crops: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_settings(self, (("epochs", self.epochs >= 1, "at least 1"),
                               ("batch_size", self.batch_size >= 1, "at least 1"),
                               ("approach", self.approach >= 0, "0 or more"),
+                              ("crops", self.crops >= 0, "0 or more"),
                               ("weight_decay", self.weight_decay >= 0, "0 or more"),
                               ("learning_rate", self.learning_rate > 0, "positive")))
         check_choice("learning_rate_schedule", self.learning_rate_schedule, LR_SCHEDULES)
@@ -218,25 +224,47 @@ def _loaded_main(model_path: Path) -> Tuple[LoadedModel, IterativeFCN]:
     return model, main_network(model)
 
 
-def capture_case(case: TrainingCase, model_path: Path, approach: int = 2) -> CapturedScan:
+def _complete_in_crop(reference: np.ndarray, crop: np.ndarray, complete: Dict[int, bool]) -> Dict[int, bool]:
+    """Completeness per id of the reference vertebrae in a crop of the scan (``reference`` and ``crop`` VerSe-id
+    maps): complete in the scan (``complete``) and not one of its voxels cut off."""
+    whole, kept = np.bincount(reference.ravel(), minlength=256), np.bincount(crop.ravel(), minlength=256)
+    return {label: bool(complete.get(label, False)) and kept[label] == whole[label]
+            for label in map(int, np.flatnonzero(kept[1:]) + 1)}
+
+
+def capture_case(case: TrainingCase, model_path: Path, tuning: LabelTuning = LabelTuning()) -> List[CapturedScan]:
     """:func:`capture_scan` of one case's files, its completeness as ``evaluate`` reads it
     (:func:`~vertebra_traversal.dataset.read_case_info`: the sidecar, or every labelled vertebra complete where
-    there is none). The model and its main network are loaded once per process (:func:`_loaded_main`)."""
+    there is none), then of ``tuning.crops`` random crops of it along z (:func:`~vertebra_traversal.geometry.
+    crop_range_mm`, as the paper's z-crop experiment draws them; a vertebra cut by the crop is incomplete
+    there), ``case_id`` ``<case>-crop<n>``. The model and its main network are loaded once per process
+    (:func:`_loaded_main`)."""
     model, net = _loaded_main(model_path)
     image = read_image(case.image)
     reference = read_label_map(case.labels, reference=image)
     complete = {v.label: v.complete for v in read_case_info(case.files, labels=reference).vertebrae}
-    return capture_scan(image, reference, model, net, complete, approach, case.case_id)
+    scans = [capture_scan(image, reference, model, net, complete, tuning.approach, case.case_id)]
+    rng = np.random.default_rng([tuning.seed, zlib.crc32(case.case_id.encode()), 2])
+    whole = sitk.GetArrayViewFromImage(reference)
+    for n in range(tuning.crops):
+        z0, z1 = crop_range_mm(image, rng)
+        crop = crop_z(reference, z0, z1)
+        scans.append(capture_scan(crop_z(image, z0, z1), crop, model, net,
+                                  _complete_in_crop(whole, sitk.GetArrayViewFromImage(crop), complete),
+                                  tuning.approach, f"{case.case_id}-crop{n + 1}"))
+    return scans
 
 
-def capture_cases(cases: Sequence[TrainingCase], model_path: Path, approach: int = 2, workers: int = 0,
-                  progress: Optional[Progress] = None) -> List[CapturedScan]:
-    """:func:`capture_case` of every case, in ``workers`` processes of one torch thread each (0: here)."""
+def capture_cases(cases: Sequence[TrainingCase], model_path: Path, tuning: LabelTuning = LabelTuning(),
+                  workers: int = 0, progress: Optional[Progress] = None) -> List[CapturedScan]:
+    """:func:`capture_case` of every case (the whole scans and their crops, in order), in ``workers`` processes
+    of one torch thread each (0: here)."""
     def report(done: int, total: int, case_id: str) -> None:
         if progress is not None:
             progress(f"captured {case_id} ({done}/{total})")
 
-    return map_cases(capture_case, cases, model_path, approach, workers=workers, progress=report)
+    per_case = map_cases(capture_case, cases, model_path, tuning, workers=workers, progress=report)
+    return [scan for scans in per_case for scan in scans]
 
 
 def identified(path: torch.nn.Module, scans: Sequence[CapturedScan], labeling: LabelingConfig) -> Tuple[int, int]:

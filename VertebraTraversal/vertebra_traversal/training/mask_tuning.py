@@ -33,7 +33,7 @@ import torch
 from .. import anatomy
 from ..checkpoint import LoadedModel, ModelMetadata, save_torchscript
 from ..evaluate import GroupSummary, summarize
-from ..geometry import crop_z, physical_bounds, to_model_grid
+from ..geometry import crop_range_mm, crop_z, to_model_grid
 from ..imageio import read_image, read_label_map
 from ..metrics import CaseScore
 from ..network import IterativeFCN
@@ -56,7 +56,6 @@ from .validation import score_scan
 logger = logging.getLogger(__name__)
 
 RUNS = ("main", "pipeline")
-CROP_MIN_MM = 150.0
 
 
 @dataclass(frozen=True)
@@ -200,16 +199,6 @@ def capture_patches(image: sitk.Image, reference: sitk.Image, model: LoadedModel
     return MaskPatches(case_id, np.array([calls[k][0] for k in kept], np.float16).reshape(memories.shape),
                        memories, np.array(targets, bool).reshape(memories.shape), centers,
                        tuple(visited[k][1] for k in kept))
-
-
-def crop_range_mm(image: sitk.Image, rng: np.random.Generator) -> Tuple[float, float]:
-    """A range along LPS z (mm) over a random 20–40 % of the scan's length, at least ``CROP_MIN_MM`` (the whole
-    scan where it is shorter), placed at random: the crops of the paper's z-crop experiment (§5.2)."""
-    low, high = physical_bounds(image)
-    length = float(high[2] - low[2])
-    size = min(length, max(CROP_MIN_MM, rng.uniform(0.2, 0.4) * length))
-    start = float(low[2]) + rng.uniform(0.0, length - size)
-    return start, start + size
 
 
 def joined(case_id: str, parts: Sequence[MaskPatches]) -> MaskPatches:
