@@ -78,8 +78,11 @@ def relabel_case(report: Path, out: Path, labeling, confidence=None, direction: 
     if isinstance(doc.get("model"), dict):
         doc["model"].pop("label_count_from_ribs", None)
         doc["model"].pop("label_wide_ratio", None)
+        doc["model"].pop("label_reversal_levels", None)
         if labeling.reads_spacing:
             doc["model"]["label_wide_ratio"] = labeling.wide_ratio
+        if labeling.reversal_levels:
+            doc["model"]["label_reversal_levels"] = labeling.reversal_levels
         doc["model"].update(label_gaps=labeling.max_gaps, label_trimmed=labeling.max_trimmed,
                             label_confidence_fitted=confidence is not None)
         if penalties:

@@ -406,3 +406,24 @@ def test_confidence_from_the_command_line_and_a_new_reading_drops_it(tmp_path):
         tmp_path / "g.pt").label_calibration), tmp_path / "both.pt")
     regapped_model(both, tmp_path / "k.pt", {"max_gaps": 1, "gap_penalty": 0.1})
     assert read_metadata(both).confidence() is not None and read_metadata(tmp_path / "k.pt").confidence() is None
+
+
+def test_keep_reading_writes_the_reversal_and_keeps_it_until_told(folders, tmp_path):
+    model = folders[0]
+    base = CLI + ["calibrate", "--model"]
+    made = subprocess.run(base + [str(model), "--gaussian", "1.5", "--reversal-levels", "6", "--out",
+                                  str(tmp_path / "a.pt")], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    reversal = {"reversal_levels": 6.0, "reversal_penalty": 0.05}  # the price's default
+    assert read_metadata(tmp_path / "a.pt").label_calibration["reversal"] == reversal
+    assert json.loads(made.stdout)["reversal"] == reversal
+    assert SegmentConfig().labeling_for(read_metadata(tmp_path / "a.pt")).reversal_levels == 6.0
+    removed = subprocess.run(base + [str(tmp_path / "a.pt"), "--keep-reading", "--reversal-levels", "0", "--out",
+                                     str(tmp_path / "b.pt")], capture_output=True, text=True, timeout=120)
+    assert removed.returncode == 0, removed.stderr
+    assert "reversal" not in read_metadata(tmp_path / "b.pt").label_calibration
+    for extra in (["--reversal-penalty", "0.1"], ["--reversal-levels", "-2"]):  # a price alone, a negative fall
+        bad = subprocess.run(base + [str(tmp_path / "a.pt"), "--keep-reading", *extra, "--out", str(tmp_path / "c.pt")],
+                             capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and bad.stderr.count("error:") == 1 and "reversal" in bad.stderr, extra
+    assert not (tmp_path / "c.pt").exists()

@@ -3,6 +3,7 @@
 Expected labels come from anatomy (names), and every expected score below is worked out by hand in
 the comment next to it from p(y | v) = max(0, 1 - |v - y|)."""
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -14,7 +15,8 @@ STANDARD_ONLY = LabelingConfig(allow_t13=False, allow_l6=False, allow_four_lumba
 
 
 def names(assignment: LabelAssignment) -> list:
-    return [anatomy.name_of(label) for label in assignment.labels]
+    """The chosen names, "-" for an instance left out."""
+    return [anatomy.name_of(label) if label else "-" for label in assignment.labels]
 
 
 def span(first: str, last: str) -> list:
@@ -344,3 +346,36 @@ def test_spacing_settings_and_centroids_are_checked():
             LabelingConfig(**bad)
     with pytest.raises(ValueError, match="centroids_mm"):
         refine_labels(SPREAD, WIDE, centroids_mm=APART[:3])
+
+
+# L1-L5 and four pieces of the pelvis traversed after them (the docstring's example)
+PELVIS = [20.0, 21.0, 22.0, 23.0, 24.0, 5.5, 7.4, 9.2, 11.3]
+REVERSAL = LabelingConfig(max_trimmed=3, reversal_levels=6.0, reversal_penalty=0.05)
+
+
+def test_what_lies_beyond_a_reversal_of_the_values_may_be_left_out_however_many():
+    # every instance labelled: C2..T3, every lumbar vertebra named cervical
+    assert names(refine_labels(PELVIS, LabelingConfig())) == span("C2", "T3")
+    # three ends left out: the first piece stays, named L6
+    trimmed = refine_labels(PELVIS, LabelingConfig(max_trimmed=3))
+    assert names(trimmed) == span("L1", "L5") + ["L6", "-", "-", "-"] and trimmed.chain == "l6"
+    # beyond the reversal (24 -> 5.5): the four pieces left out at 0.05 each, L1..L5 read exactly
+    read = refine_labels(PELVIS, REVERSAL)
+    assert names(read) == span("L1", "L5") + ["-"] * 4
+    assert read.score == pytest.approx(1.0)
+    # skull pieces read before C1: everything above the reversal left out
+    skull = refine_labels([15.0, 16.0, 1.0, 2.0, 3.0, 4.0, 5.0], REVERSAL)
+    assert names(skull) == ["-", "-"] + span("C1", "C5")
+    # a fall of no more than the setting is no reversal; at least two instances are kept
+    assert refine_labels(PELVIS, replace(REVERSAL, reversal_levels=20.0)).labels == trimmed.labels
+    # L5 alone above the fall would read exactly (1 - 5 x 0.05 = 0.75), the five values below it fit poorly
+    # (C4..T1 at 0.4 - 0.05): still the five are kept, not one alone
+    lone = refine_labels([24.0, 5.0, 7.6, 6.0, 9.6, 8.0], LabelingConfig(reversal_levels=6.0))
+    assert names(lone) == ["-"] + span("C4", "T1")
+
+
+def test_reversal_settings_are_checked():
+    for bad in (dict(reversal_levels=-1.0), dict(reversal_levels=True), dict(reversal_levels=math.inf),
+                dict(reversal_penalty=1.5), dict(reversal_penalty=False)):
+        with pytest.raises(ValueError, match="reversal_"):
+            LabelingConfig(**bad)

@@ -187,3 +187,13 @@ def test_a_report_records_the_models_spacing_reading_only_where_it_reads():
     assert "label_wide_ratio" not in SegmentConfig().selection_record(
         replace(meta, label_calibration={k: v for k, v in reading.items() if k != "spacing"}))
     assert not SegmentConfig(max_gaps=0).labels_as_model(meta) and SegmentConfig().labels_as_model(meta)
+
+
+def test_a_report_records_the_models_reversal_reading_where_it_has_one():
+    from vertebra_traversal.label_calibration import gaussian_reading
+    reading = {**gaussian_reading(1.25).to_json(), "reversal": {"reversal_levels": 6.0, "reversal_penalty": 0.05}}
+    meta = replace(_meta(), label_calibration=reading)
+    assert SegmentConfig().selection_record(meta)["label_reversal_levels"] == 6.0
+    assert SegmentConfig().labeling_for(meta).reversal_penalty == 0.05
+    assert "label_reversal_levels" not in SegmentConfig().selection_record(
+        replace(meta, label_calibration=gaussian_reading(1.25).to_json()))

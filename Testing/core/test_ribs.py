@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from vertebra_traversal.labeling import LabelingConfig
+from vertebra_traversal.labeling import LabelingConfig, refine_labels
 from vertebra_traversal.ribs import (RibConfig, _end_of_run, instance_extent, last_thoracic, rib_assignment, ribs_end_label,
                                   rib_stubs)
 
@@ -161,3 +161,13 @@ def test_an_offer_that_moves_the_vertebra_where_the_ribs_end_by_more_than_max_le
     assert rib_reading(T8_TO_L2, labels, 16, standard, max_levels=1) == {}
     assert rib_reading(T8_TO_L2, labels, 20, standard, max_levels=1)[20] == 19  # one level: offered
     assert rib_reading(T8_TO_L2, labels, 20, max_levels=0.5)[20] == 28  # L1 -> T13: half a level
+
+
+def test_the_ribs_reading_labels_every_vertebra_even_beyond_a_reversal_of_the_values():
+    """T8..L2 and two pieces below with values far under L2's: the run's reading with a reversal setting may
+    leave the pieces out; the ribs' reading, which names every vertebra it is given, does not."""
+    values, labels = T8_TO_L2 + [5.0, 6.0], [15, 16, 17, 18, 19, 20, 21, 22, 23]
+    reversal = LabelingConfig(reversal_levels=6.0)
+    assert refine_labels(values, reversal).labels[-2:] == (0, 0)
+    read = rib_assignment(values, labels, 20, reversal)  # ribs end at the one named L1: T12..L3 move up a level
+    assert read is not None and 0 not in read.labels

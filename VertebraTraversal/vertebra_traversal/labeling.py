@@ -83,6 +83,15 @@ with centroids 30, 45 and 30 mm apart, ``wide_ratio`` 1.05 and ``wide_penalties`
 middle pair makes the skip the better reading (0.725 against 0.65). It applies only where levels may be
 skipped (``max_gaps``).
 
+Also beyond the paper, and off by default: ``LabelingConfig.reversal_levels`` leaves out what lies beyond a
+reversal. Consecutive instances differ by about one level; where a value lies more than ``reversal_levels``
+below the one above it, one side of that place is not the spine read in order: pieces of the pelvis or the
+sacrum traversed after L5, of the skull before C1. A sequence may then leave out every instance below that
+place, or every one above it (at least two kept), each at ``reversal_penalty`` and however many they are.
+``[20, 21, 22, 23, 24, 5.5, 7.4, 9.2, 11.3]`` (L1-L5 and four pieces of the pelvis) is read C2-T3 when every
+instance keeps a label (0.133), L1-L6 in an L6 chain with three ends left out (K = 3: the first piece named
+L6); with ``reversal_levels`` 6 (``reversal_penalty`` 0.05), L1-L5 (1.0 less 0.2).
+
 Confidence: ``likelihoods`` are the raw ``p(y | v)`` of the chosen labels; ``confidences`` are
 per-vertebra marginals over all candidate sequences: the share of the candidates' weight that agrees
 with the chosen label. A candidate of n vertebrae weighs ``s**n``, ``s`` its (penalised) average
@@ -285,7 +294,7 @@ def _candidates(values: Sequence[float], chains: Sequence[_Chain],
         thoracic_end = _last_thoracic(chain)
         p = [[score(v, m.expected) for m in chain.members] for v in values]
         d = [[_distance(v, m.expected, calibration) for m in chain.members] for v in values]
-        for top, bottom in _trims(n, len(chain.members), config.max_trimmed):
+        for top, bottom, trim_price in _trims(values, len(chain.members), config):
             for positions in _position_runs(n - top - bottom, len(chain.members), config.max_gaps):
                 if any(r not in positions for r in chain.required):
                     continue
@@ -295,18 +304,26 @@ def _candidates(values: Sequence[float], chains: Sequence[_Chain],
                     top <= last_thoracic < n - bottom and positions[last_thoracic - top] == thoracic_end)
                 out.append(_Candidate(chain, positions, tuple(p[i][k] for i, k in zip(rows, positions)),
                                       sum(d[i][k] for i, k in zip(rows, positions)), config.gap_penalty,
-                                      (top, bottom), config.trim_penalty,
+                                      (top, bottom), trim_price,
                                       config.bottom_anchor_penalty if off_end else 0.0,
                                       config.rib_anchor_penalty if off_rib else 0.0,
                                       _spacing_penalty(positions, wide[top:], config) if wide else 0.0))
     return out
 
 
-def _trims(n: int, members: int, max_trimmed: int) -> List[Tuple[int, int]]:
-    """(left out at the top, at the bottom) for ``n`` values: at most ``max_trimmed`` together, at least one
-    value kept, and no more kept than a chain of ``members`` holds."""
-    return [(top, bottom) for top in range(max_trimmed + 1) for bottom in range(max_trimmed + 1 - top)
-            if 0 < n - top - bottom <= members]
+def _trims(values: Sequence[float], members: int, config: LabelingConfig) -> List[Tuple[int, int, float]]:
+    """(left out at the top, at the bottom, price per instance left out) for the ``values``: at most
+    ``config.max_trimmed`` together at ``config.trim_penalty``; with ``config.reversal_levels``, where a value lies
+    more than that many levels below the one above it, everything below that place or everything above it at
+    ``config.reversal_penalty`` (two kept at least). Always at least one value kept, and no more than a chain of
+    ``members`` holds."""
+    n, most = len(values), config.max_trimmed
+    out = [(top, bottom, config.trim_penalty) for top in range(most + 1) for bottom in range(most + 1 - top)]
+    if config.reversal_levels:
+        drops = [i for i in range(n - 1) if values[i + 1] < values[i] - config.reversal_levels]
+        out += [(top, bottom, config.reversal_penalty) for i in drops for top, bottom in ((0, n - 1 - i), (i + 1, 0))
+                if n - top - bottom >= 2]
+    return [t for t in out if 0 < n - t[0] - t[1] <= members]
 
 
 def _distance(value: float, expected: Sequence[float], calibration: Optional[LabelCalibration]) -> float:

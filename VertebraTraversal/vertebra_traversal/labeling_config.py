@@ -38,6 +38,10 @@ class LabelingConfig:
             as far apart as the pairs around them (:func:`.labeling.spacing_ratios`); 0 = never (the paper), else >= 1.
         wide_penalties: (a skipped level, consecutive levels) between two instances wide apart, each subtracted
             from the sequence's average likelihood (0..1) instead of ``gap_penalty`` and 0.
+        reversal_levels: where a label value lies more than this many levels below the one above it, a sequence
+            may leave out every instance below that place, or every one above it, however many (pieces of
+            other bone traversed before or after the spine); 0 = never (the paper).
+        reversal_penalty: subtracted from the sequence's average likelihood per instance so left out (0..1).
     """
 
     allow_t13: bool = True
@@ -55,12 +59,15 @@ class LabelingConfig:
     rib_anchor_penalty: float = 1.0
     wide_ratio: float = 0.0
     wide_penalties: Tuple[float, float] = (0.1, 0.0)
+    reversal_levels: float = 0.0
+    reversal_penalty: float = 0.05
 
     def __post_init__(self) -> None:
         for name in ("allow_t13", "allow_l6", "allow_four_lumbar", "rib_anchor"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"LabelingConfig.{name}: expected true/false, got {getattr(self, name)!r}")
-        for name in ("variant_penalty", "gap_penalty", "trim_penalty", "bottom_anchor_penalty", "rib_anchor_penalty"):
+        for name in ("variant_penalty", "gap_penalty", "trim_penalty", "bottom_anchor_penalty", "rib_anchor_penalty",
+                     "reversal_penalty"):
             penalty, most = getattr(self, name), 2.0 if name == "rib_anchor_penalty" else 1.0
             if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not 0.0 <= penalty <= most:
                 raise ValueError(f"LabelingConfig.{name}: expected a number in [0, {most:g}], got {penalty!r}")
@@ -72,6 +79,9 @@ class LabelingConfig:
         anchor = self.bottom_anchor_mm
         if isinstance(anchor, bool) or not isinstance(anchor, (int, float)) or not 0.0 <= anchor < math.inf:
             raise ValueError(f"LabelingConfig.bottom_anchor_mm: expected a number of mm >= 0, got {anchor!r}")
+        drop = self.reversal_levels
+        if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not 0.0 <= drop < math.inf:
+            raise ValueError(f"LabelingConfig.reversal_levels: expected 0 (off) or a number of levels > 0, got {drop!r}")
         self._check_spacing()
         if self.calibration is not None and not isinstance(self.calibration, LabelCalibration):
             raise ValueError(f"LabelingConfig.calibration: expected a LabelCalibration, got {self.calibration!r}")

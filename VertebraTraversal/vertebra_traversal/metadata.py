@@ -55,7 +55,8 @@ def _default_labels() -> Tuple[int, ...]:
 #: (``LabelingConfig`` count field, its penalty field).
 SEQUENCE_ENTRIES = {"gaps": ("max_gaps", "gap_penalty"), "trim": ("max_trimmed", "trim_penalty"),
                     "anchor": ("bottom_anchor_mm", "bottom_anchor_penalty"),
-                    "ribs": ("rib_anchor", "rib_anchor_penalty"), "spacing": ("wide_ratio", "wide_penalties")}
+                    "ribs": ("rib_anchor", "rib_anchor_penalty"), "spacing": ("wide_ratio", "wide_penalties"),
+                    "reversal": ("reversal_levels", "reversal_penalty")}
 
 @dataclass(frozen=True)
 class ModelMetadata:
@@ -86,7 +87,9 @@ class ModelMetadata:
             "rib_anchor_penalty": R}`` read the lowest rib-bearing instance as the last thoracic vertebra (CT;
             ``calibrate --rib-anchor on``; :mod:`.ribs`), an optional ``spacing`` entry ``{"wide_ratio": W,
             "wide_penalties": [S, K]}`` price a skipped level between two instances W times as far apart as
-            those around them S and no skip there K (``calibrate --wide-ratio``; :mod:`.labeling`).
+            those around them S and no skip there K (``calibrate --wide-ratio``; :mod:`.labeling`), an optional
+            ``reversal`` entry ``{"reversal_levels": D, "reversal_penalty": P}`` let it leave out, at P each, every
+            instance beyond a value more than D levels below the one above it (``calibrate --reversal-levels``).
         label_confidence: ``ConfidenceCalibration.to_json()`` (:mod:`.confidence`; ``calibrate --confidence``):
             what a vertebra's label likelihood and its distance from the traversal's start say about the
             label being right, fitted on cases segmented with this model's own settings
@@ -215,7 +218,8 @@ class ModelMetadata:
         ``{"max_gaps": G, "gap_penalty": D}`` (skipped levels), ``{"max_trimmed": K, "trim_penalty": T}``
         (instances left out at the chain's ends), ``{"bottom_anchor_mm": G, "bottom_anchor_penalty": A}`` (the
         lowest instance on the sacrum), ``{"rib_anchor": True, "rib_anchor_penalty": R}`` (the last rib) and / or
-        ``{"wide_ratio": W, "wide_penalties": (S, K)}`` (skipped levels priced by the instances' spacing);
+        ``{"wide_ratio": W, "wide_penalties": (S, K)}`` (skipped levels priced by the instances' spacing),
+        ``{"reversal_levels": D, "reversal_penalty": P}`` (what lies beyond a reversal of the values left out);
         a count 0, False or absent: no such entry."""
         record = calibration.to_json()
         for entry, (count, penalty) in SEQUENCE_ENTRIES.items():
@@ -252,7 +256,8 @@ class ModelMetadata:
 
     def label_sequence(self) -> Dict[str, Any]:
         """Every sequence setting the reading carries (``SEQUENCE_ENTRIES``: :meth:`label_gaps`,
-        :meth:`label_trim`, :meth:`label_anchor` and the rib anchor) as ``LabelingConfig`` fields.
+        :meth:`label_trim`, :meth:`label_anchor`, the rib anchor, the spacing and the reversal) as ``LabelingConfig``
+        fields.
 
         Raises:
             CheckpointError: an entry is invalid.

@@ -223,12 +223,13 @@ def rib_assignment(values: Sequence[float], labels: Sequence[int], ribs_end: Opt
             (:func:`ribs_end_label`), or None (not in view: None).
         labeling: the run's label reading; read again with the rib anchor at ``ABSOLUTE_PENALTY`` (a
             sequence that does not name that vertebra its chain's last thoracic member loses to any that
-            does) and no end left out, so that every vertebra keeps a label.
+            does) and no end left out (nor any instance beyond a reversal), so that every vertebra keeps a label.
         gap_below_mm, centroids_mm: as :func:`.labeling.refine_labels` takes them.
     """
     if ribs_end is None or ribs_end not in labels or len(values) != len(labels):
         return None
-    anchored = replace(labeling, rib_anchor=True, rib_anchor_penalty=ABSOLUTE_PENALTY, max_trimmed=0)
+    anchored = replace(labeling, rib_anchor=True, rib_anchor_penalty=ABSOLUTE_PENALTY, max_trimmed=0,
+                       reversal_levels=0.0)
     end = list(labels).index(ribs_end)
     read = refine_labels(values, anchored, gap_below_mm, end, centroids_mm)
     moved = abs(anatomy.vertebra(read.labels[end]).rank - anatomy.vertebra(ribs_end).rank)

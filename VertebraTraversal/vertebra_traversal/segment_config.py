@@ -25,7 +25,7 @@ PAPER_SURFACE_THRESHOLD_HU = 200.0
 #: The entries of :meth:`SegmentConfig.selection_record` that it writes only where they apply, so that
 #: reports from before them stay readable.
 SELECTION_OPTIONAL = ("fragment_pieces", "label_bottom_anchor_mm", "label_rib_anchor", "label_count_from_ribs",
-                      "rescue_network", "label_wide_ratio")
+                      "rescue_network", "label_wide_ratio", "label_reversal_levels")
 
 
 @dataclass(frozen=True)
@@ -244,6 +244,8 @@ class SegmentConfig:
             record["label_count_from_ribs"] = True
         if labeling.reads_spacing:  # likewise
             record["label_wide_ratio"] = labeling.wide_ratio
+        if labeling.reversal_levels:  # likewise
+            record["label_reversal_levels"] = labeling.reversal_levels
         if meta.start_network.get("rescue"):   # recorded only for a model with one: older reports stay readable
             record["rescue_network"] = self.rescues(meta)
         return record

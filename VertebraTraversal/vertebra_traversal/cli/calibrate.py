@@ -41,6 +41,11 @@ them, a skipped level costs S instead of ``--gap-penalty`` and keeping consecuti
 The in-sample identification printed after a fit does not apply it: the reports' centroids are not the
 model grid's.
 
+``--reversal-levels D [--reversal-penalty P]`` (any mode): where a label value lies more than D levels below
+the one above it, a sequence may leave out every instance below that place, or every one above it, each at P
+(default 0.05), however many: pieces of the pelvis or the sacrum traversed after L5 no longer move every label.
+Off by default.
+
 ``--confidence`` (with ``--pred`` and ``--ref``, nothing else) fits no label reading but the label
 confidence (:mod:`vertebra_traversal.confidence`): the probability that a label is right, from its
 likelihood and its distance from the end of the chain where the traversal started, fitted on cases the
@@ -52,7 +57,8 @@ the in-sample Brier score (lower is better) beside that of a constant, and the a
 ``--keep-reading`` fits nothing: the model keeps the label reading it carries (a fitted table or a
 Gaussian) and its skipped-level allowance unless ``--gaps`` is given (``--gaps 0`` removes one), likewise
 its ends allowance unless ``--trim-ends`` is given, its bottom anchor unless ``--bottom-anchor-mm`` is, its
-rib anchor unless ``--rib-anchor`` is, its spacing unless ``--wide-ratio`` is, with
+rib anchor unless ``--rib-anchor`` is, its spacing unless ``--wide-ratio`` is, its reversal unless
+``--reversal-levels`` is, with
 ``--surface-threshold-hu``, ``--edge-margin-mm`` and ``--edge-min-contact-mm2`` when given.
 
 ``--surface-threshold-hu HU`` (any mode) also records the threshold below which ``segment``'s CT surface
@@ -141,6 +147,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--wide-penalties", type=float, nargs=2, metavar=("S", "K"),
                         help="a skipped level and consecutive levels between two instances wide apart, each "
                              "subtracted from a sequence's average likelihood (default 0.1 0; needs --wide-ratio)")
+    parser.add_argument("--reversal-levels", type=float, metavar="D",
+                        help="where a label value lies more than D levels below the one above it, a sequence may "
+                             "leave out everything below that place or everything above it (default 0: off; with "
+                             "--keep-reading: the model's)")
+    parser.add_argument("--reversal-penalty", type=float, metavar="P",
+                        help="subtracted from a sequence's average likelihood per instance so left out (default "
+                             "0.05; needs --reversal-levels)")
     parser.add_argument("--surface-threshold-hu", type=float, metavar="HU",
                         help="record the CT surface refinement threshold of this model's masks (default: keep the "
                              "model's; without one segment uses the paper's 200)")
@@ -223,7 +236,8 @@ SEQUENCE_OPTIONS = (("--gaps", "--gap-penalty", "max_gaps", "gap_penalty"),
                     ("--trim-ends", "--trim-penalty", "max_trimmed", "trim_penalty"),
                     ("--bottom-anchor-mm", "--bottom-anchor-penalty", "bottom_anchor_mm", "bottom_anchor_penalty"),
                     ("--rib-anchor", "--rib-anchor-penalty", "rib_anchor", "rib_anchor_penalty"),
-                    ("--wide-ratio", "--wide-penalties", "wide_ratio", "wide_penalties"))
+                    ("--wide-ratio", "--wide-penalties", "wide_ratio", "wide_penalties"),
+                    ("--reversal-levels", "--reversal-penalty", "reversal_levels", "reversal_penalty"))
 
 
 def _sequence(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
