@@ -81,7 +81,8 @@ class LabelingConfig:
             raise ValueError(f"LabelingConfig.bottom_anchor_mm: expected a number of mm >= 0, got {anchor!r}")
         drop = self.reversal_levels
         if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not 0.0 <= drop < math.inf:
-            raise ValueError(f"LabelingConfig.reversal_levels: expected 0 (off) or a number of levels > 0, got {drop!r}")
+            raise ValueError(f"LabelingConfig.reversal_levels: expected 0 (off) or a number of levels > 0, "
+                             f"got {drop!r}")
         self._check_spacing()
         if self.calibration is not None and not isinstance(self.calibration, LabelCalibration):
             raise ValueError(f"LabelingConfig.calibration: expected a LabelCalibration, got {self.calibration!r}")

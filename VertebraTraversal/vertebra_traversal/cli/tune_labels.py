@@ -8,9 +8,10 @@ reference vertebra that vertebra is matched to, and the label path alone is trai
 ``--validation`` cases is written; where none identifies more than the model as it is, nothing is
 written (exit 1). ``--crops N`` records N random crops of every case along z as well (20-40 % of its length,
 at least 150 mm, as the paper's z-crop experiment draws them), so that the label path also learns vertebrae
-at the borders of fields of view that the scans themselves do not have. Masks and completeness stay as they are. As after ``train --init``, a label reading
-fitted to the old label values (``calibrate`` with ``--pred``) and a fitted label confidence are dropped
-with a warning (a Gaussian reading stays): fit them again with ``calibrate``.
+at the borders of fields of view that the scans themselves do not have. Masks and completeness stay as they
+are. As after ``train --init``, a label reading fitted to the old label values (``calibrate`` with
+``--pred``) and a fitted label confidence are dropped with a warning (a Gaussian reading stays): fit them
+again with ``calibrate``.
 
     vertebra-traversal tune-labels --model ct --data ct-train/ --validation ct-aside/ --out ct-tuned.pt
 
@@ -52,8 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--approach", type=int, default=defaults.approach,
                         help=f"steps before the label patch kept per vertebra (default {defaults.approach})")
     parser.add_argument("--crops", type=int, default=defaults.crops,
-                        help="random crops along z recorded per case besides the whole scan, 20-40 %% of its length and "
-                             f"at least 150 mm, as the paper's z-crop experiment (default {defaults.crops})")
+                        help="random crops along z recorded per case besides the whole scan, 20-40 %% of its length "
+                             f"and at least 150 mm, as the paper's z-crop experiment (default {defaults.crops})")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the order of the patches and the crops")
     add_processes(parser)
     parser.set_defaults(func=run)
