@@ -36,7 +36,7 @@ from vertebra_traversal.checkpoint import read_metadata
 from vertebra_traversal.confidence import ribs_disagree, steps_from_start
 from vertebra_traversal.labeling import refine_labels
 from vertebra_traversal.models import resolve_model
-from vertebra_traversal.segment_config import SegmentConfig
+from vertebra_traversal.segment_config import SegmentConfig, reading_record
 
 REPORT = "_report.json"
 
@@ -79,10 +79,7 @@ def relabel_case(report: Path, out: Path, labeling, confidence=None, direction: 
         doc["model"].pop("label_count_from_ribs", None)
         doc["model"].pop("label_wide_ratio", None)
         doc["model"].pop("label_reversal_levels", None)
-        if labeling.reads_spacing:
-            doc["model"]["label_wide_ratio"] = labeling.wide_ratio
-        if labeling.reversal_levels:
-            doc["model"]["label_reversal_levels"] = labeling.reversal_levels
+        doc["model"].update(reading_record(labeling))
         doc["model"].update(label_gaps=labeling.max_gaps, label_trimmed=labeling.max_trimmed,
                             label_confidence_fitted=confidence is not None)
         if penalties:

@@ -28,6 +28,18 @@ SELECTION_OPTIONAL = ("fragment_pieces", "label_bottom_anchor_mm", "label_rib_an
                       "rescue_network", "label_wide_ratio", "label_reversal_levels")
 
 
+def reading_record(labeling: LabelingConfig) -> Dict[str, Any]:
+    """The report entries of a label reading's optional settings that apply (``SELECTION_OPTIONAL``):
+    ``label_wide_ratio`` where it prices skipped levels by the instances' spacing, ``label_reversal_levels``
+    where it leaves out what lies beyond a reversal of the values; absent otherwise."""
+    record: Dict[str, Any] = {}
+    if labeling.reads_spacing:
+        record["label_wide_ratio"] = labeling.wide_ratio
+    if labeling.reversal_levels:
+        record["label_reversal_levels"] = labeling.reversal_levels
+    return record
+
+
 @dataclass(frozen=True)
 class SegmentConfig:
     """User-facing settings of one segmentation run.
@@ -242,10 +254,7 @@ class SegmentConfig:
             record["label_rib_anchor"] = True
         if self.counts_from_ribs(meta):  # likewise
             record["label_count_from_ribs"] = True
-        if labeling.reads_spacing:  # likewise
-            record["label_wide_ratio"] = labeling.wide_ratio
-        if labeling.reversal_levels:  # likewise
-            record["label_reversal_levels"] = labeling.reversal_levels
+        record.update(reading_record(labeling))  # likewise
         if meta.start_network.get("rescue"):   # recorded only for a model with one: older reports stay readable
             record["rescue_network"] = self.rescues(meta)
         return record

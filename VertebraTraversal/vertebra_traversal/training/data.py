@@ -21,17 +21,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 
 from .. import anatomy, imageio
 from ..dataset import MODALITIES, CaseFiles, list_cases, read_case_info
-from ..geometry import to_model_grid
+from ..geometry import crop_range_mm, crop_z, to_model_grid
 from ..imageio import InputError, atomic_path, write_json_atomic
 from ..normalization import NormalizationSpec, normalize
 from .sampler import ScanIndex, scan_index
@@ -264,3 +265,16 @@ def _reported(results: Iterable[PreparedCase], cases: Sequence[TrainingCase],
         if progress is not None:
             progress(number, len(cases), case.case_id)
     return prepared
+
+
+def case_crops(case_id: str, image: sitk.Image, reference: sitk.Image, count: int, seed: int,
+               stream: int) -> List[Tuple[str, sitk.Image, sitk.Image]]:
+    """``count`` random crops of a case along z (:func:`~vertebra_traversal.geometry.crop_range_mm`, as the
+    paper's z-crop experiment draws them), each ``(<case_id>-crop<n>, image, reference)``: drawn from ``seed``,
+    the case and ``stream`` (a tuner's own), so a case gets the same crops in every run and process."""
+    rng = np.random.default_rng([seed, zlib.crc32(case_id.encode()), stream])
+    out = []
+    for n in range(count):
+        z0, z1 = crop_range_mm(image, rng)
+        out.append((f"{case_id}-crop{n + 1}", crop_z(image, z0, z1), crop_z(reference, z0, z1)))
+    return out

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import zlib
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -28,7 +27,6 @@ import torch
 from .. import anatomy
 from ..checkpoint import LoadedModel, ModelMetadata
 from ..dataset import read_case_info
-from ..geometry import crop_range_mm, crop_z
 from ..imageio import read_image, read_label_map
 from ..labeling import LabelingConfig, refine_labels
 from ..metrics import largest_overlap_matches
@@ -38,7 +36,7 @@ from ..predictor import PatchPrediction, Predictor
 from ..segment_config import SegmentConfig
 from ..start_network import named_networks
 from .config import LR_SCHEDULES, check_choice, check_settings, scheduled_learning_rate
-from .data import TrainingCase
+from .data import TrainingCase, case_crops
 from .parallel import loaded_model, map_cases
 from .trainer import inherited_reading
 
@@ -244,14 +242,11 @@ def capture_case(case: TrainingCase, model_path: Path, tuning: LabelTuning = Lab
     reference = read_label_map(case.labels, reference=image)
     complete = {v.label: v.complete for v in read_case_info(case.files, labels=reference).vertebrae}
     scans = [capture_scan(image, reference, model, net, complete, tuning.approach, case.case_id)]
-    rng = np.random.default_rng([tuning.seed, zlib.crc32(case.case_id.encode()), 2])
     whole = sitk.GetArrayViewFromImage(reference)
-    for n in range(tuning.crops):
-        z0, z1 = crop_range_mm(image, rng)
-        crop = crop_z(reference, z0, z1)
-        scans.append(capture_scan(crop_z(image, z0, z1), crop, model, net,
+    for crop_id, image_crop, crop in case_crops(case.case_id, image, reference, tuning.crops, tuning.seed, 2):
+        scans.append(capture_scan(image_crop, crop, model, net,
                                   _complete_in_crop(whole, sitk.GetArrayViewFromImage(crop), complete),
-                                  tuning.approach, f"{case.case_id}-crop{n + 1}"))
+                                  tuning.approach, crop_id))
     return scans
 
 

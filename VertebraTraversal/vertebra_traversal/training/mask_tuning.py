@@ -33,7 +33,7 @@ import torch
 from .. import anatomy
 from ..checkpoint import LoadedModel, ModelMetadata, save_torchscript
 from ..evaluate import GroupSummary, summarize
-from ..geometry import crop_range_mm, crop_z, to_model_grid
+from ..geometry import to_model_grid
 from ..imageio import read_image, read_label_map
 from ..metrics import CaseScore
 from ..network import IterativeFCN
@@ -45,7 +45,7 @@ from ..start_network import named_networks, with_networks
 from ..torch_predictor import TorchPredictor
 from ..traversal import PatchEvent, crop_patch, traverse
 from .config import LR_SCHEDULES, check_choice, check_settings, scheduled_learning_rate
-from .data import TrainingCase, prepare_cases
+from .data import TrainingCase, case_crops, prepare_cases
 from .label_tuning import RecordingPredictor, main_network
 from .loss import LossConfig, reference_voxels, segmentation_error, surface_weights
 from .parallel import loaded_model, map_cases
@@ -67,7 +67,7 @@ class MaskTuning:
     memory (:func:`expert_target`); ``search_share`` of the sliding search's patches are kept (all of the
     climbs'), of the main network's run alone (``runs`` = ``main``) or of every run the pipeline makes
     (``pipeline``: also the fallback's, where the main network stalls), in each scan and in ``crops`` random
-    crops of it along z (:func:`crop_range_mm`); ``sampler_share`` of each batch's patches are drawn instead by
+    crops of it along z (:func:`.data.case_crops`); ``sampler_share`` of each batch's patches are drawn instead by
     §3.6's sampler from the same scans (:func:`~vertebra_traversal.training.patches.model_patches`; 0: none);
     ``seed`` seeds those choices and the batches."""
 
@@ -210,16 +210,14 @@ def joined(case_id: str, parts: Sequence[MaskPatches]) -> MaskPatches:
 
 def capture_case(case: TrainingCase, model_path: Path, tuning: MaskTuning = MaskTuning()) -> MaskPatches:
     """:func:`capture_patches` of one case's files and of ``tuning.crops`` random crops of it along z
-    (:func:`crop_range_mm`; the cut vertebrae are the crop's); the model is loaded once per process."""
+    (:func:`.data.case_crops`; the cut vertebrae are the crop's); the model is loaded once per process."""
     image = read_image(case.image)
     reference = read_label_map(case.labels, reference=image)
     model = loaded_model(model_path)
     parts = [capture_patches(image, reference, model, tuning, case.case_id)]
-    rng = np.random.default_rng([tuning.seed, zlib.crc32(case.case_id.encode()), 1])
-    for n in range(tuning.crops):
-        z0, z1 = crop_range_mm(image, rng)
-        parts.append(capture_patches(crop_z(image, z0, z1), crop_z(reference, z0, z1), model, tuning,
-                                     f"{case.case_id}-crop{n + 1}"))
+    for crop_id, image_crop, reference_crop in case_crops(case.case_id, image, reference, tuning.crops,
+                                                          tuning.seed, 1):
+        parts.append(capture_patches(image_crop, reference_crop, model, tuning, crop_id))
     return joined(case.case_id, parts)
 
 
