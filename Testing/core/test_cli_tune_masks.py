@@ -55,6 +55,7 @@ def test_validation_cases_must_not_repeat_training_cases(folders, capsys):
                                             (["--iterations", "10", "--checkpoints", "5", "20"],
                                              "--checkpoints must be between 1 and the iterations"),
                                             (["--batch-size", "0"], "--batch-size must be at least 1"),
+                                            (["--shares", "0.5", "0"], "--shares must be in (0, 1]"),
                                             (["--batch-size", "1", "--sampler-share", "0.4"],
                                              "--sampler-share must be 0, or a share of the batch size")])
 def test_bad_settings_are_refused_with_their_option(folders, capsys, extra, message):
@@ -67,17 +68,19 @@ def test_bad_settings_are_refused_with_their_option(folders, capsys, extra, mess
 def test_a_run_writes_the_kept_checkpoint_with_its_record_or_nothing(folders, capsys):
     root, model = folders
     code = cli.main(_args(root, model, "--iterations", "4", "--checkpoints", "2", "4", "--search-share", "1",
-                          "--sampler-share", "0.5"))
+                          "--sampler-share", "0.5", "--shares", "1", "0.5"))
     summary = json.loads(capsys.readouterr().out)
-    assert set(summary["scores"]) == {"0", "2", "4"} and summary["patches"] > 0
+    assert list(summary["scores"]) == ["0", "2@0.5", "2", "4@0.5", "4"] and summary["patches"] > 0
     assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []  # no checkpoint or cache left behind
     if summary["chosen"] is None:
-        assert code == 1 and summary["model"] is None and not (root / "tuned.pt").exists()
+        assert code == 1 and summary["model"] is None and summary["share"] is None
+        assert not (root / "tuned.pt").exists()
         return
     assert code == 0 and summary["model"] == str(root / "tuned.pt")
     tuned, base = load_model(root / "tuned.pt", device="cpu"), load_model(model, device="cpu")
     record = tuned.metadata.training["mask_tuning"]
-    assert record["chosen"] == summary["chosen"] and record["data"] == ["case001"]
+    assert record["chosen"] == summary["chosen"] and record["share"] == summary["share"] in (0.5, 1.0)
+    assert record["data"] == ["case001"]
     assert record["validation"] == ["case002"] and record["tuning"]["iterations"] == 4
     assert record["tuning"]["sampler_share"] == 0.5
     new, old = named_networks(tuned)["main"].state_dict(), named_networks(base)["main"].state_dict()
@@ -101,7 +104,8 @@ def test_the_kept_checkpoint_is_written_beside_the_start_network_with_its_record
         for name, value in tuned.named_parameters():
             if name.startswith(("decoders.", "seg_out.")):
                 value.add_(0.5)
-    result = MaskTuningResult(chosen=75, scores={0: _aside_row(0.6), 75: _aside_row(0.7)},
+    result = MaskTuningResult(chosen=(75, 0.5), scores={(0, 1.0): _aside_row(0.6), (75, 1.0): _aside_row(0.65),
+                                                        (75, 0.5): _aside_row(0.7)},
                               losses=[2.0] * 25 + [1.0] * 25, network=tuned, patches=40)
     cases = (find_cases([root / "train"]), find_cases([root / "aside"]))
     with caplog.at_level(logging.WARNING):
@@ -117,11 +121,12 @@ def test_the_kept_checkpoint_is_written_beside_the_start_network_with_its_record
     meta = written.metadata
     assert meta.label_confidence == {} and meta.start_network == model.metadata.start_network
     record = meta.training["mask_tuning"]
-    assert record["init"] == str(path) and record["chosen"] == 75 and record["patches"] == 40
+    assert record["init"] == str(path) and record["chosen"] == 75 and record["share"] == 0.5
+    assert record["patches"] == 40
     assert record["first_loss"] == 2.0 and record["last_loss"] == 1.0 and record["seconds"] == 12
-    assert record["tuning"]["iterations"] == 150 and set(record["scores"]) == {"0", "75"}
-    assert record["scores"]["75"]["dice"] == 0.7 and record["scores"]["0"]["false_detections"] == 1
+    assert record["tuning"]["iterations"] == 150 and list(record["scores"]) == ["0", "75@0.5", "75"]
+    assert record["scores"]["75@0.5"]["dice"] == 0.7 and record["scores"]["0"]["false_detections"] == 1
     assert record["data"] == ["case001"] and record["validation"] == ["case002"]
-    with pytest.raises(ValueError, match="no checkpoint was kept"):
+    with pytest.raises(ValueError, match="no candidate was kept"):
         write_tuned(root / "other.pt", path, model, replace(result, chosen=None), MaskTuning(), cases, 1.0)
     assert not (root / "other.pt").exists()

@@ -25,7 +25,8 @@ from vertebra_traversal.phantom.sample import SAMPLE_CONFIG
 from vertebra_traversal.traversal import crop_patch
 from vertebra_traversal.training.data import describe_case, find_cases, prepare_cases
 from vertebra_traversal.training.loss import LossConfig, reference_voxels, segmentation_error, surface_weights
-from vertebra_traversal.training.mask_tuning import (MaskPatches, MaskTuning, capture_case, capture_patches,
+from vertebra_traversal.training.mask_tuning import (START, MaskPatches, MaskTuning, candidate_name,
+                                                     candidate_state, capture_case, capture_patches,
                                                      choose_checkpoint,
                                                      expert_target, segmentation_parameters, tune_masks,
                                                      tune_segmentation_path, tuned_metadata)
@@ -59,7 +60,8 @@ def test_settings_are_checked():
                 {"done_share": 1.5}, {"search_share": -0.1}, {"checkpoints": ()}, {"checkpoints": (0,)},
                 {"iterations": 10, "checkpoints": (5, 11)}, {"learning_rate_schedule": "step"}, {"runs": "start"},
                 {"crops": -1}, {"sampler_share": -0.1}, {"sampler_share": 1.0},
-                {"batch_size": 1, "sampler_share": 0.3}, {"batch_size": 2, "sampler_share": 0.9}):
+                {"batch_size": 1, "sampler_share": 0.3}, {"batch_size": 2, "sampler_share": 0.9},
+                {"shares": ()}, {"shares": (0.0, 0.5)}, {"shares": (1.5,)}):
         with pytest.raises(ValueError):
             MaskTuning(**bad)
     assert MaskTuning(batch_size=4, sampler_share=0.5).sampled_per_batch == 2
@@ -238,14 +240,26 @@ def _row(dice, identification):
     return GroupSummary("aside", 3, 30, dice, 0.0, 1.0, 0.0, identification, 1.0, 1.0, 0.0, 0.0, 0, 0)
 
 
-def test_the_checkpoint_kept_has_the_highest_dice_of_those_that_identify_no_fewer():
+def test_the_candidate_kept_has_the_highest_dice_of_those_that_identify_no_fewer():
     start = _row(0.70, 0.60)
-    assert choose_checkpoint(start, {50: _row(0.75, 0.60), 75: _row(0.80, 0.59), 100: _row(0.72, 0.90)}) == 50
-    assert choose_checkpoint(start, {50: _row(0.75, 0.70), 75: _row(0.75, 0.65)}) == 50  # a tie: the earlier
-    assert choose_checkpoint(start, {50: _row(0.70, 0.90), 75: _row(0.90, 0.50)}) is None
-    assert choose_checkpoint(start, {50: _row(math.nan, 0.9)}) is None
+    c50, c75, c100, m50 = (50, 1.0), (75, 1.0), (100, 1.0), (50, 0.25)
+    assert choose_checkpoint(start, {c50: _row(0.75, 0.60), c75: _row(0.80, 0.59), c100: _row(0.72, 0.90)}) == c50
+    assert choose_checkpoint(start, {c50: _row(0.75, 0.70), c75: _row(0.75, 0.65)}) == c50  # a tie: the earlier
+    assert choose_checkpoint(start, {c50: _row(0.75, 0.70), m50: _row(0.75, 0.65)}) == m50  # then the nearer
+    assert choose_checkpoint(start, {c50: _row(0.80, 0.50), m50: _row(0.72, 0.60)}) == m50  # the mix qualifies
+    assert choose_checkpoint(start, {c50: _row(0.70, 0.90), c75: _row(0.90, 0.50)}) is None
+    assert choose_checkpoint(start, {c50: _row(math.nan, 0.9)}) is None
     nothing = _row(0.0, math.nan)  # no vertebra matched: identification counts as 0
-    assert choose_checkpoint(nothing, {50: _row(0.1, 0.0), 75: _row(0.2, math.nan)}) == 75
+    assert choose_checkpoint(nothing, {c50: _row(0.1, 0.0), c75: _row(0.2, math.nan)}) == c75
+
+
+def test_a_candidate_is_the_checkpoint_mixed_into_the_model_at_its_share():
+    start = {"w": torch.tensor([0.0, 2.0]), "n": torch.tensor(3)}
+    tuned = {"w": torch.tensor([4.0, 2.0 + 1e-7]), "n": torch.tensor(5)}
+    mixed = candidate_state(start, tuned, 0.25)
+    assert torch.equal(mixed["w"][:1], torch.tensor([1.0])) and mixed["n"] == 3  # counters stay the model's
+    assert candidate_state(start, tuned, 1.0) is tuned  # the checkpoint itself, not a rounded mix
+    assert [candidate_name(c) for c in (START, (50, 1.0), (50, 0.25), (75, 0.5))] == ["0", "50", "50@0.25", "75@0.5"]
 
 
 def test_the_tuned_model_keeps_its_label_reading_and_drops_its_label_confidence():
@@ -275,11 +289,14 @@ def test_a_run_scores_each_checkpoint_and_returns_the_kept_weights(tmp_path):
         write_spine_case(tmp_path / ("train" if n < 2 else "aside"), f"case{n}", ids, shape=(48, 24, 24), seed=n)
     path = tiny_model(tmp_path / "tiny.pt", spacing_mm=4.0)
     before = load_model(path, device="cpu").module.state_dict()
-    tuning = MaskTuning(iterations=4, checkpoints=(2, 4), batch_size=2, learning_rate=1e-2, search_share=1.0)
+    tuning = MaskTuning(iterations=4, checkpoints=(2, 4), batch_size=2, learning_rate=1e-2, search_share=1.0,
+                        shares=(1.0, 0.5))
+    assert tuning.shares == (0.5, 1.0)
     result = tune_masks(path, find_cases([tmp_path / "train"]), find_cases([tmp_path / "aside"]), tmp_path, tuning)
-    assert set(result.scores) == {0, 2, 4} and len(result.losses) == 4 and result.patches > 0
+    assert set(result.scores) == {START, (2, 0.5), (2, 1.0), (4, 0.5), (4, 1.0)}
+    assert len(result.losses) == 4 and result.patches > 0
     assert all(row.scans == 1 for row in result.scores.values())
-    assert result.chosen == choose_checkpoint(result.scores[0], {2: result.scores[2], 4: result.scores[4]})
+    assert result.chosen == choose_checkpoint(result.scores[START], {k: v for k, v in result.scores.items() if k[0]})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["aside", "tiny.pt", "train"]  # checkpoints removed
     after = result.network.state_dict()
     frozen = [k for k in after if not k.startswith(("decoders.", "seg_out."))]

@@ -7,9 +7,10 @@ each case along z), each patch evaluated is kept with its image, its memory (the
 mask the traversal should have been given there, and the decoders alone are trained on them for
 ``--iterations`` batches (``--sampler-share``: that share of each batch is drawn instead as the network was
 trained, the reference vertebrae in memory, from the same cases). The model as it is and the model after each
-of ``--checkpoints`` segment the ``--validation`` cases; the checkpoint written is the one of highest Dice
-among those with a higher Dice than the model as it is and an identification rate not below it. Where none
-qualifies, nothing is written (exit 1). The label and completeness paths and the encoder they read are not
+of ``--checkpoints`` segment the ``--validation`` cases, each checkpoint by itself and mixed back into the model
+at each of ``--shares`` (``(1 - s) * model + s * checkpoint``, weight by weight, as ``combine --blend`` mixes);
+the candidate written is the one of highest Dice among those with a higher Dice than the model as it is and an
+identification rate not below it. Where none qualifies, nothing is written (exit 1). The label and completeness paths and the encoder they read are not
 trained, so the label reading and the start and rescue networks are kept; a fitted label confidence, which
 describes the old model's runs, is dropped with a warning, as every writer of the traversal drops it: fit it
 again (``calibrate --confidence``) on runs of the new model.
@@ -37,7 +38,8 @@ from ..evaluate import GroupSummary
 from ..start_network import named_networks, with_networks
 from ..training.config import LR_SCHEDULES
 from ..training.data import TrainingCase
-from ..training.mask_tuning import RUNS, MaskTuning, MaskTuningResult, tune_masks, tuned_metadata
+from ..training.mask_tuning import (RUNS, MaskTuning, MaskTuningResult, candidate_name, tune_masks,
+                                    tuned_metadata)
 from ..training.validation import json_ready
 from .tuning_options import add_inputs, add_processes, open_inputs, settings_error
 
@@ -73,6 +75,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="share of each batch drawn by the training's sampler (paper section 3.6: the reference "
                              "vertebrae in memory) from the same cases instead of the recorded patches "
                              f"(default {defaults.sampler_share:g})")
+    parser.add_argument("--shares", type=float, nargs="+", default=list(defaults.shares), metavar="S",
+                        help="each checkpoint is a candidate mixed into the model at each share, (1 - S) * model + "
+                             "S * checkpoint weight by weight; 1: the checkpoint itself (default "
+                             f"{' '.join(f'{s:g}' for s in defaults.shares)})")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the kept patches, crops and batches")
     add_processes(parser)
     parser.set_defaults(func=run)
@@ -85,8 +91,15 @@ def _row(row: GroupSummary) -> dict:
 
 
 def _scores(result: MaskTuningResult) -> dict:
-    """Each scored checkpoint's held-aside row (:func:`_row`) by its iteration count as a string, 0 first."""
-    return {str(k): _row(v) for k, v in sorted(result.scores.items())}
+    """Each scored candidate's held-aside row (:func:`_row`) by its name (``"0"`` the model as it is, ``"50"``
+    checkpoint 50, ``"50@0.25"`` its mix at 0.25), in order."""
+    return {candidate_name(k): _row(v) for k, v in sorted(result.scores.items())}
+
+
+def _chosen(result: MaskTuningResult) -> dict:
+    """The kept candidate as ``{"chosen": iteration count, "share": share}`` (both None where none was kept)."""
+    iteration, share = result.chosen or (None, None)
+    return {"chosen": iteration, "share": share}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         tuning = MaskTuning(iterations=args.iterations, checkpoints=tuple(args.checkpoints),
                             learning_rate=args.learning_rate, learning_rate_schedule=args.learning_rate_schedule,
                             batch_size=args.batch_size, done_share=args.done_share, search_share=args.search_share,
-                            runs=args.runs, crops=args.crops, sampler_share=args.sampler_share, seed=args.seed)
+                            runs=args.runs, crops=args.crops, sampler_share=args.sampler_share, seed=args.seed,
+                            shares=tuple(args.shares))
     except ValueError as exc:  # "done_share must be ..." -> "--done-share must be ..."
         raise settings_error(exc, {"learning_rate_schedule": "--lr-schedule"}) from None
     path, model, training, aside = open_inputs(args)
@@ -102,9 +116,9 @@ def run(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.out.parent, prefix=".tune-masks-") as work:
         result = tune_masks(path, training, aside, Path(work), tuning, args.workers, logger.info)
-    summary = {"model": None, "chosen": result.chosen, "patches": result.patches, "scores": _scores(result)}
+    summary = {"model": None, **_chosen(result), "patches": result.patches, "scores": _scores(result)}
     if result.chosen is None:
-        sys.stderr.write(f"vertebra-traversal tune-masks: no checkpoint beat {path} as it is on the validation "
+        sys.stderr.write(f"vertebra-traversal tune-masks: no candidate beat {path} as it is on the validation "
                          "cases; nothing written\n")
         sys.stdout.write(json.dumps(summary) + "\n")
         return 1
@@ -118,13 +132,13 @@ def write_tuned(out: Path, path: Path, model: LoadedModel, result: MaskTuningRes
                 cases: Tuple[Sequence[TrainingCase], Sequence[TrainingCase]], seconds: float) -> Path:
     """Write ``model`` (read from ``path``) with its main network replaced by ``result.network`` to ``out``
     (TorchScript), its start and rescue networks kept, and the run recorded under ``training.mask_tuning``:
-    the settings, the kept checkpoint, each checkpoint's held-aside row, the first and last 25 batches'
-    mean loss, the seconds and the (training, held-aside) case ids. A fitted label confidence is dropped
+    the settings, the kept candidate (``chosen``, the checkpoint, and ``share``), each candidate's held-aside
+    row, the first and last 25 batches' mean loss, the seconds and the (training, held-aside) case ids. A fitted label confidence is dropped
     with a warning (:func:`~vertebra_traversal.training.mask_tuning.tuned_metadata`)."""
     if result.chosen is None:
-        raise ValueError("no checkpoint was kept; nothing to write")
+        raise ValueError("no candidate was kept; nothing to write")
     training, aside = cases
-    record = {"init": str(path), "tuning": dataclasses.asdict(tuning), "chosen": result.chosen,
+    record = {"init": str(path), "tuning": dataclasses.asdict(tuning), **_chosen(result),
               "scores": _scores(result), "patches": result.patches,
               "first_loss": float(np.mean(result.losses[:25])), "last_loss": float(np.mean(result.losses[-25:])),
               "seconds": round(seconds), "data": [c.case_id for c in training],

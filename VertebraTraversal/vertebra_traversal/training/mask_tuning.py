@@ -14,7 +14,9 @@ given patch keeps its label value and completeness. Part of each batch may be §
 memory, the paper's sampling) of the same scans, so that what the network learnt there (the search, the first
 vertebra, the neck) is rehearsed while it learns its own runs (``sampler_share``). Checkpoints are judged by
 segmenting held-aside scans with the whole pipeline, scored as ``evaluate`` scores (§4.2)
-(:func:`choose_checkpoint`).
+(:func:`choose_checkpoint`), each by itself and, with ``shares``, mixed back into the model as it was
+(weight-space ensembling, :mod:`vertebra_traversal.weight_blend`): a tuned decoder forgets part of what the
+sampler taught it, and a mix keeps more of it.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ from ..segment_config import SegmentConfig
 from ..start_network import named_networks, with_networks
 from ..torch_predictor import TorchPredictor
 from ..traversal import PatchEvent, crop_patch, traverse
+from ..weight_blend import mixed_state
 from .config import LR_SCHEDULES, check_choice, check_settings, scheduled_learning_rate
 from .data import TrainingCase, case_crops, prepare_cases
 from .label_tuning import RecordingPredictor, main_network
@@ -56,6 +59,10 @@ from .validation import score_scan
 logger = logging.getLogger(__name__)
 
 RUNS = ("main", "pipeline")
+Candidate = Tuple[int, float]
+"""A candidate model: the checkpoint's iteration count and the share of its weights mixed into the model's."""
+START: Candidate = (0, 1.0)
+"""The model as it is."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,9 @@ class MaskTuning:
     (``pipeline``: also the fallback's, where the main network stalls), in each scan and in ``crops`` random
     crops of it along z (:func:`.data.case_crops`); ``sampler_share`` of each batch's patches are drawn instead by
     §3.6's sampler from the same scans (:func:`~vertebra_traversal.training.patches.model_patches`; 0: none);
-    ``seed`` seeds those choices and the batches."""
+    ``seed`` seeds those choices and the batches. Each checkpoint is a candidate at each of ``shares``: its
+    decoders' weights mixed into the model's as it was, ``(1 - s) * model + s * checkpoint`` (1: the checkpoint
+    itself, :func:`candidate_state`)."""
 
     iterations: int = 150
     checkpoints: Tuple[int, ...] = (50, 75, 100, 150)
@@ -82,9 +91,11 @@ class MaskTuning:
     crops: int = 0
     sampler_share: float = 0.0
     seed: int = 0
+    shares: Tuple[float, ...] = (1.0,)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "checkpoints", tuple(sorted(set(int(c) for c in self.checkpoints))))
+        object.__setattr__(self, "shares", tuple(sorted(set(float(s) for s in self.shares))))
         check_settings(self, (("iterations", self.iterations >= 1, "at least 1"),
                               ("batch_size", self.batch_size >= 1, "at least 1"),
                               ("learning_rate", self.learning_rate > 0, "positive"),
@@ -95,7 +106,8 @@ class MaskTuning:
                                (self.sampler_share == 0 or 1 <= self.sampled_per_batch < self.batch_size),
                                "0, or a share of the batch size that leaves at least one patch of each kind"),
                               ("checkpoints", bool(self.checkpoints) and 1 <= self.checkpoints[0]
-                               and self.checkpoints[-1] <= self.iterations, "between 1 and the iterations")))
+                               and self.checkpoints[-1] <= self.iterations, "between 1 and the iterations"),
+                              ("shares", bool(self.shares) and all(0 < s <= 1 for s in self.shares), "in (0, 1]")))
         check_choice("runs", self.runs, RUNS)
         check_choice("learning_rate_schedule", self.learning_rate_schedule, LR_SCHEDULES)
 
@@ -291,17 +303,31 @@ def tune_segmentation_path(net: IterativeFCN, scans: Sequence[MaskPatches], spac
     return losses
 
 
-def choose_checkpoint(start: GroupSummary, candidates: Dict[int, GroupSummary]) -> Optional[int]:
-    """The checkpoint to keep: of those whose held-aside scans have a higher mean Dice than the model as it is
+def choose_checkpoint(start: GroupSummary, candidates: Dict[Candidate, GroupSummary]) -> Optional[Candidate]:
+    """The candidate to keep: of those whose held-aside scans have a higher mean Dice than the model as it is
     (``start``; completely visible vertebrae, a missed one counting 0) and an identification rate not below
-    it (of the matched ones; none matched counts as 0), the one of highest Dice, the earlier on a tie; None
-    where no checkpoint qualifies."""
+    it (of the matched ones; none matched counts as 0), the one of highest Dice; on a tie the earlier
+    checkpoint, then the smaller share (the one nearer the model); None where no candidate qualifies."""
     def rate(row: GroupSummary) -> float:
         return 0.0 if math.isnan(row.identification_accuracy) else row.identification_accuracy
 
     better = [(-row.dice_mean, iteration) for iteration, row in candidates.items()
               if row.dice_mean > start.dice_mean and rate(row) >= rate(start)]
     return min(better)[1] if better else None
+
+
+def candidate_state(start: Dict[str, torch.Tensor], tuned: Dict[str, torch.Tensor], share: float
+                    ) -> Dict[str, torch.Tensor]:
+    """The main network's weights of a candidate: ``tuned`` (a checkpoint's state dict) mixed into ``start``
+    (the model's as it was), ``(1 - share) * start + share * tuned`` (:func:`~vertebra_traversal.weight_blend.
+    mixed_state`); ``share`` 1 gives ``tuned`` itself, exactly."""
+    return tuned if share == 1.0 else mixed_state(start, tuned, share)
+
+
+def candidate_name(candidate: Candidate) -> str:
+    """``"50"`` for checkpoint 50 itself (and ``"0"`` for the model as it is), ``"50@0.25"`` for its mix at 0.25."""
+    iteration, share = candidate
+    return str(iteration) if share == 1.0 else f"{iteration}@{share:g}"
 
 
 def tuned_metadata(metadata: ModelMetadata, record: Dict[str, Any]) -> ModelMetadata:
@@ -323,12 +349,13 @@ def score_model(model_path: Path, cases: Sequence[TrainingCase], workers: int = 
 
 @dataclass(frozen=True)
 class MaskTuningResult:
-    """``chosen``: the kept checkpoint's iteration count (None: none beat the model as it is); ``scores``: the
-    held-aside row of each checkpoint, 0 for the model as it is; ``losses``: every batch's loss; ``network``:
-    the main network with the kept checkpoint's weights (or the model's own); ``patches``: patches recorded."""
+    """``chosen``: the kept candidate, (iteration count, share) (None: none beat the model as it is);
+    ``scores``: the held-aside row of each candidate, :data:`START` for the model as it is; ``losses``: every
+    batch's loss; ``network``: the main network with the kept candidate's weights (or the model's own);
+    ``patches``: patches recorded."""
 
-    chosen: Optional[int]
-    scores: Dict[int, GroupSummary]
+    chosen: Optional[Candidate]
+    scores: Dict[Candidate, GroupSummary]
     losses: List[float]
     network: IterativeFCN
     patches: int
@@ -339,9 +366,9 @@ def tune_masks(model_path: Path, training: Sequence[TrainingCase], aside: Sequen
                progress: Optional[Callable[[str], None]] = None) -> MaskTuningResult:
     """Record the patches of the traversals of ``training`` (:func:`capture_case`), train the segmentation path on
     them (:func:`tune_segmentation_path`; with ``tuning.sampler_share``, §3.6's patches of ``training`` prepared on
-    the model grid in ``work_dir``), score the model as it is and each checkpoint on ``aside``
-    (:func:`score_model`; each checkpoint is written to ``work_dir`` for that and removed after) and keep the
-    one :func:`choose_checkpoint` picks. ``workers``: processes for recording and scoring."""
+    the model grid in ``work_dir``), score the model as it is and each checkpoint at each of ``tuning.shares``
+    on ``aside`` (:func:`score_model`; each candidate is written to ``work_dir`` for that and removed after) and
+    keep the one :func:`choose_checkpoint` picks. ``workers``: processes for recording and scoring."""
     say = progress or (lambda text: None)
     model = loaded_model(model_path)
     sampler = _sampler(model, training, work_dir, tuning, workers) if tuning.sampled_per_batch else None
@@ -349,25 +376,29 @@ def tune_masks(model_path: Path, training: Sequence[TrainingCase], aside: Sequen
                       progress=lambda done, total, case_id: say(f"recorded {case_id} ({done}/{total})"))
     patches = sum(len(s) for s in scans)
     say(f"{patches} patches of {len(scans)} scans")
-    scores = {0: score_model(model_path, aside, workers)}
-    say(f"as it is: {_describe(scores[0])}")
+    scores = {START: score_model(model_path, aside, workers)}
+    say(f"as it is: {_describe(scores[START])}")
     net = main_network(model)
     children = named_networks(model)
     weights = {0: copy.deepcopy(net.state_dict())}
+    probe = copy.deepcopy(net).eval()
 
     def checkpoint(iteration: int) -> None:
-        path = save_torchscript(with_networks(net, children.get("start"), children.get("rescue")), model.metadata,
-                                work_dir / f"checkpoint-{iteration}.pt")
-        try:
-            scores[iteration] = score_model(path, aside, workers)
-        finally:
-            path.unlink()
         weights[iteration] = copy.deepcopy(net.state_dict())
-        say(f"checkpoint {iteration}: {_describe(scores[iteration])}")
+        for share in tuning.shares:
+            probe.load_state_dict(candidate_state(weights[0], weights[iteration], share))
+            name = candidate_name((iteration, share))
+            path = save_torchscript(with_networks(probe, children.get("start"), children.get("rescue")),
+                                    model.metadata, work_dir / f"checkpoint-{name}.pt")
+            try:
+                scores[iteration, share] = score_model(path, aside, workers)
+            finally:
+                path.unlink()
+            say(f"checkpoint {name}: {_describe(scores[iteration, share])}")
 
     losses = tune_segmentation_path(net, scans, model.metadata.spacing_mm[::-1], tuning, checkpoint, say, sampler)
-    chosen = choose_checkpoint(scores[0], {k: v for k, v in scores.items() if k})
-    net.load_state_dict(weights[chosen or 0])
+    chosen = choose_checkpoint(scores[START], {k: v for k, v in scores.items() if k != START})
+    net.load_state_dict(candidate_state(weights[0], weights[chosen[0]], chosen[1]) if chosen else weights[0])
     return MaskTuningResult(chosen, scores, losses, net.eval(), patches)
 
 
