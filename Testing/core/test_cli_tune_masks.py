@@ -68,7 +68,7 @@ def test_bad_settings_are_refused_with_their_option(folders, capsys, extra, mess
 def test_a_run_writes_the_kept_checkpoint_with_its_record_or_nothing(folders, capsys):
     root, model = folders
     code = cli.main(_args(root, model, "--iterations", "4", "--checkpoints", "2", "4", "--search-share", "1",
-                          "--sampler-share", "0.5", "--shares", "1", "0.5"))
+                          "--sampler-share", "0.5", "--shares", "1", "0.5", "--identification", "count"))
     summary = json.loads(capsys.readouterr().out)
     assert list(summary["scores"]) == ["0", "2@0.5", "2", "4@0.5", "4"] and summary["patches"] > 0
     assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []  # no checkpoint or cache left behind
@@ -82,7 +82,7 @@ def test_a_run_writes_the_kept_checkpoint_with_its_record_or_nothing(folders, ca
     assert record["chosen"] == summary["chosen"] and record["share"] == summary["share"] in (0.5, 1.0)
     assert record["data"] == ["case001"]
     assert record["validation"] == ["case002"] and record["tuning"]["iterations"] == 4
-    assert record["tuning"]["sampler_share"] == 0.5
+    assert record["tuning"]["sampler_share"] == 0.5 and record["tuning"]["identification"] == "count"
     new, old = named_networks(tuned)["main"].state_dict(), named_networks(base)["main"].state_dict()
     assert all(torch.equal(new[k], old[k]) for k in old if not k.startswith(("decoders.", "seg_out.")))
 

@@ -61,7 +61,7 @@ def test_settings_are_checked():
                 {"iterations": 10, "checkpoints": (5, 11)}, {"learning_rate_schedule": "step"}, {"runs": "start"},
                 {"crops": -1}, {"sampler_share": -0.1}, {"sampler_share": 1.0},
                 {"batch_size": 1, "sampler_share": 0.3}, {"batch_size": 2, "sampler_share": 0.9},
-                {"shares": ()}, {"shares": (0.0, 0.5)}, {"shares": (1.5,)}):
+                {"shares": ()}, {"shares": (0.0, 0.5)}, {"shares": (1.5,)}, {"identification": "share"}):
         with pytest.raises(ValueError):
             MaskTuning(**bad)
     assert MaskTuning(batch_size=4, sampler_share=0.5).sampled_per_batch == 2
@@ -251,6 +251,21 @@ def test_the_candidate_kept_has_the_highest_dice_of_those_that_identify_no_fewer
     assert choose_checkpoint(start, {c50: _row(math.nan, 0.9)}) is None
     nothing = _row(0.0, math.nan)  # no vertebra matched: identification counts as 0
     assert choose_checkpoint(nothing, {c50: _row(0.1, 0.0), c75: _row(0.2, math.nan)}) == c75
+
+
+def _found(dice, identification, missed):
+    return replace(_row(dice, identification), vertebrae=100, missed=missed)
+
+
+def test_by_count_a_candidate_that_finds_more_must_name_as_many_right():
+    start = _found(0.60, 0.75, missed=20)  # 60 of 80 matched named right
+    more = {(50, 0.5): _found(0.65, 0.70, missed=10),   # 63 of 90: fewer by rate, more by count
+            (50, 1.0): _found(0.70, 0.60, missed=0)}    # 60 of 100: as many
+    assert choose_checkpoint(start, more) is None
+    assert choose_checkpoint(start, more, "count") == (50, 1.0)
+    assert choose_checkpoint(start, {(50, 1.0): _found(0.70, 0.58, missed=0)}, "count") is None  # 58 of 100
+    assert choose_checkpoint(_found(0.1, math.nan, missed=100), {(50, 1.0): _found(0.2, 0.0, missed=99)},
+                             "count") == (50, 1.0)  # none named: 0 each
 
 
 def test_a_candidate_is_the_checkpoint_mixed_into_the_model_at_its_share():

@@ -10,7 +10,8 @@ trained, the reference vertebrae in memory, from the same cases). The model as i
 of ``--checkpoints`` segment the ``--validation`` cases, each checkpoint by itself and mixed back into the model
 at each of ``--shares`` (``(1 - s) * model + s * checkpoint``, weight by weight, as ``combine --blend`` mixes);
 the candidate written is the one of highest Dice among those with a higher Dice than the model as it is and an
-identification rate not below it. Where none qualifies, nothing is written (exit 1). The label and completeness paths and the encoder they read are not
+identification rate not below it (``--identification count``: as many vertebrae identified). Where none
+qualifies, nothing is written (exit 1). The label and completeness paths and the encoder they read are not
 trained, so the label reading and the start and rescue networks are kept; a fitted label confidence, which
 describes the old model's runs, is dropped with a warning, as every writer of the traversal drops it: fit it
 again (``calibrate --confidence``) on runs of the new model.
@@ -38,8 +39,8 @@ from ..evaluate import GroupSummary
 from ..start_network import named_networks, with_networks
 from ..training.config import LR_SCHEDULES
 from ..training.data import TrainingCase
-from ..training.mask_tuning import (RUNS, MaskTuning, MaskTuningResult, candidate_name, tune_masks,
-                                    tuned_metadata)
+from ..training.mask_tuning import (IDENTIFICATION, RUNS, MaskTuning, MaskTuningResult, candidate_name,
+                                    tune_masks, tuned_metadata)
 from ..training.validation import json_ready
 from .tuning_options import add_inputs, add_processes, open_inputs, settings_error
 
@@ -79,6 +80,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="each checkpoint is a candidate mixed into the model at each share, (1 - S) * model + "
                              "S * checkpoint weight by weight; 1: the checkpoint itself (default "
                              f"{' '.join(f'{s:g}' for s in defaults.shares)})")
+    parser.add_argument("--identification", choices=IDENTIFICATION, default=defaults.identification,
+                        help="a candidate must identify at least the model's share of the vertebrae it matches "
+                             "(rate) or at least as many vertebrae (count: for a model that finds vertebrae whose "
+                             f"level it cannot say; default {defaults.identification})")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the kept patches, crops and batches")
     add_processes(parser)
     parser.set_defaults(func=run)
@@ -108,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
                             learning_rate=args.learning_rate, learning_rate_schedule=args.learning_rate_schedule,
                             batch_size=args.batch_size, done_share=args.done_share, search_share=args.search_share,
                             runs=args.runs, crops=args.crops, sampler_share=args.sampler_share, seed=args.seed,
-                            shares=tuple(args.shares))
+                            shares=tuple(args.shares), identification=args.identification)
     except ValueError as exc:  # "done_share must be ..." -> "--done-share must be ..."
         raise settings_error(exc, {"learning_rate_schedule": "--lr-schedule"}) from None
     path, model, training, aside = open_inputs(args)
@@ -133,8 +138,9 @@ def write_tuned(out: Path, path: Path, model: LoadedModel, result: MaskTuningRes
     """Write ``model`` (read from ``path``) with its main network replaced by ``result.network`` to ``out``
     (TorchScript), its start and rescue networks kept, and the run recorded under ``training.mask_tuning``:
     the settings, the kept candidate (``chosen``, the checkpoint, and ``share``), each candidate's held-aside
-    row, the first and last 25 batches' mean loss, the seconds and the (training, held-aside) case ids. A fitted label confidence is dropped
-    with a warning (:func:`~vertebra_traversal.training.mask_tuning.tuned_metadata`)."""
+    row, the first and last 25 batches' mean loss, the seconds and the (training, held-aside) case ids. A
+    fitted label confidence is dropped with a warning (:func:`~vertebra_traversal.training.mask_tuning.
+    tuned_metadata`)."""
     if result.chosen is None:
         raise ValueError("no candidate was kept; nothing to write")
     training, aside = cases

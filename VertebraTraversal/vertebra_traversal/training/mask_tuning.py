@@ -59,6 +59,7 @@ from .validation import score_scan
 logger = logging.getLogger(__name__)
 
 RUNS = ("main", "pipeline")
+IDENTIFICATION = ("rate", "count")
 Candidate = Tuple[int, float]
 """A candidate model: the checkpoint's iteration count and the share of its weights mixed into the model's."""
 START: Candidate = (0, 1.0)
@@ -78,7 +79,10 @@ class MaskTuning:
     §3.6's sampler from the same scans (:func:`~vertebra_traversal.training.patches.model_patches`; 0: none);
     ``seed`` seeds those choices and the batches. Each checkpoint is a candidate at each of ``shares``: its
     decoders' weights mixed into the model's as it was, ``(1 - s) * model + s * checkpoint`` (1: the checkpoint
-    itself, :func:`candidate_state`)."""
+    itself, :func:`candidate_state`). A candidate is kept only where it identifies on the aside scans at least
+    the model's share of the vertebrae it finds (``identification`` = ``rate``) or at least as many vertebrae
+    (``count``: one that finds vertebrae whose level the label path cannot say, such as the MR model's neck
+    bodies, lowers the rate while it names as many right; :func:`choose_checkpoint`)."""
 
     iterations: int = 150
     checkpoints: Tuple[int, ...] = (50, 75, 100, 150)
@@ -92,6 +96,7 @@ class MaskTuning:
     sampler_share: float = 0.0
     seed: int = 0
     shares: Tuple[float, ...] = (1.0,)
+    identification: str = "rate"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "checkpoints", tuple(sorted(set(int(c) for c in self.checkpoints))))
@@ -109,6 +114,7 @@ class MaskTuning:
                                and self.checkpoints[-1] <= self.iterations, "between 1 and the iterations"),
                               ("shares", bool(self.shares) and all(0 < s <= 1 for s in self.shares), "in (0, 1]")))
         check_choice("runs", self.runs, RUNS)
+        check_choice("identification", self.identification, IDENTIFICATION)
         check_choice("learning_rate_schedule", self.learning_rate_schedule, LR_SCHEDULES)
 
     @property
@@ -303,16 +309,19 @@ def tune_segmentation_path(net: IterativeFCN, scans: Sequence[MaskPatches], spac
     return losses
 
 
-def choose_checkpoint(start: GroupSummary, candidates: Dict[Candidate, GroupSummary]) -> Optional[Candidate]:
+def choose_checkpoint(start: GroupSummary, candidates: Dict[Candidate, GroupSummary],
+                      identification: str = "rate") -> Optional[Candidate]:
     """The candidate to keep: of those whose held-aside scans have a higher mean Dice than the model as it is
     (``start``; completely visible vertebrae, a missed one counting 0) and an identification rate not below
-    it (of the matched ones; none matched counts as 0), the one of highest Dice; on a tie the earlier
-    checkpoint, then the smaller share (the one nearer the model); None where no candidate qualifies."""
-    def rate(row: GroupSummary) -> float:
-        return 0.0 if math.isnan(row.identification_accuracy) else row.identification_accuracy
+    it (of the matched ones; none matched counts as 0; ``identification`` = ``count``: as many vertebrae
+    identified, the rate times the matched ones), the one of highest Dice; on a tie the earlier checkpoint,
+    then the smaller share (the one nearer the model); None where no candidate qualifies."""
+    def named(row: GroupSummary) -> float:
+        rate = 0.0 if math.isnan(row.identification_accuracy) else row.identification_accuracy
+        return rate if identification == "rate" else round(rate * (row.vertebrae - row.missed))
 
-    better = [(-row.dice_mean, iteration) for iteration, row in candidates.items()
-              if row.dice_mean > start.dice_mean and rate(row) >= rate(start)]
+    better = [(-row.dice_mean, candidate) for candidate, row in candidates.items()
+              if row.dice_mean > start.dice_mean and named(row) >= named(start)]
     return min(better)[1] if better else None
 
 
@@ -397,7 +406,7 @@ def tune_masks(model_path: Path, training: Sequence[TrainingCase], aside: Sequen
             say(f"checkpoint {name}: {_describe(scores[iteration, share])}")
 
     losses = tune_segmentation_path(net, scans, model.metadata.spacing_mm[::-1], tuning, checkpoint, say, sampler)
-    chosen = choose_checkpoint(scores[START], {k: v for k, v in scores.items() if k != START})
+    chosen = choose_checkpoint(scores[START], {k: v for k, v in scores.items() if k != START}, tuning.identification)
     net.load_state_dict(candidate_state(weights[0], weights[chosen[0]], chosen[1]) if chosen else weights[0])
     return MaskTuningResult(chosen, scores, losses, net.eval(), patches)
 
