@@ -39,8 +39,8 @@ from ..evaluate import GroupSummary
 from ..start_network import named_networks, with_networks
 from ..training.config import LR_SCHEDULES
 from ..training.data import TrainingCase
-from ..training.mask_tuning import (IDENTIFICATION, RUNS, MaskTuning, MaskTuningResult, candidate_name,
-                                    tune_masks, tuned_metadata)
+from ..training.candidates import IDENTIFICATION, candidate_name
+from ..training.mask_tuning import RUNS, MaskTuning, MaskTuningResult, tune_masks, tuned_metadata
 from ..training.validation import json_ready
 from .tuning_options import add_inputs, add_processes, open_inputs, settings_error
 

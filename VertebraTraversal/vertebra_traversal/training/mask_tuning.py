@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,7 +45,7 @@ from ..segment_config import SegmentConfig
 from ..start_network import named_networks, with_networks
 from ..torch_predictor import TorchPredictor
 from ..traversal import PatchEvent, crop_patch, traverse
-from ..weight_blend import mixed_state
+from .candidates import IDENTIFICATION, START, Candidate, candidate_name, candidate_state, choose_checkpoint
 from .config import LR_SCHEDULES, check_choice, check_settings, scheduled_learning_rate
 from .data import TrainingCase, case_crops, prepare_cases
 from .label_tuning import RecordingPredictor, main_network
@@ -59,11 +58,6 @@ from .validation import score_scan
 logger = logging.getLogger(__name__)
 
 RUNS = ("main", "pipeline")
-IDENTIFICATION = ("rate", "count")
-Candidate = Tuple[int, float]
-"""A candidate model: the checkpoint's iteration count and the share of its weights mixed into the model's."""
-START: Candidate = (0, 1.0)
-"""The model as it is."""
 
 
 @dataclass(frozen=True)
@@ -307,36 +301,6 @@ def tune_segmentation_path(net: IterativeFCN, scans: Sequence[MaskPatches], spac
     for p in net.parameters():
         p.requires_grad_(True)
     return losses
-
-
-def choose_checkpoint(start: GroupSummary, candidates: Dict[Candidate, GroupSummary],
-                      identification: str = "rate") -> Optional[Candidate]:
-    """The candidate to keep: of those whose held-aside scans have a higher mean Dice than the model as it is
-    (``start``; completely visible vertebrae, a missed one counting 0) and an identification rate not below
-    it (of the matched ones; none matched counts as 0; ``identification`` = ``count``: as many vertebrae
-    identified, the rate times the matched ones), the one of highest Dice; on a tie the earlier checkpoint,
-    then the smaller share (the one nearer the model); None where no candidate qualifies."""
-    def named(row: GroupSummary) -> float:
-        rate = 0.0 if math.isnan(row.identification_accuracy) else row.identification_accuracy
-        return rate if identification == "rate" else round(rate * (row.vertebrae - row.missed))
-
-    better = [(-row.dice_mean, candidate) for candidate, row in candidates.items()
-              if row.dice_mean > start.dice_mean and named(row) >= named(start)]
-    return min(better)[1] if better else None
-
-
-def candidate_state(start: Dict[str, torch.Tensor], tuned: Dict[str, torch.Tensor], share: float
-                    ) -> Dict[str, torch.Tensor]:
-    """The main network's weights of a candidate: ``tuned`` (a checkpoint's state dict) mixed into ``start``
-    (the model's as it was), ``(1 - share) * start + share * tuned`` (:func:`~vertebra_traversal.weight_blend.
-    mixed_state`); ``share`` 1 gives ``tuned`` itself, exactly."""
-    return tuned if share == 1.0 else mixed_state(start, tuned, share)
-
-
-def candidate_name(candidate: Candidate) -> str:
-    """``"50"`` for checkpoint 50 itself (and ``"0"`` for the model as it is), ``"50@0.25"`` for its mix at 0.25."""
-    iteration, share = candidate
-    return str(iteration) if share == 1.0 else f"{iteration}@{share:g}"
 
 
 def tuned_metadata(metadata: ModelMetadata, record: Dict[str, Any]) -> ModelMetadata:
