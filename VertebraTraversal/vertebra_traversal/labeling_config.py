@@ -69,7 +69,7 @@ class LabelingConfig:
         for name in ("variant_penalty", "gap_penalty", "trim_penalty", "bottom_anchor_penalty", "rib_anchor_penalty",
                      "reversal_penalty"):
             penalty, most = getattr(self, name), 2.0 if name == "rib_anchor_penalty" else 1.0
-            if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not 0.0 <= penalty <= most:
+            if not _is_number(penalty) or not 0.0 <= penalty <= most:
                 raise ValueError(f"LabelingConfig.{name}: expected a number in [0, {most:g}], got {penalty!r}")
         if isinstance(self.max_gaps, bool) or not isinstance(self.max_gaps, int) or not 0 <= self.max_gaps <= 3:
             raise ValueError(f"LabelingConfig.max_gaps: expected an integer from 0 to 3, got {self.max_gaps!r}")
@@ -77,10 +77,10 @@ class LabelingConfig:
         if isinstance(trimmed, bool) or not isinstance(trimmed, int) or not 0 <= trimmed <= 3:
             raise ValueError(f"LabelingConfig.max_trimmed: expected an integer from 0 to 3, got {self.max_trimmed!r}")
         anchor = self.bottom_anchor_mm
-        if isinstance(anchor, bool) or not isinstance(anchor, (int, float)) or not 0.0 <= anchor < math.inf:
+        if not _is_number(anchor) or not 0.0 <= anchor < math.inf:
             raise ValueError(f"LabelingConfig.bottom_anchor_mm: expected a number of mm >= 0, got {anchor!r}")
         drop = self.reversal_levels
-        if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not 0.0 <= drop < math.inf:
+        if not _is_number(drop) or not 0.0 <= drop < math.inf:
             raise ValueError(f"LabelingConfig.reversal_levels: expected 0 (off) or a number of levels > 0, "
                              f"got {drop!r}")
         self._check_spacing()
@@ -95,10 +95,15 @@ class LabelingConfig:
 
     def _check_spacing(self) -> None:
         ratio, pair = self.wide_ratio, self.wide_penalties
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (ratio == 0 or 1 <= ratio < math.inf):
+        if not _is_number(ratio) or not (ratio == 0 or 1 <= ratio < math.inf):
             raise ValueError(f"LabelingConfig.wide_ratio: expected 0 (off) or a number >= 1, got {ratio!r}")
         if not isinstance(pair, (tuple, list)) or len(pair) != 2 or any(
-                isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0 for p in pair):
+                not _is_number(p) or not 0.0 <= p <= 1.0 for p in pair):
             raise ValueError(f"LabelingConfig.wide_penalties: expected two numbers in [0, 1] (a skipped level, "
                              f"consecutive levels), got {pair!r}")
         object.__setattr__(self, "wide_penalties", (float(pair[0]), float(pair[1])))  # a JSON list read as a pair
+
+
+def _is_number(value: object) -> bool:
+    """An int or a float, not a bool (which Python counts as an int): a setting read from JSON or the CLI."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
