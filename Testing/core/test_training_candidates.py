@@ -49,3 +49,11 @@ def test_a_candidate_is_the_checkpoint_mixed_into_the_model_at_its_share():
     assert torch.equal(mixed["w"][:1], torch.tensor([1.0])) and mixed["n"] == 3  # counters stay the model's
     assert candidate_state(start, tuned, 1.0) is tuned  # the checkpoint itself, not a rounded mix
     assert [candidate_name(c) for c in (START, (50, 1.0), (50, 0.25), (75, 0.5))] == ["0", "50", "50@0.25", "75@0.5"]
+
+
+def test_without_identification_the_candidate_of_highest_dice_is_kept_whatever_it_names():
+    start = _found(0.60, 0.75, missed=20)
+    fewer = {(50, 0.5): _found(0.65, 0.10, missed=10), (100, 0.5): _found(0.62, 0.90, missed=10)}
+    assert choose_checkpoint(start, fewer) == (100, 0.5)
+    assert choose_checkpoint(start, fewer, "none") == (50, 0.5)
+    assert choose_checkpoint(start, {(50, 1.0): _found(0.60, 1.0, missed=0)}, "none") is None  # Dice must rise

@@ -10,7 +10,8 @@ trained, the reference vertebrae in memory, from the same cases). The model as i
 of ``--checkpoints`` segment the ``--validation`` cases, each checkpoint by itself and mixed back into the model
 at each of ``--shares`` (``(1 - s) * model + s * checkpoint``, weight by weight, as ``combine --blend`` mixes);
 the candidate written is the one of highest Dice among those with a higher Dice than the model as it is and an
-identification rate not below it (``--identification count``: as many vertebrae identified). Where none
+identification rate not below it (``--identification count``: as many vertebrae identified; ``none``: Dice
+alone, where ``tune-labels`` trains the label path again on the new model's runs afterwards). Where none
 qualifies, nothing is written (exit 1). The label and completeness paths and the encoder they read are not
 trained, so the label reading and the start and rescue networks are kept; a fitted label confidence, which
 describes the old model's runs, is dropped with a warning, as every writer of the traversal drops it: fit it
@@ -83,7 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--identification", choices=IDENTIFICATION, default=defaults.identification,
                         help="a candidate must identify at least the model's share of the vertebrae it matches "
                              "(rate) or at least as many vertebrae (count: for a model that finds vertebrae whose "
-                             f"level it cannot say; default {defaults.identification})")
+                             "level it cannot say) or is not compared (none: Dice alone, for a model whose label "
+                             f"path tune-labels trains again afterwards; default {defaults.identification})")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the kept patches, crops and batches")
     add_processes(parser)
     parser.set_defaults(func=run)

@@ -16,7 +16,7 @@ import torch
 from ..evaluate import GroupSummary
 from ..weight_blend import mixed_state
 
-IDENTIFICATION = ("rate", "count")
+IDENTIFICATION = ("rate", "count", "none")
 Candidate = Tuple[int, float]
 """A candidate model: the checkpoint's iteration count and the share of its weights mixed into the model's."""
 START: Candidate = (0, 1.0)
@@ -28,9 +28,12 @@ def choose_checkpoint(start: GroupSummary, candidates: Dict[Candidate, GroupSumm
     """The candidate to keep: of those whose held-aside scans have a higher mean Dice than the model as it is
     (``start``; completely visible vertebrae, a missed one counting 0) and an identification rate not below
     it (of the matched ones; none matched counts as 0; ``identification`` = ``count``: as many vertebrae
-    identified, the rate times the matched ones), the one of highest Dice; on a tie the earlier checkpoint,
-    then the smaller share (the one nearer the model); None where no candidate qualifies."""
+    identified, the rate times the matched ones; ``none``: not compared, for a model whose label path is trained
+    again on the new masks' runs afterwards, ``tune-labels``), the one of highest Dice; on a tie the earlier
+    checkpoint, then the smaller share (the one nearer the model); None where no candidate qualifies."""
     def named(row: GroupSummary) -> float:
+        if identification == "none":
+            return 0.0
         rate = 0.0 if math.isnan(row.identification_accuracy) else row.identification_accuracy
         return rate if identification == "rate" else round(rate * (row.vertebrae - row.missed))
 

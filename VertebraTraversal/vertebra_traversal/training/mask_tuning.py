@@ -76,7 +76,8 @@ class MaskTuning:
     itself, :func:`candidate_state`). A candidate is kept only where it identifies on the aside scans at least
     the model's share of the vertebrae it finds (``identification`` = ``rate``) or at least as many vertebrae
     (``count``: one that finds vertebrae whose level the label path cannot say, such as the MR model's neck
-    bodies, lowers the rate while it names as many right; :func:`choose_checkpoint`)."""
+    bodies, lowers the rate while it names as many right; ``none``: Dice alone, where the label path is trained
+    again on the new model's runs afterwards; :func:`choose_checkpoint`)."""
 
     iterations: int = 150
     checkpoints: Tuple[int, ...] = (50, 75, 100, 150)
