@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Dict, Optional, Tuple
 
+from .checks import is_integer
+
 #: Imaging modalities, as the dataset layout spells them in file names (``<id>_ct.nii.gz``); the model
 #: metadata writes them in capitals.
 MODALITIES = ("ct", "mr")
@@ -115,5 +117,5 @@ def is_valid_label(label: int) -> bool:
 def as_label(value: object) -> Optional[int]:
     """``value`` (read from a file: JSON, metadata) when it is a vertebra id of the table, else None; an
     integer only, not a boolean, a float or a string."""
-    ok = isinstance(value, int) and not isinstance(value, bool) and value in BY_LABEL
+    ok = is_integer(value) and value in BY_LABEL
     return int(value) if ok else None

@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .checks import is_integer, is_number
 from .anatomy import DIRECTIONS, name_of
 
 #: Steps from the traversal's start beyond this count as this many (the fit saw few longer chains).
@@ -68,13 +69,13 @@ class ConfidenceCalibration:
     def __post_init__(self) -> None:
         for name in WEIGHTS + (RIBS_WEIGHT, "right"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if not is_number(value) or not math.isfinite(value):
                 raise ValueError(f"{name}: expected a finite number, got {value!r}")
         if not 0.0 <= self.right <= 1.0:
             raise ValueError(f"right: expected a share from 0 to 1, got {self.right!r}")
         for name in ("steps_cap", "vertebrae", "cases"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "steps_cap" else 0):
+            if not is_integer(value) or value < (1 if name == "steps_cap" else 0):
                 raise ValueError(f"{name}: expected a whole number{' >= 1' if name == 'steps_cap' else ''}, "
                                  f"got {value!r}")
 

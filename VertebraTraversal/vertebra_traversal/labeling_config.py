@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from .checks import is_integer, is_number
 from .label_calibration import LabelCalibration
 
 
@@ -69,18 +70,18 @@ class LabelingConfig:
         for name in ("variant_penalty", "gap_penalty", "trim_penalty", "bottom_anchor_penalty", "rib_anchor_penalty",
                      "reversal_penalty"):
             penalty, most = getattr(self, name), 2.0 if name == "rib_anchor_penalty" else 1.0
-            if not _is_number(penalty) or not 0.0 <= penalty <= most:
+            if not is_number(penalty) or not 0.0 <= penalty <= most:
                 raise ValueError(f"LabelingConfig.{name}: expected a number in [0, {most:g}], got {penalty!r}")
-        if isinstance(self.max_gaps, bool) or not isinstance(self.max_gaps, int) or not 0 <= self.max_gaps <= 3:
+        if not is_integer(self.max_gaps) or not 0 <= self.max_gaps <= 3:
             raise ValueError(f"LabelingConfig.max_gaps: expected an integer from 0 to 3, got {self.max_gaps!r}")
         trimmed = self.max_trimmed
-        if isinstance(trimmed, bool) or not isinstance(trimmed, int) or not 0 <= trimmed <= 3:
+        if not is_integer(trimmed) or not 0 <= trimmed <= 3:
             raise ValueError(f"LabelingConfig.max_trimmed: expected an integer from 0 to 3, got {self.max_trimmed!r}")
         anchor = self.bottom_anchor_mm
-        if not _is_number(anchor) or not 0.0 <= anchor < math.inf:
+        if not is_number(anchor) or not 0.0 <= anchor < math.inf:
             raise ValueError(f"LabelingConfig.bottom_anchor_mm: expected a number of mm >= 0, got {anchor!r}")
         drop = self.reversal_levels
-        if not _is_number(drop) or not 0.0 <= drop < math.inf:
+        if not is_number(drop) or not 0.0 <= drop < math.inf:
             raise ValueError(f"LabelingConfig.reversal_levels: expected 0 (off) or a number of levels > 0, "
                              f"got {drop!r}")
         self._check_spacing()
@@ -95,15 +96,11 @@ class LabelingConfig:
 
     def _check_spacing(self) -> None:
         ratio, pair = self.wide_ratio, self.wide_penalties
-        if not _is_number(ratio) or not (ratio == 0 or 1 <= ratio < math.inf):
+        if not is_number(ratio) or not (ratio == 0 or 1 <= ratio < math.inf):
             raise ValueError(f"LabelingConfig.wide_ratio: expected 0 (off) or a number >= 1, got {ratio!r}")
         if not isinstance(pair, (tuple, list)) or len(pair) != 2 or any(
-                not _is_number(p) or not 0.0 <= p <= 1.0 for p in pair):
+                not is_number(p) or not 0.0 <= p <= 1.0 for p in pair):
             raise ValueError(f"LabelingConfig.wide_penalties: expected two numbers in [0, 1] (a skipped level, "
                              f"consecutive levels), got {pair!r}")
         object.__setattr__(self, "wide_penalties", (float(pair[0]), float(pair[1])))  # a JSON list read as a pair
 
-
-def _is_number(value: object) -> bool:
-    """An int or a float, not a bool (which Python counts as an int): a setting read from JSON or the CLI."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from . import anatomy
+from .checks import is_integer, is_number
 from .confidence import ConfidenceCalibration
 from .imageio import InputError
 from .label_calibration import LabelCalibration
@@ -321,7 +322,7 @@ def _parsed(name: str, record: Dict[str, Any], parse: Callable[[Dict[str, Any]],
 def in_ct_range(value: Any) -> bool:
     """Whether ``value`` is a number of HU that CT stores (``CT_HU_RANGE``, inclusive)."""
     low, high = CT_HU_RANGE
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and low <= float(value) <= high
+    return is_number(value) and low <= float(value) <= high
 
 
 def _hu(name: str, value: Any) -> float:
@@ -366,7 +367,7 @@ class PostSettings:
 
 
 def _check_version(version: Any) -> None:
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if not is_integer(version) or version < 1:
         raise CheckpointError(f"metadata: 'format_version' must be a positive integer, got {version!r}")
     if version > FORMAT_VERSION:
         raise CheckpointError(f"metadata: format_version {version} is newer than this VertebraTraversal reads "
@@ -374,14 +375,14 @@ def _check_version(version: Any) -> None:
 
 
 def _positive(name: str, value: Any, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+    if not is_number(value) or not math.isfinite(value) \
             or value < 0 or (value == 0 and not allow_zero):
         raise CheckpointError(f"metadata: '{name}' must be a positive finite number, got {value!r}")
     return float(value)
 
 
 def _share(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+    if not is_number(value) or not 0 <= value < 1:
         raise CheckpointError(f"metadata: '{name}' must be a number from 0 up to (not including) 1, got {value!r}")
     return float(value)
 
@@ -389,7 +390,7 @@ def _share(name: str, value: Any) -> float:
 def _triple(name: str, value: Any, kind: type) -> tuple:
     if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__len__") or len(value) != 3:
         raise CheckpointError(f"metadata: '{name}' must hold three numbers, got {value!r}")
-    if kind is int and any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+    if kind is int and any(not is_integer(v) for v in value):
         raise CheckpointError(f"metadata: '{name}' must hold three positive integers, got {value!r}")
     return tuple(kind(_positive(name, v)) for v in value)
 

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checks import is_integer
+
 logger = logging.getLogger(__name__)
 
 #: Initial bias of the label output: mid-range of the regression targets 0..24 (paper §3.4), so that the
@@ -62,12 +64,12 @@ class NetworkConfig:
     def __post_init__(self) -> None:
         for name in ("in_channels", "filters", "depth", "head_features", "head_depth"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_integer(value) or value < 1:
                 raise ValueError(f"NetworkConfig.{name}: expected a positive integer, got {value!r}")
         if not isinstance(self.batch_norm, bool):
             raise ValueError(f"NetworkConfig.batch_norm: expected true/false, got {self.batch_norm!r}")
         patch = tuple(self.patch_size)
-        if len(patch) != 3 or any(isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in patch):
+        if len(patch) != 3 or any(not is_integer(p) or p < 1 for p in patch):
             raise ValueError(f"NetworkConfig.patch_size: expected three positive integers, got {self.patch_size!r}")
         divisor = 2 ** (self.depth + self.head_depth)
         if any(p % divisor for p in patch):

@@ -11,6 +11,7 @@ import logging
 import numpy as np
 import torch
 
+from .checks import is_integer
 from .checkpoint import LoadedModel
 from .predictor import PatchPrediction
 
@@ -29,7 +30,7 @@ class TorchPredictor:
     """
 
     def __init__(self, model: LoadedModel, batch_size: int = 4) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if not is_integer(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.model = model
         self.batch_size = batch_size
